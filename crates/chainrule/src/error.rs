@@ -1,0 +1,100 @@
+//! The library's one error type.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in the `chainrule` library.
+///
+/// Variants are grouped by category and carry the operation, file or field at fault
+/// together with the expected and actual shapes or values, so that a caller can print
+/// one line that names the problem.
+///
+/// ```
+/// use chainrule::{Error, Tensor};
+/// let a = Tensor::<f64>::zeros(&[2, 3]);
+/// let b = Tensor::<f64>::zeros(&[4]);
+/// let err = a.add(&b).unwrap_err();
+/// assert!(matches!(err, Error::Broadcast { .. }));
+/// assert_eq!(err.to_string(), "add: shapes [2, 3] and [4] do not broadcast");
+/// ```
+#[derive(Debug, Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    // --- shapes -----------------------------------------------------------------
+    /// Two shapes are not compatible under NumPy broadcasting.
+    #[error("{op}: shapes {lhs:?} and {rhs:?} do not broadcast")]
+    Broadcast {
+        /// The operation that broadcast.
+        op: &'static str,
+        /// Shape of the left operand.
+        lhs: Vec<usize>,
+        /// Shape of the right operand.
+        rhs: Vec<usize>,
+    },
+    /// An operation got an operand of a shape it cannot take.
+    #[error("{op}: {message} (got shape {got:?})")]
+    Shape {
+        /// The operation.
+        op: &'static str,
+        /// What was expected.
+        message: String,
+        /// The offending shape.
+        got: Vec<usize>,
+    },
+    /// A data buffer does not hold as many elements as its shape says.
+    #[error("shape {shape:?} needs {expected} elements but {got} were given")]
+    ElementCount {
+        /// The requested shape.
+        shape: Vec<usize>,
+        /// Elements the shape needs.
+        expected: usize,
+        /// Elements supplied.
+        got: usize,
+    },
+    /// An axis is out of range for a tensor's rank.
+    #[error("{op}: axis {axis} is out of range for a tensor of rank {rank}")]
+    Axis {
+        /// The operation.
+        op: &'static str,
+        /// The axis asked for.
+        axis: usize,
+        /// The tensor's rank.
+        rank: usize,
+    },
+    /// An index (a row, a class) is out of range.
+    #[error("{op}: index {index} is out of range for a dimension of size {len}")]
+    Index {
+        /// The operation.
+        op: &'static str,
+        /// The index.
+        index: usize,
+        /// The dimension's size.
+        len: usize,
+    },
+
+    // --- autodiff ---------------------------------------------------------------
+    /// `backward` was called on a value that is not a single number.
+    #[error("backward needs a scalar (one element), got shape {shape:?}")]
+    NonScalarBackward {
+        /// Shape of the value backward was called on.
+        shape: Vec<usize>,
+    },
+    /// Values from two different tapes were combined.
+    #[error("{op}: operands come from different tapes")]
+    ForeignTape {
+        /// The operation.
+        op: &'static str,
+    },
+
+    // --- values -----------------------------------------------------------------
+    /// A number is outside the range where it means something.
+    #[error("{field}: {message}")]
+    InvalidValue {
+        /// The field or argument at fault.
+        field: String,
+        /// Why the value is rejected.
+        message: String,
+    },
+}
+
+/// `Result` with the library's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

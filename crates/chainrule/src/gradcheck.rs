@@ -1,0 +1,125 @@
+//! Gradient checking: backprop against central finite differences, in `f64`.
+
+use crate::{Result, Tape, Tensor, Var};
+
+/// The finite-difference step used by [`gradcheck`] when none is given: small enough
+/// that the truncation error (∝ h²) is ~1e-12, large enough that rounding
+/// (∝ ε/h ≈ 1e-16/1e-6) stays ~1e-10 for values of order 1.
+pub const DEFAULT_STEP: f64 = 1e-6;
+
+/// How far backprop and finite differences disagree for one input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputCheck {
+    /// The input's position in the list given to [`gradcheck`].
+    pub input: usize,
+    /// The largest error over the input's elements, see [`gradcheck`].
+    pub worst_error: f64,
+    /// The element (row-major index) where the error is largest.
+    pub worst_element: usize,
+    /// Backprop's value at that element.
+    pub backprop: f64,
+    /// The finite-difference estimate at that element.
+    pub numeric: f64,
+}
+
+/// The result of [`gradcheck`]: one entry per input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradCheck {
+    /// Per input, the worst disagreement.
+    pub inputs: Vec<InputCheck>,
+}
+
+impl GradCheck {
+    /// The worst error over all inputs (0 when there are none).
+    ///
+    /// ```
+    /// use chainrule::{gradcheck::gradcheck, Tensor};
+    /// let report = gradcheck(|_, x| Ok(x[0].exp().sum(&[], false)?),
+    ///                        &[Tensor::from_vec(vec![0.1, -0.4], &[2])?], None)?;
+    /// assert!(report.worst_error() < 1e-8);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn worst_error(&self) -> f64 {
+        self.inputs
+            .iter()
+            .map(|c| c.worst_error)
+            .fold(0.0, f64::max)
+    }
+}
+
+/// Compares the gradient backprop computes for a scalar function `f` of `inputs` with
+/// central finite differences `(f(x + h) − f(x − h)) / 2h`, element by element.
+///
+/// The error at an element is `|backprop − numeric| / max(1, |backprop|, |numeric|)`:
+/// relative for gradients larger than 1, absolute below (so gradients near zero are
+/// not judged by a meaningless ratio). `step` defaults to [`DEFAULT_STEP`].
+///
+/// # Errors
+/// Whatever `f` returns, or [`crate::Error::NonScalarBackward`] if `f`'s result is
+/// not a single number.
+///
+/// ```
+/// use chainrule::{gradcheck::gradcheck, Tensor};
+/// // f(a, b) = Σ (a·b)²
+/// let a = Tensor::from_vec(vec![0.3, -1.2, 2.0], &[3])?;
+/// let b = Tensor::from_vec(vec![1.5, 0.7, -0.2], &[3])?;
+/// let report = gradcheck(|_, x| Ok(x[0].mul(x[1])?.powf(2.0).sum(&[], false)?), &[a, b], None)?;
+/// assert_eq!(report.inputs.len(), 2);
+/// assert!(report.worst_error() < 1e-8);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn gradcheck<Fun>(f: Fun, inputs: &[Tensor<f64>], step: Option<f64>) -> Result<GradCheck>
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Result<Var<'t, f64>>,
+{
+    let h = step.unwrap_or(DEFAULT_STEP);
+    let evaluate = |values: &[Tensor<f64>]| -> Result<f64> {
+        let tape = Tape::new();
+        let vars: Vec<_> = values.iter().map(|v| tape.constant(v.clone())).collect();
+        let out = tape.no_grad(|| f(&tape, &vars))?;
+        out.item()
+    };
+
+    let tape = Tape::new();
+    let vars: Vec<_> = inputs.iter().map(|v| tape.param(v.clone())).collect();
+    let out = f(&tape, &vars)?;
+    let grads = out.backward()?;
+
+    let mut checks = Vec::with_capacity(inputs.len());
+    for (index, var) in vars.iter().enumerate() {
+        let analytic = grads
+            .wrt(*var)
+            .map(Tensor::to_vec)
+            .unwrap_or_else(|| vec![0.0; inputs[index].len()]);
+        let mut check = InputCheck {
+            input: index,
+            worst_error: 0.0,
+            worst_element: 0,
+            backprop: 0.0,
+            numeric: 0.0,
+        };
+        let base = inputs[index].to_vec();
+        for (element, &backprop) in analytic.iter().enumerate() {
+            let mut shifted = inputs.to_vec();
+            let mut nudge = |delta: f64| -> Result<f64> {
+                let mut values = base.clone();
+                values[element] += delta;
+                shifted[index] = Tensor::from_vec(values, inputs[index].shape())?;
+                evaluate(&shifted)
+            };
+            let numeric = (nudge(h)? - nudge(-h)?) / (2.0 * h);
+            let error = (backprop - numeric).abs() / 1f64.max(backprop.abs()).max(numeric.abs());
+            if error > check.worst_error || error.is_nan() {
+                check = InputCheck {
+                    input: index,
+                    worst_error: error,
+                    worst_element: element,
+                    backprop,
+                    numeric,
+                };
+            }
+        }
+        checks.push(check);
+    }
+    Ok(GradCheck { inputs: checks })
+}

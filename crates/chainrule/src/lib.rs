@@ -1,0 +1,33 @@
+//! # chainrule
+//!
+//! Neural networks whose backpropagation you can see.
+//!
+//! - [`Tensor`]: n-dimensional `f32`/`f64` arrays with NumPy broadcasting.
+//! - [`autodiff`]: a tape that records operations and runs the chain rule backwards;
+//!   every operation's forward and local derivative live side by side in
+//!   [`autodiff::rules`].
+//! - [`gradcheck`]: central finite differences against backprop.
+//!
+//! ```
+//! use chainrule::autodiff::Tape;
+//! // micrograd style: scalars on a tape
+//! let tape = Tape::<f64>::new();
+//! let w = tape.param_scalar(2.0);
+//! let x = tape.constant_scalar(3.0);
+//! let loss = (w * x - 1.0).powf(2.0);        // (wx - 1)²
+//! let grads = loss.backward()?;
+//! assert_eq!(grads.wrt(w).unwrap().item()?, 2.0 * 5.0 * 3.0); // 2(wx-1)·x
+//! # Ok::<(), chainrule::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod autodiff;
+mod error;
+mod float;
+pub mod gradcheck;
+pub mod tensor;
+
+pub use autodiff::{Gradients, Tape, Var};
+pub use error::{Error, Result};
+pub use float::Float;
+pub use tensor::Tensor;
