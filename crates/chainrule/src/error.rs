@@ -96,5 +96,5 @@ pub enum Error {
     },
 }
 
-/// `Result` with the library's [`Error`].
+/// `Result` with the library's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;

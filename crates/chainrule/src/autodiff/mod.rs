@@ -18,7 +18,6 @@
 //! Invariant: a node's inputs always have smaller ids than the node.
 
 pub mod rules;
-
 pub use rules::{InputGrads, Rule};
 
 use crate::{Error, Float, Result, Tensor};
@@ -184,11 +183,21 @@ impl<F: Float> Tape<F> {
     /// [`Error::ForeignTape`] when an input belongs to another tape.
     ///
     /// ```
-    /// use chainrule::autodiff::{Tape, rules::Exp};
+    /// use chainrule::autodiff::{InputGrads, Rule, Tape};
+    /// use chainrule::{Result, Tensor};
+    /// #[derive(Debug)]
+    /// struct Double; // 2x, d/dx = 2
+    /// impl Rule<f64> for Double {
+    ///     fn label(&self) -> String { "double".into() }
+    ///     fn forward(&self, x: &[&Tensor<f64>]) -> Result<Tensor<f64>> { Ok(x[0].scale(2.0)) }
+    ///     fn backward(&self, _: &[&Tensor<f64>], _: &Tensor<f64>, g: &Tensor<f64>, _: &[bool])
+    ///         -> Result<InputGrads<f64>> { Ok(vec![Some(g.scale(2.0))]) }
+    /// }
     /// let tape = Tape::<f64>::new();
-    /// let x = tape.param_scalar(0.0);
-    /// let y = tape.apply(Box::new(Exp), &[x])?;
-    /// assert_eq!(y.item()?, 1.0);
+    /// let x = tape.param_scalar(1.5);
+    /// let y = tape.apply(Box::new(Double), &[x])?;
+    /// assert_eq!(y.item()?, 3.0);
+    /// assert_eq!(y.backward()?.wrt(x).unwrap().item()?, 2.0);
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn apply<'t>(
@@ -347,6 +356,8 @@ macro_rules! unary {
     ($($(#[$doc:meta])* $name:ident => $rule:expr;)*) => {
         $(
             $(#[$doc])*
+            // `neg` is also the `Neg` operator's body; the method keeps PyTorch's name.
+            #[allow(clippy::should_implement_trait)]
             pub fn $name(self) -> Var<'t, F> {
                 self.tape
                     .apply(Box::new($rule), &[self])
@@ -364,6 +375,8 @@ macro_rules! binary {
             /// # Errors
             /// [`Error::Broadcast`] when the shapes do not broadcast;
             /// [`Error::ForeignTape`] when `other` is on another tape.
+            // Fallible on purpose: the `+ - * /` operators are built on these.
+            #[allow(clippy::should_implement_trait)]
             pub fn $name(self, other: Var<'t, F>) -> Result<Var<'t, F>> {
                 self.tape.apply(Box::new($rule), &[self, other])
             }

@@ -12,6 +12,12 @@ use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use std::fmt::Debug;
 
 /// Gradients returned by a rule: one entry per input, `None` where not needed.
+///
+/// ```
+/// use chainrule::{autodiff::InputGrads, Tensor};
+/// let grads: InputGrads<f64> = vec![Some(Tensor::scalar(1.0)), None];
+/// assert!(grads[1].is_none());
+/// ```
 pub type InputGrads<F> = Vec<Option<Tensor<F>>>;
 
 /// One differentiable operation: its forward and its local derivative.
@@ -45,12 +51,27 @@ pub type InputGrads<F> = Vec<Option<Tensor<F>>>;
 /// ```
 pub trait Rule<F: Float>: Debug {
     /// A short name for graphs and derivations (`"mul"`, `"relu"`, `"sum[1]"`).
+    ///
+    /// ```
+    /// let tape = chainrule::Tape::<f64>::new();
+    /// let y = tape.param_scalar(1.0).sigmoid();
+    /// assert_eq!(tape.label(y.id()).as_deref(), Some("sigmoid"));
+    /// ```
     fn label(&self) -> String;
 
     /// Computes the output from the input values.
     ///
     /// # Errors
     /// When the inputs' shapes do not fit the operation.
+    ///
+    /// ```
+    /// use chainrule::{Tape, Tensor};
+    /// // Every recorded value is its rule's forward applied to the inputs' values:
+    /// let tape = Tape::<f64>::new();
+    /// let y = tape.param(Tensor::from_vec(vec![-1.0, 2.0], &[2])?).relu();
+    /// assert_eq!(y.value().to_vec(), vec![0.0, 2.0]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     fn forward(&self, x: &[&Tensor<F>]) -> Result<Tensor<F>>;
 
     /// Computes ∂L/∂x for each input `i` with `need[i]`, from the inputs, the output
@@ -58,6 +79,17 @@ pub trait Rule<F: Float>: Debug {
     ///
     /// # Errors
     /// Only if the tensors are inconsistent with the forward pass.
+    ///
+    /// ```
+    /// // mul's rule returns (g·b, g·a); only the input that needs one gets it.
+    /// let tape = chainrule::Tape::<f64>::new();
+    /// let a = tape.param_scalar(3.0);
+    /// let b = tape.constant_scalar(4.0);
+    /// let grads = (a * b).backward()?;
+    /// assert_eq!(grads.wrt(a).unwrap().item()?, 4.0);
+    /// assert!(grads.wrt(b).is_none());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     fn backward(
         &self,
         x: &[&Tensor<F>],
@@ -80,12 +112,12 @@ macro_rules! rule_struct {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone)]
-        pub struct $name;
+        pub(crate) struct $name;
     };
     ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* }) => {
         $(#[$doc])*
         #[derive(Debug, Clone)]
-        pub struct $name { $(pub(crate) $field: $ty),* }
+        pub(crate) struct $name { $(pub(crate) $field: $ty),* }
     };
 }
 

@@ -112,6 +112,7 @@ impl<F: Float> Tensor<F> {
     /// assert_eq!(x.add(&bias)?.to_vec(), vec![2.0, 3.0, 4.0, 2.0, 3.0, 4.0]);
     /// # Ok::<(), chainrule::Error>(())
     /// ```
+    #[allow(clippy::should_implement_trait)] // fallible: shapes must broadcast
     pub fn add(&self, other: &Tensor<F>) -> Result<Tensor<F>> {
         self.zip_with(other, "add", |x, y| x + y)
     }
@@ -127,6 +128,7 @@ impl<F: Float> Tensor<F> {
     /// assert_eq!(d.item()?, 3.0);
     /// # Ok::<(), chainrule::Error>(())
     /// ```
+    #[allow(clippy::should_implement_trait)] // fallible: shapes must broadcast
     pub fn sub(&self, other: &Tensor<F>) -> Result<Tensor<F>> {
         self.zip_with(other, "sub", |x, y| x - y)
     }
@@ -142,6 +144,7 @@ impl<F: Float> Tensor<F> {
     /// assert_eq!(p.item()?, 10.0);
     /// # Ok::<(), chainrule::Error>(())
     /// ```
+    #[allow(clippy::should_implement_trait)] // fallible: shapes must broadcast
     pub fn mul(&self, other: &Tensor<F>) -> Result<Tensor<F>> {
         self.zip_with(other, "mul", |x, y| x * y)
     }
@@ -157,6 +160,7 @@ impl<F: Float> Tensor<F> {
     /// assert_eq!(q.item()?, 2.5);
     /// # Ok::<(), chainrule::Error>(())
     /// ```
+    #[allow(clippy::should_implement_trait)] // fallible: shapes must broadcast
     pub fn div(&self, other: &Tensor<F>) -> Result<Tensor<F>> {
         self.zip_with(other, "div", |x, y| x / y)
     }
