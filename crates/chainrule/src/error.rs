@@ -85,6 +85,24 @@ pub enum Error {
         op: &'static str,
     },
 
+    // --- files ------------------------------------------------------------------
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the operating system said.
+        message: String,
+    },
+    /// A file's contents are not what its format requires.
+    #[error("{path}: {message}")]
+    Format {
+        /// The file (or a description of the buffer).
+        path: String,
+        /// What is wrong, and where.
+        message: String,
+    },
+
     // --- values -----------------------------------------------------------------
     /// A number is outside the range where it means something.
     #[error("{field}: {message}")]

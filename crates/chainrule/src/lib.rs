@@ -7,6 +7,9 @@
 //!   every operation's forward and local derivative live side by side in
 //!   [`autodiff::rules`].
 //! - [`gradcheck`]: central finite differences against backprop.
+//! - [`nn`], [`loss`], [`optim`], [`train`]: models, losses and optimizers with
+//!   PyTorch's semantics, and the training loop.
+//! - [`io`]: NumPy `.npy` and safetensors files, written atomically.
 //!
 //! ```
 //! use chainrule::autodiff::Tape;
@@ -25,7 +28,13 @@ pub mod autodiff;
 mod error;
 mod float;
 pub mod gradcheck;
+pub mod io;
+mod json;
+pub mod loss;
+pub mod nn;
+pub mod optim;
 pub mod tensor;
+pub mod train;
 
 pub use autodiff::{Gradients, Tape, Var};
 pub use error::{Error, Result};

@@ -519,3 +519,47 @@ fn pick_larger<F: Float>(
         when(need[1], || share(false))?,
     ])
 }
+
+// ---------------------------------------------------------------------------------
+// Fused loss terms (one node each, for PyTorch's exact gradients at the edges)
+// ---------------------------------------------------------------------------------
+
+/// PyTorch's floor on p(1 − p) in BCE's gradient: the f32 value of 1e-12, in every
+/// dtype.
+const BCE_EPSILON: f64 = 1e-12_f32 as f64;
+
+rule!(
+    /// Element-wise binary cross-entropy of probabilities p against targets y:
+    /// −(y·max(ln p, −100) + (1 − y)·max(ln(1 − p), −100)), logs clamped as PyTorch's
+    /// `BCELoss`. ∂/∂p = (p − y) / max(p(1 − p), ε) with ε = f32(1e-12) (PyTorch's
+    /// formula, finite even at p = 0 or 1); ∂/∂y = max(ln(1 − p), −100) − max(ln p, −100).
+    BinaryCrossEntropy,
+    label: |s| "bce".into(),
+    forward: |s, x| x[0].zip_with(x[1], "bce", |p, y| {
+        let floor = F::from_f64(-100.0);
+        -(y * p.ln().max(floor) + (F::one() - y) * (F::one() - p).ln().max(floor))
+    }),
+    backward: |s, x, out, g, need| {
+        let eps = F::from_f64(BCE_EPSILON);
+        let floor = F::from_f64(-100.0);
+        Ok(vec![
+            when(need[0], || g.mul(&x[0].zip_with(x[1], "bce", |p, y| (p - y) / (p * (F::one() - p)).max(eps))?))?,
+            when(need[1], || g.mul(&x[0].map(|p| (F::one() - p).ln().max(floor) - p.ln().max(floor))))?,
+        ])
+    },
+);
+
+rule!(
+    /// Element-wise binary cross-entropy on logits x against targets y (PyTorch's
+    /// `BCEWithLogitsLoss`): max(x, 0) − x·y + ln(1 + e^−|x|), stable for any x.
+    /// ∂/∂x = σ(x) − y; ∂/∂y = −x.
+    BinaryCrossEntropyWithLogits,
+    label: |s| "bce_logits".into(),
+    forward: |s, x| x[0].zip_with(x[1], "bce_logits", |x, y| {
+        x.max(F::zero()) - x * y + (-x.abs()).exp().ln_1p()
+    }),
+    backward: |s, x, out, g, need| Ok(vec![
+        when(need[0], || g.mul(&x[0].zip_with(x[1], "bce_logits", |x, y| crate::tensor::sigmoid(x) - y)?))?,
+        when(need[1], || g.mul(&x[0].scale(-F::one())))?,
+    ]),
+);

@@ -13,6 +13,7 @@ mod math;
 mod matmul;
 
 pub use math::broadcast_shape;
+pub(crate) use math::sigmoid;
 pub use matmul::set_num_threads;
 
 use crate::{Error, Float, Result};

@@ -1,0 +1,155 @@
+//! The contract commands `grad` and `train` (spec/interchange.md).
+
+use anyhow::{Result, anyhow, bail};
+use chainrule::io::{read_npy, read_safetensors, safetensors_dtype, write_safetensors};
+use chainrule::loss::{Loss, Target};
+use chainrule::nn::{Module, Sequential};
+use chainrule::train::{TrainConfig, fit, loss_and_grads};
+use chainrule::{Error, Float, Tensor};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The input files every contract command reads.
+pub struct Files {
+    pub model: PathBuf,
+    pub params: PathBuf,
+    pub x: PathBuf,
+    pub y: PathBuf,
+}
+
+/// Names `path` in a library error, unless the error already does.
+fn in_file(path: &Path) -> impl FnOnce(Error) -> anyhow::Error + '_ {
+    move |e| match e {
+        Error::Io { .. } | Error::Format { .. } => anyhow!("{e}"),
+        other => anyhow!("{}: {other}", path.display()),
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = chainrule::io::read_file(path).map_err(in_file(path))?;
+    String::from_utf8(bytes).map_err(|_| anyhow!("{}: not UTF-8 text", path.display()))
+}
+
+/// A model with its parameters, data and targets, all in the parameters' dtype.
+struct Problem<F: Float> {
+    model: Sequential<F>,
+    x: Tensor<F>,
+    target: Target<F>,
+}
+
+fn load<F: Float>(files: &Files, loss: Loss) -> Result<Problem<F>> {
+    let mut model =
+        Sequential::<F>::from_json(&read_text(&files.model)?, 0).map_err(in_file(&files.model))?;
+    let params = read_safetensors::<F>(&files.params).map_err(in_file(&files.params))?;
+    model.load(params).map_err(in_file(&files.params))?;
+
+    let x_array = read_npy(&files.x).map_err(in_file(&files.x))?;
+    if !x_array.is_float() {
+        bail!(
+            "{}: dtype {} is not allowed (x must be float32 or float64)",
+            files.x.display(),
+            x_array.dtype()
+        );
+    }
+    let x = x_array.to_tensor::<F>().map_err(in_file(&files.x))?;
+    if !x.all_finite() {
+        bail!("{}: holds a non-finite number", files.x.display());
+    }
+    model.check_input(&x).map_err(in_file(&files.x))?;
+    let rows = x.shape()[0];
+    let outputs = model.output_features().unwrap_or(x.shape()[1]);
+
+    let y_array = read_npy(&files.y).map_err(in_file(&files.y))?;
+    let target = Target::from_npy(&y_array, loss, rows, outputs).map_err(in_file(&files.y))?;
+    Ok(Problem { model, x, target })
+}
+
+fn named<F: Float>(
+    model: &Sequential<F>,
+    values: impl IntoIterator<Item = Tensor<F>>,
+) -> BTreeMap<String, Tensor<F>> {
+    model
+        .params()
+        .iter()
+        .map(|p| p.name.clone())
+        .zip(values)
+        .collect()
+}
+
+/// The dtype the computation runs in: the parameters file's.
+fn dtype(files: &Files) -> Result<&'static str> {
+    safetensors_dtype(&files.params).map_err(in_file(&files.params))
+}
+
+/// `chainrule grad`.
+pub fn grad(files: &Files, loss: &str, out: &Path) -> Result<()> {
+    let loss = Loss::from_name(loss).map_err(|e| anyhow!("--{e}"))?;
+    match dtype(files)? {
+        "F32" => grad_as::<f32>(files, loss, out),
+        _ => grad_as::<f64>(files, loss, out),
+    }
+}
+
+fn grad_as<F: Float>(files: &Files, loss: Loss, out: &Path) -> Result<()> {
+    let problem = load::<F>(files, loss)?;
+    let (value, grads) = loss_and_grads(&problem.model, &problem.x, &problem.target, loss)
+        .map_err(|e| anyhow!("{e}"))?;
+    if !value.is_finite() {
+        bail!("loss: the loss is not finite ({value})");
+    }
+    let grads = problem
+        .model
+        .params()
+        .iter()
+        .zip(grads)
+        .map(|(p, g)| g.unwrap_or_else(|| Tensor::zeros(p.value.shape())));
+    write_safetensors(out, &named(&problem.model, grads)).map_err(in_file(out))?;
+    println!("{{\"loss\": {value}}}");
+    Ok(())
+}
+
+/// `chainrule train`.
+pub fn train(files: &Files, config: &Path, out: &Path) -> Result<()> {
+    let config = TrainConfig::from_json(&read_text(config)?).map_err(in_file(config))?;
+    match dtype(files)? {
+        "F32" => train_as::<f32>(files, &config, out),
+        _ => train_as::<f64>(files, &config, out),
+    }
+}
+
+fn train_as<F: Float>(files: &Files, config: &TrainConfig, out: &Path) -> Result<()> {
+    let mut problem = load::<F>(files, config.loss)?;
+    let mut last = None;
+    fit(
+        &mut problem.model,
+        &problem.x,
+        &problem.target,
+        config,
+        |epoch, batch, loss| {
+            last = Some((epoch, batch, loss));
+        },
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    if let Some(p) = problem
+        .model
+        .params()
+        .iter()
+        .find(|p| !p.value.all_finite())
+    {
+        bail!(
+            "training diverged: parameter {} is no longer finite",
+            p.name
+        );
+    }
+    let values = problem.model.params().iter().map(|p| p.value.clone());
+    write_safetensors(out, &named(&problem.model, values)).map_err(in_file(out))?;
+    if let Some((epoch, batch, loss)) = last {
+        println!(
+            "trained {} epoch(s); last step: epoch {epoch}, batch {batch}, loss {loss}",
+            config.epochs
+        );
+    } else {
+        println!("0 epochs: parameters written unchanged");
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Files: NumPy `.npy` arrays, safetensors parameter files, and atomic writes.
+//!
+//! Every reader checks a header's declared sizes against the bytes actually present
+//! before allocating, and names the file in its errors.
+
+mod npy;
+mod safetensors;
+
+pub use npy::{NpyArray, read_npy, read_npy_bytes};
+pub use safetensors::{read_safetensors, safetensors_bytes, safetensors_dtype, write_safetensors};
+
+use crate::{Error, Result};
+use std::io::Write;
+use std::path::Path;
+
+pub(crate) fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Reads a whole file, naming it in the error.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read.
+///
+/// ```
+/// assert!(chainrule::io::read_file(std::path::Path::new("/no/such/file")).is_err());
+/// ```
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| io_error(path, e))
+}
+
+/// Writes `bytes` to `path` atomically: to a temporary file in the same folder,
+/// flushed to disk, then renamed over `path`. Readers see the old file or the new
+/// one, never a partial one, and a failure leaves no temporary file behind.
+///
+/// # Errors
+/// [`Error::Io`] when the folder does not exist or a write fails.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("chainrule-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("out.txt");
+/// chainrule::io::write_atomic(&path, b"hello")?;
+/// assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+/// assert!(chainrule::io::write_atomic(&dir.join("missing/out.txt"), b"x").is_err());
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(io_error(path, "the output folder does not exist"));
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_error(path, "not a file name"))?;
+    let temp = folder.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        io_error(path, e)
+    })
+}

@@ -1,0 +1,179 @@
+//! Parameter files in the safetensors format, with PyTorch `state_dict()` names.
+
+use super::{read_file, write_atomic};
+use crate::{Error, Float, Result, Tensor};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Reads every tensor of a safetensors file as `F`, which must be the file's dtype
+/// (all tensors alike).
+///
+/// # Errors
+/// [`Error::Io`] when unreadable; [`Error::Format`] when the file is not valid
+/// safetensors, a tensor's dtype is not `F`'s (F16/BF16 are not supported yet), or
+/// a value is not finite.
+///
+/// ```
+/// use chainrule::{io, Tensor};
+/// let mut named = std::collections::BTreeMap::new();
+/// named.insert("0.weight".to_string(), Tensor::<f32>::ones(&[2, 3]));
+/// let bytes = io::safetensors_bytes(&named)?;
+/// let dir = std::env::temp_dir().join(format!("chainrule-st-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(dir.join("p.safetensors"), bytes).unwrap();
+/// let back = io::read_safetensors::<f32>(&dir.join("p.safetensors"))?;
+/// assert_eq!(back, named);
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn read_safetensors<F: Float>(path: &Path) -> Result<BTreeMap<String, Tensor<F>>> {
+    let bytes = read_file(path)?;
+    let name = path.display().to_string();
+    let bad = |message: String| Error::Format {
+        path: name.clone(),
+        message,
+    };
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (key, view) in file.tensors() {
+        let values: Vec<F> = match (view.dtype(), F::DTYPE) {
+            (Dtype::F32, "F32") => view
+                .data()
+                .chunks_exact(4)
+                .map(|c| {
+                    F::from_f64(f64::from(f32::from_le_bytes(
+                        c.try_into().expect("4 bytes"),
+                    )))
+                })
+                .collect(),
+            (Dtype::F64, "F64") => view
+                .data()
+                .chunks_exact(8)
+                .map(|c| F::from_f64(f64::from_le_bytes(c.try_into().expect("8 bytes"))))
+                .collect(),
+            (Dtype::F16 | Dtype::BF16, _) => {
+                return Err(bad(format!(
+                    "tensor {key:?} is {:?}: F16/BF16 parameters are not supported yet",
+                    view.dtype()
+                )));
+            }
+            (dtype, expected) => {
+                return Err(bad(format!(
+                    "tensor {key:?} is {dtype:?}, expected {expected} like the other tensors"
+                )));
+            }
+        };
+        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "tensor {key:?} holds a non-finite value ({v})"
+            )));
+        }
+        out.insert(key.clone(), Tensor::from_vec(values, view.shape())?);
+    }
+    Ok(out)
+}
+
+/// The dtype every tensor of a safetensors file has: `"F32"` or `"F64"`.
+///
+/// # Errors
+/// [`Error::Format`] for an invalid file, mixed dtypes, or another dtype.
+///
+/// ```
+/// assert!(chainrule::io::read_file(std::path::Path::new("/nope")).is_err());
+/// ```
+pub fn safetensors_dtype(path: &Path) -> Result<&'static str> {
+    let bytes = read_file(path)?;
+    let bad = |message: String| Error::Format {
+        path: path.display().to_string(),
+        message,
+    };
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+    let mut dtypes = file
+        .tensors()
+        .into_iter()
+        .map(|(_, v)| v.dtype())
+        .collect::<Vec<_>>();
+    dtypes.dedup();
+    match dtypes.as_slice() {
+        [Dtype::F32] => Ok("F32"),
+        [Dtype::F64] => Ok("F64"),
+        [] => Err(bad("holds no tensors".into())),
+        [Dtype::F16 | Dtype::BF16] => Err(bad("F16/BF16 parameters are not supported yet".into())),
+        [other] => Err(bad(format!(
+            "dtype {other:?} is not supported (expected F32 or F64)"
+        ))),
+        _ => Err(bad(
+            "tensors have different dtypes; all must be F32 or all F64".into(),
+        )),
+    }
+}
+
+/// Serialises named tensors to safetensors bytes (little-endian, dtype from `F`).
+///
+/// # Errors
+/// [`Error::Format`] if the safetensors crate rejects the data.
+///
+/// ```
+/// use chainrule::{io, Tensor};
+/// let mut named = std::collections::BTreeMap::new();
+/// named.insert("b".to_string(), Tensor::<f64>::zeros(&[3]));
+/// assert!(io::safetensors_bytes(&named)?.len() > 24);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn safetensors_bytes<F: Float>(named: &BTreeMap<String, Tensor<F>>) -> Result<Vec<u8>> {
+    let dtype = if F::DTYPE == "F32" {
+        Dtype::F32
+    } else {
+        Dtype::F64
+    };
+    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = named
+        .iter()
+        .map(|(k, t)| {
+            let bytes = t
+                .to_vec()
+                .iter()
+                .flat_map(|v| {
+                    if dtype == Dtype::F32 {
+                        (v.as_f64() as f32).to_le_bytes().to_vec()
+                    } else {
+                        v.as_f64().to_le_bytes().to_vec()
+                    }
+                })
+                .collect();
+            (k.clone(), t.shape().to_vec(), bytes)
+        })
+        .collect();
+    let views = buffers
+        .iter()
+        .map(|(k, shape, bytes)| {
+            TensorView::new(dtype, shape.clone(), bytes).map(|v| (k.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Format {
+            path: "safetensors".into(),
+            message: e.to_string(),
+        })?;
+    safetensors::serialize(views, None).map_err(|e| Error::Format {
+        path: "safetensors".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes named tensors to a safetensors file atomically (see
+/// [`write_atomic`](super::write_atomic)).
+///
+/// # Errors
+/// [`Error::Io`] when the folder is missing or the write fails.
+///
+/// ```
+/// use chainrule::{io, Tensor};
+/// let mut named = std::collections::BTreeMap::new();
+/// named.insert("0.bias".to_string(), Tensor::<f32>::zeros(&[2]));
+/// assert!(io::write_safetensors(std::path::Path::new("/no/such/dir/p.safetensors"), &named).is_err());
+/// ```
+pub fn write_safetensors<F: Float>(path: &Path, named: &BTreeMap<String, Tensor<F>>) -> Result<()> {
+    write_atomic(path, &safetensors_bytes(named)?)
+}

@@ -1,0 +1,225 @@
+//! Loss functions with the meanings of the interchange contract (PyTorch's defaults).
+//!
+//! | loss | value | PyTorch |
+//! | --- | --- | --- |
+//! | `mse` | mean (p − y)² | `MSELoss()` |
+//! | `sse` | Σ (p − y)² | `MSELoss(reduction="sum")` |
+//! | `half_sse` | ½ Σ (p − y)² | (notebook 004) |
+//! | `mae` | mean abs(p − y), gradient 0 at a zero residual | `L1Loss()` |
+//! | `huber` | mean of ½r² for abs(r) ≤ 1, abs(r) − ½ beyond | `HuberLoss(delta=1.0)` |
+//! | `bce` | mean BCE on probabilities, logs clamped at −100 | `BCELoss()` |
+//! | `bce_logits` | mean BCE on logits | `BCEWithLogitsLoss()` |
+//! | `cross_entropy` | mean over the batch of −log softmax(logits)\[target\] | `CrossEntropyLoss()` |
+
+use crate::autodiff::rules::{BinaryCrossEntropy, BinaryCrossEntropyWithLogits};
+use crate::json::invalid;
+use crate::{Error, Float, Result, Tensor, Var};
+
+/// What a loss compares predictions with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target<F: Float = f32> {
+    /// Values of the prediction's shape (regression targets, probabilities, or class
+    /// probabilities for cross-entropy).
+    Values(Tensor<F>),
+    /// One class index per row (cross-entropy only).
+    Classes(Vec<usize>),
+}
+
+/// A loss function; see the module table for the meanings.
+///
+/// ```
+/// use chainrule::loss::{Loss, Target};
+/// use chainrule::{Tape, Tensor};
+/// let tape = Tape::<f64>::new();
+/// let p = tape.param(Tensor::from_vec(vec![2.5], &[1, 1])?);
+/// let y = Target::Values(Tensor::from_vec(vec![2.0], &[1, 1])?);
+/// let loss = Loss::Sse.compute(p, &y)?;      // notebook 000: (2.5 − 2)²
+/// assert_eq!(loss.item()?, 0.25);
+/// assert_eq!(loss.backward()?.wrt(p).unwrap().to_vec(), vec![1.0]);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// Mean squared error.
+    Mse,
+    /// Sum of squared errors.
+    Sse,
+    /// Half the sum of squared errors.
+    HalfSse,
+    /// Mean absolute error.
+    Mae,
+    /// Huber loss with delta 1.
+    Huber,
+    /// Binary cross-entropy on probabilities.
+    Bce,
+    /// Binary cross-entropy on logits.
+    BceLogits,
+    /// Softmax cross-entropy on logits.
+    CrossEntropy,
+}
+
+impl Loss {
+    /// Every loss, in the contract's order.
+    pub const ALL: [Loss; 8] = [
+        Loss::Mse,
+        Loss::Sse,
+        Loss::HalfSse,
+        Loss::Mae,
+        Loss::Huber,
+        Loss::Bce,
+        Loss::BceLogits,
+        Loss::CrossEntropy,
+    ];
+
+    /// The contract's name.
+    ///
+    /// ```
+    /// assert_eq!(chainrule::loss::Loss::HalfSse.name(), "half_sse");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Mse => "mse",
+            Loss::Sse => "sse",
+            Loss::HalfSse => "half_sse",
+            Loss::Mae => "mae",
+            Loss::Huber => "huber",
+            Loss::Bce => "bce",
+            Loss::BceLogits => "bce_logits",
+            Loss::CrossEntropy => "cross_entropy",
+        }
+    }
+
+    /// The loss of a contract name.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for an unknown name, listing the known ones.
+    ///
+    /// ```
+    /// use chainrule::loss::Loss;
+    /// assert_eq!(Loss::from_name("mae")?, Loss::Mae);
+    /// assert!(Loss::from_name("l2").is_err());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn from_name(name: &str) -> Result<Loss> {
+        Loss::ALL
+            .into_iter()
+            .find(|l| l.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = Loss::ALL.iter().map(|l| l.name()).collect();
+                invalid(
+                    "loss",
+                    format!(
+                        "unknown loss {name:?} (expected one of {})",
+                        known.join(", ")
+                    ),
+                )
+            })
+    }
+
+    /// The loss of `prediction` against `target`, reduced to a scalar as the module
+    /// table says.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the target does not fit the prediction;
+    /// [`Error::InvalidValue`] for class targets with a loss other than
+    /// cross-entropy, or for `bce` values outside [0, 1].
+    ///
+    /// ```
+    /// use chainrule::loss::{Loss, Target};
+    /// use chainrule::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let logits = tape.param(Tensor::zeros(&[2, 4]));
+    /// let loss = Loss::CrossEntropy.compute(logits, &Target::Classes(vec![1, 3]))?;
+    /// assert!((loss.item()? - 4f64.ln()).abs() < 1e-15);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn compute<'t, F: Float>(
+        self,
+        prediction: Var<'t, F>,
+        target: &Target<F>,
+    ) -> Result<Var<'t, F>> {
+        let tape = prediction.tape();
+        let values = match (self, target) {
+            (Loss::CrossEntropy, Target::Classes(classes)) => {
+                let shape = prediction.shape();
+                if shape.len() != 2 || shape[0] != classes.len() {
+                    return Err(Error::Shape {
+                        op: "cross_entropy",
+                        message: format!(
+                            "logits must be [N, C] with N = {} targets",
+                            classes.len()
+                        ),
+                        got: shape,
+                    });
+                }
+                let picked = prediction.log_softmax(1)?.gather(classes)?;
+                return Ok(-picked.mean(&[], false)?);
+            }
+            (_, Target::Classes(_)) => {
+                return Err(invalid(
+                    "y",
+                    format!(
+                        "class-index targets are only for cross_entropy, not {}",
+                        self.name()
+                    ),
+                ));
+            }
+            (_, Target::Values(values)) => values,
+        };
+        if values.shape() != prediction.shape().as_slice() {
+            return Err(Error::Shape {
+                op: "loss",
+                message: format!(
+                    "target shape {:?} must equal the prediction's",
+                    values.shape()
+                ),
+                got: prediction.shape(),
+            });
+        }
+        let y = tape.constant(values.clone());
+        let half = F::from_f64(0.5);
+        Ok(match self {
+            Loss::Mse => prediction.sub(y)?.powf(2.0).mean(&[], false)?,
+            Loss::Sse => prediction.sub(y)?.powf(2.0).sum(&[], false)?,
+            Loss::HalfSse => prediction.sub(y)?.powf(2.0).sum(&[], false)? * half,
+            Loss::Mae => prediction.sub(y)?.abs().mean(&[], false)?,
+            Loss::Huber => {
+                // ½·min(|r|, 1)² + (|r| − min(|r|, 1)): the quadratic part, then the
+                // linear part beyond delta = 1.
+                let r = prediction.sub(y)?.abs();
+                let inner = r.minimum(tape.constant_scalar(F::one()))?;
+                (inner.powf(2.0) * half + r.sub(inner)?).mean(&[], false)?
+            }
+            Loss::Bce => {
+                let outside = |t: &Tensor<F>| {
+                    t.to_vec()
+                        .into_iter()
+                        .find(|v| !(*v >= F::zero() && *v <= F::one()))
+                };
+                if let Some(v) = outside(&prediction.value()) {
+                    return Err(invalid("bce", format!("prediction {v} is outside [0, 1]")));
+                }
+                if let Some(v) = outside(values) {
+                    return Err(invalid("bce", format!("target {v} is outside [0, 1]")));
+                }
+                tape.apply(Box::new(BinaryCrossEntropy), &[prediction, y])?
+                    .mean(&[], false)?
+            }
+            Loss::BceLogits => tape
+                .apply(Box::new(BinaryCrossEntropyWithLogits), &[prediction, y])?
+                .mean(&[], false)?,
+            Loss::CrossEntropy => {
+                let shape = prediction.shape();
+                if shape.len() != 2 {
+                    return Err(Error::Shape {
+                        op: "cross_entropy",
+                        message: "logits must be [N, C]".into(),
+                        got: shape,
+                    });
+                }
+                let per_row = prediction.log_softmax(1)?.mul(y)?.sum(&[1], false)?;
+                -per_row.mean(&[], false)?
+            }
+        })
+    }
+}

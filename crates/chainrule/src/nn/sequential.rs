@@ -1,0 +1,377 @@
+//! [`Sequential`]: the layer stack of the interchange contract's model JSON, with
+//! PyTorch `nn.Sequential` parameter names.
+
+use super::{Module, Param};
+use crate::json::{Fields, invalid, parse};
+use crate::{Error, Float, Result, Tensor, Var};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One layer of a [`Sequential`] model.
+///
+/// ```
+/// use chainrule::nn::Layer;
+/// let l = Layer::Linear { inputs: 2, outputs: 3, bias: true };
+/// assert_eq!(l.type_name(), "linear");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layer {
+    /// `y = x · Wᵀ + b`, W `[outputs, inputs]`, b `[outputs]` (PyTorch `nn.Linear`).
+    Linear {
+        /// Input features (`in`).
+        inputs: usize,
+        /// Output features (`out`).
+        outputs: usize,
+        /// Whether the layer has a bias.
+        bias: bool,
+    },
+    /// max(x, 0), derivative 0 at 0.
+    Relu,
+    /// x for x > 0, slope·x otherwise (derivative = slope at 0).
+    LeakyRelu {
+        /// The negative slope (default 0.01).
+        slope: f64,
+    },
+    /// The logistic sigmoid.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Softmax over the last axis.
+    Softmax,
+    /// y = x.
+    Identity,
+}
+
+impl Layer {
+    /// The layer's `type` in the model JSON.
+    ///
+    /// ```
+    /// assert_eq!(chainrule::nn::Layer::Relu.type_name(), "relu");
+    /// ```
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Layer::Linear { .. } => "linear",
+            Layer::Relu => "relu",
+            Layer::LeakyRelu { .. } => "leaky_relu",
+            Layer::Sigmoid => "sigmoid",
+            Layer::Tanh => "tanh",
+            Layer::Softmax => "softmax",
+            Layer::Identity => "identity",
+        }
+    }
+
+    /// Reads one layer object; `index` names it in errors (`layers[2].out`).
+    fn from_json(index: usize, value: Value) -> Result<Layer> {
+        let mut f = Fields::new(&format!("layers[{index}]"), value)?;
+        let kind = f.required_string("type")?;
+        let layer = match kind.as_str() {
+            "linear" => {
+                let mut size = |key: &str| -> Result<usize> {
+                    match f.count(key)? {
+                        None => Err(invalid(f.name(key), "is required")),
+                        Some(0) => Err(invalid(f.name(key), "must be at least 1")),
+                        Some(n) => {
+                            usize::try_from(n).map_err(|_| invalid(f.name(key), "too large"))
+                        }
+                    }
+                };
+                let inputs = size("in")?;
+                let outputs = size("out")?;
+                let bias = f.boolean("bias")?.unwrap_or(true);
+                Layer::Linear {
+                    inputs,
+                    outputs,
+                    bias,
+                }
+            }
+            "relu" => Layer::Relu,
+            "leaky_relu" => Layer::LeakyRelu {
+                slope: f.number("slope")?.unwrap_or(0.01),
+            },
+            "sigmoid" => Layer::Sigmoid,
+            "tanh" => Layer::Tanh,
+            "softmax" => Layer::Softmax,
+            "identity" => Layer::Identity,
+            other => {
+                return Err(invalid(
+                    f.name("type"),
+                    format!(
+                        "unknown layer type {other:?} (expected linear, relu, leaky_relu, sigmoid, tanh, softmax or identity)"
+                    ),
+                ));
+            }
+        };
+        f.finish()?;
+        Ok(layer)
+    }
+}
+
+/// Layers applied in order, with PyTorch `nn.Sequential` parameter names
+/// (`"{i}.weight"`, `"{i}.bias"`, `i` counting activations too).
+///
+/// ```
+/// use chainrule::nn::{Module, Sequential};
+/// use chainrule::{Tape, Tensor};
+/// let model = Sequential::<f64>::from_json(r#"{"layers": [
+///     {"type": "linear", "in": 2, "out": 3}, {"type": "relu"},
+///     {"type": "linear", "in": 3, "out": 1, "bias": false}]}"#, 0)?;
+/// let names: Vec<_> = model.params().iter().map(|p| p.name.as_str()).collect();
+/// assert_eq!(names, ["0.weight", "0.bias", "2.weight"]);
+/// let tape = Tape::new();
+/// let y = model.forward(&model.bind(&tape), tape.constant(Tensor::ones(&[4, 2])))?;
+/// assert_eq!(y.shape(), vec![4, 1]);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sequential<F: Float = f32> {
+    layers: Vec<Layer>,
+    params: Vec<Param<F>>,
+    /// For each layer, the index of its first parameter in `params`.
+    offsets: Vec<usize>,
+}
+
+impl<F: Float> Sequential<F> {
+    /// Builds a model from layers, initialising each linear layer as PyTorch's
+    /// `nn.Linear` does (weight and bias uniform in ±1/√in), from `seed`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for an empty list, a size of 0, or a linear layer
+    /// whose `in` differs from the previous linear layer's `out` (naming both).
+    ///
+    /// ```
+    /// use chainrule::nn::{Layer, Module, Sequential};
+    /// let m = Sequential::<f32>::new(vec![Layer::Linear { inputs: 4, outputs: 2, bias: true }], 7)?;
+    /// assert!(m.params()[0].value.to_vec().iter().all(|w| w.abs() <= 0.5));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn new(layers: Vec<Layer>, seed: u64) -> Result<Self> {
+        if layers.is_empty() {
+            return Err(invalid("layers", "must list at least one layer"));
+        }
+        let mut previous: Option<(usize, usize)> = None;
+        let mut params = Vec::new();
+        let mut offsets = Vec::with_capacity(layers.len());
+        for (i, layer) in layers.iter().enumerate() {
+            offsets.push(params.len());
+            if let &Layer::Linear {
+                inputs,
+                outputs,
+                bias,
+            } = layer
+            {
+                if inputs == 0 || outputs == 0 {
+                    return Err(invalid(
+                        format!("layers[{i}]"),
+                        "in and out must be at least 1",
+                    ));
+                }
+                if let Some((j, out)) = previous
+                    && out != inputs
+                {
+                    return Err(invalid(
+                        format!("layers[{i}].in"),
+                        format!(
+                            "is {inputs} but the previous linear layer, layers[{j}], has out {out}"
+                        ),
+                    ));
+                }
+                previous = Some((i, outputs));
+                let bound = 1.0 / (inputs as f64).sqrt();
+                let layer_seed = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+                params.push(Param::new(
+                    format!("{i}.weight"),
+                    Tensor::rand_uniform(&[outputs, inputs], -bound, bound, layer_seed)?,
+                ));
+                if bias {
+                    params.push(Param::new(
+                        format!("{i}.bias"),
+                        Tensor::rand_uniform(&[outputs], -bound, bound, layer_seed ^ 0x5eed)?,
+                    ));
+                }
+            }
+        }
+        Ok(Sequential {
+            layers,
+            params,
+            offsets,
+        })
+    }
+
+    /// Reads the contract's model JSON (see `spec/interchange.md`) and initialises it
+    /// from `seed` like [`Sequential::new`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the field at fault: invalid JSON, an unknown
+    /// key or layer type, an empty list, a size of 0, mismatched linear sizes.
+    ///
+    /// ```
+    /// use chainrule::nn::Sequential;
+    /// let err = Sequential::<f32>::from_json(r#"{"layers": [{"type": "relu", "slope": 0.1}]}"#, 0)
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "layers[0].slope: unknown field");
+    /// ```
+    pub fn from_json(text: &str, seed: u64) -> Result<Self> {
+        let mut top = Fields::new("", parse(text)?)?;
+        let layers = match top.take("layers") {
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Layer::from_json(i, v))
+                .collect::<Result<Vec<_>>>()?,
+            Some(_) => return Err(invalid("layers", "expected an array of layers")),
+            None => return Err(invalid("layers", "is required")),
+        };
+        top.finish()?;
+        Self::new(layers, seed)
+    }
+
+    /// The layers.
+    ///
+    /// ```
+    /// use chainrule::nn::{Layer, Sequential};
+    /// let m = Sequential::<f32>::new(vec![Layer::Relu], 0)?;
+    /// assert_eq!(m.layers(), &[Layer::Relu]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The number of input features (the first linear layer's `in`), if any.
+    ///
+    /// ```
+    /// use chainrule::nn::Sequential;
+    /// let m = Sequential::<f32>::from_json(r#"{"layers": [{"type": "linear", "in": 5, "out": 2}]}"#, 0)?;
+    /// assert_eq!((m.input_features(), m.output_features()), (Some(5), Some(2)));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn input_features(&self) -> Option<usize> {
+        self.layers.iter().find_map(|l| match l {
+            Layer::Linear { inputs, .. } => Some(*inputs),
+            _ => None,
+        })
+    }
+
+    /// The number of output features (the last linear layer's `out`), if any.
+    ///
+    /// ```
+    /// use chainrule::nn::{Layer, Sequential};
+    /// assert_eq!(Sequential::<f32>::new(vec![Layer::Tanh], 0)?.output_features(), None);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn output_features(&self) -> Option<usize> {
+        self.layers.iter().rev().find_map(|l| match l {
+            Layer::Linear { outputs, .. } => Some(*outputs),
+            _ => None,
+        })
+    }
+
+    /// Replaces every parameter by the tensor of the same name.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the tensor when one is missing, extra, or of
+    /// the wrong shape; nothing is changed then.
+    ///
+    /// ```
+    /// use chainrule::nn::{Module, Sequential};
+    /// use chainrule::Tensor;
+    /// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 1, "bias": false}]}"#, 0)?;
+    /// let mut named = std::collections::BTreeMap::new();
+    /// named.insert("0.weight".to_string(), Tensor::from_vec(vec![1.0, 2.0], &[1, 2])?);
+    /// m.load(named)?;
+    /// assert_eq!(m.params()[0].value.to_vec(), vec![1.0, 2.0]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn load(&mut self, mut named: BTreeMap<String, Tensor<F>>) -> Result<()> {
+        let mut loaded = Vec::with_capacity(self.params.len());
+        for p in &self.params {
+            let tensor = named
+                .remove(&p.name)
+                .ok_or_else(|| invalid(&p.name, "missing tensor"))?;
+            if tensor.shape() != p.value.shape() {
+                return Err(invalid(
+                    &p.name,
+                    format!(
+                        "has shape {:?}, the model needs {:?}",
+                        tensor.shape(),
+                        p.value.shape()
+                    ),
+                ));
+            }
+            loaded.push(tensor);
+        }
+        if let Some(extra) = named.keys().next() {
+            return Err(invalid(
+                extra,
+                "extra tensor: the model has no such parameter",
+            ));
+        }
+        for (p, t) in self.params.iter_mut().zip(loaded) {
+            p.value = t;
+        }
+        Ok(())
+    }
+
+    /// Checks that `x` is `[N, in]` with N ≥ 1 for this model.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] otherwise.
+    ///
+    /// ```
+    /// use chainrule::nn::Sequential;
+    /// use chainrule::Tensor;
+    /// let m = Sequential::<f32>::from_json(r#"{"layers": [{"type": "linear", "in": 3, "out": 1}]}"#, 0)?;
+    /// assert!(m.check_input(&Tensor::zeros(&[5, 3])).is_ok());
+    /// assert!(m.check_input(&Tensor::zeros(&[5, 2])).is_err());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn check_input(&self, x: &Tensor<F>) -> Result<()> {
+        let fits = match (x.shape(), self.input_features()) {
+            (&[n, _], None) => n >= 1,
+            (&[n, d], Some(inputs)) => n >= 1 && d == inputs,
+            _ => false,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(Error::Shape {
+                op: "model input",
+                message: format!(
+                    "expected [N, {}] with N ≥ 1",
+                    self.input_features().map_or("D".into(), |d| d.to_string())
+                ),
+                got: x.shape().to_vec(),
+            })
+        }
+    }
+}
+
+impl<F: Float> Module<F> for Sequential<F> {
+    fn params(&self) -> &[Param<F>] {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut [Param<F>] {
+        &mut self.params
+    }
+
+    fn forward<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>> {
+        let mut h = x;
+        for (layer, &offset) in self.layers.iter().zip(&self.offsets) {
+            let last = h.shape().len().saturating_sub(1);
+            h = match *layer {
+                Layer::Linear { bias, .. } => {
+                    let y = h.matmul(params[offset].t()?)?;
+                    if bias { y.add(params[offset + 1])? } else { y }
+                }
+                Layer::Relu => h.relu(),
+                Layer::LeakyRelu { slope } => h.leaky_relu(slope),
+                Layer::Sigmoid => h.sigmoid(),
+                Layer::Tanh => h.tanh(),
+                Layer::Softmax => h.softmax(last)?,
+                Layer::Identity => h,
+            };
+        }
+        Ok(h)
+    }
+}

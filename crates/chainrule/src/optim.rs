@@ -1,0 +1,436 @@
+//! Optimizers with `torch.optim`'s update rules and defaults (PyTorch 2.x, the
+//! single-tensor CPU implementation, operation for operation).
+
+use crate::json::{Fields, invalid};
+use crate::nn::Param;
+use crate::{Error, Float, Result, Tensor};
+use serde_json::Value;
+
+/// An optimizer and its hyper-parameters (PyTorch's names and defaults).
+///
+/// ```
+/// use chainrule::optim::OptimizerConfig;
+/// let c = OptimizerConfig::from_json(&serde_json::json!({"type": "adam"}))?;
+/// assert_eq!(c, OptimizerConfig::Adam { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8,
+///                                       weight_decay: 0.0, amsgrad: false, decoupled: false });
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptimizerConfig {
+    /// `torch.optim.SGD`.
+    Sgd {
+        /// Learning rate (default 1e-3).
+        lr: f64,
+        /// Momentum factor (default 0).
+        momentum: f64,
+        /// Dampening for momentum (default 0).
+        dampening: f64,
+        /// Nesterov momentum (default false).
+        nesterov: bool,
+        /// L2 penalty added to the gradient (default 0).
+        weight_decay: f64,
+    },
+    /// `torch.optim.Adam`, or `AdamW` when `decoupled`.
+    Adam {
+        /// Learning rate (default 1e-3).
+        lr: f64,
+        /// Decay rates of the first and second moments (default (0.9, 0.999)).
+        betas: (f64, f64),
+        /// Added to the denominator (default 1e-8).
+        eps: f64,
+        /// Weight decay (default 0 for Adam, 1e-2 for AdamW).
+        weight_decay: f64,
+        /// Keep the running maximum of the second moment (default false).
+        amsgrad: bool,
+        /// AdamW: decay the weights directly instead of adding to the gradient.
+        decoupled: bool,
+    },
+    /// `torch.optim.RMSprop`.
+    RmsProp {
+        /// Learning rate (default 1e-2).
+        lr: f64,
+        /// Smoothing constant (default 0.99).
+        alpha: f64,
+        /// Added to the denominator (default 1e-8).
+        eps: f64,
+        /// Momentum factor (default 0).
+        momentum: f64,
+        /// Normalise by the centred second moment (default false).
+        centered: bool,
+        /// L2 penalty (default 0).
+        weight_decay: f64,
+    },
+    /// `torch.optim.Adagrad`.
+    Adagrad {
+        /// Learning rate (default 1e-2).
+        lr: f64,
+        /// Learning-rate decay (default 0).
+        lr_decay: f64,
+        /// Added to the denominator (default 1e-10).
+        eps: f64,
+        /// L2 penalty (default 0).
+        weight_decay: f64,
+        /// Starting value of the squared-gradient sums (default 0).
+        initial_accumulator_value: f64,
+    },
+}
+
+impl OptimizerConfig {
+    /// Reads the contract's `optimizer` object, applying PyTorch's defaults and
+    /// rejecting what PyTorch rejects.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the field: a missing or unknown `type`, an
+    /// unknown field, a wrong JSON type, a value out of range (negative lr, eps,
+    /// momentum, weight decay, alpha, lr_decay or initial accumulator; betas outside
+    /// [0, 1); nesterov without momentum or with dampening).
+    ///
+    /// ```
+    /// use chainrule::optim::OptimizerConfig;
+    /// let err = OptimizerConfig::from_json(&serde_json::json!({"type": "sgd", "lr": -1}))
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "optimizer.lr: must be ≥ 0, got -1");
+    /// ```
+    pub fn from_json(value: &Value) -> Result<OptimizerConfig> {
+        let mut f = Fields::new("optimizer", value.clone())?;
+        let kind = f.required_string("type")?;
+        let non_negative = |f: &mut Fields, key: &str, default: f64| -> Result<f64> {
+            let v = f.number(key)?.unwrap_or(default);
+            if v < 0.0 {
+                return Err(invalid(f.name(key), format!("must be ≥ 0, got {v}")));
+            }
+            Ok(v)
+        };
+        let config = match kind.as_str() {
+            "sgd" => {
+                let lr = non_negative(&mut f, "lr", 1e-3)?;
+                let momentum = non_negative(&mut f, "momentum", 0.0)?;
+                let dampening = f.number("dampening")?.unwrap_or(0.0);
+                let nesterov = f.boolean("nesterov")?.unwrap_or(false);
+                let weight_decay = non_negative(&mut f, "weight_decay", 0.0)?;
+                if nesterov && (momentum <= 0.0 || dampening != 0.0) {
+                    return Err(invalid(
+                        f.name("nesterov"),
+                        "Nesterov momentum requires a momentum > 0 and zero dampening",
+                    ));
+                }
+                OptimizerConfig::Sgd {
+                    lr,
+                    momentum,
+                    dampening,
+                    nesterov,
+                    weight_decay,
+                }
+            }
+            "adam" | "adamw" => {
+                let decoupled = kind == "adamw";
+                let lr = non_negative(&mut f, "lr", 1e-3)?;
+                let betas = f.pair("betas")?.unwrap_or((0.9, 0.999));
+                for (i, beta) in [betas.0, betas.1].into_iter().enumerate() {
+                    if !(0.0..1.0).contains(&beta) {
+                        return Err(invalid(
+                            f.name("betas"),
+                            format!("beta {i} must be in [0, 1), got {beta}"),
+                        ));
+                    }
+                }
+                let eps = non_negative(&mut f, "eps", 1e-8)?;
+                let weight_decay =
+                    non_negative(&mut f, "weight_decay", if decoupled { 1e-2 } else { 0.0 })?;
+                let amsgrad = f.boolean("amsgrad")?.unwrap_or(false);
+                OptimizerConfig::Adam {
+                    lr,
+                    betas,
+                    eps,
+                    weight_decay,
+                    amsgrad,
+                    decoupled,
+                }
+            }
+            "rmsprop" => OptimizerConfig::RmsProp {
+                lr: non_negative(&mut f, "lr", 1e-2)?,
+                alpha: non_negative(&mut f, "alpha", 0.99)?,
+                eps: non_negative(&mut f, "eps", 1e-8)?,
+                momentum: non_negative(&mut f, "momentum", 0.0)?,
+                centered: f.boolean("centered")?.unwrap_or(false),
+                weight_decay: non_negative(&mut f, "weight_decay", 0.0)?,
+            },
+            "adagrad" => OptimizerConfig::Adagrad {
+                lr: non_negative(&mut f, "lr", 1e-2)?,
+                lr_decay: non_negative(&mut f, "lr_decay", 0.0)?,
+                eps: non_negative(&mut f, "eps", 1e-10)?,
+                weight_decay: non_negative(&mut f, "weight_decay", 0.0)?,
+                initial_accumulator_value: non_negative(&mut f, "initial_accumulator_value", 0.0)?,
+            },
+            other => {
+                return Err(invalid(
+                    f.name("type"),
+                    format!(
+                        "unknown optimizer {other:?} (expected sgd, adam, adamw, rmsprop or adagrad)"
+                    ),
+                ));
+            }
+        };
+        f.finish()?;
+        Ok(config)
+    }
+}
+
+/// The per-parameter state an optimizer keeps between steps.
+#[derive(Debug, Clone, Default)]
+struct State<F> {
+    step: u64,
+    /// SGD/RMSprop momentum buffer, Adam's first moment, RMSprop's centred average.
+    first: Option<Vec<F>>,
+    /// Adam's/RMSprop's second moment, Adagrad's sum of squares.
+    second: Option<Vec<F>>,
+    /// AMSGrad's running maximum of the second moment.
+    second_max: Option<Vec<F>>,
+}
+
+/// An optimizer with its state, stepping a model's parameters.
+///
+/// ```
+/// use chainrule::nn::Param;
+/// use chainrule::optim::{Optimizer, OptimizerConfig};
+/// use chainrule::Tensor;
+/// let config = OptimizerConfig::from_json(&serde_json::json!({"type": "sgd", "lr": 0.1}))?;
+/// let mut opt = Optimizer::new(config);
+/// let mut params = vec![Param::new("w", Tensor::<f64>::scalar(1.0))];
+/// opt.step(&mut params, &[Some(Tensor::scalar(2.0))])?;
+/// assert_eq!(params[0].value.item()?, 0.8);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Optimizer<F: Float = f32> {
+    config: OptimizerConfig,
+    states: Vec<State<F>>,
+}
+
+/// `x.lerp_(end, w)` as PyTorch computes it on the CPU.
+fn lerp<F: Float>(x: F, end: F, w: F) -> F {
+    if w < F::from_f64(0.5) {
+        x + w * (end - x)
+    } else {
+        end - (end - x) * (F::one() - w)
+    }
+}
+
+impl<F: Float> Optimizer<F> {
+    /// A fresh optimizer (no state yet).
+    ///
+    /// ```
+    /// use chainrule::optim::{Optimizer, OptimizerConfig};
+    /// let c = OptimizerConfig::from_json(&serde_json::json!({"type": "adagrad"}))?;
+    /// let opt = Optimizer::<f32>::new(c.clone());
+    /// assert_eq!(opt.config(), &c);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn new(config: OptimizerConfig) -> Self {
+        Optimizer {
+            config,
+            states: Vec::new(),
+        }
+    }
+
+    /// The hyper-parameters.
+    ///
+    /// ```
+    /// use chainrule::optim::{Optimizer, OptimizerConfig};
+    /// let c = OptimizerConfig::from_json(&serde_json::json!({"type": "rmsprop"}))?;
+    /// assert!(matches!(Optimizer::<f64>::new(c).config(), OptimizerConfig::RmsProp { .. }));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn config(&self) -> &OptimizerConfig {
+        &self.config
+    }
+
+    /// One update of every parameter from its gradient; a parameter whose gradient is
+    /// `None` is skipped, as PyTorch skips parameters with no `.grad`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the number of gradients or a gradient's shape does not
+    /// match the parameters.
+    ///
+    /// ```
+    /// use chainrule::nn::Param;
+    /// use chainrule::optim::{Optimizer, OptimizerConfig};
+    /// use chainrule::Tensor;
+    /// // Adam's first step moves each weight by lr·sign(g) (up to eps).
+    /// let c = OptimizerConfig::from_json(&serde_json::json!({"type": "adam", "lr": 0.1}))?;
+    /// let mut opt = Optimizer::new(c);
+    /// let mut p = vec![Param::new("w", Tensor::<f64>::scalar(1.0))];
+    /// opt.step(&mut p, &[Some(Tensor::scalar(-5.0))])?;
+    /// assert!((p[0].value.item()? - 1.1).abs() < 1e-8);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn step(&mut self, params: &mut [Param<F>], grads: &[Option<Tensor<F>>]) -> Result<()> {
+        if grads.len() != params.len() {
+            return Err(Error::Shape {
+                op: "optimizer step",
+                message: format!("needs one gradient per parameter ({})", params.len()),
+                got: vec![grads.len()],
+            });
+        }
+        self.states.resize_with(params.len(), State::default);
+        for ((param, grad), state) in params.iter_mut().zip(grads).zip(&mut self.states) {
+            let Some(grad) = grad else { continue };
+            if grad.shape() != param.value.shape() {
+                return Err(Error::Shape {
+                    op: "optimizer step",
+                    message: format!(
+                        "the gradient of {} must have its shape {:?}",
+                        param.name,
+                        param.value.shape()
+                    ),
+                    got: grad.shape().to_vec(),
+                });
+            }
+            let mut p = param.value.to_vec();
+            let g = grad.to_vec();
+            state.step += 1;
+            update(&self.config, state, &mut p, g);
+            param.value = Tensor::from_vec(p, param.value.shape())?;
+        }
+        Ok(())
+    }
+}
+
+/// One step of `config` on one parameter `p` with gradient `g`.
+fn update<F: Float>(config: &OptimizerConfig, state: &mut State<F>, p: &mut [F], mut g: Vec<F>) {
+    let c = F::from_f64;
+    let with_weight_decay = |g: &mut Vec<F>, p: &[F], wd: f64| {
+        if wd != 0.0 {
+            g.iter_mut().zip(p).for_each(|(g, &p)| *g += p * c(wd));
+        }
+    };
+    match *config {
+        OptimizerConfig::Sgd {
+            lr,
+            momentum,
+            dampening,
+            nesterov,
+            weight_decay,
+        } => {
+            with_weight_decay(&mut g, p, weight_decay);
+            if momentum != 0.0 {
+                let buf = match state.first.take() {
+                    None => g.clone(),
+                    Some(mut buf) => {
+                        for (b, &g) in buf.iter_mut().zip(&g) {
+                            *b = *b * c(momentum) + g * c(1.0 - dampening);
+                        }
+                        buf
+                    }
+                };
+                if nesterov {
+                    g.iter_mut()
+                        .zip(&buf)
+                        .for_each(|(g, &b)| *g += b * c(momentum));
+                } else {
+                    g.copy_from_slice(&buf);
+                }
+                state.first = Some(buf);
+            }
+            p.iter_mut().zip(&g).for_each(|(p, &g)| *p += g * c(-lr));
+        }
+        OptimizerConfig::Adam {
+            lr,
+            betas: (beta1, beta2),
+            eps,
+            weight_decay,
+            amsgrad,
+            decoupled,
+        } => {
+            if decoupled {
+                p.iter_mut().for_each(|p| *p *= c(1.0 - lr * weight_decay));
+            } else {
+                with_weight_decay(&mut g, p, weight_decay);
+            }
+            let n = p.len();
+            let m = state.first.get_or_insert_with(|| vec![F::zero(); n]);
+            let v = state.second.get_or_insert_with(|| vec![F::zero(); n]);
+            for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(&g) {
+                *m = lerp(*m, g, c(1.0 - beta1));
+                *v = *v * c(beta2) + c(1.0 - beta2) * g * g;
+            }
+            let step = state.step as f64;
+            let step_size = lr / (1.0 - beta1.powf(step));
+            let correction2_sqrt = c((1.0 - beta2.powf(step)).sqrt());
+            let second = if amsgrad {
+                let max = state.second_max.get_or_insert_with(|| vec![F::zero(); n]);
+                max.iter_mut()
+                    .zip(v.iter())
+                    .for_each(|(mx, &v)| *mx = mx.max(v));
+                &*max
+            } else {
+                &*v
+            };
+            for ((p, &m), &v) in p.iter_mut().zip(m.iter()).zip(second) {
+                let denom = v.sqrt() / correction2_sqrt + c(eps);
+                *p += c(-step_size) * m / denom;
+            }
+        }
+        OptimizerConfig::RmsProp {
+            lr,
+            alpha,
+            eps,
+            momentum,
+            centered,
+            weight_decay,
+        } => {
+            with_weight_decay(&mut g, p, weight_decay);
+            let n = p.len();
+            let square = state.second.get_or_insert_with(|| vec![F::zero(); n]);
+            square
+                .iter_mut()
+                .zip(&g)
+                .for_each(|(s, &g)| *s = *s * c(alpha) + c(1.0 - alpha) * g * g);
+            let mut avg: Vec<F> = if centered {
+                let mean = state.second_max.get_or_insert_with(|| vec![F::zero(); n]);
+                mean.iter_mut()
+                    .zip(&g)
+                    .for_each(|(a, &g)| *a = lerp(*a, g, c(1.0 - alpha)));
+                square
+                    .iter()
+                    .zip(mean.iter())
+                    .map(|(&s, &a)| (s + c(-1.0) * a * a).sqrt())
+                    .collect()
+            } else {
+                square.iter().map(|s| s.sqrt()).collect()
+            };
+            avg.iter_mut().for_each(|a| *a += c(eps));
+            if momentum > 0.0 {
+                let buf = state.first.get_or_insert_with(|| vec![F::zero(); n]);
+                for ((b, &g), &a) in buf.iter_mut().zip(&g).zip(&avg) {
+                    *b = *b * c(momentum) + g / a;
+                }
+                p.iter_mut()
+                    .zip(buf.iter())
+                    .for_each(|(p, &b)| *p += b * c(-lr));
+            } else {
+                for ((p, &g), &a) in p.iter_mut().zip(&g).zip(&avg) {
+                    *p += c(-lr) * g / a;
+                }
+            }
+        }
+        OptimizerConfig::Adagrad {
+            lr,
+            lr_decay,
+            eps,
+            weight_decay,
+            initial_accumulator_value,
+        } => {
+            with_weight_decay(&mut g, p, weight_decay);
+            let n = p.len();
+            let sum = state
+                .second
+                .get_or_insert_with(|| vec![c(initial_accumulator_value); n]);
+            let clr = lr / (1.0 + (state.step - 1) as f64 * lr_decay);
+            for ((p, &g), s) in p.iter_mut().zip(&g).zip(sum.iter_mut()) {
+                *s += g * g;
+                *p += c(-clr) * g / (s.sqrt() + c(eps));
+            }
+        }
+    }
+}

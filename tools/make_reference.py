@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Generate PyTorch reference cases for chainrule's layers, losses and optimizers.
+
+Each case is a folder under crates/chainrule/tests/reference/ holding exactly the
+files of the interchange contract (spec/interchange.md):
+
+    model.json, params.safetensors, x.npy, y.npy, config.json   (inputs)
+    expected.json        {"loss": <loss at params over all of x>, "dtype": ...}
+    grads.safetensors    d loss / d parameter, all of x as one batch (`chainrule grad`)
+    trained.safetensors  parameters after training as config.json says (`chainrule train`)
+
+Run from the repository root:  pip install torch safetensors numpy && python3 tools/make_reference.py
+The tests read the committed files; they never need Python.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parent.parent / "crates" / "chainrule" / "tests" / "reference"
+
+LOSSES = {
+    "mse": lambda p, y: torch.nn.MSELoss()(p, y),
+    "sse": lambda p, y: torch.nn.MSELoss(reduction="sum")(p, y),
+    "half_sse": lambda p, y: 0.5 * torch.nn.MSELoss(reduction="sum")(p, y),
+    "mae": lambda p, y: torch.nn.L1Loss()(p, y),
+    "huber": lambda p, y: torch.nn.HuberLoss(delta=1.0)(p, y),
+    "bce": lambda p, y: torch.nn.BCELoss()(p, y),
+    "bce_logits": lambda p, y: torch.nn.BCEWithLogitsLoss()(p, y),
+    "cross_entropy": lambda p, y: torch.nn.CrossEntropyLoss()(p, y),
+}
+
+
+def build(layers, dtype):
+    modules = []
+    for layer in layers:
+        kind = layer["type"]
+        if kind == "linear":
+            modules.append(torch.nn.Linear(layer["in"], layer["out"], bias=layer.get("bias", True)))
+        elif kind == "relu":
+            modules.append(torch.nn.ReLU())
+        elif kind == "leaky_relu":
+            modules.append(torch.nn.LeakyReLU(layer.get("slope", 0.01)))
+        elif kind == "sigmoid":
+            modules.append(torch.nn.Sigmoid())
+        elif kind == "tanh":
+            modules.append(torch.nn.Tanh())
+        elif kind == "softmax":
+            modules.append(torch.nn.Softmax(dim=-1))
+        elif kind == "identity":
+            modules.append(torch.nn.Identity())
+    return torch.nn.Sequential(*modules).to(dtype)
+
+
+def optimizer(params, config):
+    c = dict(config)
+    kind = c.pop("type")
+    if "betas" in c:
+        c["betas"] = tuple(c["betas"])
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+           "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}[kind]
+    return cls(params, **c)
+
+
+def target_tensor(y, loss):
+    t = torch.from_numpy(y)
+    if loss == "cross_entropy" and not np.issubdtype(y.dtype, np.floating):
+        return t.long()
+    return t
+
+
+def case(name, layers, x, y, loss, opt, *, dtype=torch.float64, batch_size=2, epochs=2, seed=0, setup=None):
+    torch.manual_seed(seed)
+    model = build(layers, dtype)
+    if setup:
+        setup(model)
+    npdtype = np.float64 if dtype == torch.float64 else np.float32
+    x = np.asarray(x, dtype=npdtype)
+    if np.issubdtype(np.asarray(y).dtype, np.floating):
+        y = np.asarray(y, dtype=npdtype)
+    folder = ROOT / name
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps({"layers": layers}, indent=1) + "\n")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "params.safetensors"))
+    np.save(folder / "x.npy", x)
+    np.save(folder / "y.npy", y)
+    config = {"loss": loss, "optimizer": opt, "batch_size": batch_size, "epochs": epochs}
+    (folder / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+
+    def loss_of(xb, yb):
+        pred = model(torch.from_numpy(xb))
+        t = target_tensor(yb, loss)
+        if loss != "cross_entropy" and t.dim() == 1:
+            t = t.reshape(-1, 1)
+        return LOSSES[loss](pred, t)
+
+    value = loss_of(x, y)
+    model.zero_grad()
+    value.backward()
+    grads = {k: p.grad.detach().clone() for k, p in model.named_parameters()}
+    save_file(grads, str(folder / "grads.safetensors"))
+    (folder / "expected.json").write_text(json.dumps({"loss": value.item(), "dtype": str(dtype)}) + "\n")
+
+    opt_ = optimizer(model.parameters(), opt)
+    for _ in range(epochs):
+        for start in range(0, len(x), batch_size):
+            opt_.zero_grad()
+            loss_of(x[start:start + batch_size], y[start:start + batch_size]).backward()
+            opt_.step()
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / "trained.safetensors"))
+
+
+def relu_at_zero(model):
+    """Make the first hidden unit's pre-activation exactly 0 for the first sample."""
+    with torch.no_grad():
+        model[0].weight[0] = torch.tensor([1.0, 1.0, 0.5], dtype=model[0].weight.dtype)
+        model[0].bias[0] = 0.0
+
+
+def main():
+    if ROOT.exists():
+        shutil.rmtree(ROOT)
+    rng = np.random.default_rng(0)
+    n = 5  # with batch_size 2, the last batch of every epoch has 1 row
+    x = rng.uniform(-1, 1, size=(n, 3))
+    x[0] = [0.5, -1.0, 1.0]  # with relu_at_zero: 0.5 - 1.0 + 0.5 = 0 exactly
+    y_reg = rng.uniform(-1, 1, size=(n, 2))
+    regression = [{"type": "linear", "in": 3, "out": 4}, {"type": "relu"}, {"type": "linear", "in": 4, "out": 2}]
+    sgd = {"type": "sgd", "lr": 0.1, "momentum": 0.9}
+
+    for dt, tag in [(torch.float64, "f64"), (torch.float32, "f32")]:
+        for loss in ["mse", "sse", "half_sse", "mae", "huber"]:
+            case(f"{tag}_loss_{loss}", regression, x, y_reg * 2.5, loss, sgd, dtype=dt, setup=relu_at_zero)
+        case(f"{tag}_loss_bce", [{"type": "linear", "in": 3, "out": 4}, {"type": "tanh"},
+             {"type": "linear", "in": 4, "out": 1}, {"type": "sigmoid"}],
+             x, rng.uniform(0, 1, size=n), "bce", sgd, dtype=dt)
+        case(f"{tag}_loss_bce_logits", [{"type": "linear", "in": 3, "out": 4}, {"type": "leaky_relu", "slope": 0.2},
+             {"type": "linear", "in": 4, "out": 2}], x, rng.uniform(0, 1, size=(n, 2)), "bce_logits", sgd,
+             dtype=dt, setup=relu_at_zero)
+        classifier = [{"type": "linear", "in": 3, "out": 5}, {"type": "sigmoid"}, {"type": "linear", "in": 5, "out": 4}]
+        case(f"{tag}_loss_cross_entropy_indices", classifier, x, np.array([0, 3, 1, 2, 3], dtype=np.int64),
+             "cross_entropy", sgd, dtype=dt)
+        case(f"{tag}_loss_cross_entropy_int32", classifier, x, np.array([1, 1, 0, 2, 3], dtype=np.int32),
+             "cross_entropy", sgd, dtype=dt)
+        probs = rng.uniform(0, 1, size=(n, 4))
+        case(f"{tag}_loss_cross_entropy_probabilities", classifier, x, probs / probs.sum(1, keepdims=True),
+             "cross_entropy", sgd, dtype=dt)
+        case(f"{tag}_layers_softmax_identity_nobias", [{"type": "linear", "in": 3, "out": 4, "bias": False},
+             {"type": "softmax"}, {"type": "identity"}, {"type": "linear", "in": 4, "out": 2}],
+             x, y_reg, "mse", sgd, dtype=dt)
+
+        optimizers = {
+            "sgd_plain": {"type": "sgd", "lr": 0.1},
+            "sgd_momentum_dampening_wd": {"type": "sgd", "lr": 0.05, "momentum": 0.8, "dampening": 0.3, "weight_decay": 0.01},
+            "sgd_nesterov": {"type": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
+            "adam": {"type": "adam", "lr": 0.01},
+            "adam_amsgrad_wd": {"type": "adam", "lr": 0.01, "betas": [0.8, 0.9], "eps": 1e-6, "weight_decay": 0.05, "amsgrad": True},
+            "adamw": {"type": "adamw", "lr": 0.01},
+            "adamw_amsgrad": {"type": "adamw", "lr": 0.02, "weight_decay": 0.1, "amsgrad": True},
+            "rmsprop": {"type": "rmsprop", "lr": 0.01},
+            "rmsprop_centered_momentum_wd": {"type": "rmsprop", "lr": 0.01, "alpha": 0.9, "momentum": 0.5, "centered": True, "weight_decay": 0.02},
+            "adagrad": {"type": "adagrad", "lr": 0.1},
+            "adagrad_decay_wd_init": {"type": "adagrad", "lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.02, "initial_accumulator_value": 0.1, "eps": 1e-8},
+        }
+        for name, opt in optimizers.items():
+            case(f"{tag}_optim_{name}", regression, x, y_reg, "mse", opt, dtype=dt, epochs=3, setup=relu_at_zero)
+
+    total = sum(f.stat().st_size for f in ROOT.rglob("*") if f.is_file())
+    print(f"wrote {len(list(ROOT.iterdir()))} cases, {total / 1024:.0f} KiB, to {ROOT}")
+
+
+if __name__ == "__main__":
+    main()
