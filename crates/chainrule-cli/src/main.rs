@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 /// Neural networks whose backpropagation you can see.
 #[derive(Parser, Debug)]
-#[command(name = "chainrule", version, about)]
+#[command(name = "chainrule", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,11 +67,25 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
         Err(e) => {
+            // clap explains over several lines; the contract wants one.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("chainrule: {}", first.trim_start_matches("error: "));
+            let message: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!(
+                "chainrule: {}",
+                message.join(" ").trim_start_matches("error: ")
+            );
             return ExitCode::from(2);
         }
     };
