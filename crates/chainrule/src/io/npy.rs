@@ -249,3 +249,38 @@ fn parse_shape(text: &str) -> Option<Vec<usize>> {
         .map(|s| s.trim_end_matches('L').parse().ok())
         .collect()
 }
+
+/// Serialises a tensor as a version-1 `.npy` file (little-endian, C order,
+/// float32 or float64 by `F`).
+///
+/// ```
+/// use chainrule::{io, Tensor};
+/// let t = Tensor::<f32>::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+/// let back = io::read_npy_bytes(&io::npy_bytes(&t), "t.npy")?;
+/// assert_eq!(back, io::NpyArray::F32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn npy_bytes<F: crate::Float>(tensor: &Tensor<F>) -> Vec<u8> {
+    let descr = if F::DTYPE == "F32" { "<f4" } else { "<f8" };
+    let dims: Vec<String> = tensor.shape().iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // Pad so that the data starts on a 64-byte boundary, ending in a newline.
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in tensor.to_vec() {
+        if F::DTYPE == "F32" {
+            bytes.extend((v.as_f64() as f32).to_le_bytes());
+        } else {
+            bytes.extend(v.as_f64().to_le_bytes());
+        }
+    }
+    bytes
+}

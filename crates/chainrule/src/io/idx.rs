@@ -1,0 +1,89 @@
+//! IDX files, the format MNIST ships in, plain or gzip-compressed.
+
+use super::read_file;
+use crate::{Error, Result};
+use std::io::Read;
+use std::path::Path;
+
+/// The largest decompressed IDX file accepted (MNIST's training images are 47 MB).
+const MAX_IDX_BYTES: u64 = 1 << 31;
+
+/// An unsigned-byte IDX array: its shape and values (row-major).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdxArray {
+    /// Dimensions, outermost first (`[60000, 28, 28]` for MNIST's training images).
+    pub shape: Vec<usize>,
+    /// The bytes.
+    pub values: Vec<u8>,
+}
+
+/// Reads an unsigned-byte IDX file (`.gz` decompressed on the fly, by name or magic).
+///
+/// # Errors
+/// [`Error::Io`] when unreadable; [`Error::Format`] when the header is invalid, the
+/// type is not unsigned byte, or the data length does not match the header.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("chainrule-idx-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let mut bytes = vec![0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3];
+/// bytes.extend([1, 2, 3, 4, 5, 6]);
+/// std::fs::write(dir.join("a.idx"), &bytes).unwrap();
+/// let a = chainrule::io::read_idx(&dir.join("a.idx"))?;
+/// assert_eq!((a.shape, a.values), (vec![2, 3], vec![1, 2, 3, 4, 5, 6]));
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    let raw = read_file(path)?;
+    let name = path.display().to_string();
+    let bad = |message: String| Error::Format {
+        path: name.clone(),
+        message,
+    };
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .take(MAX_IDX_BYTES + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| bad(format!("gzip: {e}")))?;
+        if out.len() as u64 > MAX_IDX_BYTES {
+            return Err(bad("decompresses to more than 2 GiB".into()));
+        }
+        out
+    } else {
+        raw
+    };
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+        return Err(bad("not an IDX file (bad magic number)".into()));
+    }
+    if bytes[2] != 0x08 {
+        return Err(bad(format!(
+            "IDX element type 0x{:02x} is not supported (expected unsigned byte, 0x08)",
+            bytes[2]
+        )));
+    }
+    let rank = usize::from(bytes[3]);
+    let header = 4 + 4 * rank;
+    if bytes.len() < header {
+        return Err(bad("truncated header".into()));
+    }
+    let shape: Vec<usize> = bytes[4..header]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize)
+        .collect();
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad("shape too large".into()))?;
+    if bytes.len() - header != count {
+        return Err(bad(format!(
+            "shape {shape:?} needs {count} data bytes, the file has {}",
+            bytes.len() - header
+        )));
+    }
+    Ok(IdxArray {
+        shape,
+        values: bytes[header..].to_vec(),
+    })
+}
