@@ -10,10 +10,19 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The input files every contract command reads.
+#[derive(clap::Args, Debug)]
 pub struct Files {
+    /// Model JSON.
+    #[arg(long)]
     pub model: PathBuf,
+    /// Parameters (safetensors, F32 or F64; the computation runs in that dtype).
+    #[arg(long)]
     pub params: PathBuf,
+    /// Inputs, [N, in] (.npy, float32 or float64).
+    #[arg(long)]
     pub x: PathBuf,
+    /// Targets (.npy).
+    #[arg(long)]
     pub y: PathBuf,
 }
 

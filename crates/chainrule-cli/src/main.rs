@@ -22,18 +22,8 @@ struct Cli {
 enum Command {
     /// Gradient of a loss with respect to every parameter, over all of X as one batch.
     Grad {
-        /// Model JSON.
-        #[arg(long)]
-        model: PathBuf,
-        /// Parameters (safetensors, F32 or F64).
-        #[arg(long)]
-        params: PathBuf,
-        /// Inputs, [N, in] (.npy, float32 or float64).
-        #[arg(long)]
-        x: PathBuf,
-        /// Targets (.npy).
-        #[arg(long)]
-        y: PathBuf,
+        #[command(flatten)]
+        files: contract::Files,
         /// Loss: mse, sse, half_sse, mae, huber, bce, bce_logits, cross_entropy.
         #[arg(long)]
         loss: String,
@@ -43,18 +33,8 @@ enum Command {
     },
     /// Train from given parameters as a training config says.
     Train {
-        /// Model JSON.
-        #[arg(long)]
-        model: PathBuf,
-        /// Starting parameters (safetensors).
-        #[arg(long)]
-        params: PathBuf,
-        /// Inputs (.npy).
-        #[arg(long)]
-        x: PathBuf,
-        /// Targets (.npy).
-        #[arg(long)]
-        y: PathBuf,
+        #[command(flatten)]
+        files: contract::Files,
         /// Training config JSON.
         #[arg(long)]
         config: PathBuf,
@@ -90,40 +70,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Grad {
-            model,
-            params,
-            x,
-            y,
-            loss,
-            out,
-        } => contract::grad(
-            &contract::Files {
-                model,
-                params,
-                x,
-                y,
-            },
-            &loss,
-            &out,
-        ),
-        Command::Train {
-            model,
-            params,
-            x,
-            y,
-            config,
-            out,
-        } => contract::train(
-            &contract::Files {
-                model,
-                params,
-                x,
-                y,
-            },
-            &config,
-            &out,
-        ),
+        Command::Grad { files, loss, out } => contract::grad(&files, &loss, &out),
+        Command::Train { files, config, out } => contract::train(&files, &config, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
