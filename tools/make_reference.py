@@ -6,6 +6,7 @@ files of the interchange contract (spec/interchange.md):
 
     model.json, params.safetensors, x.npy, y.npy, config.json   (inputs)
     expected.json        {"loss": <loss at params over all of x>, "dtype": ...}
+    extra.json           (some cases) options beyond the contract: "schedule", "clip_grad_norm"
     grads.safetensors    d loss / d parameter, all of x as one batch (`chainrule grad`)
     trained.safetensors  parameters after training as config.json says (`chainrule train`)
 
@@ -72,7 +73,24 @@ def target_tensor(y, loss):
     return t
 
 
-def case(name, layers, x, y, loss, opt, *, dtype=torch.float64, batch_size=2, epochs=2, seed=0, setup=None):
+def make_scheduler(opt, schedule):
+    if schedule is None:
+        return None
+    s = dict(schedule)
+    kind = s.pop("type")
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=s["step_size"], gamma=s["gamma"])
+    if kind == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=s["gamma"])
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s["t_max"], eta_min=s["eta_min"])
+    if kind == "linear_warmup":
+        return torch.optim.lr_scheduler.LinearLR(opt, start_factor=s["start_factor"], total_iters=s["warmup_epochs"])
+    raise ValueError(kind)
+
+
+def case(name, layers, x, y, loss, opt, *, dtype=torch.float64, batch_size=2, epochs=2, seed=0, setup=None,
+         schedule=None, clip=None):
     torch.manual_seed(seed)
     model = build(layers, dtype)
     if setup:
@@ -104,12 +122,19 @@ def case(name, layers, x, y, loss, opt, *, dtype=torch.float64, batch_size=2, ep
     save_file(grads, str(folder / "grads.safetensors"))
     (folder / "expected.json").write_text(json.dumps({"loss": value.item(), "dtype": str(dtype)}) + "\n")
 
+    if schedule is not None or clip is not None:
+        (folder / "extra.json").write_text(json.dumps({"schedule": schedule, "clip_grad_norm": clip}) + "\n")
     opt_ = optimizer(model.parameters(), opt)
+    scheduler = make_scheduler(opt_, schedule)
     for _ in range(epochs):
         for start in range(0, len(x), batch_size):
             opt_.zero_grad()
             loss_of(x[start:start + batch_size], y[start:start + batch_size]).backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt_.step()
+        if scheduler is not None:
+            scheduler.step()
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / "trained.safetensors"))
 
 
@@ -167,6 +192,21 @@ def main():
         }
         for name, opt in optimizers.items():
             case(f"{tag}_optim_{name}", regression, x, y_reg, "mse", opt, dtype=dt, epochs=3, setup=relu_at_zero)
+
+        schedules = {
+            "step": {"type": "step", "step_size": 2, "gamma": 0.5},
+            "exponential": {"type": "exponential", "gamma": 0.8},
+            "cosine": {"type": "cosine", "t_max": 3, "eta_min": 0.001},
+            "linear_warmup": {"type": "linear_warmup", "start_factor": 0.25, "warmup_epochs": 3},
+        }
+        for name, schedule in schedules.items():
+            case(f"{tag}_schedule_{name}", regression, x, y_reg, "mse", {"type": "sgd", "lr": 0.1, "momentum": 0.5},
+                 dtype=dt, epochs=5, schedule=schedule)
+        # Clipping that binds (large gradients from sse on scaled targets) and one that does not.
+        case(f"{tag}_clip_binding", regression, x, y_reg * 10, "sse", {"type": "adam", "lr": 0.05}, dtype=dt,
+             epochs=3, clip=0.5)
+        case(f"{tag}_clip_loose", regression, x, y_reg, "mse", {"type": "sgd", "lr": 0.1}, dtype=dt, epochs=3,
+             clip=1e3)
 
     total = sum(f.stat().st_size for f in ROOT.rglob("*") if f.is_file())
     print(f"wrote {len(list(ROOT.iterdir()))} cases, {total / 1024:.0f} KiB, to {ROOT}")

@@ -1,8 +1,9 @@
 //! The contract commands `grad` and `train` (spec/interchange.md).
 
 use anyhow::{Result, anyhow, bail};
+use chainrule::data::{Dataset, Target};
 use chainrule::io::{read_npy, read_safetensors, safetensors_dtype, write_safetensors};
-use chainrule::loss::{Loss, Target};
+use chainrule::loss::Loss;
 use chainrule::nn::{Module, Sequential};
 use chainrule::train::{TrainConfig, fit, loss_and_grads};
 use chainrule::{Error, Float, Tensor};
@@ -42,8 +43,7 @@ fn read_text(path: &Path) -> Result<String> {
 /// A model with its parameters, data and targets, all in the parameters' dtype.
 struct Problem<F: Float> {
     model: Sequential<F>,
-    x: Tensor<F>,
-    target: Target<F>,
+    data: Dataset<F>,
 }
 
 fn load<F: Float>(files: &Files, loss: Loss) -> Result<Problem<F>> {
@@ -70,7 +70,8 @@ fn load<F: Float>(files: &Files, loss: Loss) -> Result<Problem<F>> {
 
     let y_array = read_npy(&files.y).map_err(in_file(&files.y))?;
     let target = Target::from_npy(&y_array, loss, rows, outputs).map_err(in_file(&files.y))?;
-    Ok(Problem { model, x, target })
+    let data = Dataset::new(x, target).map_err(in_file(&files.y))?;
+    Ok(Problem { model, data })
 }
 
 fn named<F: Float>(
@@ -101,8 +102,9 @@ pub fn grad(files: &Files, loss: &str, out: &Path) -> Result<()> {
 
 fn grad_as<F: Float>(files: &Files, loss: Loss, out: &Path) -> Result<()> {
     let problem = load::<F>(files, loss)?;
-    let (value, grads) = loss_and_grads(&problem.model, &problem.x, &problem.target, loss)
-        .map_err(|e| anyhow!("{e}"))?;
+    let (value, grads) =
+        loss_and_grads(&problem.model, &problem.data.x, &problem.data.target, loss)
+            .map_err(|e| anyhow!("{e}"))?;
     if !value.is_finite() {
         bail!("loss: the loss is not finite ({value})");
     }
@@ -128,17 +130,8 @@ pub fn train(files: &Files, config: &Path, out: &Path) -> Result<()> {
 
 fn train_as<F: Float>(files: &Files, config: &TrainConfig, out: &Path) -> Result<()> {
     let mut problem = load::<F>(files, config.loss)?;
-    let mut last = None;
-    fit(
-        &mut problem.model,
-        &problem.x,
-        &problem.target,
-        config,
-        |epoch, batch, loss| {
-            last = Some((epoch, batch, loss));
-        },
-    )
-    .map_err(|e| anyhow!("{e}"))?;
+    let history =
+        fit(&mut problem.model, &problem.data, None, config, |_| {}).map_err(|e| anyhow!("{e}"))?;
     if let Some(p) = problem
         .model
         .params()
@@ -152,13 +145,13 @@ fn train_as<F: Float>(files: &Files, config: &TrainConfig, out: &Path) -> Result
     }
     let values = problem.model.params().iter().map(|p| p.value.clone());
     write_safetensors(out, &named(&problem.model, values)).map_err(in_file(out))?;
-    if let Some((epoch, batch, loss)) = last {
-        println!(
-            "trained {} epoch(s); last step: epoch {epoch}, batch {batch}, loss {loss}",
-            config.epochs
-        );
-    } else {
-        println!("0 epochs: parameters written unchanged");
+    match history.epochs.last() {
+        Some(last) => println!(
+            "trained {} epoch(s); last epoch's training loss {}",
+            history.epochs.len(),
+            last.train.loss
+        ),
+        None => println!("0 epochs: parameters written unchanged"),
     }
     Ok(())
 }

@@ -107,6 +107,9 @@ fn check_case<F: Float>(case: &Path, out_dir: &Path, tol: f64) {
         "{case:?}: gradients"
     );
 
+    if case.join("extra.json").exists() {
+        return; // trained with options beyond the contract: the library test covers it
+    }
     let trained_out = out_dir.join("p2.safetensors");
     let f = |n: &str| case.join(n).display().to_string();
     let out = chainrule(&[
@@ -147,7 +150,7 @@ fn binary_matches_pytorch_on_every_reference_case() {
         .map(|e| e.unwrap().path())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 40);
+    assert!(cases.len() >= 56);
     for case in &cases {
         if case
             .file_name()

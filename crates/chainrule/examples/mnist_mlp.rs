@@ -9,13 +9,12 @@
 //! DATA_DIR holds the four MNIST IDX files (plain or .gz); OUT_DIR defaults to
 //! `runs/mnist_mlp`.
 
-use chainrule::io::{npy_bytes, read_idx, write_atomic, write_safetensors};
-use chainrule::loss::Target;
-use chainrule::nn::{Module, Sequential};
-use chainrule::train::{TrainConfig, fit};
-use chainrule::{Error, Result, Tape, Tensor};
+use chainrule::data::{Dataset, Standardizer, Target};
+use chainrule::io::{npy_bytes, read_idx, write_atomic};
+use chainrule::nn::Sequential;
+use chainrule::train::{Event, TrainConfig, fit, predict};
+use chainrule::{Error, Result, Tensor};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 const MODEL: &str = r#"{"layers": [
   {"type": "linear", "in": 784, "out": 128},
@@ -57,42 +56,6 @@ fn load(dir: &Path, split: &str) -> Result<(Tensor<f32>, Vec<usize>)> {
     Ok((x, labels.values.iter().map(|&l| usize::from(l)).collect()))
 }
 
-/// Logits for `x`, computed without recording gradients, 1000 rows at a time.
-fn logits(model: &Sequential<f32>, x: &Tensor<f32>) -> Result<Tensor<f32>> {
-    let rows = x.shape()[0];
-    let mut parts = Vec::new();
-    for start in (0..rows).step_by(1000) {
-        let tape = Tape::new();
-        let out = tape.no_grad(|| {
-            let params = model.bind(&tape);
-            model.forward(
-                &params,
-                tape.constant(x.narrow(0, start, 1000.min(rows - start))?),
-            )
-        })?;
-        parts.push(out.value());
-    }
-    Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
-}
-
-fn accuracy(model: &Sequential<f32>, x: &Tensor<f32>, labels: &[usize]) -> Result<f64> {
-    let out = logits(model, x)?;
-    let classes = out.shape()[1];
-    let values = out.to_vec();
-    let correct = values
-        .chunks_exact(classes)
-        .zip(labels)
-        .filter(|&(row, &label)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
-            best == label
-        })
-        .count();
-    Ok(correct as f64 / labels.len() as f64)
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let Some(data) = args.get(1) else {
@@ -102,15 +65,16 @@ fn main() -> Result<()> {
     let out_dir = PathBuf::from(args.get(2).map_or("runs/mnist_mlp", String::as_str));
     let (x_train, y_train) = load(Path::new(data), "train")?;
     let (x_test, y_test) = load(Path::new(data), "t10k")?;
-    // Standardise with the training set's pixel mean and standard deviation.
-    let mean = x_train.mean(&[], false)?.item()?;
-    let std = x_train
-        .map(|v| (v - mean) * (v - mean))
-        .mean(&[], false)?
-        .item()?
-        .sqrt();
-    let standardise = |x: &Tensor<f32>| x.map(|v| (v - mean) / std);
-    let (x_train, x_test) = (standardise(&x_train), standardise(&x_test));
+    // Standardise with the training set's pixel mean and standard deviation (one
+    // scaler for all pixels: per-pixel statistics would blow up the near-constant
+    // border pixels).
+    let all_pixels = Standardizer::fit(&x_train.reshape(&[x_train.len(), 1])?)?;
+    let standardise = |x: &Tensor<f32>| -> Result<Tensor<f32>> {
+        all_pixels
+            .transform(&x.reshape(&[x.len(), 1])?)?
+            .reshape(x.shape())
+    };
+    let (x_train, x_test) = (standardise(&x_train)?, standardise(&x_test)?);
     println!(
         "MNIST: {} training and {} test images",
         y_train.len(),
@@ -118,43 +82,36 @@ fn main() -> Result<()> {
     );
 
     let mut model = Sequential::<f32>::from_json(MODEL, 0)?;
-    let target = Target::Classes(y_train);
+    let train = Dataset::new(x_train, Target::Classes(y_train))?;
+    let test = Dataset::new(x_test, Target::Classes(y_test))?;
     let mut config = TrainConfig::from_json(
-        r#"{"loss": "cross_entropy", "optimizer": {"type": "sgd", "lr": 0.1}, "batch_size": 64, "shuffle": true}"#,
+        r#"{"loss": "cross_entropy", "optimizer": {"type": "sgd", "lr": 0.1}, "batch_size": 64, "shuffle": true, "epochs": 3}"#,
     )?;
-    for epoch in 1..=3 {
-        config.seed = epoch;
-        let start = Instant::now();
-        let (mut total, mut steps) = (0.0, 0);
-        fit(&mut model, &x_train, &target, &config, |_, _, loss| {
-            total += f64::from(loss);
-            steps += 1;
-        })?;
-        let seconds = start.elapsed().as_secs_f64();
-        let acc = accuracy(&model, &x_test, &y_test)?;
-        println!(
-            "epoch {epoch}: train loss {:.4}  test accuracy {:.2}%  {seconds:.2} s",
-            total / f64::from(steps),
-            100.0 * acc
-        );
-    }
+    config.seed = 1;
+    fit(&mut model, &train, Some(&test), &config, |event| {
+        if let Event::Epoch(m) = event {
+            let test = m.validation.expect("a test set is given");
+            println!(
+                "epoch {}: train loss {:.4}  test loss {:.4}  test accuracy {:.2}%  {:.2} s",
+                m.epoch + 1,
+                m.train.loss,
+                test.loss,
+                100.0 * test.accuracy.unwrap_or(0.0),
+                m.seconds
+            );
+        }
+    })?;
 
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::Io {
         path: out_dir.display().to_string(),
         message: e.to_string(),
     })?;
-    write_atomic(&out_dir.join("model.json"), MODEL.as_bytes())?;
-    let named = model
-        .params()
-        .iter()
-        .map(|p| (p.name.clone(), p.value.clone()))
-        .collect();
-    write_safetensors(&out_dir.join("params.safetensors"), &named)?;
-    let sample = x_test.narrow(0, 0, 64)?;
+    model.save_checkpoint(&out_dir)?;
+    let sample = test.x.narrow(0, 0, 64)?;
     write_atomic(&out_dir.join("sample_x.npy"), &npy_bytes(&sample))?;
     write_atomic(
         &out_dir.join("sample_logits.npy"),
-        &npy_bytes(&logits(&model, &sample)?),
+        &npy_bytes(&predict(&model, &sample)?),
     )?;
     println!("checkpoint written to {}", out_dir.display());
     Ok(())

@@ -11,9 +11,14 @@
 //! using the weights already updated in that iteration; its stop test is computed
 //! once before the loop and never refreshed, so the loop runs until `i` reaches 1000:
 //! exactly 999 iterations. We reproduce that schedule, and also run the standard
-//! simultaneous update (every gradient taken at the same point) for comparison.
+//! simultaneous update (every gradient taken at the same point) for comparison: there
+//! the network is a custom [`Module`] trained by the library's own `fit` with SGD and
+//! the `bce` loss, like any other model.
 
-use chainrule::{Result, Tape, Var};
+use chainrule::data::{Dataset, Target};
+use chainrule::nn::{Module, Param};
+use chainrule::train::{TrainConfig, fit};
+use chainrule::{Result, Tape, Tensor, Var};
 
 const X1: f64 = 0.35;
 const X2: f64 = 0.9;
@@ -72,32 +77,83 @@ pub fn gradient(weights: &[f64; 7]) -> Result<[f64; 7]> {
     Ok(out)
 }
 
-/// Trains from [`START`] with either schedule.
-pub fn train(sequential: bool) -> Result<[f64; 7]> {
+/// Trains from [`START`] as the notebook does: each weight updated in turn, at the
+/// weights already updated.
+pub fn train_one_weight_at_a_time() -> Result<[f64; 7]> {
     let mut w = START;
     for _ in 0..ITERATIONS {
-        if sequential {
-            for k in 0..w.len() {
-                w[k] -= LR * gradient(&w)?[k];
-            }
-        } else {
-            let g = gradient(&w)?;
-            for (wk, gk) in w.iter_mut().zip(g) {
-                *wk -= LR * gk;
-            }
+        for k in 0..w.len() {
+            w[k] -= LR * gradient(&w)?[k];
         }
+    }
+    Ok(w)
+}
+
+/// The notebook's network as a [`Module`]: seven scalar parameters, the input a
+/// `[1, 2]` row (x1, x2), the output f5 as `[1, 1]`.
+pub struct SharedBiasNetwork {
+    params: Vec<Param<f64>>,
+}
+
+impl SharedBiasNetwork {
+    /// The network at the given weights, in [`NAMES`] order.
+    pub fn new(weights: &[f64; 7]) -> Self {
+        let params = NAMES
+            .iter()
+            .zip(weights)
+            .map(|(n, &w)| Param::new(*n, Tensor::scalar(w)))
+            .collect();
+        SharedBiasNetwork { params }
+    }
+}
+
+impl Module<f64> for SharedBiasNetwork {
+    fn params(&self) -> &[Param<f64>] {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut [Param<f64>] {
+        &mut self.params
+    }
+
+    fn forward<'t>(&self, p: &[Var<'t, f64>], x: Var<'t, f64>) -> Result<Var<'t, f64>> {
+        let [w0, w13, w14, w23, w24, w35, w45] = p[..] else {
+            unreachable!("seven weights")
+        };
+        let (x1, x2) = (x.narrow(1, 0, 1)?, x.narrow(1, 1, 1)?);
+        let f3 = ((x1 * w13 + w0) + (x2 * w23 + w0)).sigmoid();
+        let f4 = ((x1 * w14 + w0) + (x2 * w24 + w0)).sigmoid();
+        Ok(((f3 * w35 + w0) + (f4 * w45 + w0)).sigmoid())
+    }
+}
+
+/// Trains from [`START`] with the standard simultaneous update: the library's `fit`,
+/// SGD at the notebook's learning rate, `bce`, one sample per step, 999 steps.
+pub fn train_simultaneously() -> Result<[f64; 7]> {
+    let mut model = SharedBiasNetwork::new(&START);
+    let data = Dataset::new(
+        Tensor::from_vec(vec![X1, X2], &[1, 2])?,
+        Target::Values(Tensor::full(&[1, 1], Y)),
+    )?;
+    let config = TrainConfig::from_json(&format!(
+        r#"{{"loss": "bce", "optimizer": {{"type": "sgd", "lr": {LR}}}, "batch_size": 1, "epochs": {ITERATIONS}}}"#
+    ))?;
+    fit(&mut model, &data, None, &config, |_| {})?;
+    let mut w = [0.0; 7];
+    for (slot, p) in w.iter_mut().zip(model.params()) {
+        *slot = p.value.item()?;
     }
     Ok(w)
 }
 
 /// Runs both schedules.
 pub fn run() -> Result<Report> {
-    let sequential_weights = train(true)?;
+    let sequential_weights = train_one_weight_at_a_time()?;
     Ok(Report {
         initial_output: output(&START)?,
         sequential_output: output(&sequential_weights)?,
         sequential_weights,
-        simultaneous_output: output(&train(false)?)?,
+        simultaneous_output: output(&train_simultaneously()?)?,
     })
 }
 

@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod autodiff;
+pub mod data;
 mod error;
 mod float;
 pub mod gradcheck;

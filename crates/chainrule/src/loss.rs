@@ -11,19 +11,11 @@
 //! | `bce_logits` | mean BCE on logits | `BCEWithLogitsLoss()` |
 //! | `cross_entropy` | mean over the batch of −log softmax(logits)\[target\] | `CrossEntropyLoss()` |
 
+pub use crate::data::Target;
+
 use crate::autodiff::rules::{BinaryCrossEntropy, BinaryCrossEntropyWithLogits};
 use crate::json::invalid;
 use crate::{Error, Float, Result, Tensor, Var};
-
-/// What a loss compares predictions with.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target<F: Float = f32> {
-    /// Values of the prediction's shape (regression targets, probabilities, or class
-    /// probabilities for cross-entropy).
-    Values(Tensor<F>),
-    /// One class index per row (cross-entropy only).
-    Classes(Vec<usize>),
-}
 
 /// A loss function; see the module table for the meanings.
 ///

@@ -1,16 +1,16 @@
-//! Gradients and training as the interchange contract defines them: the whole data
-//! set as one batch for `grad`; consecutive (or seeded, shuffled) mini-batches with
-//! one optimizer step each for `train`.
+//! Training: [`fit`] with mini-batches, a validation set, metrics, learning-rate
+//! schedules, gradient clipping and early stopping; [`evaluate`] and [`predict`];
+//! [`loss_and_grads`] for one batch. The interchange contract's `train` is `fit` with
+//! its [`TrainConfig`] read from JSON and no validation set; its `grad` is
+//! `loss_and_grads` over all of x.
 
-use crate::io::NpyArray;
+use crate::data::{Batches, Dataset, Target};
 use crate::json::{Fields, invalid, parse};
-use crate::loss::{Loss, Target};
-use crate::nn::Module;
-use crate::optim::{Optimizer, OptimizerConfig};
+use crate::loss::Loss;
+use crate::nn::{Module, Param};
+use crate::optim::{Optimizer, OptimizerConfig, Schedule, clip_grad_norm};
 use crate::{Float, Result, Tape, Tensor};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
 
 /// The contract's training config.
 ///
@@ -34,6 +34,28 @@ pub struct TrainConfig {
     pub shuffle: bool,
     /// Seed of the shuffling (default 0).
     pub seed: u64,
+    /// Drop a last batch smaller than `batch_size` (default false; not in the
+    /// contract's JSON).
+    pub drop_last: bool,
+    /// Learning-rate schedule, stepped per epoch (default constant).
+    pub schedule: Schedule,
+    /// Clip the gradients' global norm to this value before each step (default none).
+    pub clip_grad_norm: Option<f64>,
+    /// Stop when the monitored loss stops improving (default none).
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// Early stopping: monitor the validation loss (the training loss when there is no
+/// validation set) and stop after `patience` epochs without an improvement larger
+/// than `min_delta` (Keras `EarlyStopping(monitor="val_loss")`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EarlyStopping {
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// The smallest decrease that counts as an improvement.
+    pub min_delta: f64,
+    /// Put back the parameters of the best epoch when stopping or finishing.
+    pub restore_best: bool,
 }
 
 impl TrainConfig {
@@ -75,119 +97,172 @@ impl TrainConfig {
             epochs,
             shuffle,
             seed,
+            drop_last: false,
+            schedule: Schedule::Constant,
+            clip_grad_norm: None,
+            early_stopping: None,
         })
     }
 }
 
-impl<F: Float> Target<F> {
-    /// Interprets a `y.npy` array for `loss` as the contract says: float targets
-    /// `[N, out]` (`[N]` read as `[N, 1]` when out is 1), or for cross-entropy integer
-    /// class indices `[N]` (int32/int64, each in `[0, out)`) or class probabilities
-    /// `[N, out]`.
-    ///
-    /// # Errors
-    /// [`crate::Error::InvalidValue`] (field `targets`) for a wrong dtype or shape, a
-    /// class index out of range, or a non-finite value.
+/// Loss (and accuracy, for classification) over a data set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics {
+    /// The loss over the whole set, as if it were one batch.
+    pub loss: f64,
+    /// The fraction of correct predictions, for classification losses (`cross_entropy`:
+    /// arg-max; `bce`: p ≥ 0.5; `bce_logits`: logit ≥ 0; targets ≥ 0.5 are positive).
+    pub accuracy: Option<f64>,
+}
+
+/// What one epoch of [`fit`] measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochMetrics {
+    /// The epoch, from 0.
+    pub epoch: usize,
+    /// The training loss and accuracy, accumulated over the epoch's batches (with
+    /// the parameters as they were at each step).
+    pub train: Metrics,
+    /// The validation metrics after the epoch, when there is a validation set.
+    pub validation: Option<Metrics>,
+    /// The learning rate used in this epoch.
+    pub lr: f64,
+    /// Wall-clock seconds of the epoch (training and validation).
+    pub seconds: f64,
+}
+
+/// The record of a [`fit`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct History {
+    /// One entry per epoch run.
+    pub epochs: Vec<EpochMetrics>,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// The epoch with the best monitored loss, when early stopping was on.
+    pub best_epoch: Option<usize>,
+}
+
+/// A progress report from [`fit`].
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// After an optimizer step.
+    Step {
+        /// The epoch, from 0.
+        epoch: usize,
+        /// The batch within the epoch, from 0.
+        batch: usize,
+        /// Batches in this epoch.
+        batches: usize,
+        /// Rows in this batch.
+        rows: usize,
+        /// The batch loss before the step.
+        loss: f64,
+    },
+    /// After an epoch (and its validation).
+    Epoch(&'a EpochMetrics),
+}
+
+impl Loss {
+    /// Whether the loss sums over samples (`sse`, `half_sse`) rather than averaging.
     ///
     /// ```
-    /// use chainrule::{io::NpyArray, loss::{Loss, Target}};
-    /// let y = NpyArray::I64(vec![2], vec![3, 0]);
-    /// assert_eq!(Target::<f32>::from_npy(&y, Loss::CrossEntropy, 2, 4)?, Target::Classes(vec![3, 0]));
-    /// assert!(Target::<f32>::from_npy(&y, Loss::Mse, 2, 1).is_err());
-    /// # Ok::<(), chainrule::Error>(())
+    /// assert!(chainrule::loss::Loss::Sse.sums());
+    /// assert!(!chainrule::loss::Loss::Mse.sums());
     /// ```
-    pub fn from_npy(y: &NpyArray, loss: Loss, rows: usize, outputs: usize) -> Result<Target<F>> {
-        let bad = |message: String| invalid("targets", message);
-        let shape = y.shape().to_vec();
-        if !y.is_float() {
-            if loss != Loss::CrossEntropy {
-                return Err(bad(format!(
-                    "dtype {} is not allowed for {} (targets must be float32 or float64)",
-                    y.dtype(),
-                    loss.name()
-                )));
-            }
-            let classes: Vec<i64> = match y {
-                NpyArray::I32(_, v) => v.iter().map(|&c| i64::from(c)).collect(),
-                NpyArray::I64(_, v) => v.clone(),
-                other => {
-                    return Err(bad(format!(
-                        "dtype {} is not allowed (class indices must be int32 or int64)",
-                        other.dtype()
-                    )));
-                }
-            };
-            if shape != [rows] {
-                return Err(bad(format!(
-                    "class indices must have shape [{rows}], got {shape:?}"
-                )));
-            }
-            if let Some(c) = classes
-                .iter()
-                .find(|&&c| c < 0 || c as u64 >= outputs as u64)
-            {
-                return Err(bad(format!("class index {c} is outside [0, {outputs})")));
-            }
-            return Ok(Target::Classes(
-                classes.iter().map(|&c| c as usize).collect(),
-            ));
-        }
-        let values = y.to_tensor::<F>()?;
-        if !values.all_finite() {
-            return Err(bad("holds a non-finite number".into()));
-        }
-        let values = if shape == [rows] && outputs == 1 {
-            values.reshape(&[rows, 1])?
+    pub fn sums(self) -> bool {
+        matches!(self, Loss::Sse | Loss::HalfSse)
+    }
+}
+
+/// Combines per-batch losses (and correct counts) into the loss over all rows.
+#[derive(Debug, Default)]
+struct Tally {
+    weighted_loss: f64,
+    rows: usize,
+    correct: usize,
+    judged: usize,
+    classification: bool,
+}
+
+impl Tally {
+    fn add<F: Float>(
+        &mut self,
+        loss: Loss,
+        value: f64,
+        prediction: &Tensor<F>,
+        target: &Target<F>,
+    ) {
+        let rows = target.rows();
+        self.weighted_loss += if loss.sums() {
+            value
         } else {
-            values
+            value * rows as f64
         };
-        if values.shape() != [rows, outputs] {
-            return Err(bad(format!(
-                "must have shape [{rows}, {outputs}], got {shape:?}"
-            )));
-        }
-        Ok(Target::Values(values))
-    }
-
-    /// The number of rows (samples).
-    ///
-    /// ```
-    /// use chainrule::loss::Target;
-    /// assert_eq!(Target::<f32>::Classes(vec![0, 2, 1]).rows(), 3);
-    /// ```
-    pub fn rows(&self) -> usize {
-        match self {
-            Target::Values(t) => t.shape().first().copied().unwrap_or(1),
-            Target::Classes(c) => c.len(),
+        self.rows += rows;
+        if let Some((correct, judged)) = correct_predictions(loss, prediction, target) {
+            self.classification = true;
+            self.correct += correct;
+            self.judged += judged;
         }
     }
 
-    /// The targets of the given rows.
-    ///
-    /// # Errors
-    /// [`crate::Error::Index`] for a row out of range.
-    ///
-    /// ```
-    /// use chainrule::loss::Target;
-    /// let t = Target::<f32>::Classes(vec![5, 6, 7]).select_rows(&[2, 0])?;
-    /// assert_eq!(t, Target::Classes(vec![7, 5]));
-    /// # Ok::<(), chainrule::Error>(())
-    /// ```
-    pub fn select_rows(&self, rows: &[usize]) -> Result<Target<F>> {
-        Ok(match self {
-            Target::Values(t) => Target::Values(t.select_rows(rows)?),
-            Target::Classes(c) => Target::Classes(
-                rows.iter()
-                    .map(|&r| {
-                        c.get(r).copied().ok_or(crate::Error::Index {
-                            op: "select_rows",
-                            index: r,
-                            len: c.len(),
-                        })
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-        })
+    fn metrics(&self, loss: Loss) -> Metrics {
+        let rows = self.rows.max(1) as f64;
+        Metrics {
+            loss: if loss.sums() {
+                self.weighted_loss
+            } else {
+                self.weighted_loss / rows
+            },
+            accuracy: self
+                .classification
+                .then(|| self.correct as f64 / self.judged.max(1) as f64),
+        }
+    }
+}
+
+/// (correct, judged) predictions for a classification loss, `None` otherwise.
+fn correct_predictions<F: Float>(
+    loss: Loss,
+    prediction: &Tensor<F>,
+    target: &Target<F>,
+) -> Option<(usize, usize)> {
+    let p = prediction.to_vec();
+    let argmax = |row: &[F]| {
+        row.iter()
+            .enumerate()
+            .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+    };
+    let columns = *prediction.shape().last()?;
+    match (loss, target) {
+        (Loss::CrossEntropy, Target::Classes(classes)) => {
+            let correct = p
+                .chunks_exact(columns)
+                .zip(classes)
+                .filter(|&(row, &c)| argmax(row) == c)
+                .count();
+            Some((correct, classes.len()))
+        }
+        (Loss::CrossEntropy, Target::Values(y)) => {
+            let y = y.to_vec();
+            let correct = p
+                .chunks_exact(columns)
+                .zip(y.chunks_exact(columns))
+                .filter(|(a, b)| argmax(a) == argmax(b))
+                .count();
+            Some((correct, y.len() / columns))
+        }
+        (Loss::Bce | Loss::BceLogits, Target::Values(y)) => {
+            let threshold = if loss == Loss::Bce { 0.5 } else { 0.0 };
+            let half = F::from_f64(0.5);
+            let correct = p
+                .iter()
+                .zip(y.to_vec())
+                .filter(|&(&p, y)| (p >= F::from_f64(threshold)) == (y >= half))
+                .count();
+            Some((correct, p.len()))
+        }
+        _ => None,
     }
 }
 
@@ -199,7 +274,8 @@ impl<F: Float> Target<F> {
 /// Shape errors when `x` or `target` does not fit the model and loss.
 ///
 /// ```
-/// use chainrule::loss::{Loss, Target};
+/// use chainrule::data::Target;
+/// use chainrule::loss::Loss;
 /// use chainrule::nn::{Module, Sequential};
 /// use chainrule::{train, Tensor};
 /// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 1, "out": 1, "bias": false}]}"#, 0)?;
@@ -217,64 +293,220 @@ pub fn loss_and_grads<F: Float, M: Module<F>>(
     target: &Target<F>,
     loss: Loss,
 ) -> Result<(F, Vec<Option<Tensor<F>>>)> {
+    let pass = step_on_batch(model, x, target, loss)?;
+    Ok((pass.loss, pass.grads))
+}
+
+/// What one batch's forward and backward pass produce.
+struct BatchPass<F: Float> {
+    loss: F,
+    grads: Vec<Option<Tensor<F>>>,
+    prediction: Tensor<F>,
+}
+
+/// Loss, gradients and prediction for one batch.
+fn step_on_batch<F: Float, M: Module<F>>(
+    model: &M,
+    x: &Tensor<F>,
+    target: &Target<F>,
+    loss: Loss,
+) -> Result<BatchPass<F>> {
     let tape = Tape::new();
     let params = model.bind(&tape);
     let prediction = model.forward(&params, tape.constant(x.clone()))?;
     let value = loss.compute(prediction, target)?;
     let mut grads = value.backward()?;
     let grads = params.iter().map(|&p| grads.take(p)).collect();
-    Ok((value.item()?, grads))
+    Ok(BatchPass {
+        loss: value.item()?,
+        grads,
+        prediction: prediction.value(),
+    })
 }
 
-/// Trains `model` on `(x, target)` as `config` says: per epoch, the rows in file
-/// order (or shuffled from `seed` and the epoch number), cut into batches of
-/// `batch_size` (the last may be smaller), one optimizer step per batch. Calls
-/// `on_step(epoch, batch, loss)` after each step.
+/// Rows per forward pass in [`evaluate`] and [`predict`].
+const EVAL_BATCH: usize = 1024;
+
+/// The model's outputs for `x` `[N, D]`, computed without recording gradients, a
+/// thousand rows at a time.
+///
+/// # Errors
+/// Shape errors when `x` does not fit the model.
+///
+/// ```
+/// use chainrule::nn::{Module, Sequential};
+/// use chainrule::{train, Tensor};
+/// let m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}, {"type": "softmax"}]}"#, 0)?;
+/// let p = train::predict(&m, &Tensor::zeros(&[5, 2]))?;
+/// assert_eq!(p.shape(), &[5, 3]);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn predict<F: Float, M: Module<F>>(model: &M, x: &Tensor<F>) -> Result<Tensor<F>> {
+    let rows = x.shape().first().copied().unwrap_or(0);
+    let mut parts = Vec::new();
+    for start in (0..rows).step_by(EVAL_BATCH) {
+        let tape = Tape::new();
+        let out = tape.no_grad(|| {
+            let params = model.bind(&tape);
+            model.forward(
+                &params,
+                tape.constant(x.narrow(0, start, EVAL_BATCH.min(rows - start))?),
+            )
+        })?;
+        parts.push(out.value());
+    }
+    if parts.is_empty() {
+        return Err(crate::Error::Shape {
+            op: "predict",
+            message: "needs at least one row".into(),
+            got: x.shape().to_vec(),
+        });
+    }
+    Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
+}
+
+/// The loss (over the whole set, as one batch would give it) and, for
+/// classification, the accuracy of `model` on `data`.
 ///
 /// # Errors
 /// Shape errors when the data does not fit the model and loss.
 ///
 /// ```
-/// use chainrule::loss::Target;
+/// use chainrule::data::{Dataset, Target};
+/// use chainrule::loss::Loss;
+/// use chainrule::nn::Sequential;
+/// use chainrule::{train, Tensor};
+/// let m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}]}"#, 0)?;
+/// let data = Dataset::new(Tensor::zeros(&[4, 2]), Target::Classes(vec![0, 1, 2, 0]))?;
+/// let metrics = train::evaluate(&m, &data, Loss::CrossEntropy)?;
+/// assert!(metrics.accuracy.is_some());
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn evaluate<F: Float, M: Module<F>>(
+    model: &M,
+    data: &Dataset<F>,
+    loss: Loss,
+) -> Result<Metrics> {
+    let mut tally = Tally::default();
+    for start in (0..data.len()).step_by(EVAL_BATCH) {
+        let rows: Vec<usize> = (start..data.len().min(start + EVAL_BATCH)).collect();
+        let batch = data.rows(&rows)?;
+        let tape = Tape::new();
+        let (value, prediction) = tape.no_grad(|| -> Result<_> {
+            let params = model.bind(&tape);
+            let prediction = model.forward(&params, tape.constant(batch.x.clone()))?;
+            Ok((
+                loss.compute(prediction, &batch.target)?.item()?,
+                prediction.value(),
+            ))
+        })?;
+        tally.add(loss, value.as_f64(), &prediction, &batch.target);
+    }
+    Ok(tally.metrics(loss))
+}
+
+/// Trains `model` on `train` as `config` says: each epoch sets the scheduled
+/// learning rate, visits the rows in batches (see [`Batches`]), and per batch
+/// computes the loss, backpropagates, clips the gradients if asked and takes one
+/// optimizer step; then evaluates `validation` if given, reports to `on_event`, and
+/// applies early stopping.
+///
+/// # Errors
+/// Shape errors when the data does not fit the model and loss.
+///
+/// ```
+/// use chainrule::data::{Dataset, Target};
 /// use chainrule::nn::{Module, Sequential};
 /// use chainrule::train::{self, TrainConfig};
 /// use chainrule::Tensor;
 /// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 1, "out": 1, "bias": false}]}"#, 0)?;
 /// m.params_mut()[0].value = Tensor::full(&[1, 1], 2.0);
 /// let config = TrainConfig::from_json(r#"{"loss": "sse", "optimizer": {"type": "sgd", "lr": 0.1}}"#)?;
-/// let x = Tensor::full(&[1, 1], 1.0);
-/// train::fit(&mut m, &x, &Target::Values(Tensor::full(&[1, 1], 1.0)), &config, |_, _, _| {})?;
+/// let data = Dataset::new(Tensor::full(&[1, 1], 1.0), Target::Values(Tensor::full(&[1, 1], 1.0)))?;
+/// let history = train::fit(&mut m, &data, None, &config, |_| {})?;
 /// assert!((m.params()[0].value.item()? - 1.8).abs() < 1e-15);   // notebook 001
+/// assert_eq!(history.epochs[0].train.loss, 1.0);
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn fit<F: Float, M: Module<F>>(
     model: &mut M,
-    x: &Tensor<F>,
-    target: &Target<F>,
+    train: &Dataset<F>,
+    validation: Option<&Dataset<F>>,
     config: &TrainConfig,
-    mut on_step: impl FnMut(usize, usize, F),
-) -> Result<()> {
-    let rows = x.shape().first().copied().unwrap_or(0);
+    mut on_event: impl FnMut(&Event<'_>),
+) -> Result<History> {
     let mut optimizer = Optimizer::new(config.optimizer.clone());
-    let mut order: Vec<usize> = (0..rows).collect();
+    let base_lr = config.optimizer.lr();
+    let order = Batches {
+        rows: train.len(),
+        batch_size: config.batch_size,
+        shuffle: config.shuffle,
+        seed: config.seed,
+        drop_last: config.drop_last,
+    };
+    let mut history = History::default();
+    let mut best: Option<(f64, usize, Vec<Param<F>>)> = None;
     for epoch in 0..config.epochs {
-        if config.shuffle {
-            order = (0..rows).collect();
-            let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(epoch as u64));
-            order.shuffle(&mut rng);
-        }
-        for (batch, indices) in order.chunks(config.batch_size).enumerate() {
-            let contiguous = indices.windows(2).all(|w| w[1] == w[0] + 1);
-            let xb = if contiguous {
-                x.narrow(0, indices[0], indices.len())?
-            } else {
-                x.select_rows(indices)?
-            };
-            let yb = target.select_rows(indices)?;
-            let (loss, grads) = loss_and_grads(model, &xb, &yb, config.loss)?;
+        let started = Instant::now();
+        let lr = config.schedule.lr(base_lr, epoch);
+        optimizer.set_lr(lr);
+        let batches = order.epoch(epoch);
+        let mut tally = Tally::default();
+        for (batch_index, rows) in batches.iter().enumerate() {
+            let batch = train.rows(rows)?;
+            let BatchPass {
+                loss: value,
+                mut grads,
+                prediction,
+            } = step_on_batch(model, &batch.x, &batch.target, config.loss)?;
+            if let Some(max_norm) = config.clip_grad_norm {
+                clip_grad_norm(&mut grads, max_norm);
+            }
             optimizer.step(model.params_mut(), &grads)?;
-            on_step(epoch, batch, loss);
+            tally.add(config.loss, value.as_f64(), &prediction, &batch.target);
+            on_event(&Event::Step {
+                epoch,
+                batch: batch_index,
+                batches: batches.len(),
+                rows: rows.len(),
+                loss: value.as_f64(),
+            });
+        }
+        let validation_metrics = validation
+            .map(|v| evaluate(model, v, config.loss))
+            .transpose()?;
+        let metrics = EpochMetrics {
+            epoch,
+            train: tally.metrics(config.loss),
+            validation: validation_metrics,
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        on_event(&Event::Epoch(&metrics));
+        let monitored = metrics.validation.map_or(metrics.train.loss, |m| m.loss);
+        history.epochs.push(metrics);
+        if let Some(stopping) = config.early_stopping {
+            let improved = best
+                .as_ref()
+                .is_none_or(|(b, _, _)| monitored < b - stopping.min_delta);
+            if improved {
+                let snapshot = if stopping.restore_best {
+                    model.params().to_vec()
+                } else {
+                    Vec::new()
+                };
+                best = Some((monitored, epoch, snapshot));
+            } else if epoch - best.as_ref().map_or(0, |b| b.1) >= stopping.patience {
+                history.stopped_early = true;
+                break;
+            }
         }
     }
-    Ok(())
+    if let (Some(stopping), Some((_, epoch, snapshot))) = (config.early_stopping, best) {
+        history.best_epoch = Some(epoch);
+        if stopping.restore_best {
+            model.params_mut().clone_from_slice(&snapshot);
+        }
+    }
+    Ok(history)
 }

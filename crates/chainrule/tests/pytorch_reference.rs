@@ -1,10 +1,12 @@
 //! Every PyTorch reference case (tests/reference/, made by tools/make_reference.py)
 //! through the library: the loss and gradients over all of x, and the parameters
-//! after training as config.json says. f64: 1e-10 relative; f32: 1e-5.
+//! after training as config.json (and extra.json: schedule, clipping) says.
+//! f64: 1e-10 relative; f32: 1e-5.
 
+use chainrule::data::{Dataset, Target};
 use chainrule::io::{read_npy, read_safetensors};
-use chainrule::loss::Target;
 use chainrule::nn::{Module, Sequential};
+use chainrule::optim::Schedule;
 use chainrule::train::{TrainConfig, fit, loss_and_grads};
 use chainrule::{Float, Tensor};
 use std::collections::BTreeMap;
@@ -18,7 +20,7 @@ fn cases() -> Vec<PathBuf> {
         .collect();
     cases.sort();
     assert!(
-        cases.len() >= 40,
+        cases.len() >= 56,
         "expected the committed reference cases in {root:?}"
     );
     cases
@@ -61,8 +63,16 @@ fn run<F: Float>(case: &Path) {
     model
         .load(read_safetensors(&file("params.safetensors")).unwrap())
         .unwrap();
-    let config =
+    let mut config =
         TrainConfig::from_json(&std::fs::read_to_string(file("config.json")).unwrap()).unwrap();
+    // Options beyond the contract (schedule, clipping), for the cases that have them.
+    if let Ok(text) = std::fs::read_to_string(file("extra.json")) {
+        let extra: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if !extra["schedule"].is_null() {
+            config.schedule = Schedule::from_json(&extra["schedule"]).unwrap();
+        }
+        config.clip_grad_norm = extra["clip_grad_norm"].as_f64();
+    }
     let x: Tensor<F> = read_npy(&file("x.npy")).unwrap().to_tensor().unwrap();
     let outputs = model.output_features().unwrap();
     let y = Target::from_npy(
@@ -93,7 +103,14 @@ fn run<F: Float>(case: &Path) {
         &read_safetensors(&file("grads.safetensors")).unwrap(),
     );
 
-    fit(&mut model, &x, &y, &config, |_, _, _| {}).unwrap();
+    fit(
+        &mut model,
+        &Dataset::new(x, y).unwrap(),
+        None,
+        &config,
+        |_| {},
+    )
+    .unwrap();
     let trained: BTreeMap<_, _> = model
         .params()
         .iter()

@@ -3,10 +3,12 @@
 //! Every reader checks a header's declared sizes against the bytes actually present
 //! before allocating, and names the file in its errors.
 
+mod csv;
 mod idx;
 mod npy;
 mod safetensors;
 
+pub use csv::{CsvData, TargetKind, read_csv};
 pub use idx::{IdxArray, read_idx};
 pub use npy::{NpyArray, npy_bytes, read_npy, read_npy_bytes};
 pub use safetensors::{read_safetensors, safetensors_bytes, safetensors_dtype, write_safetensors};

@@ -6,8 +6,10 @@
 //! optimizers and the explain layer all work with any model that implements
 //! [`Module`], including hand-written ones like notebook 003's shared-bias network.
 
+mod init;
 mod sequential;
 
+pub use init::Init;
 pub use sequential::{Layer, Sequential};
 
 use crate::{Float, Result, Tape, Tensor, Var};

@@ -1,11 +1,13 @@
 //! [`Sequential`]: the layer stack of the interchange contract's model JSON, with
 //! PyTorch `nn.Sequential` parameter names.
 
-use super::{Module, Param};
+use super::{Init, Module, Param};
+use crate::io::{read_file, read_safetensors, write_atomic, write_safetensors};
 use crate::json::{Fields, invalid, parse};
 use crate::{Error, Float, Result, Tensor, Var};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// One layer of a [`Sequential`] model.
 ///
@@ -145,6 +147,23 @@ impl<F: Float> Sequential<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn new(layers: Vec<Layer>, seed: u64) -> Result<Self> {
+        Self::with_init(layers, Init::PytorchDefault, seed)
+    }
+
+    /// Builds a model from layers with the given initializer for every linear layer,
+    /// from `seed` (layer `i` draws from a seed derived from `seed` and `i`).
+    ///
+    /// # Errors
+    /// As [`Sequential::new`].
+    ///
+    /// ```
+    /// use chainrule::nn::{Init, Layer, Module, Sequential};
+    /// let layers = vec![Layer::Linear { inputs: 4, outputs: 2, bias: true }];
+    /// let m = Sequential::<f32>::with_init(layers, Init::HeUniform, 7)?;
+    /// assert_eq!(m.params()[1].value.to_vec(), vec![0.0, 0.0]); // He: zero bias
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn with_init(layers: Vec<Layer>, init: Init, seed: u64) -> Result<Self> {
         if layers.is_empty() {
             return Err(invalid("layers", "must list at least one layer"));
         }
@@ -176,16 +195,15 @@ impl<F: Float> Sequential<F> {
                     ));
                 }
                 previous = Some((i, outputs));
-                let bound = 1.0 / (inputs as f64).sqrt();
                 let layer_seed = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
                 params.push(Param::new(
                     format!("{i}.weight"),
-                    Tensor::rand_uniform(&[outputs, inputs], -bound, bound, layer_seed)?,
+                    init.weight(&[outputs, inputs], layer_seed)?,
                 ));
                 if bias {
                     params.push(Param::new(
                         format!("{i}.bias"),
-                        Tensor::rand_uniform(&[outputs], -bound, bound, layer_seed ^ 0x5eed)?,
+                        init.bias(outputs, inputs, layer_seed ^ 0x5eed)?,
                     ));
                 }
             }
@@ -223,6 +241,110 @@ impl<F: Float> Sequential<F> {
         };
         top.finish()?;
         Self::new(layers, seed)
+    }
+
+    /// The model JSON of the interchange contract (defaults written out), which
+    /// [`Sequential::from_json`] reads back.
+    ///
+    /// ```
+    /// use chainrule::nn::Sequential;
+    /// let m = Sequential::<f32>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 1}, {"type": "leaky_relu"}]}"#, 0)?;
+    /// let json = m.to_json();
+    /// assert!(json.contains(r#""slope": 0.01"#));
+    /// assert_eq!(Sequential::<f32>::from_json(&json, 0)?.layers(), m.layers());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn to_json(&self) -> String {
+        let layers: Vec<String> = self
+            .layers
+            .iter()
+            .map(|layer| match *layer {
+                Layer::Linear {
+                    inputs,
+                    outputs,
+                    bias,
+                } => {
+                    format!(
+                        r#"{{"type": "linear", "in": {inputs}, "out": {outputs}, "bias": {bias}}}"#
+                    )
+                }
+                Layer::LeakyRelu { slope } => {
+                    format!(
+                        r#"{{"type": "leaky_relu", "slope": {}}}"#,
+                        serde_json::Value::from(slope)
+                    )
+                }
+                ref other => format!(r#"{{"type": "{}"}}"#, other.type_name()),
+            })
+            .collect();
+        format!(
+            "{{\n  \"layers\": [\n    {}\n  ]\n}}\n",
+            layers.join(",\n    ")
+        )
+    }
+
+    /// Writes `model.json` and `params.safetensors` (PyTorch names, atomically) into
+    /// the folder `dir`, which must exist: a checkpoint PyTorch can load with
+    /// `safetensors.torch.load_file` and [`Sequential::load_checkpoint`] reads back.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the folder is missing or a write fails.
+    ///
+    /// ```
+    /// use chainrule::nn::{Module, Sequential};
+    /// let dir = std::env::temp_dir().join(format!("chainrule-ckpt-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 3, "out": 2}]}"#, 9)?;
+    /// m.save_checkpoint(&dir)?;
+    /// let back = Sequential::<f64>::load_checkpoint(&dir)?;
+    /// assert_eq!(back.params(), m.params());
+    /// std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        write_atomic(&dir.join("model.json"), self.to_json().as_bytes())?;
+        let named = self
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.value.clone()))
+            .collect();
+        write_safetensors(&dir.join("params.safetensors"), &named)
+    }
+
+    /// Reads a checkpoint written by [`Sequential::save_checkpoint`] (or by PyTorch:
+    /// a `model.json` and a `params.safetensors` of `state_dict()` names).
+    ///
+    /// # Errors
+    /// [`Error::Io`]/[`Error::Format`] for unreadable or malformed files,
+    /// [`Error::InvalidValue`] (prefixed with the file) for a bad model or a missing,
+    /// extra or misshapen tensor.
+    ///
+    /// ```
+    /// use chainrule::nn::Sequential;
+    /// assert!(Sequential::<f32>::load_checkpoint(std::path::Path::new("/no/such/run")).is_err());
+    /// ```
+    pub fn load_checkpoint(dir: &Path) -> Result<Self> {
+        let in_file = |path: &Path| {
+            let path = path.display().to_string();
+            move |e: Error| match e {
+                Error::Io { .. } | Error::Format { .. } => e,
+                other => Error::Format {
+                    path: path.clone(),
+                    message: other.to_string(),
+                },
+            }
+        };
+        let model_path = dir.join("model.json");
+        let text = String::from_utf8(read_file(&model_path)?).map_err(|_| Error::Format {
+            path: model_path.display().to_string(),
+            message: "not UTF-8 text".into(),
+        })?;
+        let mut model = Self::from_json(&text, 0).map_err(in_file(&model_path))?;
+        let params_path = dir.join("params.safetensors");
+        model
+            .load(read_safetensors(&params_path)?)
+            .map_err(in_file(&params_path))?;
+        Ok(model)
     }
 
     /// The layers.

@@ -1,0 +1,309 @@
+//! Data: targets, data sets, mini-batch order, train/validation splits and feature
+//! scaling fitted on the training split.
+
+mod scale;
+
+pub use scale::{MinMaxScaler, Standardizer};
+
+use crate::io::NpyArray;
+use crate::json::invalid;
+use crate::loss::Loss;
+use crate::{Error, Float, Result, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+/// What a loss compares predictions with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target<F: Float = f32> {
+    /// Values of the prediction's shape (regression targets, probabilities, or class
+    /// probabilities for cross-entropy).
+    Values(Tensor<F>),
+    /// One class index per row (cross-entropy only).
+    Classes(Vec<usize>),
+}
+
+impl<F: Float> Target<F> {
+    /// Interprets a `y.npy` array for `loss` as the contract says: float targets
+    /// `[N, out]` (`[N]` read as `[N, 1]` when out is 1), or for cross-entropy integer
+    /// class indices `[N]` (int32/int64, each in `[0, out)`) or class probabilities
+    /// `[N, out]`.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidValue`] (field `targets`) for a wrong dtype or shape, a
+    /// class index out of range, or a non-finite value.
+    ///
+    /// ```
+    /// use chainrule::{io::NpyArray, loss::{Loss, Target}};
+    /// let y = NpyArray::I64(vec![2], vec![3, 0]);
+    /// assert_eq!(Target::<f32>::from_npy(&y, Loss::CrossEntropy, 2, 4)?, Target::Classes(vec![3, 0]));
+    /// assert!(Target::<f32>::from_npy(&y, Loss::Mse, 2, 1).is_err());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn from_npy(y: &NpyArray, loss: Loss, rows: usize, outputs: usize) -> Result<Target<F>> {
+        let bad = |message: String| invalid("targets", message);
+        let shape = y.shape().to_vec();
+        if !y.is_float() {
+            if loss != Loss::CrossEntropy {
+                return Err(bad(format!(
+                    "dtype {} is not allowed for {} (targets must be float32 or float64)",
+                    y.dtype(),
+                    loss.name()
+                )));
+            }
+            let classes: Vec<i64> = match y {
+                NpyArray::I32(_, v) => v.iter().map(|&c| i64::from(c)).collect(),
+                NpyArray::I64(_, v) => v.clone(),
+                other => {
+                    return Err(bad(format!(
+                        "dtype {} is not allowed (class indices must be int32 or int64)",
+                        other.dtype()
+                    )));
+                }
+            };
+            if shape != [rows] {
+                return Err(bad(format!(
+                    "class indices must have shape [{rows}], got {shape:?}"
+                )));
+            }
+            if let Some(c) = classes
+                .iter()
+                .find(|&&c| c < 0 || c as u64 >= outputs as u64)
+            {
+                return Err(bad(format!("class index {c} is outside [0, {outputs})")));
+            }
+            return Ok(Target::Classes(
+                classes.iter().map(|&c| c as usize).collect(),
+            ));
+        }
+        let values = y.to_tensor::<F>()?;
+        if !values.all_finite() {
+            return Err(bad("holds a non-finite number".into()));
+        }
+        let values = if shape == [rows] && outputs == 1 {
+            values.reshape(&[rows, 1])?
+        } else {
+            values
+        };
+        if values.shape() != [rows, outputs] {
+            return Err(bad(format!(
+                "must have shape [{rows}, {outputs}], got {shape:?}"
+            )));
+        }
+        Ok(Target::Values(values))
+    }
+
+    /// The number of rows (samples).
+    ///
+    /// ```
+    /// use chainrule::loss::Target;
+    /// assert_eq!(Target::<f32>::Classes(vec![0, 2, 1]).rows(), 3);
+    /// ```
+    pub fn rows(&self) -> usize {
+        match self {
+            Target::Values(t) => t.shape().first().copied().unwrap_or(1),
+            Target::Classes(c) => c.len(),
+        }
+    }
+
+    /// The targets of the given rows.
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] for a row out of range.
+    ///
+    /// ```
+    /// use chainrule::loss::Target;
+    /// let t = Target::<f32>::Classes(vec![5, 6, 7]).select_rows(&[2, 0])?;
+    /// assert_eq!(t, Target::Classes(vec![7, 5]));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn select_rows(&self, rows: &[usize]) -> Result<Target<F>> {
+        Ok(match self {
+            Target::Values(t) => Target::Values(t.select_rows(rows)?),
+            Target::Classes(c) => Target::Classes(
+                rows.iter()
+                    .map(|&r| {
+                        c.get(r).copied().ok_or(crate::Error::Index {
+                            op: "select_rows",
+                            index: r,
+                            len: c.len(),
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        })
+    }
+}
+
+/// Inputs and targets, one row per sample.
+///
+/// ```
+/// use chainrule::data::{Dataset, Target};
+/// use chainrule::Tensor;
+/// let x = Tensor::<f64>::from_vec((0..8).map(f64::from).collect(), &[4, 2])?;
+/// let data = Dataset::new(x, Target::Classes(vec![0, 1, 0, 1]))?;
+/// let (train, validation) = data.split(0.25, 7)?;
+/// assert_eq!((train.len(), validation.len()), (3, 1));
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset<F: Float = f32> {
+    /// Inputs `[N, D]`.
+    pub x: Tensor<F>,
+    /// Targets, N rows.
+    pub target: Target<F>,
+}
+
+impl<F: Float> Dataset<F> {
+    /// Pairs inputs with targets.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] unless `x` is 2-D with as many rows as `target`.
+    ///
+    /// ```
+    /// use chainrule::data::{Dataset, Target};
+    /// use chainrule::Tensor;
+    /// assert!(Dataset::new(Tensor::<f32>::zeros(&[3, 2]), Target::Classes(vec![0, 1])).is_err());
+    /// ```
+    pub fn new(x: Tensor<F>, target: Target<F>) -> Result<Self> {
+        if x.ndim() != 2 || x.shape()[0] != target.rows() {
+            return Err(Error::Shape {
+                op: "dataset",
+                message: format!("x must be [N, D] with N = {} target rows", target.rows()),
+                got: x.shape().to_vec(),
+            });
+        }
+        Ok(Dataset { x, target })
+    }
+
+    /// The number of samples.
+    ///
+    /// ```
+    /// use chainrule::data::{Dataset, Target};
+    /// use chainrule::Tensor;
+    /// let d = Dataset::new(Tensor::<f32>::zeros(&[3, 2]), Target::Classes(vec![0, 1, 1]))?;
+    /// assert_eq!(d.len(), 3);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.x.shape()[0]
+    }
+
+    /// Whether there are no samples.
+    ///
+    /// ```
+    /// use chainrule::data::{Dataset, Target};
+    /// use chainrule::Tensor;
+    /// assert!(Dataset::new(Tensor::<f32>::zeros(&[0, 2]), Target::Classes(vec![]))?.is_empty());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The samples at `rows`, in that order. Consecutive rows are taken without
+    /// copying the inputs.
+    ///
+    /// # Errors
+    /// [`Error::Index`] for a row out of range.
+    ///
+    /// ```
+    /// use chainrule::data::{Dataset, Target};
+    /// use chainrule::Tensor;
+    /// let d = Dataset::new(Tensor::<f32>::zeros(&[3, 2]), Target::Classes(vec![0, 1, 2]))?;
+    /// assert_eq!(d.rows(&[2, 0])?.target, Target::Classes(vec![2, 0]));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn rows(&self, rows: &[usize]) -> Result<Dataset<F>> {
+        let consecutive = !rows.is_empty() && rows.windows(2).all(|w| w[1] == w[0] + 1);
+        let x = if consecutive {
+            self.x.narrow(0, rows[0], rows.len())?
+        } else {
+            self.x.select_rows(rows)?
+        };
+        Ok(Dataset {
+            x,
+            target: self.target.select_rows(rows)?,
+        })
+    }
+
+    /// Splits off a validation set: the rows are shuffled with `seed`, and the last
+    /// `round(fraction · N)` of them form the validation set.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidValue`] unless 0 ≤ `fraction` < 1.
+    ///
+    /// ```
+    /// use chainrule::data::{Dataset, Target};
+    /// use chainrule::Tensor;
+    /// let d = Dataset::new(Tensor::<f32>::zeros(&[10, 1]), Target::Classes(vec![0; 10]))?;
+    /// let (train, val) = d.split(0.2, 0)?;
+    /// assert_eq!((train.len(), val.len()), (8, 2));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn split(&self, fraction: f64, seed: u64) -> Result<(Dataset<F>, Dataset<F>)> {
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(invalid(
+                "validation_split",
+                format!("must be in [0, 1), got {fraction}"),
+            ));
+        }
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let validation = (fraction * self.len() as f64).round() as usize;
+        let (train, val) = order.split_at(self.len() - validation);
+        Ok((self.rows(train)?, self.rows(val)?))
+    }
+}
+
+/// The order in which a loader visits rows: batches of `batch_size`, in file order or
+/// reshuffled every epoch from `seed` and the epoch number, the last batch kept
+/// smaller or dropped (PyTorch `DataLoader`'s `shuffle` and `drop_last`).
+///
+/// ```
+/// use chainrule::data::Batches;
+/// let b = Batches { rows: 5, batch_size: 2, shuffle: false, seed: 0, drop_last: false };
+/// assert_eq!(b.epoch(0), vec![vec![0, 1], vec![2, 3], vec![4]]);
+/// let dropped = Batches { drop_last: true, ..b };
+/// assert_eq!(dropped.epoch(0).len(), 2);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batches {
+    /// Rows in the data set.
+    pub rows: usize,
+    /// Rows per batch (at least 1).
+    pub batch_size: usize,
+    /// Reshuffle every epoch.
+    pub shuffle: bool,
+    /// Seed of the shuffling.
+    pub seed: u64,
+    /// Drop a last batch smaller than `batch_size`.
+    pub drop_last: bool,
+}
+
+impl Batches {
+    /// The batches of `epoch`, as row indices.
+    ///
+    /// ```
+    /// use chainrule::data::Batches;
+    /// let b = Batches { rows: 100, batch_size: 10, shuffle: true, seed: 3, drop_last: false };
+    /// assert_eq!(b.epoch(1), b.epoch(1));      // reproducible
+    /// assert_ne!(b.epoch(1), b.epoch(2));      // reshuffled each epoch
+    /// let mut seen: Vec<usize> = b.epoch(1).concat();
+    /// seen.sort();
+    /// assert_eq!(seen, (0..100).collect::<Vec<_>>());
+    /// ```
+    pub fn epoch(&self, epoch: usize) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.rows).collect();
+        if self.shuffle {
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                self.seed.wrapping_add(epoch as u64),
+            ));
+        }
+        order
+            .chunks(self.batch_size.max(1))
+            .filter(|chunk| !self.drop_last || chunk.len() == self.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+}

@@ -1,0 +1,152 @@
+//! CSV files with a header row: numeric feature columns and one target column.
+
+use crate::data::{Dataset, Target};
+use crate::{Error, Float, Result, Tensor};
+use std::path::Path;
+
+/// What the target column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// Class labels: non-negative integers used as class indices, or names mapped to
+    /// indices in sorted order.
+    Classes,
+    /// Numbers to regress.
+    Values,
+}
+
+/// A CSV file read as a data set.
+#[derive(Debug, Clone)]
+pub struct CsvData<F: Float = f32> {
+    /// Features and targets.
+    pub dataset: Dataset<F>,
+    /// The feature columns' names, in order.
+    pub feature_names: Vec<String>,
+    /// For named classes, the name of each class index.
+    pub class_names: Option<Vec<String>>,
+}
+
+/// Reads a CSV file whose first row names the columns; `target` names the target
+/// column, every other column is a numeric feature.
+///
+/// # Errors
+/// [`Error::Io`] when unreadable; [`Error::Format`] naming the line and column of a
+/// malformed row, a missing or non-numeric value, or a target column that does not
+/// exist.
+///
+/// ```
+/// use chainrule::io::{read_csv, TargetKind};
+/// let dir = std::env::temp_dir().join(format!("chainrule-csv-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(dir.join("d.csv"), "a,b,species\n1,2,setosa\n3,4,virginica\n5,6,setosa\n").unwrap();
+/// let data = read_csv::<f64>(&dir.join("d.csv"), "species", TargetKind::Classes)?;
+/// assert_eq!(data.dataset.x.to_vec(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+/// assert_eq!(data.dataset.target, chainrule::data::Target::Classes(vec![0, 1, 0]));
+/// assert_eq!(data.class_names.unwrap(), ["setosa", "virginica"]);
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn read_csv<F: Float>(path: &Path, target: &str, kind: TargetKind) -> Result<CsvData<F>> {
+    let name = path.display().to_string();
+    let bad = |message: String| Error::Format {
+        path: name.clone(),
+        message,
+    };
+    let bytes = super::read_file(path)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes.as_slice());
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| bad(format!("header: {e}")))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let target_column = headers.iter().position(|h| h == target).ok_or_else(|| {
+        bad(format!(
+            "no column named {target:?} (columns: {})",
+            headers.join(", ")
+        ))
+    })?;
+    let feature_names: Vec<String> = headers
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != target_column)
+        .map(|(_, h)| h.clone())
+        .collect();
+
+    let mut features: Vec<F> = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    for (row, record) in reader.records().enumerate() {
+        let line = row + 2;
+        let record = record.map_err(|e| bad(format!("line {line}: {e}")))?;
+        if record.len() != headers.len() {
+            return Err(bad(format!(
+                "line {line}: {} fields, the header has {}",
+                record.len(),
+                headers.len()
+            )));
+        }
+        for (column, field) in record.iter().enumerate() {
+            let field = field.trim();
+            if column == target_column {
+                labels.push(field.to_string());
+                continue;
+            }
+            let value: f64 = field
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "line {line}, column {:?}: {field:?} is not a finite number",
+                        headers[column]
+                    ))
+                })?;
+            features.push(F::from_f64(value));
+        }
+    }
+    let rows = labels.len();
+    let x = Tensor::from_vec(features, &[rows, feature_names.len()])?;
+    let (target, class_names) = match kind {
+        TargetKind::Values => {
+            let values = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    l.parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .map(F::from_f64)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "line {}, column {target:?}: {l:?} is not a finite number",
+                                i + 2
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<F>>>()?;
+            (Target::Values(Tensor::from_vec(values, &[rows, 1])?), None)
+        }
+        TargetKind::Classes => {
+            let indices: Option<Vec<usize>> = labels.iter().map(|l| l.parse().ok()).collect();
+            match indices {
+                Some(indices) => (Target::Classes(indices), None),
+                None => {
+                    let mut names = labels.clone();
+                    names.sort();
+                    names.dedup();
+                    let indices = labels
+                        .iter()
+                        .map(|l| names.binary_search(l).expect("collected"))
+                        .collect();
+                    (Target::Classes(indices), Some(names))
+                }
+            }
+        }
+    };
+    Ok(CsvData {
+        dataset: Dataset::new(x, target)?,
+        feature_names,
+        class_names,
+    })
+}
