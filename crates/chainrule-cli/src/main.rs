@@ -1,12 +1,17 @@
 //! `chainrule`: the command-line tool.
 //!
-//! Commands: `grad` and `train`, exactly as `spec/interchange.md` defines them.
-//! Every failure prints one line on stderr naming the file or field at fault and
-//! exits non-zero; outputs are written atomically.
+//! `train` (the richer form, or the contract form with `--out`), `grad` (contract),
+//! `eval`, `predict`, `summary`. Every failure prints one line on stderr naming the
+//! file or field at fault and exits non-zero; outputs are written atomically.
 
+mod config;
 mod contract;
+mod inspect;
+mod plot;
+mod run;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use config::RunConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,6 +25,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train a network. With no arguments: a small MLP on the built-in spiral data.
+    /// With --model, --params, --x, --y, --config and --out: the interchange
+    /// contract's form, which writes only the trained parameters.
+    Train(Box<TrainArgs>),
     /// Gradient of a loss with respect to every parameter, over all of X as one batch.
     Grad {
         #[command(flatten)]
@@ -31,17 +40,205 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Train from given parameters as a training config says.
-    Train {
-        #[command(flatten)]
-        files: contract::Files,
-        /// Training config JSON.
+    /// Loss, accuracy, per-class precision and recall and a confusion matrix of a run
+    /// on data (default: the run's own data source; MNIST's test files for mnist).
+    Eval {
+        /// The run folder.
+        run: PathBuf,
+        /// Data source: builtin:NAME, mnist:DIR, csv:FILE, npy:X,Y.
         #[arg(long)]
-        config: PathBuf,
-        /// Where to write the trained parameters (safetensors).
+        data: Option<String>,
+        /// Print the results as one JSON object.
         #[arg(long)]
-        out: PathBuf,
+        json: bool,
     },
+    /// Predictions of a run for inputs in a .npy or .csv file (CSV to stdout by default).
+    Predict {
+        /// The run folder.
+        run: PathBuf,
+        /// Inputs: .npy [N, D] or .csv with a header and D numeric columns.
+        #[arg(long)]
+        x: PathBuf,
+        /// Write to this .csv or .npy file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Layers, output shapes and parameter counts of a run or a model JSON.
+    Summary {
+        /// A run folder or a model JSON file.
+        target: PathBuf,
+    },
+}
+
+/// `chainrule train` flags. Flags override the config file.
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Config file (TOML, or JSON by extension); see examples/configs/.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Model JSON (replaces the config's layers).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Starting parameters (safetensors).
+    #[arg(long)]
+    params: Option<PathBuf>,
+    /// Inputs .npy (with --y, replaces the config's data).
+    #[arg(long)]
+    x: Option<PathBuf>,
+    /// Targets .npy.
+    #[arg(long)]
+    y: Option<PathBuf>,
+    /// Contract form: write the trained parameters here and nothing else.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue a run from its checkpoint and optimizer state (raise --epochs).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Data source: builtin:NAME (spiral, moons, circles, xor, quadratic), mnist:DIR, csv:FILE, npy:X,Y.
+    #[arg(long)]
+    data: Option<String>,
+    /// CSV target column.
+    #[arg(long)]
+    target: Option<String>,
+    /// classification or regression (CSV, npy).
+    #[arg(long)]
+    task: Option<String>,
+    /// Layer sizes, e.g. 784,128,10.
+    #[arg(long, value_delimiter = ',')]
+    layers: Option<Vec<usize>>,
+    /// Activation between layers: relu, leaky_relu, sigmoid, tanh, identity.
+    #[arg(long)]
+    activation: Option<String>,
+    /// Initializer: pytorch, xavier_uniform, xavier_normal, he_uniform, he_normal.
+    #[arg(long)]
+    init: Option<String>,
+    /// Loss name.
+    #[arg(long)]
+    loss: Option<String>,
+    /// Optimizer type (sgd, adam, adamw, rmsprop, adagrad); its other settings come from the config.
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Rows per batch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Fraction held out for validation.
+    #[arg(long)]
+    validation_split: Option<f64>,
+    /// Early stopping patience (epochs).
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Feature scaling: none, standard, minmax.
+    #[arg(long)]
+    scale: Option<String>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Threads for matrix products (0: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Run folder name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Folder for run folders (default runs).
+    #[arg(long)]
+    runs_dir: Option<String>,
+    /// No progress and no summary.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the results as one JSON object on stdout (and no progress).
+    #[arg(long)]
+    json: bool,
+}
+
+impl TrainArgs {
+    /// The flags as a config layer over the file.
+    fn overrides(&self, base_optimizer: Option<&serde_json::Value>) -> RunConfig {
+        let optimizer = if self.optimizer.is_some() || self.lr.is_some() {
+            let mut table = match (&self.optimizer, base_optimizer) {
+                (Some(kind), Some(base))
+                    if base.get("type").and_then(|t| t.as_str()) == Some(kind) =>
+                {
+                    base.clone()
+                }
+                (Some(kind), _) => serde_json::json!({ "type": kind }),
+                (None, Some(base)) => base.clone(),
+                (None, None) => serde_json::json!({ "type": "adam" }),
+            };
+            if let Some(lr) = self.lr {
+                table["lr"] = lr.into();
+            }
+            Some(table)
+        } else {
+            None
+        };
+        let data = match (&self.x, &self.y) {
+            (Some(x), Some(y)) => Some(format!("npy:{},{}", x.display(), y.display())),
+            _ => self.data.clone(),
+        };
+        RunConfig {
+            data,
+            target: self.target.clone(),
+            task: self.task.clone(),
+            layers: self.layers.clone(),
+            activation: self.activation.clone(),
+            init: self.init.clone(),
+            loss: self.loss.clone(),
+            optimizer,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            validation_split: self.validation_split,
+            patience: self.patience,
+            scale: self.scale.clone(),
+            seed: self.seed,
+            threads: self.threads,
+            name: self.name.clone(),
+            runs_dir: self.runs_dir.clone(),
+            ..RunConfig::default()
+        }
+    }
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(out) = &args.out {
+        let (Some(model), Some(params), Some(x), Some(y), Some(config)) =
+            (&args.model, &args.params, &args.x, &args.y, &args.config)
+        else {
+            anyhow::bail!(
+                "--out (the contract form of train) needs --model, --params, --x, --y and --config"
+            );
+        };
+        let files = contract::Files {
+            model: model.clone(),
+            params: params.clone(),
+            x: x.clone(),
+            y: y.clone(),
+        };
+        return contract::train(&files, config, out);
+    }
+    if args.x.is_some() != args.y.is_some() {
+        anyhow::bail!("--x and --y go together");
+    }
+    let base_optimizer = match (&args.resume, &args.config) {
+        (Some(run), _) => RunConfig::read(&run.join("config.toml"))?.optimizer,
+        (None, Some(file)) => RunConfig::read(file)?.optimizer,
+        _ => None,
+    };
+    let overrides = args.overrides(base_optimizer.as_ref());
+    run::train(run::TrainRequest {
+        config_file: args.config,
+        overrides,
+        model: args.model,
+        params: args.params,
+        resume: args.resume,
+        quiet: args.quiet,
+        json: args.json,
+    })
 }
 
 fn main() -> ExitCode {
@@ -70,8 +267,11 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Train(args) => train(*args),
         Command::Grad { files, loss, out } => contract::grad(&files, &loss, &out),
-        Command::Train { files, config, out } => contract::train(&files, &config, &out),
+        Command::Eval { run, data, json } => inspect::eval(&run, data, json),
+        Command::Predict { run, x, out } => inspect::predict_cmd(&run, &x, out.as_deref()),
+        Command::Summary { target } => inspect::summary(&target),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -659,3 +659,106 @@ pub fn clip_grad_norm<F: Float>(grads: &mut [Option<Tensor<F>>], max_norm: f64) 
     }
     total.as_f64()
 }
+
+impl<F: Float> Optimizer<F> {
+    /// The optimizer's state as named tensors, for checkpoints: for parameter `name`,
+    /// `"{name}.step"` (a scalar) and whichever buffers the optimizer keeps
+    /// (`"{name}.first"`, `"{name}.second"`, `"{name}.second_max"`).
+    ///
+    /// ```
+    /// use chainrule::nn::Param;
+    /// use chainrule::optim::{Optimizer, OptimizerConfig};
+    /// use chainrule::Tensor;
+    /// let mut opt = Optimizer::new(OptimizerConfig::from_json(&serde_json::json!({"type": "adam"}))?);
+    /// let mut p = vec![Param::new("w", Tensor::<f64>::zeros(&[2]))];
+    /// opt.step(&mut p, &[Some(Tensor::ones(&[2]))])?;
+    /// let state = opt.state_dict(&p);
+    /// assert_eq!(state.keys().collect::<Vec<_>>(), ["w.first", "w.second", "w.step"]);
+    /// let mut restored = Optimizer::new(opt.config().clone());
+    /// restored.load_state_dict(&p, &state)?;
+    /// assert_eq!(restored.state_dict(&p), state);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn state_dict(&self, params: &[Param<F>]) -> std::collections::BTreeMap<String, Tensor<F>> {
+        let mut out = std::collections::BTreeMap::new();
+        for (param, state) in params.iter().zip(&self.states) {
+            if state.step == 0 {
+                continue;
+            }
+            out.insert(
+                format!("{}.step", param.name),
+                Tensor::scalar(F::from_f64(state.step as f64)),
+            );
+            for (suffix, buffer) in [
+                ("first", &state.first),
+                ("second", &state.second),
+                ("second_max", &state.second_max),
+            ] {
+                if let Some(values) = buffer {
+                    let tensor = Tensor::from_vec(values.clone(), param.value.shape())
+                        .expect("buffer matches its parameter");
+                    out.insert(format!("{}.{suffix}", param.name), tensor);
+                }
+            }
+        }
+        out
+    }
+
+    /// Restores a state saved by [`Optimizer::state_dict`] for the same parameters.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the tensor when a buffer has the wrong shape or
+    /// a tensor belongs to no parameter.
+    ///
+    /// ```
+    /// use chainrule::nn::Param;
+    /// use chainrule::optim::{Optimizer, OptimizerConfig};
+    /// use chainrule::Tensor;
+    /// let mut opt = Optimizer::<f64>::new(OptimizerConfig::from_json(&serde_json::json!({"type": "sgd"}))?);
+    /// let p = vec![Param::new("w", Tensor::zeros(&[2]))];
+    /// let mut bad = std::collections::BTreeMap::new();
+    /// bad.insert("v.step".to_string(), Tensor::scalar(1.0));
+    /// assert!(opt.load_state_dict(&p, &bad).is_err());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn load_state_dict(
+        &mut self,
+        params: &[Param<F>],
+        state: &std::collections::BTreeMap<String, Tensor<F>>,
+    ) -> Result<()> {
+        let mut states = vec![State::default(); params.len()];
+        for (key, tensor) in state {
+            let (name, suffix) = key
+                .rsplit_once('.')
+                .ok_or_else(|| invalid(key, "not an optimizer state name"))?;
+            let index = params
+                .iter()
+                .position(|p| p.name == name)
+                .ok_or_else(|| invalid(key, "belongs to no parameter of the model"))?;
+            let slot = &mut states[index];
+            if suffix == "step" {
+                slot.step = tensor.item()?.as_f64() as u64;
+                continue;
+            }
+            if tensor.shape() != params[index].value.shape() {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "has shape {:?}, the parameter has {:?}",
+                        tensor.shape(),
+                        params[index].value.shape()
+                    ),
+                ));
+            }
+            let buffer = Some(tensor.to_vec());
+            match suffix {
+                "first" => slot.first = buffer,
+                "second" => slot.second = buffer,
+                "second_max" => slot.second_max = buffer,
+                _ => return Err(invalid(key, "not an optimizer state name")),
+            }
+        }
+        self.states = states;
+        Ok(())
+    }
+}

@@ -433,9 +433,57 @@ pub fn fit<F: Float, M: Module<F>>(
     train: &Dataset<F>,
     validation: Option<&Dataset<F>>,
     config: &TrainConfig,
-    mut on_event: impl FnMut(&Event<'_>),
+    on_event: impl FnMut(&Event<'_>),
 ) -> Result<History> {
     let mut optimizer = Optimizer::new(config.optimizer.clone());
+    fit_from(
+        model,
+        &mut optimizer,
+        train,
+        validation,
+        config,
+        0,
+        on_event,
+    )
+}
+
+/// [`fit`] continuing a run: epochs `first_epoch .. config.epochs` with an optimizer
+/// that already holds its state (see [`Optimizer::load_state_dict`]). Batch order and
+/// learning rates depend only on the epoch number, so a run resumed after epoch k
+/// takes the same steps as one never stopped. (Early stopping restarts its count.)
+///
+/// # Errors
+/// As [`fit`].
+///
+/// ```
+/// use chainrule::data::{Dataset, Target};
+/// use chainrule::nn::{Module, Sequential};
+/// use chainrule::optim::Optimizer;
+/// use chainrule::train::{self, TrainConfig};
+/// use chainrule::Tensor;
+/// let data = Dataset::new(Tensor::<f64>::rand_uniform(&[20, 2], -1.0, 1.0, 0)?, Target::Classes(vec![0, 1].repeat(10)))?;
+/// let config = TrainConfig::from_json(r#"{"loss": "cross_entropy", "optimizer": {"type": "adam"}, "batch_size": 4, "epochs": 4, "shuffle": true}"#)?;
+/// let json = r#"{"layers": [{"type": "linear", "in": 2, "out": 2}]}"#;
+/// let mut whole = Sequential::<f64>::from_json(json, 1)?;
+/// train::fit(&mut whole, &data, None, &config, |_| {})?;
+/// // Two epochs, then resume for the other two with the optimizer's state.
+/// let mut part = Sequential::<f64>::from_json(json, 1)?;
+/// let mut opt = Optimizer::new(config.optimizer.clone());
+/// let first = TrainConfig { epochs: 2, ..config.clone() };
+/// train::fit_from(&mut part, &mut opt, &data, None, &first, 0, |_| {})?;
+/// train::fit_from(&mut part, &mut opt, &data, None, &config, 2, |_| {})?;
+/// assert_eq!(part.params(), whole.params());
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn fit_from<F: Float, M: Module<F>>(
+    model: &mut M,
+    optimizer: &mut Optimizer<F>,
+    train: &Dataset<F>,
+    validation: Option<&Dataset<F>>,
+    config: &TrainConfig,
+    first_epoch: usize,
+    mut on_event: impl FnMut(&Event<'_>),
+) -> Result<History> {
     let base_lr = config.optimizer.lr();
     let order = Batches {
         rows: train.len(),
@@ -446,7 +494,7 @@ pub fn fit<F: Float, M: Module<F>>(
     };
     let mut history = History::default();
     let mut best: Option<(f64, usize, Vec<Param<F>>)> = None;
-    for epoch in 0..config.epochs {
+    for epoch in first_epoch..config.epochs {
         let started = Instant::now();
         let lr = config.schedule.lr(base_lr, epoch);
         optimizer.set_lr(lr);

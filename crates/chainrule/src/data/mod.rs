@@ -2,6 +2,7 @@
 //! scaling fitted on the training split.
 
 mod scale;
+pub mod synthetic;
 
 pub use scale::{MinMaxScaler, Standardizer};
 

@@ -1,0 +1,560 @@
+//! The run configuration: a TOML or JSON file, overridden by flags, resolved with
+//! defaults into everything a training run needs.
+
+use anyhow::{Context, Result, anyhow, bail};
+use chainrule::Tensor;
+use chainrule::data::{Dataset, MinMaxScaler, Standardizer, Target, synthetic};
+use chainrule::io::{NpyArray, TargetKind, read_csv, read_idx, read_npy};
+use chainrule::loss::Loss;
+use chainrule::nn::{Init, Layer, Sequential};
+use chainrule::optim::{OptimizerConfig, Schedule};
+use chainrule::train::{EarlyStopping, TrainConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Every knob of a training run. All fields are optional in a file; the resolved
+/// copy written to a run folder has them all. Documented in examples/configs/.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// `builtin:NAME`, `mnist:DIR`, `csv:FILE`, `npy:X,Y`.
+    pub data: Option<String>,
+    /// CSV: the target column (default: the last column).
+    pub target: Option<String>,
+    /// CSV/npy: `classification` or `regression`.
+    pub task: Option<String>,
+    /// Built-in data: rows to generate.
+    pub samples: Option<usize>,
+    /// Built-in data: Gaussian noise.
+    pub noise: Option<f64>,
+    /// Feature scaling fitted on the training split: `none`, `standard`, `minmax`.
+    pub scale: Option<String>,
+    /// Layer sizes, input to output (`[2, 64, 64, 3]`).
+    pub layers: Option<Vec<usize>>,
+    /// Activation between the linear layers of `layers`.
+    pub activation: Option<String>,
+    /// Explicit layers, as the model JSON writes them (instead of `layers`).
+    pub layer: Option<Vec<serde_json::Value>>,
+    /// Weight initializer: `pytorch`, `xavier_uniform`, `xavier_normal`, `he_uniform`, `he_normal`.
+    pub init: Option<String>,
+    /// Loss name (default: `cross_entropy` for classification, `mse` for regression).
+    pub loss: Option<String>,
+    /// Optimizer table, as the training contract writes it (`{type = "adam", lr = 0.01}`).
+    pub optimizer: Option<serde_json::Value>,
+    /// Learning-rate schedule table (`{type = "cosine", t_max = 50}`).
+    pub schedule: Option<serde_json::Value>,
+    /// Clip gradients to this global norm.
+    pub clip_grad_norm: Option<f64>,
+    /// Passes over the training data.
+    pub epochs: Option<usize>,
+    /// Rows per batch.
+    pub batch_size: Option<usize>,
+    /// Reshuffle every epoch.
+    pub shuffle: Option<bool>,
+    /// Drop a last, smaller batch.
+    pub drop_last: Option<bool>,
+    /// Fraction of the training data held out for validation.
+    pub validation_split: Option<f64>,
+    /// Early stopping: epochs without a better validation loss.
+    pub patience: Option<usize>,
+    /// Seed for data generation, splitting, initialisation and shuffling.
+    pub seed: Option<u64>,
+    /// Threads for matrix products (0: one per core).
+    pub threads: Option<usize>,
+    /// Folder that holds run folders.
+    pub runs_dir: Option<String>,
+    /// The run folder's name (default: the data set's name and a number).
+    pub name: Option<String>,
+}
+
+impl RunConfig {
+    /// Reads a TOML or JSON file (by extension; `.json` is JSON).
+    pub fn read(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+        } else {
+            toml::from_str(&text).map_err(|e| {
+                let message = e.message().to_string();
+                let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+                match line {
+                    Some(line) => anyhow!("{}: line {line}: {message}", path.display()),
+                    None => anyhow!("{}: {message}", path.display()),
+                }
+            })
+        }
+    }
+
+    /// `self` with every field that `flags` sets replaced by the flag's value.
+    pub fn overridden_by(mut self, flags: RunConfig) -> RunConfig {
+        macro_rules! take {
+            ($($field:ident),*) => {$(
+                if flags.$field.is_some() {
+                    self.$field = flags.$field;
+                }
+            )*};
+        }
+        take!(
+            data,
+            target,
+            task,
+            samples,
+            noise,
+            scale,
+            layers,
+            activation,
+            layer,
+            init,
+            loss,
+            optimizer,
+            schedule,
+            clip_grad_norm,
+            epochs,
+            batch_size,
+            shuffle,
+            drop_last,
+            validation_split,
+            patience,
+            seed,
+            threads,
+            runs_dir,
+            name
+        );
+        self
+    }
+}
+
+/// The data of a run, split and scaled.
+pub struct Splits {
+    pub train: Dataset<f32>,
+    pub validation: Option<Dataset<f32>>,
+    pub test: Option<Dataset<f32>>,
+    pub features: usize,
+    /// Class count for classification, `None` for regression.
+    pub classes: Option<usize>,
+    pub class_names: Option<Vec<String>>,
+    pub scaler: Scaler,
+}
+
+/// Feature scaling, fitted on the training split and saved with the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Scaler {
+    pub kind: String,
+    pub shift: Vec<f64>,
+    pub scale: Vec<f64>,
+}
+
+impl Scaler {
+    fn fit(kind: &str, x: &Tensor<f32>) -> Result<Scaler> {
+        let columns = x.shape()[1];
+        Ok(match kind {
+            "none" => Scaler {
+                kind: kind.into(),
+                shift: vec![0.0; columns],
+                scale: vec![1.0; columns],
+            },
+            "standard" => {
+                let s = Standardizer::fit(x)?;
+                Scaler {
+                    kind: kind.into(),
+                    shift: s.mean,
+                    scale: s.std,
+                }
+            }
+            "minmax" => {
+                let s = MinMaxScaler::fit(x)?;
+                Scaler {
+                    kind: kind.into(),
+                    shift: s.min,
+                    scale: s.range,
+                }
+            }
+            other => bail!("scale: unknown scaling {other:?} (expected none, standard or minmax)"),
+        })
+    }
+
+    /// Applies the scaling to `x`.
+    pub fn apply(&self, x: &Tensor<f32>) -> Result<Tensor<f32>> {
+        if x.ndim() != 2 || x.shape()[1] != self.shift.len() {
+            bail!(
+                "x: expected [N, {}] features, got {:?}",
+                self.shift.len(),
+                x.shape()
+            );
+        }
+        let s = Standardizer {
+            mean: self.shift.clone(),
+            std: self.scale.clone(),
+        };
+        Ok(s.transform(x)?)
+    }
+
+    /// Applies the scaling to a data set's inputs.
+    pub fn apply_to(&self, data: Dataset<f32>) -> Result<Dataset<f32>> {
+        Ok(Dataset::new(self.apply(&data.x)?, data.target)?)
+    }
+}
+
+/// A data source string split into its kind and argument.
+fn source(data: &str) -> Result<(&str, &str)> {
+    data.split_once(':').ok_or_else(|| {
+        anyhow!("data: {data:?} must be builtin:NAME, mnist:DIR, csv:FILE or npy:X,Y")
+    })
+}
+
+/// The name a run folder takes after its data.
+pub fn data_name(data: &str) -> String {
+    let (kind, arg) = data.split_once(':').unwrap_or(("data", data));
+    match kind {
+        "builtin" => arg.to_string(),
+        "mnist" => "mnist".into(),
+        _ => Path::new(arg.split(',').next().unwrap_or(arg))
+            .file_stem()
+            .map_or(kind.to_string(), |s| s.to_string_lossy().into_owned()),
+    }
+}
+
+/// Finds an MNIST file in `dir` under the names it is distributed with.
+fn mnist_file(dir: &Path, split: &str, what: &str, rank: &str) -> Result<PathBuf> {
+    let names = [
+        format!("{split}-{what}-{rank}-ubyte"),
+        format!("{split}-{what}.{rank}-ubyte"),
+    ];
+    names
+        .iter()
+        .flat_map(|n| [dir.join(n), dir.join(format!("{n}.gz"))])
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no {split}-{what}-{rank}-ubyte file (plain or .gz) in this MNIST folder",
+                dir.display()
+            )
+        })
+}
+
+fn mnist(dir: &Path, split: &str) -> Result<Dataset<f32>> {
+    let images = read_idx(&mnist_file(dir, split, "images", "idx3")?)?;
+    let labels = read_idx(&mnist_file(dir, split, "labels", "idx1")?)?;
+    let rows = images.shape.first().copied().unwrap_or(0);
+    let features: usize = images.shape.iter().skip(1).product();
+    if labels.values.len() != rows {
+        bail!(
+            "{}: {} labels for {rows} images",
+            dir.display(),
+            labels.values.len()
+        );
+    }
+    let x = Tensor::from_vec(
+        images.values.iter().map(|&b| f32::from(b)).collect(),
+        &[rows, features],
+    )?;
+    Ok(Dataset::new(
+        x,
+        Target::Classes(labels.values.iter().map(|&l| usize::from(l)).collect()),
+    )?)
+}
+
+fn npy_data(x_path: &Path, y_path: &Path) -> Result<Dataset<f32>> {
+    let x = read_npy(x_path)?;
+    if !x.is_float() || x.shape().len() != 2 {
+        bail!(
+            "{}: x must be a float32 or float64 array [N, D], got {} {:?}",
+            x_path.display(),
+            x.dtype(),
+            x.shape()
+        );
+    }
+    let x = x.to_tensor::<f32>()?;
+    let rows = x.shape()[0];
+    let y = read_npy(y_path)?;
+    let target = match &y {
+        NpyArray::I32(..) | NpyArray::I64(..) | NpyArray::U8(..) => {
+            let values = y.to_tensor::<f64>()?.to_vec();
+            if values.iter().any(|&v| v < 0.0) || y.shape() != [rows] {
+                bail!(
+                    "{}: class labels must be non-negative integers of shape [{rows}]",
+                    y_path.display()
+                );
+            }
+            Target::Classes(values.iter().map(|&v| v as usize).collect())
+        }
+        _ => {
+            let t = y.to_tensor::<f32>()?;
+            let t = if t.shape() == [rows] {
+                t.reshape(&[rows, 1])?
+            } else {
+                t
+            };
+            if t.ndim() != 2 || t.shape()[0] != rows {
+                bail!(
+                    "{}: targets must be [{rows}] or [{rows}, K], got {:?}",
+                    y_path.display(),
+                    y.shape()
+                );
+            }
+            Target::Values(t)
+        }
+    };
+    Dataset::new(x, target).map_err(|e| anyhow!("{}: {e}", y_path.display()))
+}
+
+/// The rows a data source holds, before splitting and scaling.
+pub struct Source {
+    /// The data to train on (or to evaluate, when there is no test set).
+    pub all: Dataset<f32>,
+    /// A separate test set (MNIST's t10k files).
+    pub test: Option<Dataset<f32>>,
+    pub class_names: Option<Vec<String>>,
+}
+
+/// Reads the data source a config names.
+pub fn read_source(config: &RunConfig) -> Result<Source> {
+    let data = config.data.as_deref().unwrap_or("builtin:spiral");
+    let seed = config.seed.unwrap_or(0);
+    let (kind, arg) = source(data)?;
+    let mut class_names = None;
+    let (all, test) = match kind {
+        "builtin" => {
+            let samples = config.samples.unwrap_or(900);
+            let noise = config
+                .noise
+                .unwrap_or_else(|| synthetic::default_noise(arg));
+            (synthetic::generate::<f32>(arg, samples, noise, seed)?, None)
+        }
+        "mnist" => {
+            let dir = Path::new(arg);
+            (mnist(dir, "train")?, Some(mnist(dir, "t10k")?))
+        }
+        "csv" => {
+            let path = Path::new(arg);
+            let target = match &config.target {
+                Some(t) => t.clone(),
+                None => last_csv_column(path)?,
+            };
+            let task = match config.task.as_deref().unwrap_or("classification") {
+                "classification" => TargetKind::Classes,
+                "regression" => TargetKind::Values,
+                other => bail!("task: {other:?} must be classification or regression"),
+            };
+            let csv = read_csv::<f32>(path, &target, task)?;
+            class_names = csv.class_names;
+            (csv.dataset, None)
+        }
+        "npy" => {
+            let (x, y) = arg
+                .split_once(',')
+                .ok_or_else(|| anyhow!("data: npy:X,Y needs two files, got {arg:?}"))?;
+            (npy_data(Path::new(x), Path::new(y))?, None)
+        }
+        other => bail!("data: unknown source {other:?} (expected builtin, mnist, csv or npy)"),
+    };
+    if all.is_empty() {
+        bail!("data: {data} holds no rows");
+    }
+    Ok(Source {
+        all,
+        test,
+        class_names,
+    })
+}
+
+/// The number of classes in classification targets.
+pub fn class_count(source: &Source) -> Option<usize> {
+    let most = |d: &Dataset<f32>| match &d.target {
+        Target::Classes(c) => Some(c.iter().max().map_or(0, |m| m + 1)),
+        Target::Values(_) => None,
+    };
+    let seen = most(&source.all)?;
+    let seen = seen.max(source.test.as_ref().and_then(most).unwrap_or(0));
+    Some(
+        source
+            .class_names
+            .as_ref()
+            .map_or(seen, |n| n.len().max(seen)),
+    )
+}
+
+/// Loads the data a config names, splits off validation data, fits the scaling on
+/// the training split and applies it to every split.
+pub fn load_data(config: &RunConfig) -> Result<Splits> {
+    let source = read_source(config)?;
+    let classes = class_count(&source);
+    let Source {
+        all,
+        test,
+        class_names,
+    } = source;
+    let split = config.validation_split.unwrap_or(0.2);
+    let (train, validation) = if split > 0.0 {
+        let (t, v) = all.split(split, config.seed.unwrap_or(0))?;
+        (t, (!v.is_empty()).then_some(v))
+    } else {
+        (all, None)
+    };
+    let scaler = Scaler::fit(config.scale.as_deref().unwrap_or("standard"), &train.x)?;
+    let features = train.x.shape()[1];
+    Ok(Splits {
+        train: scaler.apply_to(train)?,
+        validation: validation.map(|v| scaler.apply_to(v)).transpose()?,
+        test: test.map(|t| scaler.apply_to(t)).transpose()?,
+        features,
+        classes,
+        class_names,
+        scaler,
+    })
+}
+
+fn last_csv_column(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let header = text
+        .lines()
+        .next()
+        .ok_or_else(|| anyhow!("{}: empty file", path.display()))?;
+    Ok(header.rsplit(',').next().unwrap_or("").trim().to_string())
+}
+
+/// The model a config describes, checked against the data's shape.
+pub fn build_model(config: &RunConfig, splits: &Splits) -> Result<Sequential<f32>> {
+    let outputs = splits
+        .classes
+        .unwrap_or_else(|| match &splits.train.target {
+            Target::Values(v) => v.shape()[1],
+            Target::Classes(_) => unreachable!("classification has classes"),
+        });
+    let init = Init::from_name(config.init.as_deref().unwrap_or("pytorch"))?;
+    let seed = config.seed.unwrap_or(0);
+    let layers = if let Some(explicit) = &config.layer {
+        let json = serde_json::json!({ "layers": explicit }).to_string();
+        Sequential::<f32>::from_json(&json, seed)
+            .map_err(|e| anyhow!("layer: {e}"))?
+            .layers()
+            .to_vec()
+    } else {
+        let sizes = config
+            .layers
+            .clone()
+            .unwrap_or_else(|| vec![splits.features, 64, 64, outputs]);
+        if sizes.len() < 2 {
+            bail!("layers: needs at least an input and an output size, got {sizes:?}");
+        }
+        if sizes[0] != splits.features {
+            bail!(
+                "layers: the first size is {} but the data has {} features",
+                sizes[0],
+                splits.features
+            );
+        }
+        if sizes[sizes.len() - 1] != outputs {
+            let what = if splits.classes.is_some() {
+                "classes"
+            } else {
+                "target columns"
+            };
+            bail!(
+                "layers: the last size is {} but the data has {outputs} {what}",
+                sizes[sizes.len() - 1]
+            );
+        }
+        let activation = match config.activation.as_deref().unwrap_or("relu") {
+            "relu" => Layer::Relu,
+            "leaky_relu" => Layer::LeakyRelu { slope: 0.01 },
+            "sigmoid" => Layer::Sigmoid,
+            "tanh" => Layer::Tanh,
+            "identity" => Layer::Identity,
+            other => bail!(
+                "activation: unknown activation {other:?} (expected relu, leaky_relu, sigmoid, tanh or identity)"
+            ),
+        };
+        let mut layers = Vec::new();
+        for (i, pair) in sizes.windows(2).enumerate() {
+            if i > 0 {
+                layers.push(activation.clone());
+            }
+            layers.push(Layer::Linear {
+                inputs: pair[0],
+                outputs: pair[1],
+                bias: true,
+            });
+        }
+        layers
+    };
+    let model = Sequential::with_init(layers, init, seed)?;
+    let first = model.input_features();
+    if first.is_some_and(|f| f != splits.features) {
+        bail!(
+            "layer: the first linear layer takes {} inputs but the data has {} features",
+            first.unwrap_or(0),
+            splits.features
+        );
+    }
+    Ok(model)
+}
+
+/// The training settings a config describes.
+pub fn train_config(config: &RunConfig, classification: bool) -> Result<TrainConfig> {
+    let loss_name = config.loss.clone().unwrap_or_else(|| {
+        if classification {
+            "cross_entropy"
+        } else {
+            "mse"
+        }
+        .into()
+    });
+    let loss = Loss::from_name(&loss_name)?;
+    let optimizer = OptimizerConfig::from_json(config.optimizer.as_ref().expect("resolved"))?;
+    let schedule = match &config.schedule {
+        Some(s) => Schedule::from_json(s)?,
+        None => Schedule::Constant,
+    };
+    let batch_size = config.batch_size.unwrap_or(32);
+    if batch_size == 0 {
+        bail!("batch_size: must be at least 1");
+    }
+    if let Some(norm) = config.clip_grad_norm
+        && !(norm > 0.0 && norm.is_finite())
+    {
+        bail!("clip_grad_norm: must be a positive number, got {norm}");
+    }
+    if let Some(split) = config.validation_split
+        && !(0.0..1.0).contains(&split)
+    {
+        bail!("validation_split: must be in [0, 1), got {split}");
+    }
+    Ok(TrainConfig {
+        loss,
+        optimizer,
+        batch_size,
+        epochs: config.epochs.unwrap_or(50),
+        shuffle: config.shuffle.unwrap_or(true),
+        seed: config.seed.unwrap_or(0),
+        drop_last: config.drop_last.unwrap_or(false),
+        schedule,
+        clip_grad_norm: config.clip_grad_norm,
+        early_stopping: config.patience.map(|patience| EarlyStopping {
+            patience,
+            min_delta: 0.0,
+            restore_best: true,
+        }),
+    })
+}
+
+/// Fills every default in, so the copy written to a run folder reproduces the run.
+pub fn resolve(mut config: RunConfig) -> RunConfig {
+    config.data.get_or_insert_with(|| "builtin:spiral".into());
+    config
+        .optimizer
+        .get_or_insert_with(|| serde_json::json!({"type": "adam", "lr": 0.01}));
+    config.seed.get_or_insert(0);
+    config.epochs.get_or_insert(50);
+    config.batch_size.get_or_insert(32);
+    config.shuffle.get_or_insert(true);
+    config.validation_split.get_or_insert(0.2);
+    config.scale.get_or_insert_with(|| "standard".into());
+    config.init.get_or_insert_with(|| "pytorch".into());
+    config.threads.get_or_insert(0);
+    config.runs_dir.get_or_insert_with(|| "runs".into());
+    if config.layer.is_none() {
+        config.activation.get_or_insert_with(|| "relu".into());
+    }
+    config
+}

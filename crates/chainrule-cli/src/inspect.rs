@@ -1,0 +1,331 @@
+//! `chainrule eval`, `predict` and `summary`: looking at a finished run.
+
+use crate::config::{self, RunConfig};
+use crate::plot;
+use crate::run::RunState;
+use anyhow::{Context, Result, anyhow, bail};
+use chainrule::Tensor;
+use chainrule::data::Target;
+use chainrule::io::{npy_bytes, read_npy, write_atomic};
+use chainrule::loss::Loss;
+use chainrule::nn::{Layer, Sequential};
+use chainrule::train::{evaluate, predict};
+use std::path::Path;
+
+/// A finished run: its model, settings and saved facts.
+struct Run {
+    model: Sequential<f32>,
+    config: RunConfig,
+    state: RunState,
+    loss: Loss,
+}
+
+fn open_run(dir: &Path) -> Result<Run> {
+    let state = RunState::read(dir)?;
+    let config = RunConfig::read(&dir.join("config.toml"))?;
+    let model = Sequential::<f32>::load_checkpoint(dir)?;
+    let default = if state.classes.is_some() {
+        "cross_entropy"
+    } else {
+        "mse"
+    };
+    let loss = Loss::from_name(config.loss.as_deref().unwrap_or(default))
+        .map_err(|e| anyhow!("{}: {e}", dir.join("config.toml").display()))?;
+    Ok(Run {
+        model,
+        config,
+        state,
+        loss,
+    })
+}
+
+fn class_names(state: &RunState, classes: usize) -> Vec<String> {
+    state
+        .class_names
+        .clone()
+        .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+}
+
+/// `chainrule eval RUN --data SOURCE`.
+pub fn eval(dir: &Path, data: Option<String>, json: bool) -> Result<()> {
+    let run = open_run(dir)?;
+    let mut source_config = run.config.clone();
+    if let Some(data) = data {
+        source_config.data = Some(data);
+    }
+    let source = config::read_source(&source_config)?;
+    let data = run
+        .state
+        .scaler
+        .apply_to(source.test.unwrap_or(source.all))?;
+    let metrics = evaluate(&run.model, &data, run.loss)?;
+    let mut report = serde_json::json!({ "rows": data.len(), "loss": metrics.loss, "accuracy": metrics.accuracy });
+    let mut table = None;
+    if let (Target::Classes(truth), Some(classes)) = (&data.target, run.state.classes) {
+        let out = predict(&run.model, &data.x)?;
+        let mut confusion = vec![vec![0usize; classes]; classes];
+        for (row, &t) in out.to_vec().chunks_exact(out.shape()[1]).zip(truth) {
+            if t >= classes {
+                bail!("data: class {t} is outside the model's {classes} classes");
+            }
+            confusion[t][argmax(row).min(classes - 1)] += 1;
+        }
+        let names = class_names(&run.state, classes);
+        let per_class: Vec<serde_json::Value> = (0..classes)
+            .map(|c| {
+                let predicted: usize = confusion.iter().map(|r| r[c]).sum();
+                let support: usize = confusion[c].iter().sum();
+                let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+                serde_json::json!({ "class": names[c], "precision": ratio(confusion[c][c], predicted), "recall": ratio(confusion[c][c], support), "support": support })
+            })
+            .collect();
+        plot::confusion_heatmap(&dir.join("confusion_matrix"), &confusion, &names)?;
+        report["per_class"] = per_class.clone().into();
+        report["confusion_matrix"] = serde_json::json!(confusion);
+        table = Some((names, per_class, confusion));
+    }
+    if json {
+        println!("{report}");
+        return Ok(());
+    }
+    println!(
+        "{} rows  loss {:.4}{}",
+        data.len(),
+        metrics.loss,
+        metrics
+            .accuracy
+            .map_or(String::new(), |a| format!("  accuracy {:.2}%", 100.0 * a))
+    );
+    if let Some((names, per_class, confusion)) = table {
+        let width = names.iter().map(|n| n.len()).max().unwrap_or(1).max(5);
+        println!(
+            "\n{:>width$}  {:>9}  {:>9}  {:>7}",
+            "class", "precision", "recall", "support"
+        );
+        for (name, stats) in names.iter().zip(&per_class) {
+            let pct = |k: &str| {
+                stats[k]
+                    .as_f64()
+                    .map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
+            };
+            println!(
+                "{name:>width$}  {:>9}  {:>9}  {:>7}",
+                pct("precision"),
+                pct("recall"),
+                stats["support"].to_string()
+            );
+        }
+        let cell = confusion
+            .iter()
+            .flatten()
+            .max()
+            .map_or(1, |m| m.to_string().len())
+            .max(width.min(6));
+        println!("\nconfusion matrix (rows: true class, columns: predicted)");
+        print!("{:>width$} ", "");
+        for n in &names {
+            print!(" {:>cell$}", n.chars().take(cell).collect::<String>());
+        }
+        println!();
+        for (name, row) in names.iter().zip(&confusion) {
+            print!("{name:>width$} ");
+            for v in row {
+                print!(" {v:>cell$}");
+            }
+            println!();
+        }
+        println!("\nheat map: {}", dir.join("confusion_matrix.png").display());
+    }
+    Ok(())
+}
+
+/// Reads inputs for prediction from `.npy` or `.csv` (a header, every column a feature).
+fn read_inputs(path: &Path) -> Result<Tensor<f32>> {
+    if path.extension().is_some_and(|e| e == "csv") {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header = lines
+            .next()
+            .ok_or_else(|| anyhow!("{}: empty file", path.display()))?;
+        let columns = header.split(',').count();
+        let mut values = Vec::new();
+        for (i, line) in lines.enumerate() {
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields.len() != columns {
+                bail!(
+                    "{}: line {}: {} fields, the header has {columns}",
+                    path.display(),
+                    i + 2,
+                    fields.len()
+                );
+            }
+            for f in fields {
+                let v: f32 = f
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|v: &f32| v.is_finite())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{}: line {}: {f:?} is not a finite number",
+                            path.display(),
+                            i + 2
+                        )
+                    })?;
+                values.push(v);
+            }
+        }
+        let rows = values.len() / columns.max(1);
+        return Ok(Tensor::from_vec(values, &[rows, columns])?);
+    }
+    let array = read_npy(path)?;
+    if !array.is_float() && array.dtype() != "uint8" {
+        bail!(
+            "{}: dtype {} (expected float32, float64 or uint8)",
+            path.display(),
+            array.dtype()
+        );
+    }
+    let x = array.to_tensor::<f32>()?;
+    if !x.all_finite() {
+        bail!("{}: holds a non-finite number", path.display());
+    }
+    Ok(x)
+}
+
+/// `chainrule predict RUN --x FILE [--out FILE]`.
+pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> {
+    let run = open_run(dir)?;
+    let x = read_inputs(x_path)?;
+    let x = if x.ndim() == 1 {
+        x.reshape(&[1, x.len()])?
+    } else {
+        x
+    };
+    let x = run
+        .state
+        .scaler
+        .apply(&x)
+        .map_err(|e| anyhow!("{}: {e}", x_path.display()))?;
+    let raw = predict(&run.model, &x)?;
+    let columns = raw.shape()[1];
+    // Report probabilities for losses that take logits.
+    let outputs = match run.loss {
+        Loss::CrossEntropy if !matches!(run.model.layers().last(), Some(Layer::Softmax)) => {
+            raw.softmax(1)?
+        }
+        Loss::BceLogits => raw.sigmoid(),
+        _ => raw,
+    };
+    let classification = run.state.classes.is_some();
+    let values = outputs.to_vec();
+    let rows: Vec<&[f32]> = values.chunks_exact(columns).collect();
+    let header: Vec<String> = if classification {
+        let names = class_names(&run.state, columns);
+        std::iter::once("class".to_string())
+            .chain(names.iter().map(|n| format!("p_{n}")))
+            .collect()
+    } else {
+        (0..columns).map(|i| format!("y{i}")).collect()
+    };
+    match out {
+        Some(path) if path.extension().is_some_and(|e| e == "npy") => {
+            let table: Vec<f32> = rows
+                .iter()
+                .flat_map(|r| {
+                    classification
+                        .then(|| argmax(r) as f32)
+                        .into_iter()
+                        .chain(r.iter().copied())
+                })
+                .collect();
+            let tensor = Tensor::<f32>::from_vec(table, &[rows.len(), header.len()])?;
+            write_atomic(path, &npy_bytes(&tensor))?;
+        }
+        _ => {
+            let mut text = header.join(",") + "\n";
+            for r in &rows {
+                let fields: Vec<String> = classification
+                    .then(|| argmax(r).to_string())
+                    .into_iter()
+                    .chain(r.iter().map(|v| v.to_string()))
+                    .collect();
+                text.push_str(&fields.join(","));
+                text.push('\n');
+            }
+            match out {
+                Some(path) => write_atomic(path, text.as_bytes())?,
+                None => print!("{text}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `chainrule summary RUN|MODEL.json`.
+pub fn summary(target: &Path) -> Result<()> {
+    let model_file = if target.is_dir() {
+        target.join("model.json")
+    } else {
+        target.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&model_file)
+        .with_context(|| format!("{}", model_file.display()))?;
+    let model = Sequential::<f32>::from_json(&text, 0)
+        .map_err(|e| anyhow!("{}: {e}", model_file.display()))?;
+    let mut width = model.input_features();
+    println!(
+        "{:<4} {:<22} {:<16} {:>12}",
+        "#", "layer", "output shape", "parameters"
+    );
+    println!("{}", "-".repeat(57));
+    let mut total = 0;
+    for (i, layer) in model.layers().iter().enumerate() {
+        let (name, params) = match layer {
+            Layer::Linear {
+                inputs,
+                outputs,
+                bias,
+            } => {
+                width = Some(*outputs);
+                (
+                    format!(
+                        "linear({inputs} → {outputs}{})",
+                        if *bias { "" } else { ", no bias" }
+                    ),
+                    inputs * outputs + if *bias { *outputs } else { 0 },
+                )
+            }
+            Layer::LeakyRelu { slope } => (format!("leaky_relu({slope})"), 0),
+            other => (other.type_name().to_string(), 0),
+        };
+        total += params;
+        let shape = width.map_or("[N, D]".into(), |w| format!("[N, {w}]"));
+        println!("{i:<4} {name:<22} {shape:<16} {:>12}", group(params));
+    }
+    println!("{}", "-".repeat(57));
+    println!("total parameters: {}", group(total));
+    if let Some(w) = model.input_features() {
+        println!("input: [N, {w}]");
+    }
+    Ok(())
+}
+
+/// 1234567 → "1,234,567".
+fn group(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
