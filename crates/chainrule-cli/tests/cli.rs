@@ -1,0 +1,305 @@
+//! The richer CLI through the binary: `train` with no arguments, config/flag
+//! precedence, resuming, `eval`, `predict`, `summary`, and one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chainrule-cli-run-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `chainrule` in `cwd`.
+fn chainrule(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chainrule"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[track_caller]
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[track_caller]
+fn fails_with(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {needles:?}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "{stderr:?} should contain {n:?}");
+    }
+}
+
+fn metrics(run: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn train_with_no_arguments_learns_the_spiral_and_fills_the_run_folder() {
+    let dir = scratch("default");
+    let out = chainrule(&dir, &["train"]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("runs/spiral-001"), "{stdout}");
+    // Not a terminal: one plain line per epoch on stderr, no progress bar.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("epoch ")).count(),
+        50
+    );
+    let run = dir.join("runs/spiral-001");
+    for file in [
+        "model.json",
+        "params.safetensors",
+        "optimizer.safetensors",
+        "config.toml",
+        "state.json",
+        "metrics.csv",
+    ] {
+        assert!(run.join(file).is_file(), "{file}");
+    }
+    for plot in ["training", "decision_boundary"] {
+        let png = std::fs::read(run.join(format!("{plot}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{plot}.png is a PNG");
+        let svg = std::fs::read_to_string(run.join(format!("{plot}.svg"))).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("feature 1") == (plot == "decision_boundary"));
+    }
+    let svg = std::fs::read_to_string(run.join("training.svg")).unwrap();
+    assert!(
+        svg.contains("epoch") && svg.contains("validation"),
+        "labelled axes and legend"
+    );
+    let rows = metrics(&run);
+    assert_eq!(rows.len(), 50);
+    let val_accuracy: f64 = rows.last().unwrap()[4].parse().unwrap();
+    assert!(val_accuracy >= 0.95, "validation accuracy {val_accuracy}");
+    // A second run gets the next folder.
+    ok(&chainrule(&dir, &["train", "--epochs", "1", "--quiet"]));
+    assert!(dir.join("runs/spiral-002").is_dir());
+}
+
+#[test]
+fn flags_override_the_config_file_and_the_resolved_config_is_saved() {
+    let dir = scratch("precedence");
+    std::fs::write(
+        dir.join("c.toml"),
+        "data = \"builtin:moons\"\nsamples = 200\nepochs = 5\nlayers = [2, 8, 2]\n\n[optimizer]\ntype = \"sgd\"\nlr = 0.5\nmomentum = 0.9\n",
+    )
+    .unwrap();
+    ok(&chainrule(
+        &dir,
+        &[
+            "train", "--config", "c.toml", "--epochs", "2", "--lr", "0.05", "--name", "p",
+            "--quiet",
+        ],
+    ));
+    let run = dir.join("runs/p");
+    assert_eq!(metrics(&run).len(), 2, "--epochs wins over the file");
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    for line in [
+        "data = \"builtin:moons\"",
+        "epochs = 2",
+        "lr = 0.05",
+        "momentum = 0.9",
+        "type = \"sgd\"",
+        "layers = [2, 8, 2]",
+    ] {
+        assert!(saved.contains(line), "{line} in\n{saved}");
+    }
+    assert!(
+        metrics(&run).iter().all(|r| r[5] == "0.05"),
+        "the lr flag is used"
+    );
+    // The saved config reproduces the run exactly.
+    ok(&chainrule(
+        &dir,
+        &[
+            "train",
+            "--config",
+            "runs/p/config.toml",
+            "--name",
+            "again",
+            "--quiet",
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(run.join("params.safetensors")).unwrap(),
+        std::fs::read(dir.join("runs/again/params.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
+    let dir = scratch("resume");
+    let common = ["--data", "builtin:xor", "--layers", "2,8,2", "--quiet"];
+    let mut args = vec!["train", "--epochs", "4", "--name", "whole"];
+    args.extend(common);
+    ok(&chainrule(&dir, &args));
+    let mut args = vec!["train", "--epochs", "2", "--name", "part"];
+    args.extend(common);
+    ok(&chainrule(&dir, &args));
+    ok(&chainrule(
+        &dir,
+        &["train", "--resume", "runs/part", "--epochs", "4", "--quiet"],
+    ));
+    assert_eq!(metrics(&dir.join("runs/part")).len(), 4);
+    assert_eq!(
+        std::fs::read(dir.join("runs/part/params.safetensors")).unwrap(),
+        std::fs::read(dir.join("runs/whole/params.safetensors")).unwrap(),
+        "bit-identical parameters"
+    );
+    fails_with(
+        &chainrule(&dir, &["train", "--resume", "runs/part", "--quiet"]),
+        &["epochs", "already has 4"],
+    );
+}
+
+#[test]
+fn eval_predict_and_summary_work_on_a_run() {
+    let dir = scratch("inspect");
+    ok(&chainrule(
+        &dir,
+        &[
+            "train",
+            "--data",
+            "builtin:circles",
+            "--epochs",
+            "5",
+            "--name",
+            "c",
+            "--quiet",
+        ],
+    ));
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&chainrule(&dir, &["eval", "runs/c", "--json"]))).unwrap();
+    assert_eq!(report["rows"], 900 / 2 * 2);
+    let confusion: Vec<Vec<u64>> =
+        serde_json::from_value(report["confusion_matrix"].clone()).unwrap();
+    let correct = (confusion[0][0] + confusion[1][1]) as f64 / 900.0;
+    assert!(
+        (correct - report["accuracy"].as_f64().unwrap()).abs() < 1e-12,
+        "the matrix agrees with the accuracy"
+    );
+    assert!(dir.join("runs/c/confusion_matrix.png").is_file());
+    let table = ok(&chainrule(&dir, &["eval", "runs/c"]));
+    assert!(table.contains("precision") && table.contains("confusion matrix"));
+
+    std::fs::write(dir.join("x.csv"), "a,b\n0.0,0.0\n1.0,0.0\n").unwrap();
+    let predictions = ok(&chainrule(&dir, &["predict", "runs/c", "--x", "x.csv"]));
+    let lines: Vec<&str> = predictions.lines().collect();
+    assert_eq!(lines[0], "class,p_0,p_1");
+    for line in &lines[1..] {
+        let p: Vec<f64> = line
+            .split(',')
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert!(
+            (p.iter().sum::<f64>() - 1.0).abs() < 1e-5,
+            "probabilities sum to 1"
+        );
+    }
+    ok(&chainrule(
+        &dir,
+        &["predict", "runs/c", "--x", "x.csv", "--out", "p.npy"],
+    ));
+    assert_eq!(
+        &std::fs::read(dir.join("p.npy")).unwrap()[..6],
+        b"\x93NUMPY"
+    );
+
+    let summary = ok(&chainrule(&dir, &["summary", "runs/c"]));
+    // 2·64+64 + 64·64+64 + 64·2+2 = 4,482
+    assert!(summary.contains("total parameters: 4,482"), "{summary}");
+}
+
+#[test]
+fn json_output_is_one_object_and_quiet_prints_nothing() {
+    let dir = scratch("json");
+    let out = ok(&chainrule(&dir, &["train", "--epochs", "2", "--json"]));
+    let value: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(value["epochs"], 2);
+    assert!(ok(&chainrule(&dir, &["train", "--epochs", "1", "--quiet"])).is_empty());
+}
+
+#[test]
+fn bad_input_gets_one_line_naming_the_field_or_file() {
+    let dir = scratch("bad");
+    std::fs::write(dir.join("typo.toml"), "epoch = 3\n").unwrap();
+    fails_with(
+        &chainrule(&dir, &["train", "--config", "typo.toml"]),
+        &["typo.toml", "line 1", "epoch"],
+    );
+    std::fs::write(dir.join("syntax.toml"), "epochs = [\n").unwrap();
+    fails_with(
+        &chainrule(&dir, &["train", "--config", "syntax.toml"]),
+        &["syntax.toml", "line"],
+    );
+    fails_with(
+        &chainrule(&dir, &["train", "--layers", "3,8,3"]),
+        &["layers", "first size is 3", "2 features"],
+    );
+    fails_with(
+        &chainrule(&dir, &["train", "--layers", "2,8,5"]),
+        &["layers", "last size is 5", "3 classes"],
+    );
+    std::fs::write(
+        dir.join("layers.toml"),
+        "[[layer]]\ntype = \"linear\"\nin = 2\nout = 8\n[[layer]]\ntype = \"relu\"\n[[layer]]\ntype = \"linear\"\nin = 4\nout = 3\n",
+    )
+    .unwrap();
+    fails_with(
+        &chainrule(&dir, &["train", "--config", "layers.toml"]),
+        &["layers[2].in", "layers[0]"],
+    );
+    fails_with(
+        &chainrule(&dir, &["train", "--data", "builtin:swirl"]),
+        &["data", "swirl"],
+    );
+    fails_with(
+        &chainrule(&dir, &["train", "--data", "mnist:nowhere"]),
+        &["nowhere"],
+    );
+    fails_with(
+        &chainrule(&dir, &["train", "--activation", "gelu"]),
+        &["activation", "gelu"],
+    );
+    fails_with(
+        &chainrule(&dir, &["train", "--optimizer", "adam", "--lr=-1"]),
+        &["optimizer.lr"],
+    );
+    fails_with(
+        &chainrule(&dir, &["train", "--x", "x.npy"]),
+        &["--x and --y"],
+    );
+    fails_with(
+        &chainrule(&dir, &["train", "--out", "p.safetensors"]),
+        &["--out", "--model"],
+    );
+    fails_with(
+        &chainrule(&dir, &["eval", "nowhere"]),
+        &["nowhere", "run folder"],
+    );
+    fails_with(
+        &chainrule(&dir, &["summary", "nowhere.json"]),
+        &["nowhere.json"],
+    );
+    fails_with(
+        &chainrule(&dir, &["train", "--epochs", "many"]),
+        &["epochs", "many"],
+    );
+}
