@@ -549,7 +549,15 @@ pub fn resolve(mut config: RunConfig) -> RunConfig {
     config.batch_size.get_or_insert(32);
     config.shuffle.get_or_insert(true);
     config.validation_split.get_or_insert(0.2);
-    config.scale.get_or_insert_with(|| "standard".into());
+    // MNIST's border pixels are almost always 0: standardising them per pixel would
+    // blow up the rare non-zero ones, so its default is min-max (pixels to [0, 1]).
+    let mnist = config
+        .data
+        .as_deref()
+        .is_some_and(|d| d.starts_with("mnist:"));
+    config
+        .scale
+        .get_or_insert_with(|| if mnist { "minmax" } else { "standard" }.into());
     config.init.get_or_insert_with(|| "pytorch".into());
     config.threads.get_or_insert(0);
     config.runs_dir.get_or_insert_with(|| "runs".into());

@@ -373,6 +373,8 @@ struct Progress {
     epochs: usize,
     rows_done: usize,
     started: Instant,
+    /// The last finished epoch's accuracy, shown on the bar.
+    accuracy: String,
 }
 
 impl Progress {
@@ -400,6 +402,7 @@ impl Progress {
             epochs: config.epochs,
             rows_done: 0,
             started: Instant::now(),
+            accuracy: String::new(),
         }
     }
 
@@ -418,13 +421,22 @@ impl Progress {
                         self.rows_done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
                     bar.set_prefix(format!("epoch {}/{}", epoch + 1, self.epochs));
                     bar.set_message(format!(
-                        "batch {}/{batches}  loss {loss:.4}  {speed:.0} samples/s",
-                        batch + 1
+                        "batch {}/{batches}  loss {loss:.4}{}  {speed:.0} samples/s",
+                        batch + 1,
+                        self.accuracy
                     ));
                     bar.inc(1);
                 }
             }
             Event::Epoch(m) => {
+                if let Some(a) = m.validation.and_then(|v| v.accuracy).or(m.train.accuracy) {
+                    let which = if m.validation.is_some() {
+                        "val_acc"
+                    } else {
+                        "acc"
+                    };
+                    self.accuracy = format!("  {which} {:.2}%", 100.0 * a);
+                }
                 let acc = m
                     .train
                     .accuracy
