@@ -6,6 +6,7 @@
 
 mod config;
 mod contract;
+mod explain;
 mod inspect;
 mod plot;
 mod run;
@@ -63,6 +64,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The chain-rule derivation of ∂C/∂θ for a parameter element (or all of them),
+    /// with every factor's number and the gradient-descent update.
+    Explain(explain::ExplainArgs),
     /// Layers, output shapes and parameter counts of a run or a model JSON.
     Summary {
         /// A run folder or a model JSON file.
@@ -272,6 +276,7 @@ fn main() -> ExitCode {
         Command::Eval { run, data, json } => inspect::eval(&run, data, json),
         Command::Predict { run, x, out } => inspect::predict_cmd(&run, &x, out.as_deref()),
         Command::Summary { target } => inspect::summary(&target),
+        Command::Explain(args) => explain::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -347,6 +347,62 @@ impl<F: Float> Sequential<F> {
         Ok(model)
     }
 
+    /// The forward pass, returning every layer's output in order (what the explain
+    /// layer reads: the pre-activations z and activations a of each layer, on the
+    /// tape that training uses).
+    ///
+    /// # Errors
+    /// Shape errors when `x` does not fit the model.
+    ///
+    /// ```
+    /// use chainrule::nn::{Module, Sequential};
+    /// use chainrule::{Tape, Tensor};
+    /// let m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}, {"type": "relu"}]}"#, 0)?;
+    /// let tape = Tape::new();
+    /// let outputs = m.forward_trace(&m.bind(&tape), tape.constant(Tensor::ones(&[1, 2])))?;
+    /// assert_eq!(outputs.len(), 2);
+    /// assert_eq!(outputs[1].value(), outputs[0].value().map(|z| z.max(0.0)));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn forward_trace<'t>(
+        &self,
+        params: &[Var<'t, F>],
+        x: Var<'t, F>,
+    ) -> Result<Vec<Var<'t, F>>> {
+        let mut outputs = Vec::with_capacity(self.layers.len());
+        let mut h = x;
+        for (layer, &offset) in self.layers.iter().zip(&self.offsets) {
+            let last = h.shape().len().saturating_sub(1);
+            h = match *layer {
+                Layer::Linear { bias, .. } => {
+                    let y = h.matmul(params[offset].t()?)?;
+                    if bias { y.add(params[offset + 1])? } else { y }
+                }
+                Layer::Relu => h.relu(),
+                Layer::LeakyRelu { slope } => h.leaky_relu(slope),
+                Layer::Sigmoid => h.sigmoid(),
+                Layer::Tanh => h.tanh(),
+                Layer::Softmax => h.softmax(last)?,
+                Layer::Identity => h,
+            };
+            outputs.push(h);
+        }
+        Ok(outputs)
+    }
+
+    /// The index in [`Module::params`] of layer `layer`'s first parameter (its
+    /// weight, for a linear layer).
+    ///
+    /// ```
+    /// use chainrule::nn::Sequential;
+    /// let m = Sequential::<f32>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 2}, {"type": "relu"}, {"type": "linear", "in": 2, "out": 1}]}"#, 0)?;
+    /// assert_eq!(m.param_offset(2), Some(2));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn param_offset(&self, layer: usize) -> Option<usize> {
+        self.offsets.get(layer).copied()
+    }
+
     /// The layers.
     ///
     /// ```
@@ -478,22 +534,6 @@ impl<F: Float> Module<F> for Sequential<F> {
     }
 
     fn forward<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>> {
-        let mut h = x;
-        for (layer, &offset) in self.layers.iter().zip(&self.offsets) {
-            let last = h.shape().len().saturating_sub(1);
-            h = match *layer {
-                Layer::Linear { bias, .. } => {
-                    let y = h.matmul(params[offset].t()?)?;
-                    if bias { y.add(params[offset + 1])? } else { y }
-                }
-                Layer::Relu => h.relu(),
-                Layer::LeakyRelu { slope } => h.leaky_relu(slope),
-                Layer::Sigmoid => h.sigmoid(),
-                Layer::Tanh => h.tanh(),
-                Layer::Softmax => h.softmax(last)?,
-                Layer::Identity => h,
-            };
-        }
-        Ok(h)
+        Ok(self.forward_trace(params, x)?.pop().unwrap_or(x))
     }
 }

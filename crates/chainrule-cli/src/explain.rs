@@ -1,0 +1,132 @@
+//! `chainrule explain`: chain-rule derivations with numbers.
+
+use anyhow::{Context, Result, anyhow, bail};
+use chainrule::data::Target;
+use chainrule::io::{read_npy, read_safetensors};
+use chainrule::loss::Loss;
+use chainrule::nn::Sequential;
+use chainrule_explain::derive::{ParamElement, all_elements, explain};
+use std::path::PathBuf;
+
+/// What to explain: a folder with model.json, params.safetensors, x.npy, y.npy and
+/// explain.json, and/or explicit files.
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    /// A folder holding model.json, params.safetensors, x.npy, y.npy and explain.json
+    /// (loss, lr), as examples/notebooks/*; flags override its files.
+    pub dir: Option<PathBuf>,
+    /// Model JSON.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Parameters (safetensors).
+    #[arg(long)]
+    pub params: Option<PathBuf>,
+    /// Inputs: one sample or a small batch (.npy).
+    #[arg(long)]
+    pub x: Option<PathBuf>,
+    /// Targets (.npy).
+    #[arg(long)]
+    pub y: Option<PathBuf>,
+    /// Loss name.
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Learning rate of the update shown.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Parameter element, e.g. 2.weight[0,1] or 0.bias[1]; all of them when omitted.
+    #[arg(long)]
+    pub param: Option<String>,
+    /// Output: text (Unicode), markdown (with LaTeX) or json.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+}
+
+fn pick(flag: &Option<PathBuf>, dir: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    match (flag, dir) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(d)) => Ok(d.join(name)),
+        (None, None) => bail!(
+            "--{}: needed (or give a folder holding {name})",
+            name.split('.').next().unwrap_or(name)
+        ),
+    }
+}
+
+pub fn run(args: &ExplainArgs) -> Result<()> {
+    let settings: serde_json::Value = match &args.dir {
+        Some(dir) if dir.join("explain.json").is_file() => {
+            let path = dir.join("explain.json");
+            serde_json::from_str(&std::fs::read_to_string(&path)?)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?
+        }
+        _ => serde_json::json!({}),
+    };
+    let model_path = pick(&args.model, &args.dir, "model.json")?;
+    let params_path = pick(&args.params, &args.dir, "params.safetensors")?;
+    let x_path = pick(&args.x, &args.dir, "x.npy")?;
+    let y_path = pick(&args.y, &args.dir, "y.npy")?;
+    let loss_name = args
+        .loss
+        .clone()
+        .or_else(|| settings["loss"].as_str().map(String::from))
+        .ok_or_else(|| anyhow!("--loss: needed"))?;
+    let loss = Loss::from_name(&loss_name).map_err(|e| anyhow!("--{e}"))?;
+    let lr = args.lr.or_else(|| settings["lr"].as_f64()).unwrap_or(0.01);
+
+    let text = std::fs::read_to_string(&model_path)
+        .with_context(|| format!("{}", model_path.display()))?;
+    let mut model = Sequential::<f64>::from_json(&text, 0)
+        .map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
+    model
+        .load(read_safetensors::<f64>(&params_path).or_else(|_| {
+            read_safetensors::<f32>(&params_path)
+                .map(|m| m.into_iter().map(|(k, v)| (k, v.cast())).collect())
+        })?)
+        .map_err(|e| anyhow!("{}: {e}", params_path.display()))?;
+    let x = read_npy(&x_path)?.to_tensor::<f64>()?;
+    model
+        .check_input(&x)
+        .map_err(|e| anyhow!("{}: {e}", x_path.display()))?;
+    let outputs = model.output_features().unwrap_or(x.shape()[1]);
+    let y = Target::from_npy(&read_npy(&y_path)?, loss, x.shape()[0], outputs)
+        .map_err(|e| anyhow!("{}: {e}", y_path.display()))?;
+    if x.shape()[0] > 64 {
+        bail!(
+            "{}: {} samples; explain shows every sample's chain, so give at most 64",
+            x_path.display(),
+            x.shape()[0]
+        );
+    }
+    let elements = match &args.param {
+        Some(p) => vec![ParamElement::parse(p).map_err(|e| anyhow!("--{e}"))?],
+        None => all_elements(&model),
+    };
+    let mut derivations = Vec::with_capacity(elements.len());
+    for element in &elements {
+        derivations.push(explain(&model, &x, &y, loss, lr, element).map_err(|e| anyhow!("--{e}"))?);
+    }
+    match args.format.as_str() {
+        "text" => {
+            let blocks: Vec<String> = derivations.iter().map(|d| d.text()).collect();
+            print!("{}", blocks.join("\n"));
+        }
+        "markdown" => {
+            let blocks: Vec<String> = derivations.iter().map(|d| d.markdown()).collect();
+            print!("{}", blocks.join("\n"));
+        }
+        "json" => println!(
+            "{}",
+            serde_json::Value::Array(derivations.iter().map(|d| d.json()).collect())
+        ),
+        other => bail!("--format: {other:?} must be text, markdown or json"),
+    }
+    if let Some(bad) = derivations.iter().find(|d| !d.verified()) {
+        bail!(
+            "{}: the chain's product {} differs from autodiff's {}",
+            bad.param,
+            bad.gradient,
+            bad.autodiff
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,741 @@
+//! Chain-rule derivations of ∂C/∂(one parameter element), with every factor's
+//! number, read from the tape of an ordinary forward and backward pass.
+//!
+//! For a weight w⁽ˡ⁾ⱼₖ of linear layer l (unit j, input k):
+//!
+//! ∂C/∂w⁽ˡ⁾ⱼₖ = ∂z⁽ˡ⁾ⱼ/∂w⁽ˡ⁾ⱼₖ · ∂a⁽ˡ⁾ⱼ/∂z⁽ˡ⁾ⱼ · ∂C/∂a⁽ˡ⁾ⱼ = a⁽ˡ⁻¹⁾ₖ · σ′(z⁽ˡ⁾ⱼ) · ∂C/∂a⁽ˡ⁾ⱼ
+//!
+//! where ∂C/∂a⁽ˡ⁾ⱼ is the loss's derivative at the output layer and, for a hidden
+//! layer, the sum over the units it feeds (notebook 001):
+//! Σᵢ ∂z⁽ˡ⁺¹⁾ᵢ/∂a⁽ˡ⁾ⱼ · ∂a⁽ˡ⁺¹⁾ᵢ/∂z⁽ˡ⁺¹⁾ᵢ · ∂C/∂a⁽ˡ⁺¹⁾ᵢ. Over a batch, the per-sample
+//! terms are summed; the loss's reduction (1/N, 1/M, the factor 2) sits in ∂C/∂a.
+//! Every number comes from the tape; the product is checked against autodiff.
+
+use crate::notation::{Symbol, number, operand, partial_latex, partial_text, superscript};
+use chainrule::loss::{Loss, Target};
+use chainrule::nn::{Layer, Module, Sequential};
+use chainrule::{Error, Result, Tape, Tensor};
+use serde_json::json;
+
+/// Which parameter element: `"2.weight[0,1]"` (row, column, 0-based as in PyTorch)
+/// or `"2.bias[0]"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamElement {
+    /// The model layer (position in `layers`).
+    pub layer: usize,
+    /// `weight` or `bias`.
+    pub bias: bool,
+    /// Output unit (row), 0-based.
+    pub unit: usize,
+    /// Input (column) for a weight, 0-based.
+    pub input: usize,
+}
+
+impl ParamElement {
+    /// Parses `"{layer}.weight[j,k]"` or `"{layer}.bias[j]"`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] (field `param`) for anything else.
+    ///
+    /// ```
+    /// use chainrule_explain::derive::ParamElement;
+    /// let p = ParamElement::parse("2.weight[0,1]")?;
+    /// assert_eq!((p.layer, p.bias, p.unit, p.input), (2, false, 0, 1));
+    /// assert!(ParamElement::parse("2.weight").is_err());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn parse(text: &str) -> Result<ParamElement> {
+        let bad = || Error::InvalidValue {
+            field: "param".into(),
+            message: format!("{text:?} is not LAYER.weight[ROW,COLUMN] or LAYER.bias[ROW]"),
+        };
+        let (name, rest) = text.split_once('[').ok_or_else(bad)?;
+        let indices: Vec<usize> = rest
+            .strip_suffix(']')
+            .ok_or_else(bad)?
+            .split(',')
+            .map(|s| s.trim().parse().map_err(|_| bad()))
+            .collect::<Result<_>>()?;
+        let (layer, kind) = name.split_once('.').ok_or_else(bad)?;
+        let layer = layer.parse().map_err(|_| bad())?;
+        match (kind, indices.as_slice()) {
+            ("weight", &[unit, input]) => Ok(ParamElement {
+                layer,
+                bias: false,
+                unit,
+                input,
+            }),
+            ("bias", &[unit]) => Ok(ParamElement {
+                layer,
+                bias: true,
+                unit,
+                input: 0,
+            }),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The PyTorch-style name, e.g. `"2.weight[0,1]"`.
+    pub fn name(&self) -> String {
+        if self.bias {
+            format!("{}.bias[{}]", self.layer, self.unit)
+        } else {
+            format!("{}.weight[{},{}]", self.layer, self.unit, self.input)
+        }
+    }
+}
+
+/// One factor of a chain: its symbolic name, its formula, the formula with numbers,
+/// and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Factor {
+    /// e.g. `∂z⁽²⁾₁/∂w⁽²⁾₁,₁` (text) and its LaTeX.
+    pub name: (String, String),
+    /// e.g. `a⁽¹⁾₁` or `relu′(z⁽²⁾₁)` (text, LaTeX).
+    pub formula: (String, String),
+    /// The formula with numbers substituted (text), when that differs from the value.
+    pub substituted: Option<String>,
+    /// The factor's value.
+    pub value: f64,
+}
+
+/// ∂C/∂a of a hidden unit, as the sum over the units it feeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HiddenSum {
+    /// One term per unit i of the next layer: (w⁽ˡ⁺¹⁾ᵢⱼ, σ′(z⁽ˡ⁺¹⁾ᵢ), ∂C/∂a⁽ˡ⁺¹⁾ᵢ).
+    pub terms: Vec<(f64, f64, f64)>,
+    /// The next layer's number.
+    pub next_layer: usize,
+    /// The next layer's activation name.
+    pub next_activation: String,
+    /// The sum.
+    pub value: f64,
+}
+
+/// The chain for one sample of the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleChain {
+    /// ∂z/∂θ, ∂a/∂z (absent for softmax, whose Jacobian is not diagonal: then the last
+    /// factor is ∂C/∂z), ∂C/∂a.
+    pub factors: Vec<Factor>,
+    /// ∂C/∂a expanded over the next layer, for a hidden unit.
+    pub hidden: Option<HiddenSum>,
+    /// The product of the factors.
+    pub term: f64,
+}
+
+/// A derivation of ∂C/∂θ for one parameter element θ.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Derivation {
+    /// The element, PyTorch-named.
+    pub param: String,
+    /// θ in the notebooks' notation.
+    pub symbol: Symbol,
+    /// The unit's pre-activation z⁽ˡ⁾ⱼ and activation a⁽ˡ⁾ⱼ symbols.
+    pub z: Symbol,
+    /// a⁽ˡ⁾ⱼ.
+    pub a: Symbol,
+    /// One chain per sample.
+    pub samples: Vec<SampleChain>,
+    /// How the loss reduces over the batch, in words.
+    pub reduction: String,
+    /// Σ of the per-sample terms.
+    pub gradient: f64,
+    /// What backprop computed for the same element (the check).
+    pub autodiff: f64,
+    /// The gradient-descent step: learning rate, old value, new value.
+    pub update: (f64, f64, f64),
+}
+
+/// Where each linear layer's z and a live in the model's layer list.
+struct Unit {
+    /// Position of the linear layer in `layers`.
+    linear: usize,
+    /// Position of the layer whose output is a (the last activation before the next
+    /// linear layer, or the linear layer itself).
+    output: usize,
+    /// The activation between z and a, by name (`identity` if none; `composite` for
+    /// more than one).
+    activation: Activation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Activation {
+    Identity,
+    Relu,
+    LeakyRelu(f64),
+    Sigmoid,
+    Tanh,
+    /// Softmax or a stack of activations: no element-wise σ′.
+    Coupled,
+}
+
+impl Activation {
+    fn name(self) -> String {
+        match self {
+            Activation::Identity => "identity".into(),
+            Activation::Relu => "relu".into(),
+            Activation::LeakyRelu(s) => format!("leaky_relu({s})"),
+            Activation::Sigmoid => "σ".into(),
+            Activation::Tanh => "tanh".into(),
+            Activation::Coupled => "softmax".into(),
+        }
+    }
+
+    /// σ′ at z, given a = σ(z): the same conventions as the derivative table.
+    fn derivative(self, z: f64, a: f64) -> Option<f64> {
+        Some(match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => f64::from(u8::from(z > 0.0)),
+            Activation::LeakyRelu(slope) => {
+                if z > 0.0 {
+                    1.0
+                } else {
+                    slope
+                }
+            }
+            Activation::Sigmoid => a * (1.0 - a),
+            Activation::Tanh => 1.0 - a * a,
+            Activation::Coupled => return None,
+        })
+    }
+
+    /// σ′(z) written out: text and LaTeX.
+    fn formula(self, z: &Symbol, a: &Symbol) -> (String, String) {
+        match self {
+            Activation::Identity => ("1".into(), "1".into()),
+            Activation::Sigmoid => (
+                format!("σ(z)(1 − σ(z)) = {0}(1 − {0})", a.text()),
+                format!(r"\sigma({0})(1 - \sigma({0}))", z.latex()),
+            ),
+            Activation::Tanh => (
+                format!("1 − tanh²(z) = 1 − {}²", a.text()),
+                format!(r"1 - \tanh^2({})", z.latex()),
+            ),
+            other => (
+                format!("{}′({})", other.name(), z.text()),
+                format!(
+                    r"\mathrm{{{}}}'({})",
+                    other.name().replace('(', "_{").replace(')', "}"),
+                    z.latex()
+                ),
+            ),
+        }
+    }
+}
+
+fn units(model: &Sequential<f64>) -> Vec<Unit> {
+    let layers = model.layers();
+    let mut units = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        if !matches!(layer, Layer::Linear { .. }) {
+            continue;
+        }
+        let activations: Vec<usize> = (i + 1..layers.len())
+            .take_while(|&k| !matches!(layers[k], Layer::Linear { .. }))
+            .collect();
+        let activation = match activations.as_slice() {
+            [] => Activation::Identity,
+            [k] => match layers[*k] {
+                Layer::Relu => Activation::Relu,
+                Layer::LeakyRelu { slope } => Activation::LeakyRelu(slope),
+                Layer::Sigmoid => Activation::Sigmoid,
+                Layer::Tanh => Activation::Tanh,
+                Layer::Identity => Activation::Identity,
+                _ => Activation::Coupled,
+            },
+            _ => Activation::Coupled,
+        };
+        units.push(Unit {
+            linear: i,
+            output: activations.last().copied().unwrap_or(i),
+            activation,
+        });
+    }
+    units
+}
+
+/// The loss's ∂C/∂a at the output, written out (text, LaTeX), with the reduction.
+fn loss_formula(
+    loss: Loss,
+    a: &Symbol,
+    y: &Symbol,
+    count: usize,
+    rows: usize,
+) -> ((String, String), String) {
+    let (at, yt, al, yl) = (a.text(), y.text(), a.latex(), y.latex());
+    match loss {
+        Loss::Sse => ((format!("2({at} − {yt})"), format!("2({al} - {yl})")), "C = Σ (a − y)² sums over every output of every sample: no 1/N; the 2 comes from the square.".into()),
+        Loss::HalfSse => ((format!("{at} − {yt}"), format!("{al} - {yl}")), "C = ½ Σ (a − y)²: the ½ cancels the square's 2; no 1/N.".into()),
+        Loss::Mse => ((format!("2({at} − {yt})/{count}"), format!(r"\frac{{2({al} - {yl})}}{{{count}}}")), format!("C = (1/M) Σ (a − y)² averages over M = {count} outputs ({rows} samples): each ∂C/∂a carries 2/M.")),
+        Loss::Mae => ((format!("sign({at} − {yt})/{count}"), format!(r"\frac{{\operatorname{{sign}}({al} - {yl})}}{{{count}}}")), format!("C = (1/M) Σ |a − y| over M = {count} outputs; sign(0) = 0.")),
+        Loss::Huber => ((format!("clamp({at} − {yt}, −1, 1)/{count}"), format!(r"\frac{{\operatorname{{clamp}}({al} - {yl}, -1, 1)}}{{{count}}}")), format!("Huber (δ = 1) averages over M = {count} outputs.")),
+        Loss::Bce => ((format!("({at} − {yt})/max({at}(1 − {at}), ε)/{count}"), format!(r"\frac{{{al} - {yl}}}{{{count}\,\max({al}(1 - {al}), \epsilon)}}")), format!("BCE averages over M = {count} outputs (ε = 1e-12 as PyTorch).")),
+        Loss::BceLogits => ((format!("(σ({at}) − {yt})/{count}"), format!(r"\frac{{\sigma({al}) - {yl}}}{{{count}}}")), format!("BCE on logits averages over M = {count} outputs.")),
+        Loss::CrossEntropy => ((format!("(softmax({at}) − {yt})/{rows}"), format!(r"\frac{{\mathrm{{softmax}}({al}) - {yl}}}{{{rows}}}")), format!("Cross-entropy averages over the N = {rows} samples: ∂C/∂logit = (p − y)/N, y one-hot or probabilities.")),
+    }
+}
+
+/// The loss's ∂C/∂a with the numbers substituted.
+fn loss_substituted(loss: Loss, a: f64, y: f64, count: usize, rows: usize) -> String {
+    let (a, y) = (number(a), operand(y));
+    match loss {
+        Loss::Sse => format!("2({a} − {y})"),
+        Loss::HalfSse => format!("{a} − {y}"),
+        Loss::Mse => format!("2({a} − {y})/{count}"),
+        Loss::Mae => format!("sign({a} − {y})/{count}"),
+        Loss::Huber => format!("clamp({a} − {y}, −1, 1)/{count}"),
+        Loss::Bce => format!("({a} − {y})/max({a}(1 − {a}), ε)/{count}"),
+        Loss::BceLogits => format!("(σ({a}) − {y})/{count}"),
+        Loss::CrossEntropy => format!("(softmax(·) − {y})/{rows}"),
+    }
+}
+
+/// Explains ∂C/∂θ for parameter element `which` of `model` on the batch `(x, target)`,
+/// with learning rate `lr` for the update.
+///
+/// # Errors
+/// [`Error::InvalidValue`] when the element does not exist; shape errors when the
+/// data does not fit the model.
+///
+/// ```
+/// use chainrule::{loss::{Loss, Target}, nn::{Module, Sequential}, Tensor};
+/// use chainrule_explain::derive::{explain, ParamElement};
+/// // Notebook 001's first example: ŷ = w·x, C = (ŷ − y)², x = 1, w = 2, y = 1.
+/// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 1, "out": 1, "bias": false}]}"#, 0)?;
+/// m.params_mut()[0].value = Tensor::full(&[1, 1], 2.0);
+/// let d = explain(&m, &Tensor::full(&[1, 1], 1.0), &Target::Values(Tensor::full(&[1, 1], 1.0)),
+///                 Loss::Sse, 0.1, &ParamElement::parse("0.weight[0,0]")?)?;
+/// assert_eq!(d.gradient, 2.0);               // x · 1 · 2(ŷ − y)
+/// assert_eq!(d.update.2, 1.8);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn explain(
+    model: &Sequential<f64>,
+    x: &Tensor<f64>,
+    target: &Target<f64>,
+    loss: Loss,
+    lr: f64,
+    which: &ParamElement,
+) -> Result<Derivation> {
+    let units = units(model);
+    let position = units
+        .iter()
+        .position(|u| u.linear == which.layer)
+        .ok_or_else(|| Error::InvalidValue {
+            field: "param".into(),
+            message: format!("layer {} is not a linear layer", which.layer),
+        })?;
+    let unit = &units[position];
+    let Layer::Linear {
+        inputs,
+        outputs,
+        bias,
+    } = model.layers()[unit.linear]
+    else {
+        unreachable!("a linear layer")
+    };
+    if which.unit >= outputs || (!which.bias && which.input >= inputs) || (which.bias && !bias) {
+        return Err(Error::InvalidValue {
+            field: "param".into(),
+            message: format!(
+                "{} does not exist in linear({inputs} → {outputs})",
+                which.name()
+            ),
+        });
+    }
+
+    let tape = Tape::new();
+    let params = model.bind(&tape);
+    let trace = model.forward_trace(&params, tape.constant(x.clone()))?;
+    let c = loss.compute(*trace.last().expect("a layer"), target)?;
+    let grads = c.backward_retain_all()?;
+    let value = |layer: usize| trace[layer].value();
+    let grad = |layer: usize| {
+        grads
+            .wrt(trace[layer])
+            .cloned()
+            .unwrap_or_else(|| Tensor::zeros(&trace[layer].shape()))
+    };
+    let at = |t: &Tensor<f64>, n: usize, j: usize| t.get(&[n, j]).unwrap_or(0.0);
+
+    let l = position + 1;
+    let (j, k) = (which.unit, which.input);
+    let symbol = if which.bias {
+        Symbol::new('b', Some(l), &[j + 1])
+    } else {
+        Symbol::new('w', Some(l), &[j + 1, k + 1])
+    };
+    let z = Symbol::new('z', Some(l), &[j + 1]);
+    let a = Symbol::new('a', Some(l), &[j + 1]);
+    let prev = if position == 0 {
+        Symbol::new('x', None, &[k + 1])
+    } else {
+        Symbol::new('a', Some(l - 1), &[k + 1])
+    };
+    let prev_values = if position == 0 {
+        x.clone()
+    } else {
+        value(units[position - 1].output)
+    };
+    let (z_values, a_values, dc_da, dc_dz) = (
+        value(unit.linear),
+        value(unit.output),
+        grad(unit.output),
+        grad(unit.linear),
+    );
+    let rows = x.shape()[0];
+    let last = position + 1 == units.len() && unit.output + 1 == model.layers().len();
+    let y = Symbol::new('y', None, &[j + 1]);
+    let count = trace.last().map_or(1, |t| t.value().len());
+    let ((loss_text, loss_latex), reduction) = loss_formula(loss, &a, &y, count, rows);
+
+    let mut samples = Vec::with_capacity(rows);
+    for n in 0..rows {
+        let mut factors = Vec::new();
+        let dz = if which.bias {
+            1.0
+        } else {
+            at(&prev_values, n, k)
+        };
+        factors.push(Factor {
+            name: (
+                partial_text(&z.text(), &symbol.text()),
+                partial_latex(&z.latex(), &symbol.latex()),
+            ),
+            formula: if which.bias {
+                ("1".into(), "1".into())
+            } else {
+                (prev.text(), prev.latex())
+            },
+            substituted: None,
+            value: dz,
+        });
+        let (zn, an) = (at(&z_values, n, j), at(&a_values, n, j));
+        let mut hidden = None;
+        match unit.activation.derivative(zn, an) {
+            Some(sigma) => {
+                let (text, latex) = unit.activation.formula(&z, &a);
+                let substituted = match unit.activation {
+                    Activation::Identity => None,
+                    Activation::Sigmoid => Some(format!("{}(1 − {})", number(an), number(an))),
+                    Activation::Tanh => Some(format!("1 − {}²", number(an))),
+                    _ => Some(format!("{}′({})", unit.activation.name(), number(zn))),
+                };
+                factors.push(Factor {
+                    name: (
+                        partial_text(&a.text(), &z.text()),
+                        partial_latex(&a.latex(), &z.latex()),
+                    ),
+                    formula: (text, latex),
+                    substituted,
+                    value: sigma,
+                });
+                let dca = at(&dc_da, n, j);
+                let (formula, substituted) = if last {
+                    let y_value = match target {
+                        Target::Values(t) => at(t, n, j),
+                        Target::Classes(c) => f64::from(u8::from(c.get(n) == Some(&j))),
+                    };
+                    (
+                        (loss_text.clone(), loss_latex.clone()),
+                        Some(loss_substituted(loss, an, y_value, count, rows)),
+                    )
+                } else {
+                    let next = &units[position + 1];
+                    let w_next = model.params()
+                        [model.param_offset(next.linear).expect("a linear layer")]
+                    .value
+                    .clone();
+                    let (nz, na, nd) = (value(next.linear), value(next.output), grad(next.output));
+                    let next_out = w_next.shape()[0];
+                    let terms: Vec<(f64, f64, f64)> = (0..next_out)
+                        .map(|i| {
+                            let s = next.activation.derivative(at(&nz, n, i), at(&na, n, i));
+                            // For a coupled next activation, ∂C/∂z stands in for σ′·∂C/∂a.
+                            match s {
+                                Some(s) => (w_next.get(&[i, j]).unwrap_or(0.0), s, at(&nd, n, i)),
+                                None => (
+                                    w_next.get(&[i, j]).unwrap_or(0.0),
+                                    1.0,
+                                    at(&grad(next.linear), n, i),
+                                ),
+                            }
+                        })
+                        .collect();
+                    let sum = terms.iter().map(|(w, s, d)| w * s * d).sum();
+                    hidden = Some(HiddenSum {
+                        terms,
+                        next_layer: l + 1,
+                        next_activation: next.activation.name(),
+                        value: sum,
+                    });
+                    let up = superscript(l + 1);
+                    let text = format!(
+                        "Σᵢ ∂z⁽{up}⁾ᵢ/∂{} · ∂a⁽{up}⁾ᵢ/∂z⁽{up}⁾ᵢ · ∂C/∂a⁽{up}⁾ᵢ",
+                        a.text()
+                    );
+                    let latex = format!(
+                        r"\sum_i \frac{{\partial z^{{({0})}}_i}}{{\partial {1}}} \frac{{\partial a^{{({0})}}_i}}{{\partial z^{{({0})}}_i}} \frac{{\partial C}}{{\partial a^{{({0})}}_i}}",
+                        l + 1,
+                        a.latex()
+                    );
+                    ((text, latex), None)
+                };
+                factors.push(Factor {
+                    name: (partial_text("C", &a.text()), partial_latex("C", &a.latex())),
+                    formula,
+                    substituted,
+                    value: dca,
+                });
+            }
+            None => {
+                let dcz = at(&dc_dz, n, j);
+                factors.push(Factor {
+                    name: (partial_text("C", &z.text()), partial_latex("C", &z.latex())),
+                    formula: (
+                        "Σᵢ ∂aᵢ/∂zⱼ · ∂C/∂aᵢ (softmax couples the units)".into(),
+                        r"\sum_i \frac{\partial a_i}{\partial z_j}\frac{\partial C}{\partial a_i}"
+                            .into(),
+                    ),
+                    substituted: None,
+                    value: dcz,
+                });
+            }
+        }
+        let term = factors.iter().map(|f| f.value).product();
+        samples.push(SampleChain {
+            factors,
+            hidden,
+            term,
+        });
+    }
+    let gradient: f64 = samples.iter().map(|s| s.term).sum();
+    let offset = model.param_offset(unit.linear).expect("a linear layer") + usize::from(which.bias);
+    let param_value = &model.params()[offset].value;
+    let index: Vec<usize> = if which.bias { vec![j] } else { vec![j, k] };
+    let autodiff = grads
+        .wrt(params[offset])
+        .and_then(|g| g.get(&index))
+        .unwrap_or(0.0);
+    let old = param_value.get(&index).unwrap_or(0.0);
+    Ok(Derivation {
+        param: which.name(),
+        symbol,
+        z,
+        a,
+        samples,
+        reduction,
+        gradient,
+        autodiff,
+        update: (lr, old, old - lr * autodiff),
+    })
+}
+
+/// Every parameter element of every linear layer, in `params()` order.
+///
+/// ```
+/// use chainrule::nn::Sequential;
+/// let m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 1}]}"#, 0)?;
+/// let all = chainrule_explain::derive::all_elements(&m);
+/// assert_eq!(all.iter().map(|p| p.name()).collect::<Vec<_>>(), ["0.weight[0,0]", "0.weight[0,1]", "0.bias[0]"]);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn all_elements(model: &Sequential<f64>) -> Vec<ParamElement> {
+    let mut out = Vec::new();
+    for (layer, l) in model.layers().iter().enumerate() {
+        if let Layer::Linear {
+            inputs,
+            outputs,
+            bias,
+        } = *l
+        {
+            for unit in 0..outputs {
+                for input in 0..inputs {
+                    out.push(ParamElement {
+                        layer,
+                        bias: false,
+                        unit,
+                        input,
+                    });
+                }
+            }
+            if bias {
+                for unit in 0..outputs {
+                    out.push(ParamElement {
+                        layer,
+                        bias: true,
+                        unit,
+                        input: 0,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Derivation {
+    /// Whether the chain's product equals backprop's gradient (to 1e-12 relative).
+    pub fn verified(&self) -> bool {
+        (self.gradient - self.autodiff).abs() <= 1e-12 * self.autodiff.abs().max(1.0)
+    }
+
+    /// Unicode text for a terminal.
+    pub fn text(&self) -> String {
+        let s = self.symbol.text();
+        let mut out = format!("{}   (parameter {})\n", partial_text("C", &s), self.param);
+        let first = &self.samples[0];
+        let names: Vec<&str> = first.factors.iter().map(|f| f.name.0.as_str()).collect();
+        out += &format!("  chain rule:  ∂C/∂{s} = {}\n", names.join(" · "));
+        let formulas: Vec<&str> = first.factors.iter().map(|f| f.formula.0.as_str()).collect();
+        out += &format!("               = {}\n", formulas.join(" · "));
+        let batch = self.samples.len() > 1;
+        for (n, sample) in self.samples.iter().enumerate() {
+            let indent = if batch {
+                out += &format!("  sample {}:\n", n + 1);
+                "    "
+            } else {
+                "  "
+            };
+            for f in &sample.factors {
+                let sub = f
+                    .substituted
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(" = {t}"));
+                out += &format!(
+                    "{indent}{} = {}{sub} = {}\n",
+                    f.name.0,
+                    f.formula.0,
+                    number(f.value)
+                );
+                if let (Some(h), true) = (&sample.hidden, f.name.0.starts_with("∂C/∂a")) {
+                    let terms: Vec<String> = h
+                        .terms
+                        .iter()
+                        .map(|(w, sg, d)| {
+                            format!("{} · {} · {}", operand(*w), operand(*sg), operand(*d))
+                        })
+                        .collect();
+                    let up = superscript(h.next_layer);
+                    let units = if h.terms.len() == 1 {
+                        "the 1 unit".to_string()
+                    } else {
+                        format!("the {} units", h.terms.len())
+                    };
+                    out += &format!(
+                        "{indent}    = {}   (w⁽{up}⁾ᵢⱼ · {}′(z⁽{up}⁾ᵢ) · ∂C/∂a⁽{up}⁾ᵢ over {units} i of layer {} that a⁽{}⁾ⱼ feeds)\n",
+                        terms.join(" + "),
+                        h.next_activation,
+                        h.next_layer,
+                        superscript(h.next_layer - 1)
+                    );
+                }
+            }
+            let values: Vec<String> = sample.factors.iter().map(|f| operand(f.value)).collect();
+            out += &format!(
+                "{indent}product: {} = {}\n",
+                values.join(" · "),
+                number(sample.term)
+            );
+        }
+        if batch {
+            let terms: Vec<String> = self.samples.iter().map(|t| operand(t.term)).collect();
+            out += &format!(
+                "  sum over the {} samples: {} = {}\n",
+                self.samples.len(),
+                terms.join(" + "),
+                number(self.gradient)
+            );
+        }
+        out += &format!("  reduction: {}\n", self.reduction);
+        out += &format!(
+            "  ∂C/∂{s} = {}   (autodiff: {} {})\n",
+            number(self.gradient),
+            number(self.autodiff),
+            if self.verified() {
+                "✓"
+            } else {
+                "✗ MISMATCH"
+            }
+        );
+        let (lr, old, new) = self.update;
+        out += &format!(
+            "  update: {s} ← {s} − η·∂C/∂{s} = {} − {} · {} = {}\n",
+            number(old),
+            number(lr),
+            operand(self.autodiff),
+            number(new)
+        );
+        out
+    }
+
+    /// Markdown with LaTeX (`$$ … $$` blocks).
+    pub fn markdown(&self) -> String {
+        let s = self.symbol.latex();
+        let first = &self.samples[0];
+        let names: Vec<&str> = first.factors.iter().map(|f| f.name.1.as_str()).collect();
+        let formulas: Vec<&str> = first.factors.iter().map(|f| f.formula.1.as_str()).collect();
+        let mut out = format!(
+            "### `{}`\n\n$$\n{} = {} = {}\n$$\n\n",
+            self.param,
+            partial_latex("C", &s),
+            names.join(r" \cdot "),
+            formulas.join(r" \cdot ")
+        );
+        for (n, sample) in self.samples.iter().enumerate() {
+            let values: Vec<String> = sample.factors.iter().map(|f| number(f.value)).collect();
+            let label = if self.samples.len() > 1 {
+                format!("Sample {}: ", n + 1)
+            } else {
+                String::new()
+            };
+            out += &format!(
+                "{label}$${} \\cdot = {}$$\n\n",
+                values.join(r" \cdot "),
+                number(sample.term)
+            )
+            .replace(r" \cdot =", " =");
+        }
+        out += &format!("{}\n\n", self.reduction);
+        let (lr, old, new) = self.update;
+        out += &format!(
+            "$${} = {}$$ (autodiff agrees: {})\n\n$${s} \\leftarrow {} - {} \\cdot {} = {}$$\n",
+            partial_latex("C", &s),
+            number(self.gradient),
+            self.verified(),
+            number(old),
+            number(lr),
+            number(self.autodiff),
+            number(new)
+        );
+        out
+    }
+
+    /// JSON: every factor with its name, formula and value.
+    pub fn json(&self) -> serde_json::Value {
+        let samples: Vec<serde_json::Value> = self
+            .samples
+            .iter()
+            .map(|s| {
+                json!({
+                    "factors": s.factors.iter().map(|f| json!({"name": f.name.0, "latex": f.name.1, "formula": f.formula.0, "value": f.value})).collect::<Vec<_>>(),
+                    "hidden_sum": s.hidden.as_ref().map(|h| json!({"next_layer": h.next_layer, "terms": h.terms.iter().map(|(w, sg, d)| json!({"weight": w, "activation_derivative": sg, "dC_da": d})).collect::<Vec<_>>(), "value": h.value})),
+                    "term": s.term,
+                })
+            })
+            .collect();
+        let (lr, old, new) = self.update;
+        json!({
+            "param": self.param,
+            "symbol": self.symbol.text(),
+            "latex": self.symbol.latex(),
+            "samples": samples,
+            "reduction": self.reduction,
+            "gradient": self.gradient,
+            "autodiff": self.autodiff,
+            "verified": self.verified(),
+            "update": {"lr": lr, "old": old, "new": new},
+        })
+    }
+}

@@ -1,0 +1,9 @@
+//! # chainrule-explain
+//!
+//! Explanations of what backpropagation computed, read from the same tape that
+//! training uses: chain-rule derivations with the numbers in them ([`derive`]), and
+//! the notation they are written in ([`notation`]).
+#![warn(missing_docs)]
+
+pub mod derive;
+pub mod notation;
