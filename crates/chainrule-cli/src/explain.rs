@@ -8,10 +8,10 @@ use chainrule::nn::Sequential;
 use chainrule_explain::derive::{ParamElement, all_elements, explain};
 use std::path::PathBuf;
 
-/// What to explain: a folder with model.json, params.safetensors, x.npy, y.npy and
-/// explain.json, and/or explicit files.
+/// A model, its parameters, a batch and a loss: a folder with model.json,
+/// params.safetensors, x.npy, y.npy and explain.json, and/or explicit files.
 #[derive(clap::Args, Debug)]
-pub struct ExplainArgs {
+pub struct Inputs {
     /// A folder holding model.json, params.safetensors, x.npy, y.npy and explain.json
     /// (loss, lr), as examples/notebooks/*; flags override its files.
     pub dir: Option<PathBuf>,
@@ -30,6 +30,13 @@ pub struct ExplainArgs {
     /// Loss name.
     #[arg(long)]
     pub loss: Option<String>,
+}
+
+/// `chainrule explain` arguments.
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub inputs: Inputs,
     /// Learning rate of the update shown.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -52,7 +59,17 @@ fn pick(flag: &Option<PathBuf>, dir: &Option<PathBuf>, name: &str) -> Result<Pat
     }
 }
 
-pub fn run(args: &ExplainArgs) -> Result<()> {
+/// The loaded inputs, in f64 (explanations and checks need exact numbers).
+pub struct Problem {
+    pub model: Sequential<f64>,
+    pub x: chainrule::Tensor<f64>,
+    pub y: Target<f64>,
+    pub loss: Loss,
+    /// The learning rate explain.json gives, if any.
+    pub lr: Option<f64>,
+}
+
+pub fn load(args: &Inputs) -> Result<Problem> {
     let settings: serde_json::Value = match &args.dir {
         Some(dir) if dir.join("explain.json").is_file() => {
             let path = dir.join("explain.json");
@@ -71,7 +88,6 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         .or_else(|| settings["loss"].as_str().map(String::from))
         .ok_or_else(|| anyhow!("--loss: needed"))?;
     let loss = Loss::from_name(&loss_name).map_err(|e| anyhow!("--{e}"))?;
-    let lr = args.lr.or_else(|| settings["lr"].as_f64()).unwrap_or(0.01);
 
     let text = std::fs::read_to_string(&model_path)
         .with_context(|| format!("{}", model_path.display()))?;
@@ -94,6 +110,30 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         bail!(
             "{}: {} samples; explain shows every sample's chain, so give at most 64",
             x_path.display(),
+            x.shape()[0]
+        );
+    }
+    Ok(Problem {
+        model,
+        x,
+        y,
+        loss,
+        lr: settings["lr"].as_f64(),
+    })
+}
+
+pub fn run(args: &ExplainArgs) -> Result<()> {
+    let Problem {
+        model,
+        x,
+        y,
+        loss,
+        lr,
+    } = load(&args.inputs)?;
+    let lr = args.lr.or(lr).unwrap_or(0.01);
+    if x.shape()[0] > 64 {
+        bail!(
+            "x: {} samples; explain shows every sample's chain, so give at most 64",
             x.shape()[0]
         );
     }
@@ -129,4 +169,63 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `chainrule gradcheck` arguments.
+#[derive(clap::Args, Debug)]
+pub struct GradcheckArgs {
+    #[command(flatten)]
+    pub inputs: Inputs,
+    /// Largest accepted error, |backprop − numeric| / max(1, |backprop|, |numeric|).
+    #[arg(long, default_value_t = 1e-6)]
+    pub tolerance: f64,
+    /// Finite-difference step.
+    #[arg(long, default_value_t = 1e-6)]
+    pub step: f64,
+}
+
+pub fn gradcheck(args: &GradcheckArgs) -> Result<()> {
+    let problem = load(&args.inputs)?;
+    let report = chainrule_explain::check::check_model(
+        &problem.model,
+        &problem.x,
+        &problem.y,
+        problem.loss,
+        args.tolerance,
+        args.step,
+    )?;
+    print!("{}", report.table());
+    if report.passed() {
+        println!(
+            "all {} tensors within {} ✓",
+            report.tensors.len(),
+            args.tolerance
+        );
+        return Ok(());
+    }
+    let worst = report
+        .tensors
+        .iter()
+        .max_by(|a, b| a.worst_error.total_cmp(&b.worst_error))
+        .expect("a failing tensor");
+    let culprits: Vec<String> = report
+        .culprits
+        .iter()
+        .map(|c| format!("`{}` (node {}, error {:.3e})", c.label, c.node, c.error))
+        .collect();
+    let blame = if culprits.is_empty() {
+        "no single operation's local derivative disagrees; the step may be too large for this model"
+            .to_string()
+    } else {
+        format!(
+            "the local derivative of {} disagrees with finite differences",
+            culprits.join(", ")
+        )
+    };
+    bail!(
+        "gradcheck: {} exceeds the tolerance (error {:.3e} > {}); {blame}",
+        worst.name,
+        worst.worst_error,
+        args.tolerance
+    )
 }

@@ -67,6 +67,9 @@ enum Command {
     /// The chain-rule derivation of ∂C/∂θ for a parameter element (or all of them),
     /// with every factor's number and the gradient-descent update.
     Explain(explain::ExplainArgs),
+    /// Finite differences against backprop for every parameter tensor; on a failure,
+    /// names the operation whose local derivative disagrees (exit status 1).
+    Gradcheck(explain::GradcheckArgs),
     /// Layers, output shapes and parameter counts of a run or a model JSON.
     Summary {
         /// A run folder or a model JSON file.
@@ -277,6 +280,7 @@ fn main() -> ExitCode {
         Command::Predict { run, x, out } => inspect::predict_cmd(&run, &x, out.as_deref()),
         Command::Summary { target } => inspect::summary(&target),
         Command::Explain(args) => explain::run(&args),
+        Command::Gradcheck(args) => explain::gradcheck(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -303,3 +303,64 @@ fn bad_input_gets_one_line_naming_the_field_or_file() {
         &["epochs", "many"],
     );
 }
+
+fn notebooks() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/notebooks")
+}
+
+#[test]
+fn explain_prints_the_notebook_derivation() {
+    let out = ok(&chainrule(
+        &notebooks(),
+        &["explain", "000", "--param", "2.weight[0,0]"],
+    ));
+    assert!(
+        out.contains("1.5 · 1 · 1 = 1.5") && out.contains("= 0.985"),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&chainrule(
+        &notebooks(),
+        &["explain", "001_single_weight", "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(json[0]["update"]["new"], 1.8);
+    let md = ok(&chainrule(
+        &notebooks(),
+        &[
+            "explain",
+            "004",
+            "--param",
+            "0.bias[0]",
+            "--format",
+            "markdown",
+        ],
+    ));
+    assert!(
+        md.contains(r"\frac{\partial C}") && md.contains("-8.534"),
+        "{md}"
+    );
+    fails_with(
+        &chainrule(
+            &notebooks(),
+            &["explain", "000", "--param", "9.weight[0,0]"],
+        ),
+        &["param", "9"],
+    );
+}
+
+#[test]
+fn gradcheck_passes_and_names_an_injected_wrong_derivative() {
+    let out = ok(&chainrule(&notebooks(), &["gradcheck", "000"]));
+    assert!(out.contains("all 4 tensors within"), "{out}");
+    let faulty = Command::new(env!("CARGO_BIN_EXE_chainrule"))
+        .current_dir(notebooks())
+        .args(["gradcheck", "000"])
+        .env("CHAINRULE_INJECT_FAULT", "relu")
+        .output()
+        .unwrap();
+    fails_with(&faulty, &["exceeds the tolerance", "`relu`"]);
+    assert!(
+        String::from_utf8_lossy(&faulty.stdout).contains('✗'),
+        "the table marks the failing tensors"
+    );
+}

@@ -5,5 +5,6 @@
 //! the notation they are written in ([`notation`]).
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod derive;
 pub mod notation;

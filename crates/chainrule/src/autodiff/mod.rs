@@ -18,6 +18,29 @@
 //! Invariant: a node's inputs always have smaller ids than the node.
 
 pub mod rules;
+
+/// Deliberately wrong derivatives, for testing that gradient checks catch them and
+/// name the operation: with the `fault-injection` feature, the environment variable
+/// `CHAINRULE_INJECT_FAULT=<label>` doubles the gradients of every rule with that
+/// label. Never enabled in normal builds.
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use super::{InputGrads, Rule};
+    use crate::Float;
+    use std::sync::OnceLock;
+
+    pub(super) fn corrupt<F: Float>(rule: &dyn Rule<F>, grads: InputGrads<F>) -> InputGrads<F> {
+        static TARGET: OnceLock<Option<String>> = OnceLock::new();
+        let target = TARGET.get_or_init(|| std::env::var("CHAINRULE_INJECT_FAULT").ok());
+        match target {
+            Some(label) if *label == rule.label() => grads
+                .into_iter()
+                .map(|g| g.map(|g| g.scale(F::from_f64(2.0))))
+                .collect(),
+            _ => grads,
+        }
+    }
+}
 pub use rules::{InputGrads, Rule};
 
 use crate::{Error, Float, Result, Tensor};
@@ -283,6 +306,84 @@ impl<F: Float> Tape<F> {
             .unwrap_or_default()
     }
 
+    /// Checks node `id`'s local derivative in isolation: its rule's backward against
+    /// central finite differences of its forward, at the node's recorded inputs, with
+    /// fixed pseudo-random output weights. Returns the worst error (as
+    /// [`crate::gradcheck::gradcheck`] defines it), or `None` for a leaf. This is how a
+    /// failing gradient check names the operation at fault.
+    ///
+    /// # Errors
+    /// Only if the rule fails on its own recorded inputs.
+    ///
+    /// ```
+    /// let tape = chainrule::Tape::<f64>::new();
+    /// let x = tape.param_scalar(0.3);
+    /// let y = x.tanh();
+    /// assert!(tape.check_local_derivative(y.id(), 1e-6)?.unwrap() < 1e-8);
+    /// assert!(tape.check_local_derivative(x.id(), 1e-6)?.is_none());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn check_local_derivative(&self, id: usize, step: f64) -> Result<Option<f64>> {
+        let nodes = self.nodes.borrow();
+        let Some(node) = nodes.get(id) else {
+            return Ok(None);
+        };
+        let Some(rule) = node.rule.as_ref() else {
+            return Ok(None);
+        };
+        let inputs: Vec<Tensor<F>> = node
+            .inputs
+            .iter()
+            .map(|&i| nodes[i].value.clone())
+            .collect();
+        // Output weights: a fixed, irregular pattern, so every element's gradient counts.
+        let weights = Tensor::from_vec(
+            (0..node.value.len())
+                .map(|i| F::from_f64(((i * 7919 + 13) % 97) as f64 / 97.0 - 0.45))
+                .collect(),
+            node.value.shape(),
+        )?;
+        let refs: Vec<&Tensor<F>> = inputs.iter().collect();
+        let analytic = local_backward(
+            rule.as_ref(),
+            &refs,
+            &node.value,
+            &weights,
+            &vec![true; inputs.len()],
+        )?;
+        let weighted = |values: &[Tensor<F>]| -> Result<f64> {
+            let refs: Vec<&Tensor<F>> = values.iter().collect();
+            let out = rule.forward(&refs)?;
+            Ok(out
+                .to_vec()
+                .iter()
+                .zip(weights.to_vec())
+                .map(|(o, w)| o.as_f64() * w.as_f64())
+                .sum())
+        };
+        let mut worst: f64 = 0.0;
+        for (k, grad) in analytic.into_iter().enumerate() {
+            let Some(grad) = grad else { continue };
+            let grad = grad.sum_to_shape(inputs[k].shape())?.to_vec();
+            for (e, g) in grad.iter().enumerate() {
+                let mut nudged = inputs.clone();
+                let mut at = |delta: f64| -> Result<f64> {
+                    let mut values = inputs[k].to_vec();
+                    values[e] = F::from_f64(values[e].as_f64() + delta);
+                    nudged[k] = Tensor::from_vec(values, inputs[k].shape())?;
+                    weighted(&nudged)
+                };
+                let numeric = (at(step)? - at(-step)?) / (2.0 * step);
+                let g = g.as_f64();
+                let error = (g - numeric).abs() / 1f64.max(g.abs()).max(numeric.abs());
+                if error > worst || error.is_nan() {
+                    worst = error;
+                }
+            }
+        }
+        Ok(Some(worst))
+    }
+
     /// Backward pass from `root`, keeping every node's gradient when `retain_all`
     /// (for graphs and explanations), or only the leaves' otherwise.
     fn backward_from(&self, root: usize, retain_all: bool) -> Result<Gradients<F>> {
@@ -313,7 +414,7 @@ impl<F: Float> Tape<F> {
                 .iter()
                 .map(|&i| nodes[i].requires_grad)
                 .collect();
-            let input_grads = rule.backward(&inputs, &node.value, &g, &need)?;
+            let input_grads = local_backward(rule.as_ref(), &inputs, &node.value, &g, &need)?;
             for ((&input, grad), needed) in node.inputs.iter().zip(input_grads).zip(need) {
                 let Some(grad) = grad.filter(|_| needed) else {
                     continue;
@@ -327,6 +428,21 @@ impl<F: Float> Tape<F> {
         }
         Ok(Gradients { grads })
     }
+}
+
+/// A rule's backward, the one place the tape calls it (and, in fault-injection test
+/// builds, corrupts it).
+fn local_backward<F: Float>(
+    rule: &dyn Rule<F>,
+    inputs: &[&Tensor<F>],
+    out: &Tensor<F>,
+    g: &Tensor<F>,
+    need: &[bool],
+) -> Result<InputGrads<F>> {
+    let grads = rule.backward(inputs, out, g, need)?;
+    #[cfg(feature = "fault-injection")]
+    let grads = fault::corrupt(rule, grads);
+    Ok(grads)
 }
 
 /// A handle to a value on a [`Tape`]: cheap to copy, used like a tensor.
