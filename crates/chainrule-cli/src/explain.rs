@@ -229,3 +229,47 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<()> {
         args.tolerance
     )
 }
+
+/// `chainrule graph` arguments.
+#[derive(clap::Args, Debug)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub inputs: Inputs,
+    /// Where to write the SVG; the DOT goes beside it (same name, .dot).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn graph(args: &GraphArgs) -> Result<()> {
+    use chainrule::nn::Module;
+    let problem = load(&args.inputs)?;
+    let tape = chainrule::Tape::new();
+    let params = problem.model.bind(&tape);
+    let x = tape.constant(problem.x.clone());
+    let prediction = problem.model.forward(&params, x)?;
+    let loss = problem.loss.compute(prediction, &problem.y)?;
+    let grads = loss.backward_retain_all()?;
+    let mut names: std::collections::BTreeMap<usize, String> = problem
+        .model
+        .params()
+        .iter()
+        .zip(&params)
+        .map(|(p, v)| (v.id(), p.name.clone()))
+        .collect();
+    names.insert(x.id(), "x".into());
+    let drawing = chainrule_explain::graph::Graph::from_tape(&tape, loss.id(), &grads, &names);
+    let svg = if args.out.extension().is_some_and(|e| e == "svg") {
+        args.out.clone()
+    } else {
+        args.out.with_extension("svg")
+    };
+    chainrule::io::write_atomic(&svg, drawing.to_svg().as_bytes())?;
+    chainrule::io::write_atomic(&svg.with_extension("dot"), drawing.to_dot().as_bytes())?;
+    println!(
+        "{} nodes: {} and {}",
+        drawing.nodes.len(),
+        svg.display(),
+        svg.with_extension("dot").display()
+    );
+    Ok(())
+}

@@ -70,6 +70,9 @@ enum Command {
     /// Finite differences against backprop for every parameter tensor; on a failure,
     /// names the operation whose local derivative disagrees (exit status 1).
     Gradcheck(explain::GradcheckArgs),
+    /// The computational graph of one forward and backward pass (SVG and DOT), each
+    /// node with its operation, value and gradient.
+    Graph(explain::GraphArgs),
     /// Layers, output shapes and parameter counts of a run or a model JSON.
     Summary {
         /// A run folder or a model JSON file.
@@ -161,6 +164,10 @@ struct TrainArgs {
     /// Print the results as one JSON object on stdout (and no progress).
     #[arg(long)]
     json: bool,
+    /// After training, audit the gradient flow (zero or non-finite gradients, dead
+    /// ReLU units, vanishing or exploding layers) and write audit.json.
+    #[arg(long)]
+    audit: bool,
 }
 
 impl TrainArgs {
@@ -245,6 +252,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         resume: args.resume,
         quiet: args.quiet,
         json: args.json,
+        audit: args.audit,
     })
 }
 
@@ -281,6 +289,7 @@ fn main() -> ExitCode {
         Command::Summary { target } => inspect::summary(&target),
         Command::Explain(args) => explain::run(&args),
         Command::Gradcheck(args) => explain::gradcheck(&args),
+        Command::Graph(args) => explain::graph(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,6 +25,7 @@ pub struct TrainRequest {
     pub resume: Option<PathBuf>,
     pub quiet: bool,
     pub json: bool,
+    pub audit: bool,
 }
 
 /// Facts about a run that the config does not hold, saved as `state.json`.
@@ -185,7 +186,23 @@ pub fn train(request: TrainRequest) -> Result<()> {
         first_epoch,
     )?;
 
-    let summary = serde_json::json!({
+    let findings = if request.audit {
+        let rows: Vec<usize> = (0..splits.train.len().min(1024)).collect();
+        let sample = splits.train.rows(&rows)?;
+        let findings: Vec<String> =
+            chainrule_explain::audit::audit(&model, &sample.x, &sample.target, train_config.loss)?
+                .iter()
+                .map(|f| f.to_string())
+                .collect();
+        write_atomic(
+            &run_dir.join("audit.json"),
+            serde_json::to_string_pretty(&findings)?.as_bytes(),
+        )?;
+        Some(findings)
+    } else {
+        None
+    };
+    let mut summary = serde_json::json!({
         "run": run_dir.display().to_string(),
         "epochs": first_epoch + history.epochs.len(),
         "stopped_early": history.stopped_early,
@@ -197,10 +214,25 @@ pub fn train(request: TrainRequest) -> Result<()> {
         "test_loss": test.map(|t| t.loss),
         "test_accuracy": test.and_then(|t| t.accuracy),
     });
+    if let Some(findings) = &findings {
+        summary["audit"] = serde_json::json!(findings);
+    }
     if request.json {
         println!("{summary}");
     } else if !request.quiet {
         print_summary(&summary, &history);
+        if let Some(findings) = &findings {
+            if findings.is_empty() {
+                println!(
+                    "Gradient-flow audit: no zero, non-finite, vanishing or exploding gradients, no dead ReLU units."
+                );
+            } else {
+                println!("Gradient-flow audit found {} problem(s):", findings.len());
+                for f in findings {
+                    println!("  - {f}");
+                }
+            }
+        }
     }
     Ok(())
 }

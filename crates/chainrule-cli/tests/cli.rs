@@ -364,3 +364,70 @@ fn gradcheck_passes_and_names_an_injected_wrong_derivative() {
         "the table marks the failing tensors"
     );
 }
+
+#[test]
+fn graph_writes_svg_and_dot_with_values_and_gradients() {
+    let dir = scratch("graph");
+    let out = dir.join("g.svg");
+    ok(&chainrule(
+        &notebooks(),
+        &["graph", "000", "--out", out.to_str().unwrap()],
+    ));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        svg.starts_with("<svg")
+            && svg.contains("2.weight [1, 2]")
+            && svg.contains("grad [1.5, 0.5]"),
+        "{svg}"
+    );
+    let dot = std::fs::read_to_string(dir.join("g.dot")).unwrap();
+    assert!(dot.starts_with("digraph") && dot.contains("->"));
+}
+
+#[test]
+fn the_audit_says_when_a_network_stops_learning() {
+    let dir = scratch("audit");
+    let healthy = ok(&chainrule(
+        &dir,
+        &[
+            "train",
+            "--data",
+            "builtin:moons",
+            "--epochs",
+            "3",
+            "--activation",
+            "tanh",
+            "--audit",
+            "--name",
+            "ok",
+        ],
+    ));
+    assert!(
+        healthy.contains("Gradient-flow audit: no zero"),
+        "{healthy}"
+    );
+    // A learning rate of 5 blows the ReLU network up: every unit dies.
+    let dead = ok(&chainrule(
+        &dir,
+        &[
+            "train",
+            "--epochs",
+            "3",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "5",
+            "--audit",
+            "--name",
+            "dead",
+        ],
+    ));
+    assert!(
+        dead.contains("units are dead") && dead.contains("the gradient is exactly zero"),
+        "{dead}"
+    );
+    let findings: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("runs/dead/audit.json")).unwrap())
+            .unwrap();
+    assert!(!findings.is_empty());
+}

@@ -5,6 +5,8 @@
 //! the notation they are written in ([`notation`]).
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod check;
 pub mod derive;
+pub mod graph;
 pub mod notation;

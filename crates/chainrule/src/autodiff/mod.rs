@@ -289,6 +289,19 @@ impl<F: Float> Tape<F> {
             .map(|r| r.label())
     }
 
+    /// The value of node `id` (a cheap, shared copy), if it exists.
+    ///
+    /// ```
+    /// let tape = chainrule::Tape::<f64>::new();
+    /// let x = tape.param_scalar(2.0);
+    /// assert_eq!(tape.value(x.id()).unwrap().item()?, 2.0);
+    /// assert!(tape.value(9).is_none());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn value(&self, id: usize) -> Option<Tensor<F>> {
+        self.nodes.borrow().get(id).map(|n| n.value.clone())
+    }
+
     /// The input ids of node `id` (empty for leaves).
     ///
     /// ```
