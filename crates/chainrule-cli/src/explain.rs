@@ -273,3 +273,108 @@ pub fn graph(args: &GraphArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `chainrule symbolic` arguments.
+#[derive(clap::Args, Debug)]
+pub struct SymbolicArgs {
+    #[command(flatten)]
+    pub inputs: Inputs,
+    /// Keep the inputs as symbols x_1, x_2, … instead of substituting the sample.
+    #[arg(long)]
+    pub symbolic_inputs: bool,
+    /// Output: text, latex, sympy or json (sympy syntax, values and autodiff gradients).
+    #[arg(long, default_value = "text")]
+    pub format: String,
+}
+
+pub fn symbolic(args: &SymbolicArgs) -> Result<()> {
+    use chainrule_explain::symbolic::{Expr, from_sequential};
+    let problem = load(&args.inputs)?;
+    if problem.x.shape()[0] > 16 {
+        bail!(
+            "x: {} samples; symbolic writes out every sample's terms, so give at most 16",
+            problem.x.shape()[0]
+        );
+    }
+    let s = from_sequential(
+        &problem.model,
+        &problem.x,
+        &problem.y,
+        problem.loss,
+        args.symbolic_inputs,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let mut env = s.env();
+    for k in 0..problem.x.shape()[1] {
+        env.insert(
+            format!("x_{}", k + 1),
+            problem.x.get(&[0, k]).unwrap_or(0.0),
+        );
+    }
+    let (_, grads) =
+        chainrule::train::loss_and_grads(&problem.model, &problem.x, &problem.y, problem.loss)?;
+    let autodiff: Vec<f64> = grads
+        .iter()
+        .flat_map(|g| g.as_ref().map(|t| t.to_vec()).unwrap_or_default())
+        .collect();
+    let derivatives = s.derivatives();
+    let render = |e: &Expr| match args.format.as_str() {
+        "latex" => e.latex(),
+        "sympy" | "json" => e.sympy(),
+        _ => e.text(),
+    };
+    if !["text", "latex", "sympy", "json"].contains(&args.format.as_str()) {
+        bail!(
+            "--format: {:?} must be text, latex, sympy or json",
+            args.format
+        );
+    }
+    if args.format == "json" {
+        let params: serde_json::Map<String, serde_json::Value> = s
+            .params
+            .iter()
+            .map(|(sym, _, v)| (sym.clone(), (*v).into()))
+            .collect();
+        let inputs: serde_json::Map<String, serde_json::Value> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("x_"))
+            .map(|(k, v)| (k.clone(), (*v).into()))
+            .collect();
+        let ders: serde_json::Map<String, serde_json::Value> = derivatives
+            .iter()
+            .zip(&autodiff)
+            .map(|((sym, d), g)| {
+                (
+                    sym.clone(),
+                    serde_json::json!({"sympy": d.sympy(), "value": d.eval(&env), "autodiff": g}),
+                )
+            })
+            .collect();
+        let outputs: Vec<Vec<String>> = s
+            .outputs
+            .iter()
+            .map(|row| row.iter().map(Expr::sympy).collect())
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"outputs": outputs, "loss": s.loss.sympy(), "loss_value": s.loss.eval(&env), "params": params, "inputs": inputs, "derivatives": ders})
+        );
+        return Ok(());
+    }
+    for (n, row) in s.outputs.iter().enumerate() {
+        for (j, e) in row.iter().enumerate() {
+            println!("output[{n}][{j}] = {}", render(e));
+        }
+    }
+    println!("C = {}\n", render(&s.loss));
+    for (((sym, d), g), (_, name, _)) in derivatives.iter().zip(&autodiff).zip(&s.params) {
+        let value = d.eval(&env).unwrap_or(f64::NAN);
+        let ok = (value - g).abs() <= 1e-10 * g.abs().max(1.0);
+        println!(
+            "∂C/∂{sym} ({name}) = {}\n    = {value}   (autodiff: {g} {})",
+            render(d),
+            if ok { "✓" } else { "✗" }
+        );
+    }
+    Ok(())
+}

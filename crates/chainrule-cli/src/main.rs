@@ -73,6 +73,9 @@ enum Command {
     /// The computational graph of one forward and backward pass (SVG and DOT), each
     /// node with its operation, value and gradient.
     Graph(explain::GraphArgs),
+    /// The network's output and loss as closed-form expressions of its parameters,
+    /// and every partial derivative, simplified (text, LaTeX, sympy or JSON).
+    Symbolic(explain::SymbolicArgs),
     /// Layers, output shapes and parameter counts of a run or a model JSON.
     Summary {
         /// A run folder or a model JSON file.
@@ -257,6 +260,14 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, stop quietly when the reader of our output goes away
+    // (`chainrule explain ... | head`) instead of failing on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default SIGPIPE disposition at startup, before any other
+    // thread exists, is what every C program starts with.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e)
@@ -290,6 +301,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(&args),
         Command::Gradcheck(args) => explain::gradcheck(&args),
         Command::Graph(args) => explain::graph(&args),
+        Command::Symbolic(args) => explain::symbolic(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -431,3 +431,40 @@ fn the_audit_says_when_a_network_stops_learning() {
             .unwrap();
     assert!(!findings.is_empty());
 }
+
+#[test]
+fn symbolic_writes_out_the_network_and_its_derivatives_match_autodiff() {
+    let text = ok(&chainrule(&notebooks(), &["symbolic", "001_two_weights"]));
+    assert!(text.contains("C = (w2_1_1·w1_1_1 - 1)**2"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&chainrule(
+        &notebooks(),
+        &["symbolic", "004", "--format", "json"],
+    )))
+    .unwrap();
+    let derivatives = json["derivatives"].as_object().unwrap();
+    assert_eq!(derivatives.len(), 13);
+    for (symbol, d) in derivatives {
+        let (value, autodiff) = (
+            d["value"].as_f64().unwrap(),
+            d["autodiff"].as_f64().unwrap(),
+        );
+        assert!(
+            (value - autodiff).abs() <= 1e-10 * autodiff.abs().max(1.0),
+            "{symbol}: {value} vs {autodiff}"
+        );
+    }
+    let latex = ok(&chainrule(
+        &notebooks(),
+        &[
+            "symbolic",
+            "001_sigmoid_biases",
+            "--format",
+            "latex",
+            "--symbolic-inputs",
+        ],
+    ));
+    assert!(
+        latex.contains(r"\frac{1}{e^{") && latex.contains("x_{1}"),
+        "{latex}"
+    );
+}

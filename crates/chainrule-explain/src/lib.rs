@@ -10,3 +10,4 @@ pub mod check;
 pub mod derive;
 pub mod graph;
 pub mod notation;
+pub mod symbolic;

@@ -46,7 +46,7 @@ pub struct Report {
 }
 
 /// The network's output f5 and loss L for weights `p` in [`NAMES`] order.
-fn network<'t>(p: &[Var<'t, f64>]) -> (Var<'t, f64>, Var<'t, f64>) {
+pub fn network<'t>(p: &[Var<'t, f64>]) -> (Var<'t, f64>, Var<'t, f64>) {
     let [w0, w13, w14, w23, w24, w35, w45] = p[..] else {
         unreachable!("seven weights")
     };

@@ -1,0 +1,876 @@
+//! Closed-form expressions of a network's output and loss as functions of its
+//! parameters, their partial derivatives, simplification, and printing as text,
+//! LaTeX and sympy syntax.
+//!
+//! Expressions come from a layer stack ([`from_sequential`]) or from any tape of
+//! scalar operations ([`from_scalar_tape`], which is how notebook 003's network with
+//! its shared bias is written).
+
+use crate::notation::number;
+use chainrule::loss::{Loss, Target};
+use chainrule::nn::{Layer, Module, Sequential};
+use chainrule::{Error, Result, Tape, Tensor};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::ops::{Add as _, Div as _, Mul as _, Neg as _, Sub as _};
+
+/// A scalar expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// A number.
+    Num(f64),
+    /// A named symbol (a parameter, or an input kept symbolic).
+    Sym(String),
+    /// A sum.
+    Add(Vec<Expr>),
+    /// A product.
+    Mul(Vec<Expr>),
+    /// A power with a constant exponent.
+    Pow(Box<Expr>, f64),
+    /// eˣ.
+    Exp(Box<Expr>),
+    /// ln x.
+    Log(Box<Expr>),
+    /// tanh x.
+    Tanh(Box<Expr>),
+    /// max(0, x).
+    Relu(Box<Expr>),
+    /// The unit step: 1 for x > 0, else 0 (relu's derivative, 0 at 0 as PyTorch).
+    Step(Box<Expr>),
+    /// |x|.
+    Abs(Box<Expr>),
+    /// sign x (0 at 0).
+    Sign(Box<Expr>),
+}
+
+use Expr::*;
+
+fn b(e: Expr) -> Box<Expr> {
+    Box::new(e)
+}
+
+impl std::ops::Add for Expr {
+    type Output = Expr;
+    /// a + b, simplified.
+    fn add(self, other: Expr) -> Expr {
+        Add(vec![self, other]).simplify()
+    }
+}
+
+impl std::ops::Mul for Expr {
+    type Output = Expr;
+    /// a · b, simplified.
+    fn mul(self, other: Expr) -> Expr {
+        Mul(vec![self, other]).simplify()
+    }
+}
+
+impl std::ops::Neg for Expr {
+    type Output = Expr;
+    /// −a.
+    fn neg(self) -> Expr {
+        Num(-1.0) * self
+    }
+}
+
+impl std::ops::Sub for Expr {
+    type Output = Expr;
+    /// a − b.
+    fn sub(self, other: Expr) -> Expr {
+        self + (-other)
+    }
+}
+
+impl std::ops::Div for Expr {
+    type Output = Expr;
+    /// a / b.
+    fn div(self, other: Expr) -> Expr {
+        self * Pow(b(other), -1.0).simplify()
+    }
+}
+
+impl Expr {
+    /// σ(a) = 1 / (1 + e⁻ᵃ), as notebook 003 writes it.
+    pub fn sigmoid(self) -> Expr {
+        Num(1.0).div(Num(1.0).add(Exp(b(self.neg())).simplify()))
+    }
+
+    /// Simplifies: folds constants, drops neutral elements, flattens nested sums and
+    /// products, and collects like terms (x + x = 2x) and like factors (x·x = x²).
+    ///
+    /// ```
+    /// use chainrule_explain::symbolic::Expr::{self, *};
+    /// let w = Sym("w0".into());
+    /// let e = Add(vec![w.clone(), Num(0.0), w.clone(), Mul(vec![Num(2.0), Num(3.0)])]).simplify();
+    /// assert_eq!(e.text(), "2·w0 + 6");
+    /// ```
+    pub fn simplify(self) -> Expr {
+        match self {
+            Add(terms) => {
+                let mut constant = 0.0;
+                // (coefficient, rest) with like rests collected, in first-seen order.
+                let mut collected: Vec<(f64, Expr)> = Vec::new();
+                let push = |t: Expr, collected: &mut Vec<(f64, Expr)>, constant: &mut f64| match t {
+                    Num(v) => *constant += v,
+                    t => {
+                        let (c, rest) = t.split_coefficient();
+                        match collected.iter_mut().find(|(_, r)| *r == rest) {
+                            Some(entry) => entry.0 += c,
+                            None => collected.push((c, rest)),
+                        }
+                    }
+                };
+                for t in terms {
+                    match t.simplify() {
+                        Add(inner) => inner
+                            .into_iter()
+                            .for_each(|t| push(t, &mut collected, &mut constant)),
+                        t => push(t, &mut collected, &mut constant),
+                    }
+                }
+                let mut out: Vec<Expr> = collected
+                    .into_iter()
+                    .filter(|(c, _)| *c != 0.0)
+                    .map(|(c, rest)| {
+                        if c == 1.0 {
+                            rest
+                        } else {
+                            Mul(vec![Num(c), rest]).simplify()
+                        }
+                    })
+                    .collect();
+                if constant != 0.0 || out.is_empty() {
+                    out.push(Num(constant));
+                }
+                if out.len() == 1 {
+                    out.pop().expect("one term")
+                } else {
+                    Add(out)
+                }
+            }
+            Mul(factors) => {
+                let mut constant = 1.0;
+                let mut collected: Vec<(Expr, f64)> = Vec::new();
+                let push = |f: Expr, collected: &mut Vec<(Expr, f64)>, constant: &mut f64| match f {
+                    Num(v) => *constant *= v,
+                    Pow(base, p) => match collected.iter_mut().find(|(e, _)| *e == *base) {
+                        Some(entry) => entry.1 += p,
+                        None => collected.push((*base, p)),
+                    },
+                    f => match collected.iter_mut().find(|(e, _)| *e == f) {
+                        Some(entry) => entry.1 += 1.0,
+                        None => collected.push((f, 1.0)),
+                    },
+                };
+                for f in factors {
+                    match f.simplify() {
+                        Mul(inner) => inner
+                            .into_iter()
+                            .for_each(|f| push(f, &mut collected, &mut constant)),
+                        f => push(f, &mut collected, &mut constant),
+                    }
+                }
+                if constant == 0.0 {
+                    return Num(0.0);
+                }
+                let mut out: Vec<Expr> = Vec::new();
+                if constant != 1.0 || collected.is_empty() {
+                    out.push(Num(constant));
+                }
+                out.extend(
+                    collected
+                        .into_iter()
+                        .filter(|(_, p)| *p != 0.0)
+                        .map(|(e, p)| if p == 1.0 { e } else { Pow(b(e), p) }),
+                );
+                if out.is_empty() {
+                    return Num(1.0);
+                }
+                if out.len() == 1 {
+                    out.pop().expect("one factor")
+                } else {
+                    Mul(out)
+                }
+            }
+            Pow(base, p) => match (base.simplify(), p) {
+                (_, 0.0) => Num(1.0),
+                (e, 1.0) => e,
+                (Num(v), p) => Num(v.powf(p)),
+                (Pow(inner, q), p) => Pow(inner, q * p),
+                (e, p) => Pow(b(e), p),
+            },
+            Exp(x) => match x.simplify() {
+                Num(v) => Num(v.exp()),
+                Log(inner) => *inner,
+                e => Exp(b(e)),
+            },
+            Log(x) => match x.simplify() {
+                Num(v) => Num(v.ln()),
+                Exp(inner) => *inner,
+                e => Log(b(e)),
+            },
+            Tanh(x) => match x.simplify() {
+                Num(v) => Num(v.tanh()),
+                e => Tanh(b(e)),
+            },
+            Relu(x) => match x.simplify() {
+                Num(v) => Num(v.max(0.0)),
+                e => Relu(b(e)),
+            },
+            Step(x) => match x.simplify() {
+                Num(v) => Num(if v > 0.0 { 1.0 } else { 0.0 }),
+                e => Step(b(e)),
+            },
+            Abs(x) => match x.simplify() {
+                Num(v) => Num(v.abs()),
+                e => Abs(b(e)),
+            },
+            Sign(x) => match x.simplify() {
+                Num(v) => Num(if v > 0.0 {
+                    1.0
+                } else if v < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }),
+                e => Sign(b(e)),
+            },
+            e => e,
+        }
+    }
+
+    /// A term as (numeric coefficient, the rest).
+    fn split_coefficient(self) -> (f64, Expr) {
+        match self {
+            Mul(mut factors) if matches!(factors.first(), Some(Num(_))) => {
+                let Num(c) = factors.remove(0) else {
+                    unreachable!()
+                };
+                (
+                    c,
+                    if factors.len() == 1 {
+                        factors.pop().expect("one")
+                    } else {
+                        Mul(factors)
+                    },
+                )
+            }
+            e => (1.0, e),
+        }
+    }
+
+    /// ∂self/∂`symbol`, simplified.
+    ///
+    /// ```
+    /// use chainrule_explain::symbolic::Expr::{self, *};
+    /// let w = Sym("w".into());
+    /// let e = (w.clone() * Num(3.0) + Num(-1.0)) * (w.clone() * Num(3.0) + Num(-1.0)); // (3w − 1)²
+    /// let d = e.diff("w");
+    /// let env = [("w".to_string(), 2.0)].into_iter().collect();
+    /// assert_eq!(d.eval(&env).unwrap(), 30.0);
+    /// ```
+    pub fn diff(&self, symbol: &str) -> Expr {
+        let d = match self {
+            Num(_) => Num(0.0),
+            Sym(s) => Num(if s == symbol { 1.0 } else { 0.0 }),
+            Add(terms) => Add(terms.iter().map(|t| t.diff(symbol)).collect()),
+            Mul(factors) => Add((0..factors.len())
+                .map(|i| {
+                    Mul(factors
+                        .iter()
+                        .enumerate()
+                        .map(|(k, f)| if k == i { f.diff(symbol) } else { f.clone() })
+                        .collect())
+                })
+                .collect()),
+            Pow(base, p) => Mul(vec![Num(*p), Pow(base.clone(), p - 1.0), base.diff(symbol)]),
+            Exp(x) => Mul(vec![Exp(x.clone()), x.diff(symbol)]),
+            Log(x) => Mul(vec![Pow(x.clone(), -1.0), x.diff(symbol)]),
+            Tanh(x) => Mul(vec![
+                Add(vec![
+                    Num(1.0),
+                    Mul(vec![Num(-1.0), Pow(b(Tanh(x.clone())), 2.0)]),
+                ]),
+                x.diff(symbol),
+            ]),
+            Relu(x) => Mul(vec![Step(x.clone()), x.diff(symbol)]),
+            Abs(x) => Mul(vec![Sign(x.clone()), x.diff(symbol)]),
+            // Derivatives of the step and sign functions are zero wherever they exist.
+            Step(_) | Sign(_) => Num(0.0),
+        };
+        d.simplify()
+    }
+
+    /// The value with symbols looked up in `env`, or `None` for an unknown symbol.
+    pub fn eval(&self, env: &BTreeMap<String, f64>) -> Option<f64> {
+        Some(match self {
+            Num(v) => *v,
+            Sym(s) => *env.get(s)?,
+            Add(t) => t.iter().map(|e| e.eval(env)).sum::<Option<f64>>()?,
+            Mul(f) => f.iter().map(|e| e.eval(env)).product::<Option<f64>>()?,
+            Pow(x, p) => x.eval(env)?.powf(*p),
+            Exp(x) => x.eval(env)?.exp(),
+            Log(x) => x.eval(env)?.ln(),
+            Tanh(x) => x.eval(env)?.tanh(),
+            Relu(x) => x.eval(env)?.max(0.0),
+            Step(x) => {
+                if x.eval(env)? > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Abs(x) => x.eval(env)?.abs(),
+            Sign(x) => {
+                let v = x.eval(env)?;
+                if v > 0.0 {
+                    1.0
+                } else if v < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            }
+        })
+    }
+
+    fn render(&self, style: Style) -> String {
+        let mut out = String::new();
+        self.write(style, &mut out, 0);
+        out
+    }
+
+    /// Unicode text.
+    pub fn text(&self) -> String {
+        self.render(Style::Text)
+    }
+    /// LaTeX.
+    pub fn latex(&self) -> String {
+        self.render(Style::Latex)
+    }
+    /// sympy-parsable syntax (`sympy.sympify` reads it).
+    pub fn sympy(&self) -> String {
+        self.render(Style::Sympy)
+    }
+
+    /// Writes with parentheses where `precedence` (0 sum, 1 product, 2 power) needs them.
+    fn write(&self, style: Style, out: &mut String, precedence: u8) {
+        let call = |name: &str, x: &Expr, out: &mut String| {
+            let (open, close) = if style == Style::Latex {
+                (r"\left(", r"\right)")
+            } else {
+                ("(", ")")
+            };
+            out.push_str(name);
+            out.push_str(open);
+            x.write(style, out, 0);
+            out.push_str(close);
+        };
+        match self {
+            Num(v) => {
+                let s = if style == Style::Sympy {
+                    format!("{v:?}")
+                } else {
+                    number(*v)
+                };
+                if *v < 0.0 && precedence > 0 {
+                    let _ = write!(out, "({s})");
+                } else {
+                    out.push_str(&s);
+                }
+            }
+            Sym(s) => out.push_str(&if style == Style::Latex {
+                latex_symbol(s)
+            } else {
+                s.clone()
+            }),
+            Add(terms) => {
+                if precedence > 0 {
+                    out.push('(');
+                }
+                for (i, t) in terms.iter().enumerate() {
+                    let (c, _) = t.clone().split_coefficient();
+                    let negative = c < 0.0 || matches!(t, Num(v) if *v < 0.0);
+                    if i > 0 {
+                        out.push_str(if negative { " - " } else { " + " });
+                    } else if negative {
+                        out.push('-');
+                    }
+                    if negative {
+                        t.clone().neg().write(style, out, 1);
+                    } else {
+                        t.write(style, out, 1);
+                    }
+                }
+                if precedence > 0 {
+                    out.push(')');
+                }
+            }
+            Mul(factors) if matches!(factors.first(), Some(Num(c)) if *c < 0.0) => {
+                // −c·x reads as a negation, not as a product with a negative number.
+                if precedence > 0 {
+                    out.push('(');
+                }
+                out.push('-');
+                self.clone().neg().write(style, out, 1);
+                if precedence > 0 {
+                    out.push(')');
+                }
+            }
+            Mul(factors) => {
+                // A reciprocal reads better as a fraction in LaTeX.
+                let (den, num): (Vec<&Expr>, Vec<&Expr>) = factors
+                    .iter()
+                    .partition(|f| matches!(f, Pow(_, p) if *p < 0.0));
+                if !den.is_empty() {
+                    let flip = |f: &Expr| match f {
+                        Pow(x, p) => Pow(x.clone(), -p).simplify(),
+                        f => f.clone(),
+                    };
+                    let n = if num.is_empty() {
+                        Num(1.0)
+                    } else {
+                        Mul(num.into_iter().cloned().collect()).simplify()
+                    };
+                    let d = Mul(den.into_iter().map(flip).collect()).simplify();
+                    if style == Style::Latex {
+                        let _ = write!(out, r"\frac{{{}}}{{{}}}", n.latex(), d.latex());
+                    } else {
+                        if precedence > 1 {
+                            out.push('(');
+                        }
+                        n.write(style, out, 1);
+                        out.push('/');
+                        d.write(style, out, 2);
+                        if precedence > 1 {
+                            out.push(')');
+                        }
+                    }
+                    return;
+                }
+                if precedence > 1 {
+                    out.push('(');
+                }
+                let sep = match style {
+                    Style::Text => "·",
+                    Style::Latex => r" \cdot ",
+                    Style::Sympy => "*",
+                };
+                for (i, f) in factors.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(sep);
+                    }
+                    f.write(style, out, 2);
+                }
+                if precedence > 1 {
+                    out.push(')');
+                }
+            }
+            Pow(x, p) if *p < 0.0 => {
+                Mul(vec![Num(1.0), Pow(x.clone(), *p)]).write(style, out, precedence)
+            }
+            Pow(x, p) => match style {
+                Style::Latex => {
+                    out.push('{');
+                    x.write(style, out, 3);
+                    let _ = write!(out, "}}^{{{}}}", number(*p));
+                }
+                _ => {
+                    x.write(style, out, 3);
+                    let p = if style == Style::Sympy {
+                        format!("{p:?}")
+                    } else {
+                        number(*p)
+                    };
+                    let _ = if p.starts_with('-') {
+                        write!(out, "**({p})")
+                    } else {
+                        write!(out, "**{p}")
+                    };
+                }
+            },
+            Exp(x) => match style {
+                Style::Latex => {
+                    out.push_str("e^{");
+                    x.write(style, out, 0);
+                    out.push('}');
+                }
+                _ => call("exp", x, out),
+            },
+            Log(x) => call(
+                if style == Style::Latex {
+                    r"\log"
+                } else {
+                    "log"
+                },
+                x,
+                out,
+            ),
+            Tanh(x) => call(
+                if style == Style::Latex {
+                    r"\tanh"
+                } else {
+                    "tanh"
+                },
+                x,
+                out,
+            ),
+            Relu(x) => match style {
+                Style::Sympy => {
+                    out.push_str("Max(0, ");
+                    x.write(style, out, 0);
+                    out.push(')');
+                }
+                Style::Latex => {
+                    out.push_str(r"\max\left(0, ");
+                    x.write(style, out, 0);
+                    out.push_str(r"\right)");
+                }
+                Style::Text => call("relu", x, out),
+            },
+            Step(x) => match style {
+                Style::Sympy => {
+                    out.push_str("Heaviside(");
+                    x.write(style, out, 0);
+                    out.push_str(", 0)");
+                }
+                Style::Latex => call(r"\theta", x, out),
+                Style::Text => call("step", x, out),
+            },
+            Abs(x) => match style {
+                Style::Sympy => call("Abs", x, out),
+                Style::Latex => {
+                    out.push_str(r"\left|");
+                    x.write(style, out, 0);
+                    out.push_str(r"\right|");
+                }
+                Style::Text => call("abs", x, out),
+            },
+            Sign(x) => call(
+                if style == Style::Latex {
+                    r"\operatorname{sign}"
+                } else {
+                    "sign"
+                },
+                x,
+                out,
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Text,
+    Latex,
+    Sympy,
+}
+
+/// `w2_1_3` → `w^{(2)}_{1,3}`; `x_2` → `x_{2}`; `w13` → `w_{13}`; anything else as is.
+fn latex_symbol(s: &str) -> String {
+    let digits = s.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    if !s.contains('_') && !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+        return format!("{}_{{{digits}}}", &s[..s.len() - digits.len()]);
+    }
+    let parts: Vec<&str> = s.split('_').collect();
+    match parts.as_slice() {
+        [head, rest @ ..] if !rest.is_empty() => {
+            let (name, layer) = head.split_at(1);
+            let layer = if layer.is_empty() {
+                String::new()
+            } else {
+                format!("^{{({layer})}}")
+            };
+            format!("{name}{layer}_{{{}}}", rest.join(","))
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// The symbol of a parameter element: `w{l}_{j}_{k}` or `b{l}_{j}` (layers and units
+/// counted from 1, as the notebooks).
+pub fn param_symbol(linear: usize, bias: bool, unit: usize, input: usize) -> String {
+    if bias {
+        format!("b{}_{}", linear + 1, unit + 1)
+    } else {
+        format!("w{}_{}_{}", linear + 1, unit + 1, input + 1)
+    }
+}
+
+/// A network written out: its outputs and loss as expressions of its parameter
+/// symbols, and the parameters' values.
+#[derive(Debug, Clone)]
+pub struct Symbolic {
+    /// Output expressions, `[sample][output]`.
+    pub outputs: Vec<Vec<Expr>>,
+    /// The loss.
+    pub loss: Expr,
+    /// Parameter symbol → (PyTorch element name, value), in parameter order.
+    pub params: Vec<(String, String, f64)>,
+}
+
+impl Symbolic {
+    /// ∂loss/∂θ for every parameter, in parameter order.
+    pub fn derivatives(&self) -> Vec<(String, Expr)> {
+        self.params
+            .iter()
+            .map(|(s, _, _)| (s.clone(), self.loss.diff(s)))
+            .collect()
+    }
+
+    /// Symbol → value, for [`Expr::eval`].
+    pub fn env(&self) -> BTreeMap<String, f64> {
+        self.params
+            .iter()
+            .map(|(s, _, v)| (s.clone(), *v))
+            .collect()
+    }
+}
+
+/// A linear layer's weights (rows of symbols) and optional bias symbols.
+type SymbolicLinear = (Vec<Vec<Expr>>, Option<Vec<Expr>>);
+
+/// Writes out a layer stack on the inputs `x` (numbers substituted, as notebook 003
+/// does, or kept as symbols `x_1`, `x_2`, … when `symbolic_inputs`) with the loss
+/// against `target`.
+///
+/// # Errors
+/// [`Error::InvalidValue`] for a softmax layer or cross-entropy (not written out
+/// yet), or when the data does not fit the model.
+///
+/// ```
+/// use chainrule::{loss::{Loss, Target}, nn::{Module, Sequential}, Tensor};
+/// use chainrule_explain::symbolic::from_sequential;
+/// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 1, "out": 1, "bias": false}]}"#, 0)?;
+/// m.params_mut()[0].value = Tensor::full(&[1, 1], 2.0);
+/// let s = from_sequential(&m, &Tensor::full(&[1, 1], 1.0), &Target::Values(Tensor::full(&[1, 1], 1.0)), Loss::Sse, false)?;
+/// assert_eq!(s.loss.text(), "(w1_1_1 - 1)**2");
+/// assert_eq!(s.derivatives()[0].1.eval(&s.env()), Some(2.0));
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn from_sequential(
+    model: &Sequential<f64>,
+    x: &Tensor<f64>,
+    target: &Target<f64>,
+    loss: Loss,
+    symbolic_inputs: bool,
+) -> Result<Symbolic> {
+    model.check_input(x)?;
+    let unsupported = |what: &str| Error::InvalidValue {
+        field: "symbolic".into(),
+        message: format!("{what} is not written out symbolically yet"),
+    };
+    if loss == Loss::CrossEntropy {
+        return Err(unsupported("cross_entropy"));
+    }
+    let mut params = Vec::new();
+    let mut linear = 0;
+    let mut weights: Vec<Option<SymbolicLinear>> = Vec::new();
+    for (i, layer) in model.layers().iter().enumerate() {
+        if let Layer::Linear {
+            inputs,
+            outputs,
+            bias,
+        } = *layer
+        {
+            let offset = model.param_offset(i).expect("a linear layer");
+            let w = &model.params()[offset].value;
+            let mut rows = Vec::new();
+            for j in 0..outputs {
+                let mut row = Vec::new();
+                for k in 0..inputs {
+                    let s = param_symbol(linear, false, j, k);
+                    params.push((
+                        s.clone(),
+                        format!("{i}.weight[{j},{k}]"),
+                        w.get(&[j, k]).unwrap_or(0.0),
+                    ));
+                    row.push(Sym(s));
+                }
+                rows.push(row);
+            }
+            let biases = bias.then(|| {
+                let bv = &model.params()[offset + 1].value;
+                (0..outputs)
+                    .map(|j| {
+                        let s = param_symbol(linear, true, j, 0);
+                        params.push((
+                            s.clone(),
+                            format!("{i}.bias[{j}]"),
+                            bv.get(&[j]).unwrap_or(0.0),
+                        ));
+                        Sym(s)
+                    })
+                    .collect()
+            });
+            weights.push(Some((rows, biases)));
+            linear += 1;
+        } else {
+            weights.push(None);
+        }
+    }
+    let rows = x.shape()[0];
+    let features = x.shape()[1];
+    let mut outputs = Vec::with_capacity(rows);
+    for n in 0..rows {
+        let mut h: Vec<Expr> = (0..features)
+            .map(|k| {
+                if symbolic_inputs {
+                    Sym(format!("x_{}", k + 1))
+                } else {
+                    Num(x.get(&[n, k]).unwrap_or(0.0))
+                }
+            })
+            .collect();
+        for (layer, w) in model.layers().iter().zip(&weights) {
+            h = match (layer, w) {
+                (Layer::Linear { .. }, Some((rows, biases))) => rows
+                    .iter()
+                    .enumerate()
+                    .map(|(j, row)| {
+                        let mut terms: Vec<Expr> = row
+                            .iter()
+                            .zip(&h)
+                            .map(|(w, a)| Mul(vec![w.clone(), a.clone()]))
+                            .collect();
+                        if let Some(b) = biases {
+                            terms.push(b[j].clone());
+                        }
+                        Add(terms).simplify()
+                    })
+                    .collect(),
+                (Layer::Relu, _) => h.into_iter().map(|z| Relu(b(z)).simplify()).collect(),
+                (Layer::Sigmoid, _) => h.into_iter().map(Expr::sigmoid).collect(),
+                (Layer::Tanh, _) => h.into_iter().map(|z| Tanh(b(z)).simplify()).collect(),
+                (Layer::Identity, _) => h,
+                (Layer::LeakyRelu { slope }, _) => h
+                    .into_iter()
+                    .map(|z| Relu(b(z.clone())).add(Num(*slope).mul(Relu(b(z.neg())).neg())))
+                    .collect(),
+                (Layer::Softmax, _) => return Err(unsupported("softmax")),
+                _ => unreachable!("weights exist exactly for linear layers"),
+            };
+        }
+        outputs.push(h);
+    }
+    let mut terms = Vec::new();
+    let count = outputs.iter().map(Vec::len).sum::<usize>() as f64;
+    for (n, out) in outputs.iter().enumerate() {
+        for (j, a) in out.iter().enumerate() {
+            let y = match target {
+                Target::Values(t) => t.get(&[n, j]).unwrap_or(0.0),
+                Target::Classes(_) => return Err(unsupported("class-index targets")),
+            };
+            let r = a.clone().sub(Num(y));
+            terms.push(match loss {
+                Loss::Mse | Loss::Sse | Loss::HalfSse => Pow(b(r), 2.0),
+                Loss::Mae => Abs(b(r)),
+                Loss::Bce => Num(-y)
+                    .mul(Log(b(a.clone())).simplify())
+                    .add(Num(-(1.0 - y)).mul(Log(b(Num(1.0).sub(a.clone()))).simplify())),
+                Loss::BceLogits => Num(-y)
+                    .mul(Log(b(a.clone().sigmoid())).simplify())
+                    .add(Num(-(1.0 - y)).mul(Log(b(Num(1.0).sub(a.clone().sigmoid()))).simplify())),
+                Loss::Huber => return Err(unsupported("huber")),
+                Loss::CrossEntropy => unreachable!("rejected above"),
+            });
+        }
+    }
+    let total = Add(terms).simplify();
+    let loss_expr = match loss {
+        Loss::Sse => total,
+        Loss::HalfSse => Num(0.5).mul(total),
+        _ => Num(1.0 / count).mul(total),
+    };
+    Ok(Symbolic {
+        outputs,
+        loss: loss_expr,
+        params,
+    })
+}
+
+/// Converts the scalar computation recorded on `tape` up to `root` into an
+/// expression: leaves named in `names` become symbols, other leaves their numbers.
+/// Understands the scalar rules (add, sub, mul, div, neg, exp, log, pow, sqrt,
+/// sigmoid, tanh, relu, abs).
+///
+/// # Errors
+/// [`Error::InvalidValue`] for a node that is not a scalar or a rule it does not know.
+///
+/// ```
+/// use chainrule::Tape;
+/// use chainrule_explain::symbolic::from_scalar_tape;
+/// let tape = Tape::<f64>::new();
+/// let w = tape.param_scalar(0.5);
+/// let y = (w * 0.35 + w).sigmoid();
+/// let names = [(w.id(), "w0".to_string())].into_iter().collect();
+/// let e = from_scalar_tape(&tape, y.id(), &names)?;
+/// assert_eq!(e.sympy(), "1.0/(exp(-1.35*w0) + 1.0)");
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn from_scalar_tape(
+    tape: &Tape<f64>,
+    root: usize,
+    names: &BTreeMap<usize, String>,
+) -> Result<Expr> {
+    let mut memo: Vec<Option<Expr>> = vec![None; root + 1];
+    for id in 0..=root {
+        let value = tape.value(id).ok_or_else(|| Error::InvalidValue {
+            field: "symbolic".into(),
+            message: format!("no node {id}"),
+        })?;
+        let inputs: Vec<Expr> = tape
+            .inputs(id)
+            .iter()
+            .map(|&i| memo[i].clone().expect("inputs come first"))
+            .collect();
+        let Some(label) = tape.label(id) else {
+            memo[id] = Some(
+                names
+                    .get(&id)
+                    .map_or_else(|| Num(value.item().unwrap_or(f64::NAN)), |n| Sym(n.clone())),
+            );
+            continue;
+        };
+        let arg = |k: usize| inputs[k].clone();
+        let expr = match label.as_str() {
+            "add" => arg(0).add(arg(1)),
+            "sub" => arg(0).sub(arg(1)),
+            "mul" => arg(0).mul(arg(1)),
+            "div" => arg(0).div(arg(1)),
+            "neg" => arg(0).neg(),
+            "exp" => Exp(b(arg(0))).simplify(),
+            "log" => Log(b(arg(0))).simplify(),
+            "sqrt" => Pow(b(arg(0)), 0.5).simplify(),
+            "sigmoid" => arg(0).sigmoid(),
+            "tanh" => Tanh(b(arg(0))).simplify(),
+            "relu" => Relu(b(arg(0))).simplify(),
+            "abs" => Abs(b(arg(0))).simplify(),
+            other if other.starts_with("pow(") => {
+                let p: f64 = other
+                    .trim_start_matches("pow(")
+                    .trim_end_matches(')')
+                    .parse()
+                    .map_err(|_| Error::InvalidValue {
+                        field: "symbolic".into(),
+                        message: format!("bad label {other}"),
+                    })?;
+                Pow(b(arg(0)), p).simplify()
+            }
+            other => {
+                return Err(Error::InvalidValue {
+                    field: "symbolic".into(),
+                    message: format!("the rule {other:?} is not written out symbolically"),
+                });
+            }
+        };
+        if value.len() != 1 {
+            return Err(Error::InvalidValue {
+                field: "symbolic".into(),
+                message: format!("node {id} ({label}) is not a scalar"),
+            });
+        }
+        memo[id] = Some(expr);
+    }
+    Ok(memo[root].clone().expect("the root"))
+}

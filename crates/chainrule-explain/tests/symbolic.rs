@@ -1,0 +1,104 @@
+//! Symbolic derivatives, evaluated at the parameters, equal autodiff's gradients:
+//! for the notebooks' layer stacks and for notebook 003's shared-bias network.
+
+#[path = "../../chainrule/examples/notebook_003.rs"]
+#[allow(dead_code)]
+mod notebook_003;
+
+use chainrule::Tape;
+use chainrule::io::{read_npy, read_safetensors};
+use chainrule::loss::{Loss, Target};
+use chainrule::nn::Sequential;
+use chainrule::train::loss_and_grads;
+use chainrule_explain::symbolic::{from_scalar_tape, from_sequential};
+use std::path::Path;
+
+#[track_caller]
+fn close(got: f64, want: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= 1e-10 * want.abs().max(1.0),
+        "{what}: symbolic {got} vs autodiff {want}"
+    );
+}
+
+#[test]
+fn symbolic_derivatives_of_the_notebook_networks_equal_autodiff() {
+    for name in [
+        "000",
+        "001_single_weight",
+        "001_two_weights",
+        "001_sigmoid_biases",
+        "004",
+    ] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/notebooks")
+            .join(name);
+        let mut model = Sequential::<f64>::from_json(
+            &std::fs::read_to_string(dir.join("model.json")).unwrap(),
+            0,
+        )
+        .unwrap();
+        model
+            .load(read_safetensors(&dir.join("params.safetensors")).unwrap())
+            .unwrap();
+        let x = read_npy(&dir.join("x.npy")).unwrap().to_tensor().unwrap();
+        let settings: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("explain.json")).unwrap())
+                .unwrap();
+        let loss = Loss::from_name(settings["loss"].as_str().unwrap()).unwrap();
+        let y = Target::from_npy(
+            &read_npy(&dir.join("y.npy")).unwrap(),
+            loss,
+            1,
+            model.output_features().unwrap(),
+        )
+        .unwrap();
+        for symbolic_inputs in [false, true] {
+            let s = from_sequential(&model, &x, &y, loss, symbolic_inputs).unwrap();
+            let mut env = s.env();
+            for k in 0..x.shape()[1] {
+                env.insert(format!("x_{}", k + 1), x.get(&[0, k]).unwrap());
+            }
+            let (value, grads) = loss_and_grads(&model, &x, &y, loss).unwrap();
+            close(s.loss.eval(&env).unwrap(), value, &format!("{name} loss"));
+            let grads: Vec<f64> = grads
+                .iter()
+                .flat_map(|g| g.as_ref().unwrap().to_vec())
+                .collect();
+            for ((symbol, d), want) in s.derivatives().iter().zip(grads) {
+                close(d.eval(&env).unwrap(), want, &format!("{name} ∂C/∂{symbol}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn notebook_003_shared_bias_network_is_written_out_and_differentiated() {
+    let tape = Tape::<f64>::new();
+    let vars: Vec<_> = notebook_003::START
+        .iter()
+        .map(|&w| tape.param_scalar(w))
+        .collect();
+    let (f5, loss) = notebook_003::network(&vars);
+    let names = vars
+        .iter()
+        .zip(notebook_003::NAMES)
+        .map(|(v, n)| (v.id(), n.to_string()))
+        .collect();
+    let output = from_scalar_tape(&tape, f5.id(), &names).unwrap();
+    let loss_expr = from_scalar_tape(&tape, loss.id(), &names).unwrap();
+    let env = notebook_003::NAMES
+        .iter()
+        .map(|n| n.to_string())
+        .zip(notebook_003::START)
+        .collect();
+    // The notebook prints f5 = 0.649864477526152 at the starting weights.
+    close(output.eval(&env).unwrap(), 0.649864477526152, "f5");
+    // The shared bias enters each weighted input: z3 = 0.35·w13 + 0.9·w23 + 2·w0.
+    let text = output.text();
+    assert!(text.contains("2·w0"), "{text}");
+    let autodiff = notebook_003::gradient(&notebook_003::START).unwrap();
+    for (name, want) in notebook_003::NAMES.iter().zip(autodiff) {
+        close(loss_expr.diff(name).eval(&env).unwrap(), want, name);
+    }
+}
