@@ -232,7 +232,7 @@ fn mnist_file(dir: &Path, split: &str, what: &str, rank: &str) -> Result<PathBuf
         })
 }
 
-fn mnist(dir: &Path, split: &str) -> Result<Dataset<f32>> {
+pub fn mnist(dir: &Path, split: &str) -> Result<Dataset<f32>> {
     let images = read_idx(&mnist_file(dir, split, "images", "idx3")?)?;
     let labels = read_idx(&mnist_file(dir, split, "labels", "idx1")?)?;
     let rows = images.shape.first().copied().unwrap_or(0);

@@ -4,6 +4,7 @@
 //! `eval`, `predict`, `summary`. Every failure prints one line on stderr naming the
 //! file or field at fault and exits non-zero; outputs are written atomically.
 
+mod bench;
 mod config;
 mod contract;
 mod explain;
@@ -76,6 +77,25 @@ enum Command {
     /// The network's output and loss as closed-form expressions of its parameters,
     /// and every partial derivative, simplified (text, LaTeX, sympy or JSON).
     Symbolic(explain::SymbolicArgs),
+    /// Time the speed workloads (W1, W2: one MNIST epoch of two MLPs; W3: 100,000
+    /// single-sample steps of the 2-2-1 network): median, min and max over runs.
+    Bench {
+        /// The MNIST folder (for W1 and W2).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Which workloads, e.g. w1,w3.
+        #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3")]
+        workloads: Vec<String>,
+        /// Runs per workload.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Threads for matrix products (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Print the timings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Layers, output shapes and parameter counts of a run or a model JSON.
     Summary {
         /// A run folder or a model JSON file.
@@ -298,6 +318,13 @@ fn main() -> ExitCode {
         Command::Eval { run, data, json } => inspect::eval(&run, data, json),
         Command::Predict { run, x, out } => inspect::predict_cmd(&run, &x, out.as_deref()),
         Command::Summary { target } => inspect::summary(&target),
+        Command::Bench {
+            data,
+            workloads,
+            runs,
+            threads,
+            json,
+        } => bench::run(data.as_deref(), &workloads, runs, threads, json),
         Command::Explain(args) => explain::run(&args),
         Command::Gradcheck(args) => explain::gradcheck(&args),
         Command::Graph(args) => explain::graph(&args),

@@ -5,6 +5,7 @@ use crate::json::{Fields, invalid};
 use crate::nn::Param;
 use crate::{Error, Float, Result, Tensor};
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// An optimizer and its hyper-parameters (PyTorch's names and defaults).
 ///
@@ -286,22 +287,32 @@ impl<F: Float> Optimizer<F> {
                     got: grad.shape().to_vec(),
                 });
             }
-            let mut p = param.value.to_vec();
-            let g = grad.to_vec();
+            let g = match grad.as_slice() {
+                Some(g) => Cow::Borrowed(g),
+                None => Cow::Owned(grad.to_vec()),
+            };
             state.step += 1;
-            update(&self.config, state, &mut p, g);
-            param.value = Tensor::from_vec(p, param.value.shape())?;
+            update(&self.config, state, param.value.as_mut_slice(), g);
         }
         Ok(())
     }
 }
 
 /// One step of `config` on one parameter `p` with gradient `g`.
-fn update<F: Float>(config: &OptimizerConfig, state: &mut State<F>, p: &mut [F], mut g: Vec<F>) {
+fn update<F: Float>(
+    config: &OptimizerConfig,
+    state: &mut State<F>,
+    p: &mut [F],
+    mut g: Cow<'_, [F]>,
+) {
     let c = F::from_f64;
-    let with_weight_decay = |g: &mut Vec<F>, p: &[F], wd: f64| {
+    // g + wd·p, copying g only when there is a decay to add.
+    let with_weight_decay = |g: &mut Cow<'_, [F]>, p: &[F], wd: f64| {
         if wd != 0.0 {
-            g.iter_mut().zip(p).for_each(|(g, &p)| *g += p * c(wd));
+            g.to_mut()
+                .iter_mut()
+                .zip(p)
+                .for_each(|(g, &p)| *g += p * c(wd));
         }
     };
     match *config {
@@ -315,24 +326,28 @@ fn update<F: Float>(config: &OptimizerConfig, state: &mut State<F>, p: &mut [F],
             with_weight_decay(&mut g, p, weight_decay);
             if momentum != 0.0 {
                 let buf = match state.first.take() {
-                    None => g.clone(),
+                    None => g.to_vec(),
                     Some(mut buf) => {
-                        for (b, &g) in buf.iter_mut().zip(&g) {
+                        for (b, &g) in buf.iter_mut().zip(g.iter()) {
                             *b = *b * c(momentum) + g * c(1.0 - dampening);
                         }
                         buf
                     }
                 };
+                // The step direction: g + momentum·buf (Nesterov) or buf itself.
                 if nesterov {
-                    g.iter_mut()
+                    g.to_mut()
+                        .iter_mut()
                         .zip(&buf)
                         .for_each(|(g, &b)| *g += b * c(momentum));
                 } else {
-                    g.copy_from_slice(&buf);
+                    g = Cow::Owned(buf.clone());
                 }
                 state.first = Some(buf);
             }
-            p.iter_mut().zip(&g).for_each(|(p, &g)| *p += g * c(-lr));
+            p.iter_mut()
+                .zip(g.iter())
+                .for_each(|(p, &g)| *p += g * c(-lr));
         }
         OptimizerConfig::Adam {
             lr,
@@ -350,7 +365,7 @@ fn update<F: Float>(config: &OptimizerConfig, state: &mut State<F>, p: &mut [F],
             let n = p.len();
             let m = state.first.get_or_insert_with(|| vec![F::zero(); n]);
             let v = state.second.get_or_insert_with(|| vec![F::zero(); n]);
-            for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(&g) {
+            for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(g.iter()) {
                 *m = lerp(*m, g, c(1.0 - beta1));
                 *v = *v * c(beta2) + c(1.0 - beta2) * g * g;
             }
@@ -384,12 +399,12 @@ fn update<F: Float>(config: &OptimizerConfig, state: &mut State<F>, p: &mut [F],
             let square = state.second.get_or_insert_with(|| vec![F::zero(); n]);
             square
                 .iter_mut()
-                .zip(&g)
+                .zip(g.iter())
                 .for_each(|(s, &g)| *s = *s * c(alpha) + c(1.0 - alpha) * g * g);
             let mut avg: Vec<F> = if centered {
                 let mean = state.second_max.get_or_insert_with(|| vec![F::zero(); n]);
                 mean.iter_mut()
-                    .zip(&g)
+                    .zip(g.iter())
                     .for_each(|(a, &g)| *a = lerp(*a, g, c(1.0 - alpha)));
                 square
                     .iter()
@@ -402,14 +417,14 @@ fn update<F: Float>(config: &OptimizerConfig, state: &mut State<F>, p: &mut [F],
             avg.iter_mut().for_each(|a| *a += c(eps));
             if momentum > 0.0 {
                 let buf = state.first.get_or_insert_with(|| vec![F::zero(); n]);
-                for ((b, &g), &a) in buf.iter_mut().zip(&g).zip(&avg) {
+                for ((b, &g), &a) in buf.iter_mut().zip(g.iter()).zip(&avg) {
                     *b = *b * c(momentum) + g / a;
                 }
                 p.iter_mut()
                     .zip(buf.iter())
                     .for_each(|(p, &b)| *p += b * c(-lr));
             } else {
-                for ((p, &g), &a) in p.iter_mut().zip(&g).zip(&avg) {
+                for ((p, &g), &a) in p.iter_mut().zip(g.iter()).zip(&avg) {
                     *p += c(-lr) * g / a;
                 }
             }
@@ -427,7 +442,7 @@ fn update<F: Float>(config: &OptimizerConfig, state: &mut State<F>, p: &mut [F],
                 .second
                 .get_or_insert_with(|| vec![c(initial_accumulator_value); n]);
             let clr = lr / (1.0 + (state.step - 1) as f64 * lr_decay);
-            for ((p, &g), s) in p.iter_mut().zip(&g).zip(sum.iter_mut()) {
+            for ((p, &g), s) in p.iter_mut().zip(g.iter()).zip(sum.iter_mut()) {
                 *s += g * g;
                 *p += c(-clr) * g / (s.sqrt() + c(eps));
             }

@@ -83,6 +83,41 @@ fn bias_broadcast_add_matches_finite_differences() {
 }
 
 #[test]
+fn fused_linear_rule_matches_finite_differences_and_its_composed_form() {
+    let inputs = [random(&[5, 3], 11), random(&[4, 3], 12), random(&[4], 13)];
+    check("linear with bias", &inputs, |_, x| {
+        x[0].linear(x[1], Some(x[2]))
+    });
+    check("linear without bias", &inputs[..2], |_, x| {
+        x[0].linear(x[1], None)
+    });
+    // Oracle: the same layer composed from matmul, transpose and a broadcast add.
+    let fused = gradcheck(
+        |_, x| weighted_sum(x[0].linear(x[1], Some(x[2]))?),
+        &inputs,
+        None,
+    )
+    .unwrap();
+    let tape = Tape::new();
+    let v: Vec<_> = inputs.iter().map(|t| tape.param(t.clone())).collect();
+    let a = weighted_sum(v[0].linear(v[1], Some(v[2])).unwrap()).unwrap();
+    let b = weighted_sum(v[0].matmul(v[1].t().unwrap()).unwrap().add(v[2]).unwrap()).unwrap();
+    assert!((a.item().unwrap() - b.item().unwrap()).abs() < 1e-12);
+    let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
+    for var in &v {
+        let (x, y) = (
+            ga.wrt(*var).unwrap().to_vec(),
+            gb.wrt(*var).unwrap().to_vec(),
+        );
+        assert!(
+            x.iter().zip(&y).all(|(p, q)| (p - q).abs() < 1e-12),
+            "{x:?} vs {y:?}"
+        );
+    }
+    assert!(fused.worst_error() < TOLERANCE);
+}
+
+#[test]
 fn matmul_rule_matches_finite_differences_in_2d_and_batched() {
     check(
         "matmul 2-D",

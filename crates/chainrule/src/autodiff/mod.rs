@@ -794,6 +794,31 @@ impl<'t, F: Float> Var<'t, F> {
         tanh => Tanh;
     }
 
+    /// A dense layer: `self · wᵀ + b` for `self` [N, in], `w` [out, in] and an optional
+    /// bias [out] (PyTorch `nn.functional.linear`), as one recorded operation.
+    ///
+    /// # Errors
+    /// [`Error::Shape`]/[`Error::Broadcast`] when the shapes do not fit.
+    ///
+    /// ```
+    /// use chainrule::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.constant(Tensor::from_vec(vec![1.0, 2.0], &[1, 2])?);
+    /// let w = tape.param(Tensor::from_vec(vec![3.0, 4.0], &[1, 2])?);
+    /// let b = tape.param(Tensor::from_vec(vec![0.5], &[1])?);
+    /// let y = x.linear(w, Some(b))?;
+    /// assert_eq!(y.value().to_vec(), vec![11.5]);
+    /// let g = y.sum(&[], false)?.backward()?;
+    /// assert_eq!(g.wrt(w).unwrap().to_vec(), vec![1.0, 2.0]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn linear(self, w: Var<'t, F>, b: Option<Var<'t, F>>) -> Result<Var<'t, F>> {
+        match b {
+            Some(b) => self.record(Linear, &[self, w, b]),
+            None => self.record(Linear, &[self, w]),
+        }
+    }
+
     /// xᵖ for a constant exponent.
     ///
     /// ```

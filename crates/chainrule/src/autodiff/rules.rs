@@ -217,6 +217,26 @@ rule!(
     ]),
 );
 
+rule!(
+    /// A dense layer, y = x·Wᵀ (+ b), x [N, in], W [out, in], b [out]: matmul, transpose
+    /// and bias add as one node, so that no gradient is ever transposed.
+    /// ∂/∂x = g·W, ∂/∂W = gᵀ·x, ∂/∂b = Σ over rows of g. (The composed form is the test
+    /// oracle.)
+    Linear,
+    label: |s| "linear".into(),
+    forward: |s, x| {
+        let y = x[0].matmul(&x[1].t()?)?;
+        match x.get(2) { Some(b) => y.add(b), None => Ok(y) }
+    },
+    backward: |s, x, out, g, need| {
+        let mut grads = vec![when(need[0], || g.matmul(x[1]))?, when(need[1], || g.t()?.matmul(x[0]))?];
+        if x.len() == 3 {
+            grads.push(when(need[2], || g.sum(&[0], false))?);
+        }
+        Ok(grads)
+    },
+);
+
 // ---------------------------------------------------------------------------------
 // Reductions
 // ---------------------------------------------------------------------------------

@@ -375,8 +375,7 @@ impl<F: Float> Sequential<F> {
             let last = h.shape().len().saturating_sub(1);
             h = match *layer {
                 Layer::Linear { bias, .. } => {
-                    let y = h.matmul(params[offset].t()?)?;
-                    if bias { y.add(params[offset + 1])? } else { y }
+                    h.linear(params[offset], bias.then(|| params[offset + 1]))?
                 }
                 Layer::Relu => h.relu(),
                 Layer::LeakyRelu { slope } => h.leaky_relu(slope),

@@ -200,6 +200,19 @@ impl<F: Float> Tensor<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn sum(&self, axes: &[usize], keepdim: bool) -> Result<Tensor<F>> {
+        // Fast path: summing the leading axis of contiguous data adds whole rows.
+        if let (Some(values), [0], false) = (self.data.as_slice(), axes, keepdim)
+            && self.ndim() >= 1
+        {
+            let row: usize = self.shape()[1..].iter().product();
+            let mut out = vec![F::zero(); row];
+            if row > 0 {
+                for chunk in values.chunks_exact(row) {
+                    out.iter_mut().zip(chunk).for_each(|(o, &v)| *o += v);
+                }
+            }
+            return Tensor::from_vec(out, &self.shape()[1..]);
+        }
         self.reduce("sum", axes, keepdim, |lane| {
             lane.iter().fold(F::zero(), |acc, &v| acc + v)
         })

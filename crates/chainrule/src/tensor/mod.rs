@@ -264,7 +264,10 @@ impl<F: Float> Tensor<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn to_vec(&self) -> Vec<F> {
-        self.data.iter().copied().collect()
+        match self.data.as_slice() {
+            Some(slice) => slice.to_vec(),
+            None => self.data.iter().copied().collect(),
+        }
     }
 
     /// The one element of a tensor that holds exactly one.
@@ -322,6 +325,23 @@ impl<F: Float> Tensor<F> {
     /// ```
     pub fn as_slice(&self) -> Option<&[F]> {
         self.data.as_slice()
+    }
+
+    /// The elements as a mutable row-major slice, copying them first only if they are
+    /// shared with another tensor or not stored contiguously.
+    ///
+    /// ```
+    /// use chainrule::Tensor;
+    /// let mut t = Tensor::<f32>::zeros(&[2]);
+    /// let view = t.clone();
+    /// t.as_mut_slice()[0] = 5.0;
+    /// assert_eq!((t.to_vec(), view.to_vec()), (vec![5.0, 0.0], vec![0.0, 0.0]));
+    /// ```
+    pub fn as_mut_slice(&mut self) -> &mut [F] {
+        if !self.data.is_standard_layout() {
+            self.data = self.data.as_standard_layout().into_owned().into_shared();
+        }
+        self.data.as_slice_mut().expect("standard layout")
     }
 
     /// Converts every element to another float type.

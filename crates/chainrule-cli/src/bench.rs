@@ -1,0 +1,195 @@
+//! `chainrule bench`: the three workloads of the speed issue, timed over several runs.
+//!
+//! - W1: MLP 784-128-10 ReLU, softmax cross-entropy, SGD lr 0.1, batch 64, one MNIST
+//!   epoch in file order (the last batch partial).
+//! - W2: MLP 784-1024-1024-10, the same with batch 256.
+//! - W3: the 2-2-1 network (ReLU hidden layer, linear output, MSE), one sample per SGD
+//!   step (lr 0.05), cycling through the four XOR samples, 100,000 steps.
+//!
+//! Only the training loop is timed; data is in memory before the clock starts.
+//! GFLOP/s counts 6 · weights · samples per epoch (forward 2, backward 4).
+
+use crate::config;
+use anyhow::{Result, bail};
+use chainrule::Tensor;
+use chainrule::data::{Dataset, Target};
+use chainrule::nn::{Module, Sequential};
+use chainrule::train::{TrainConfig, evaluate, fit};
+use std::path::Path;
+use std::time::Instant;
+
+/// One workload's timings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Timing {
+    pub workload: String,
+    /// Seconds per run (an epoch for W1/W2, all steps for W3).
+    pub seconds: Vec<f64>,
+    /// What one run processes: samples (W1/W2) or steps (W3).
+    pub units: f64,
+    /// Floating-point operations per run (6 · weights · samples), W1/W2.
+    pub flops: Option<f64>,
+    /// Test accuracy after the last run's epoch, W1/W2.
+    pub accuracy: Option<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+fn mlp(sizes: &[usize]) -> Result<Sequential<f32>> {
+    let layers: Vec<serde_json::Value> = sizes
+        .windows(2)
+        .enumerate()
+        .flat_map(|(i, w)| {
+            let linear = serde_json::json!({"type": "linear", "in": w[0], "out": w[1]});
+            if i + 2 < sizes.len() {
+                vec![linear, serde_json::json!({"type": "relu"})]
+            } else {
+                vec![linear]
+            }
+        })
+        .collect();
+    Ok(Sequential::from_json(
+        &serde_json::json!({ "layers": layers }).to_string(),
+        0,
+    )?)
+}
+
+fn mnist_epoch(
+    name: &str,
+    sizes: &[usize],
+    batch: usize,
+    train: &Dataset<f32>,
+    test: &Dataset<f32>,
+    runs: usize,
+) -> Result<Timing> {
+    let config = TrainConfig::from_json(&format!(
+        r#"{{"loss": "cross_entropy", "optimizer": {{"type": "sgd", "lr": 0.1}}, "batch_size": {batch}, "epochs": 1}}"#
+    ))?;
+    let mut seconds = Vec::with_capacity(runs);
+    let mut accuracy = None;
+    let mut weights = 0;
+    for _ in 0..runs {
+        let mut model = mlp(sizes)?;
+        weights = model.params().iter().map(|p| p.value.len()).sum::<usize>();
+        let started = Instant::now();
+        fit(&mut model, train, None, &config, |_| {})?;
+        seconds.push(started.elapsed().as_secs_f64());
+        accuracy = evaluate(&model, test, config.loss)?.accuracy;
+    }
+    let samples = train.len() as f64;
+    Ok(Timing {
+        workload: name.into(),
+        seconds,
+        units: samples,
+        flops: Some(6.0 * weights as f64 * samples),
+        accuracy,
+    })
+}
+
+fn xor_steps(runs: usize) -> Result<Timing> {
+    const STEPS: usize = 100_000;
+    let x = Tensor::from_vec(vec![0.0f32, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0], &[4, 2])?;
+    let y = Tensor::from_vec(vec![0.0f32, 1.0, 1.0, 0.0], &[4, 1])?;
+    let data = Dataset::new(x, Target::Values(y))?;
+    let config = TrainConfig::from_json(&format!(
+        r#"{{"loss": "mse", "optimizer": {{"type": "sgd", "lr": 0.05}}, "batch_size": 1, "epochs": {}}}"#,
+        STEPS / 4
+    ))?;
+    let mut seconds = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let mut model = Sequential::<f32>::from_json(
+            r#"{"layers": [{"type": "linear", "in": 2, "out": 2}, {"type": "relu"}, {"type": "linear", "in": 2, "out": 1}]}"#,
+            0,
+        )?;
+        let started = Instant::now();
+        fit(&mut model, &data, None, &config, |_| {})?;
+        seconds.push(started.elapsed().as_secs_f64());
+    }
+    Ok(Timing {
+        workload: "W3".into(),
+        seconds,
+        units: STEPS as f64,
+        flops: None,
+        accuracy: None,
+    })
+}
+
+pub fn run(
+    data: Option<&Path>,
+    workloads: &[String],
+    runs: usize,
+    threads: usize,
+    json: bool,
+) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs: must be at least 1");
+    }
+    chainrule::tensor::set_num_threads(threads);
+    let needs_mnist = workloads.iter().any(|w| w == "w1" || w == "w2");
+    let mnist = match (needs_mnist, data) {
+        (false, _) => None,
+        (true, Some(dir)) => {
+            let scale = |d: Dataset<f32>| -> Result<Dataset<f32>> {
+                Ok(Dataset::new(d.x.scale(1.0 / 255.0), d.target)?)
+            };
+            Some((
+                scale(config::mnist(dir, "train")?)?,
+                scale(config::mnist(dir, "t10k")?)?,
+            ))
+        }
+        (true, None) => {
+            bail!("--data: W1 and W2 train on MNIST; give its folder (IDX files, plain or .gz)")
+        }
+    };
+    let mut timings = Vec::new();
+    for w in workloads {
+        let timing = match (w.as_str(), &mnist) {
+            ("w1", Some((train, test))) => {
+                mnist_epoch("W1", &[784, 128, 10], 64, train, test, runs)?
+            }
+            ("w2", Some((train, test))) => {
+                mnist_epoch("W2", &[784, 1024, 1024, 10], 256, train, test, runs)?
+            }
+            ("w3", _) => xor_steps(runs)?,
+            (other, _) => bail!("--workloads: unknown workload {other:?} (expected w1, w2, w3)"),
+        };
+        if !json {
+            print_timing(&timing);
+        }
+        timings.push(timing);
+    }
+    if json {
+        println!("{}", serde_json::to_string(&timings)?);
+    }
+    Ok(())
+}
+
+fn print_timing(t: &Timing) {
+    let (med, min, max) = (
+        median(&t.seconds),
+        t.seconds.iter().copied().fold(f64::INFINITY, f64::min),
+        t.seconds.iter().copied().fold(0.0, f64::max),
+    );
+    match t.flops {
+        Some(flops) => println!(
+            "{}: {med:.3} s/epoch (min {min:.3}, max {max:.3}, {} runs)  {:.0} samples/s  {:.1} GFLOP/s  test accuracy {:.2}%",
+            t.workload,
+            t.seconds.len(),
+            t.units / med,
+            flops / med / 1e9,
+            100.0 * t.accuracy.unwrap_or(0.0)
+        ),
+        None => println!(
+            "{}: {:.2} µs/step (min {:.2}, max {:.2}, {} runs of {} steps)",
+            t.workload,
+            med / t.units * 1e6,
+            min / t.units * 1e6,
+            max / t.units * 1e6,
+            t.seconds.len(),
+            t.units
+        ),
+    }
+}
