@@ -17,6 +17,13 @@ use config::RunConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc keeps freed blocks for reuse: training allocates and frees the same
+/// tensor sizes every step, and the system allocator hands large ones back to the
+/// kernel, paying page faults to get them again. Measured with `chainrule bench`
+/// (median of 3): W3 6.3 → 5.7 µs/step, W1 0.324 → 0.313 s/epoch.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Neural networks whose backpropagation you can see.
 #[derive(Parser, Debug)]
 #[command(name = "chainrule", version)]

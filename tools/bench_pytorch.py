@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Run the speed workloads in chainrule and in PyTorch on the same data, side by side.
+
+    pip install torch numpy && python3 tools/bench_pytorch.py MNIST_DIR [--runs 3] [--threads 2]
+
+chainrule runs first (`chainrule bench --json`, release build), then PyTorch runs the same
+three workloads in the same order, with the same data in memory, timing only the
+training loop (see `chainrule bench --help` for W1, W2, W3). Prints medians and the
+ratio PyTorch / chainrule (above 1: chainrule is faster).
+"""
+import argparse
+import gzip
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def idx(path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    rank = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * rank).reshape(shape)
+
+
+def find(folder, stem):
+    for name in (stem, stem.replace("-idx", ".idx")):
+        for suffix in ("", ".gz"):
+            p = folder / (name + suffix)
+            if p.exists():
+                return p
+    raise FileNotFoundError(stem)
+
+
+def mnist(folder, split):
+    x = idx(find(folder, f"{split}-images-idx3-ubyte")).reshape(-1, 784).astype(np.float32) / 255.0
+    y = idx(find(folder, f"{split}-labels-idx1-ubyte")).astype(np.int64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def mlp(sizes):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i + 2 < len(sizes):
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def epoch(sizes, batch, train, test):
+    model = mlp(sizes)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x, y = train
+    # Batches cut before timing, in file order, the last one partial.
+    batches = [(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)]
+    start = time.perf_counter()
+    for xb, yb in batches:
+        opt.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        accuracy = (model(test[0]).argmax(1) == test[1]).float().mean().item()
+    return seconds, accuracy
+
+
+def xor_steps(steps=100_000):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss_fn = torch.nn.MSELoss()
+    xs = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    ys = torch.tensor([[0.0], [1.0], [1.0], [0.0]])
+    samples = [(xs[i:i + 1], ys[i:i + 1]) for i in range(4)]
+    start = time.perf_counter()
+    for i in range(steps):
+        xb, yb = samples[i % 4]
+        opt.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ours = json.loads(subprocess.run(
+        ["cargo", "run", "-q", "--release", "-p", "chainrule-cli", "--", "bench", "--data", args.data,
+         "--runs", str(args.runs), "--threads", str(args.threads), "--json"],
+        cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+    folder = Path(args.data)
+    train, test = mnist(folder, "train"), mnist(folder, "t10k")
+    theirs = {
+        "W1": [epoch([784, 128, 10], 64, train, test) for _ in range(args.runs)],
+        "W2": [epoch([784, 1024, 1024, 10], 256, train, test) for _ in range(args.runs)],
+        "W3": [(xor_steps(), None) for _ in range(args.runs)],
+    }
+    print(f"{'workload':<9} {'chainrule':>16} {'PyTorch ' + torch.__version__:>22} {'PyTorch/chainrule':>18}")
+    for t in ours:
+        name = t["workload"]
+        ours_median = statistics.median(t["seconds"])
+        torch_median = statistics.median(s for s, _ in theirs[name])
+        if name == "W3":
+            a, b = f"{ours_median / t['units'] * 1e6:.2f} µs/step", f"{torch_median / t['units'] * 1e6:.2f} µs/step"
+        else:
+            acc = theirs[name][-1][1]
+            a = f"{ours_median:.3f} s ({100 * t['accuracy']:.1f}%)"
+            b = f"{torch_median:.3f} s ({100 * acc:.1f}%)"
+        print(f"{name:<9} {a:>16} {b:>22} {torch_median / ours_median:>17.2f}x")
+
+
+if __name__ == "__main__":
+    main()
