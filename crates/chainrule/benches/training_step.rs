@@ -1,0 +1,75 @@
+//! The hot operations of a training step: a linear layer forward and backward, softmax
+//! cross-entropy, an SGD step, and a whole W1 step and W3 step.
+
+use chainrule::data::Target;
+use chainrule::loss::Loss;
+use chainrule::nn::{Param, Sequential};
+use chainrule::optim::{Optimizer, OptimizerConfig};
+use chainrule::train::loss_and_grads;
+use chainrule::{Tape, Tensor};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+
+fn steps(c: &mut Criterion) {
+    let mut group = c.benchmark_group("training_step");
+    let x = Tensor::<f32>::rand_uniform(&[64, 784], 0.0, 1.0, 1).unwrap();
+    let w = Tensor::<f32>::rand_uniform(&[128, 784], -0.05, 0.05, 2).unwrap();
+    let b = Tensor::<f32>::zeros(&[128]);
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("linear_forward_backward_64x784x128", |bench| {
+        bench.iter(|| {
+            let tape = Tape::new();
+            let (xv, wv, bv) = (
+                tape.constant(x.clone()),
+                tape.param(w.clone()),
+                tape.param(b.clone()),
+            );
+            let y = xv.linear(wv, Some(bv)).unwrap().sum(&[], false).unwrap();
+            black_box(y.backward().unwrap())
+        })
+    });
+    let logits = Tensor::<f32>::rand_uniform(&[64, 10], -3.0, 3.0, 3).unwrap();
+    let classes = Target::Classes((0..64).map(|i| i % 10).collect());
+    group.bench_function("softmax_cross_entropy_64x10", |bench| {
+        bench.iter(|| {
+            let tape = Tape::new();
+            let l = Loss::CrossEntropy
+                .compute(tape.param(logits.clone()), &classes)
+                .unwrap();
+            black_box(l.backward().unwrap())
+        })
+    });
+    let config =
+        OptimizerConfig::from_json(&serde_json::json!({"type": "sgd", "lr": 0.1, "momentum": 0.9}))
+            .unwrap();
+    let mut optimizer = Optimizer::new(config);
+    let mut params = vec![Param::new("w", w.clone())];
+    let grads = vec![Some(w.scale(0.01))];
+    group.bench_function("sgd_momentum_step_100k", |bench| {
+        bench.iter(|| optimizer.step(&mut params, &grads).unwrap())
+    });
+
+    let w1 = Sequential::<f32>::from_json(
+        r#"{"layers": [{"type": "linear", "in": 784, "out": 128}, {"type": "relu"}, {"type": "linear", "in": 128, "out": 10}]}"#,
+        0,
+    )
+    .unwrap();
+    group.bench_function("w1_forward_backward_batch_64", |bench| {
+        bench.iter(|| black_box(loss_and_grads(&w1, &x, &classes, Loss::CrossEntropy).unwrap()))
+    });
+    let w3 = Sequential::<f32>::from_json(
+        r#"{"layers": [{"type": "linear", "in": 2, "out": 2}, {"type": "relu"}, {"type": "linear", "in": 2, "out": 1}]}"#,
+        0,
+    )
+    .unwrap();
+    let xor = Tensor::<f32>::from_vec(vec![1.0, 0.0], &[1, 2]).unwrap();
+    let y = Target::Values(Tensor::<f32>::full(&[1, 1], 1.0));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("w3_forward_backward_one_sample", |bench| {
+        bench.iter(|| black_box(loss_and_grads(&w3, &xor, &y, Loss::Mse).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, steps);
+criterion_main!(benches);
