@@ -132,8 +132,11 @@ pub fn run(
     let mnist = match (needs_mnist, data) {
         (false, _) => None,
         (true, Some(dir)) => {
+            // Pixels to [0, 1] in place: a scaled copy would double the peak memory.
             let scale = |d: Dataset<f32>| -> Result<Dataset<f32>> {
-                Ok(Dataset::new(d.x.scale(1.0 / 255.0), d.target)?)
+                let mut x = d.x;
+                x.as_mut_slice().iter_mut().for_each(|v| *v /= 255.0);
+                Ok(Dataset::new(x, d.target)?)
             };
             Some((
                 scale(config::mnist(dir, "train")?)?,
