@@ -45,6 +45,8 @@ pub struct RunConfig {
     pub schedule: Option<serde_json::Value>,
     /// Clip gradients to this global norm.
     pub clip_grad_norm: Option<f64>,
+    /// Skip a step whose loss or gradient is not finite instead of stopping.
+    pub skip_nonfinite: Option<bool>,
     /// Passes over the training data.
     pub epochs: Option<usize>,
     /// Rows per batch.
@@ -109,6 +111,7 @@ impl RunConfig {
             optimizer,
             schedule,
             clip_grad_norm,
+            skip_nonfinite,
             epochs,
             batch_size,
             shuffle,
@@ -530,6 +533,7 @@ pub fn train_config(config: &RunConfig, classification: bool) -> Result<TrainCon
         drop_last: config.drop_last.unwrap_or(false),
         schedule,
         clip_grad_norm: config.clip_grad_norm,
+        skip_nonfinite: config.skip_nonfinite.unwrap_or(false),
         early_stopping: config.patience.map(|patience| EarlyStopping {
             patience,
             min_delta: 0.0,

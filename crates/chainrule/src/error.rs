@@ -103,6 +103,20 @@ pub enum Error {
         message: String,
     },
 
+    // --- training ---------------------------------------------------------------
+    /// A non-finite loss or gradient appeared during training.
+    #[error("non-finite values at epoch {epoch}, batch {batch} (step {step}): {location}")]
+    NonFinite {
+        /// The epoch, from 1.
+        epoch: usize,
+        /// The batch within the epoch, from 1.
+        batch: usize,
+        /// The optimizer step, from 1.
+        step: usize,
+        /// Where they first appear: a parameter, an operation's output, or a gradient.
+        location: String,
+    },
+
     // --- values -----------------------------------------------------------------
     /// A number is outside the range where it means something.
     #[error("{field}: {message}")]

@@ -43,6 +43,9 @@ pub struct TrainConfig {
     pub clip_grad_norm: Option<f64>,
     /// Stop when the monitored loss stops improving (default none).
     pub early_stopping: Option<EarlyStopping>,
+    /// On a non-finite loss or gradient, skip that step instead of stopping with
+    /// [`crate::Error::NonFinite`] (default false).
+    pub skip_nonfinite: bool,
 }
 
 /// Early stopping: monitor the validation loss (the training loss when there is no
@@ -101,6 +104,7 @@ impl TrainConfig {
             schedule: Schedule::Constant,
             clip_grad_norm: None,
             early_stopping: None,
+            skip_nonfinite: false,
         })
     }
 }
@@ -302,9 +306,12 @@ struct BatchPass<F: Float> {
     loss: F,
     grads: Vec<Option<Tensor<F>>>,
     prediction: Tensor<F>,
+    /// Where non-finite values first appear, when the loss or a gradient is not finite.
+    anomaly: Option<String>,
 }
 
-/// Loss, gradients and prediction for one batch.
+/// Loss, gradients and prediction for one batch; a non-finite loss or gradient comes
+/// with a description of where the non-finite values first appear (anomaly detection).
 fn step_on_batch<F: Float, M: Module<F>>(
     model: &M,
     x: &Tensor<F>,
@@ -316,12 +323,75 @@ fn step_on_batch<F: Float, M: Module<F>>(
     let prediction = model.forward(&params, tape.constant(x.clone()))?;
     let value = loss.compute(prediction, target)?;
     let mut grads = value.backward()?;
-    let grads = params.iter().map(|&p| grads.take(p)).collect();
+    let grads: Vec<Option<Tensor<F>>> = params.iter().map(|&p| grads.take(p)).collect();
+    let loss_value = value.item()?;
+    let anomaly = (!loss_value.is_finite() || grads.iter().flatten().any(|g| !g.all_finite()))
+        .then(|| locate_nonfinite(model, &tape, &params, &grads, value.id(), loss_value));
     Ok(BatchPass {
-        loss: value.item()?,
+        loss: loss_value,
         grads,
         prediction: prediction.value(),
+        anomaly,
     })
+}
+
+/// Where non-finite values first appear: a parameter, else the first operation whose
+/// output is non-finite (forward order), else the first non-finite gradient.
+fn locate_nonfinite<F: Float, M: Module<F>>(
+    model: &M,
+    tape: &Tape<F>,
+    params: &[crate::Var<'_, F>],
+    grads: &[Option<Tensor<F>>],
+    root: usize,
+    loss: F,
+) -> String {
+    let layer_of = |name: &str| {
+        name.split('.')
+            .next()
+            .filter(|l| l.parse::<usize>().is_ok())
+            .map_or(String::new(), |l| format!(" (layer {l})"))
+    };
+    if let Some(p) = model.params().iter().find(|p| !p.value.all_finite()) {
+        return format!(
+            "parameter {}{} holds non-finite values before the step",
+            p.name,
+            layer_of(&p.name)
+        );
+    }
+    let param_ids: Vec<usize> = params.iter().map(|p| p.id()).collect();
+    for id in 0..=root {
+        if param_ids.contains(&id) {
+            continue;
+        }
+        if let (Some(label), Some(value)) = (tape.label(id), tape.value(id))
+            && !value.all_finite()
+        {
+            let consumer = model
+                .params()
+                .iter()
+                .zip(&param_ids)
+                .find(|(_, pid)| tape.inputs(id).contains(pid));
+            let layer = consumer.map_or(String::new(), |(p, _)| {
+                format!(" in the layer of {}{}", p.name, layer_of(&p.name))
+            });
+            return format!(
+                "the output of `{label}` (node {id}{layer}) is non-finite in the forward pass; the loss is {loss}"
+            );
+        }
+    }
+    match model
+        .params()
+        .iter()
+        .zip(grads)
+        .find(|(_, g)| g.as_ref().is_some_and(|g| !g.all_finite()))
+    {
+        Some((p, _)) => format!(
+            "the gradient of {}{} is non-finite (the forward pass is finite)",
+            p.name,
+            layer_of(&p.name)
+        ),
+        None => format!("the loss is {loss}"),
+    }
 }
 
 /// Rows per forward pass in [`evaluate`] and [`predict`].
@@ -493,6 +563,7 @@ pub fn fit_from<F: Float, M: Module<F>>(
         drop_last: config.drop_last,
     };
     let mut history = History::default();
+    let mut steps = first_epoch * order.count();
     let mut best: Option<(f64, usize, Vec<Param<F>>)> = None;
     for epoch in first_epoch..config.epochs {
         let started = Instant::now();
@@ -506,7 +577,20 @@ pub fn fit_from<F: Float, M: Module<F>>(
                 loss: value,
                 mut grads,
                 prediction,
+                anomaly,
             } = step_on_batch(model, &batch.x, &batch.target, config.loss)?;
+            steps += 1;
+            if let Some(location) = anomaly {
+                if config.skip_nonfinite {
+                    continue;
+                }
+                return Err(crate::Error::NonFinite {
+                    epoch: epoch + 1,
+                    batch: batch_index + 1,
+                    step: steps,
+                    location,
+                });
+            }
             if let Some(max_norm) = config.clip_grad_norm {
                 clip_grad_norm(&mut grads, max_norm);
             }

@@ -341,3 +341,78 @@ fn csv_reads_classes_values_and_names_a_bad_cell() {
             .contains("nope")
     );
 }
+
+#[test]
+fn a_nan_parameter_stops_training_naming_the_step_batch_layer_and_tensor() {
+    let data = regression_data(32, 7);
+    let mut model = mlp();
+    let mut weight = model.params()[2].value.to_vec(); // 2.weight
+    weight[3] = f64::NAN;
+    model.params_mut()[2].value = Tensor::from_vec(weight, &[1, 8]).unwrap();
+    let cfg =
+        config(r#"{"loss": "mse", "optimizer": {"type": "sgd"}, "batch_size": 8, "epochs": 1}"#);
+    let err = fit(&mut model, &data, None, &cfg, |_| {}).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            Error::NonFinite {
+                epoch: 1,
+                batch: 1,
+                step: 1,
+                ..
+            }
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("2.weight") && text.contains("layer 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_diverging_run_names_the_operation_where_infinity_first_appears() {
+    let data = regression_data(32, 8);
+    let mut model = mlp();
+    let cfg = config(
+        r#"{"loss": "mse", "optimizer": {"type": "sgd", "lr": 1e200}, "batch_size": 8, "epochs": 3}"#,
+    );
+    let text = fit(&mut model, &data, None, &cfg, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("step 2") || text.contains("step 3"), "{text}");
+    assert!(text.contains('`'), "names an operation or tensor: {text}");
+}
+
+#[test]
+fn skip_nonfinite_skips_the_bad_steps_and_leaves_the_parameters_finite() {
+    let data = regression_data(32, 9);
+    let mut model = mlp();
+    let before = model.params().to_vec();
+    // A target that overflows the loss only in the first batch.
+    let Target::Values(y) = &data.target else {
+        unreachable!()
+    };
+    let mut values = y.to_vec();
+    values[0] = 1e300;
+    let data = Dataset::new(
+        data.x.clone(),
+        Target::Values(Tensor::from_vec(values, &[32, 1]).unwrap()),
+    )
+    .unwrap();
+    let mut cfg = config(
+        r#"{"loss": "mse", "optimizer": {"type": "sgd", "lr": 0.01}, "batch_size": 8, "epochs": 1}"#,
+    );
+    cfg.skip_nonfinite = true;
+    let mut steps = 0;
+    fit(&mut model, &data, None, &cfg, |e| {
+        if let Event::Step { .. } = e {
+            steps += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(steps, 3, "the first of four batches is skipped");
+    assert!(model.params().iter().all(|p| p.value.all_finite()));
+    assert_ne!(model.params(), before.as_slice());
+}

@@ -283,6 +283,23 @@ pub struct Batches {
 }
 
 impl Batches {
+    /// The number of batches in every epoch.
+    ///
+    /// ```
+    /// use chainrule::data::Batches;
+    /// let b = Batches { rows: 10, batch_size: 4, shuffle: true, seed: 0, drop_last: false };
+    /// assert_eq!(b.count(), 3);
+    /// assert_eq!(Batches { drop_last: true, ..b }.count(), 2);
+    /// ```
+    pub fn count(&self) -> usize {
+        let size = self.batch_size.max(1);
+        if self.drop_last {
+            self.rows / size
+        } else {
+            self.rows.div_ceil(size)
+        }
+    }
+
     /// The batches of `epoch`, as row indices.
     ///
     /// ```
