@@ -108,6 +108,10 @@ impl Layer {
     }
 }
 
+/// The most parameters a model may have (2³¹, 8 GiB in f32): larger sizes in a model
+/// file are refused before anything is allocated.
+pub const MAX_PARAMETERS: usize = 1 << 31;
+
 /// Layers applied in order, with PyTorch `nn.Sequential` parameter names
 /// (`"{i}.weight"`, `"{i}.bias"`, `i` counting activations too).
 ///
@@ -166,6 +170,26 @@ impl<F: Float> Sequential<F> {
     pub fn with_init(layers: Vec<Layer>, init: Init, seed: u64) -> Result<Self> {
         if layers.is_empty() {
             return Err(invalid("layers", "must list at least one layer"));
+        }
+        // Refuse before allocating: a hostile model file could ask for terabytes.
+        let mut total: usize = 0;
+        for (i, layer) in layers.iter().enumerate() {
+            if let &Layer::Linear {
+                inputs, outputs, ..
+            } = layer
+            {
+                total = inputs
+                    .checked_mul(outputs)
+                    .and_then(|w| w.checked_add(outputs))
+                    .and_then(|n| total.checked_add(n))
+                    .filter(|&n| n <= MAX_PARAMETERS)
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("layers[{i}]"),
+                            format!("the model would exceed {MAX_PARAMETERS} parameters"),
+                        )
+                    })?;
+            }
         }
         let mut previous: Option<(usize, usize)> = None;
         let mut params = Vec::new();
