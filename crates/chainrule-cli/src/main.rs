@@ -11,6 +11,7 @@ mod explain;
 mod inspect;
 mod plot;
 mod run;
+mod signals;
 
 use clap::{Args, Parser, Subcommand};
 use config::RunConfig;
@@ -140,6 +141,12 @@ struct TrainArgs {
     /// CSV target column.
     #[arg(long)]
     target: Option<String>,
+    /// Built-in data: rows to generate.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Built-in data: Gaussian noise.
+    #[arg(long)]
+    noise: Option<f64>,
     /// classification or regression (CSV, npy).
     #[arg(long)]
     task: Option<String>,
@@ -229,6 +236,8 @@ impl TrainArgs {
             data,
             target: self.target.clone(),
             task: self.task.clone(),
+            samples: self.samples,
+            noise: self.noise,
             layers: self.layers.clone(),
             activation: self.activation.clone(),
             init: self.init.clone(),

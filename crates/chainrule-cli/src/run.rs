@@ -9,7 +9,7 @@ use chainrule::data::Target;
 use chainrule::io::{read_safetensors, write_atomic, write_safetensors};
 use chainrule::nn::{Module, Sequential};
 use chainrule::optim::Optimizer;
-use chainrule::train::{Event, History, fit_from};
+use chainrule::train::{Event, History, Position, Session, fit_from};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
@@ -33,6 +33,9 @@ pub struct TrainRequest {
 pub struct RunState {
     pub chainrule_version: String,
     pub epochs_done: usize,
+    /// Batches done in the epoch after `epochs_done`, when the run was interrupted.
+    #[serde(default)]
+    pub batches_done: usize,
     pub features: usize,
     pub classes: Option<usize>,
     pub class_names: Option<Vec<String>>,
@@ -59,6 +62,8 @@ fn fresh_run_dir(runs_dir: &Path, base: &str) -> PathBuf {
 }
 
 pub fn train(request: TrainRequest) -> Result<()> {
+    // From the start, so a signal during loading still ends in a clean stop.
+    crate::signals::install();
     let base = match (&request.resume, &request.config_file) {
         (Some(run), _) => RunConfig::read(&run.join("config.toml"))?,
         (None, Some(file)) => RunConfig::read(file)?,
@@ -86,7 +91,7 @@ pub fn train(request: TrainRequest) -> Result<()> {
     let mut model = config::build_model(&cfg, &splits)?;
     let train_config = config::train_config(&cfg, splits.classes.is_some())?;
     let mut optimizer = Optimizer::new(train_config.optimizer.clone());
-    let mut first_epoch = 0;
+    let mut start = Position::default();
     let mut earlier: Vec<EpochPoint> = Vec::new();
 
     let run_dir = match &request.resume {
@@ -106,11 +111,15 @@ pub fn train(request: TrainRequest) -> Result<()> {
                     .load_state_dict(model.params(), &read_safetensors(&opt_path)?)
                     .map_err(|e| anyhow!("{}: {e}", opt_path.display()))?;
             }
-            first_epoch = state.epochs_done;
+            start = Position {
+                epoch: state.epochs_done,
+                batch: state.batches_done,
+            };
             earlier = read_metrics(&run.join("metrics.csv"))?;
-            if first_epoch >= train_config.epochs {
+            if start.epoch >= train_config.epochs {
                 bail!(
-                    "epochs: the run already has {first_epoch} epochs; ask for more with --epochs"
+                    "epochs: the run already has {} epochs; ask for more with --epochs",
+                    start.epoch
                 );
             }
             run.clone()
@@ -143,6 +152,7 @@ pub fn train(request: TrainRequest) -> Result<()> {
         }
     };
 
+    let first_epoch = start.epoch;
     let mut progress = Progress::new(
         &splits,
         &train_config,
@@ -150,13 +160,17 @@ pub fn train(request: TrainRequest) -> Result<()> {
         request.quiet || request.json,
     );
     let started = Instant::now();
+    let session = Session {
+        optimizer: &mut optimizer,
+        start,
+        stop: Some(crate::signals::stop_flag()),
+    };
     let history = fit_from(
         &mut model,
-        &mut optimizer,
         &splits.train,
         splits.validation.as_ref(),
         &train_config,
-        first_epoch,
+        session,
         |event| progress.on(event),
     )?;
     progress.finish();
@@ -205,6 +219,7 @@ pub fn train(request: TrainRequest) -> Result<()> {
     let mut summary = serde_json::json!({
         "run": run_dir.display().to_string(),
         "epochs": first_epoch + history.epochs.len(),
+        "interrupted": history.interrupted.map(|p| serde_json::json!({"epoch": p.epoch + 1, "batch": p.batch})),
         "stopped_early": history.stopped_early,
         "seconds": seconds,
         "train_loss": points.last().map(|p| p.train_loss),
@@ -243,6 +258,17 @@ fn percent(v: Option<f64>) -> String {
 
 fn print_summary(summary: &serde_json::Value, history: &History) {
     let f = |k: &str| summary[k].as_f64();
+    if let Some(at) = history.interrupted {
+        println!(
+            "Interrupted before epoch {}, batch {}: the checkpoint is saved. Continue with: chainrule train --resume {}",
+            at.epoch + 1,
+            at.batch + 1,
+            summary["run"].as_str().unwrap_or("")
+        );
+        if summary["train_loss"].is_null() {
+            return;
+        }
+    }
     println!(
         "Finished {} epochs in {:.1} s{}.",
         summary["epochs"],
@@ -300,7 +326,10 @@ fn save_run(
     )?;
     let state = RunState {
         chainrule_version: env!("CARGO_PKG_VERSION").into(),
-        epochs_done: first_epoch + history.epochs.len(),
+        epochs_done: history
+            .interrupted
+            .map_or(first_epoch + history.epochs.len(), |p| p.epoch),
+        batches_done: history.interrupted.map_or(0, |p| p.batch),
         features: splits.features,
         classes: splits.classes,
         class_names: splits.class_names.clone(),

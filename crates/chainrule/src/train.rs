@@ -144,6 +144,8 @@ pub struct History {
     pub stopped_early: bool,
     /// The epoch with the best monitored loss, when early stopping was on.
     pub best_epoch: Option<usize>,
+    /// Where a run stopped by [`Session::stop`] should continue.
+    pub interrupted: Option<Position>,
 }
 
 /// A progress report from [`fit`].
@@ -506,21 +508,39 @@ pub fn fit<F: Float, M: Module<F>>(
     on_event: impl FnMut(&Event<'_>),
 ) -> Result<History> {
     let mut optimizer = Optimizer::new(config.optimizer.clone());
-    fit_from(
-        model,
-        &mut optimizer,
-        train,
-        validation,
-        config,
-        0,
-        on_event,
-    )
+    let session = Session {
+        optimizer: &mut optimizer,
+        start: Position::default(),
+        stop: None,
+    };
+    fit_from(model, train, validation, config, session, on_event)
 }
 
-/// [`fit`] continuing a run: epochs `first_epoch .. config.epochs` with an optimizer
-/// that already holds its state (see [`Optimizer::load_state_dict`]). Batch order and
-/// learning rates depend only on the epoch number, so a run resumed after epoch k
-/// takes the same steps as one never stopped. (Early stopping restarts its count.)
+/// A place in training: the epoch, and the batch within it (both from 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// The epoch.
+    pub epoch: usize,
+    /// The batch within the epoch.
+    pub batch: usize,
+}
+
+/// What a continued or interruptible run of [`fit_from`] brings along.
+pub struct Session<'a, F: Float> {
+    /// The optimizer, with whatever state it has (see [`Optimizer::load_state_dict`]).
+    pub optimizer: &'a mut Optimizer<F>,
+    /// Where to start: the first step not yet taken.
+    pub start: Position,
+    /// When set (by a signal handler, say), training stops after the current step and
+    /// [`History::interrupted`] says where to continue.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+/// [`fit`] continuing a run from `session.start` with an optimizer that already holds
+/// its state, and stopping early when `session.stop` is set. Batch order and learning
+/// rates depend only on the epoch number, so a run resumed at any step takes the same
+/// steps as one never stopped, and ends with bit-identical parameters. (Early stopping
+/// restarts its count; a resumed epoch's training metrics cover its remaining batches.)
 ///
 /// # Errors
 /// As [`fit`].
@@ -529,31 +549,43 @@ pub fn fit<F: Float, M: Module<F>>(
 /// use chainrule::data::{Dataset, Target};
 /// use chainrule::nn::{Module, Sequential};
 /// use chainrule::optim::Optimizer;
-/// use chainrule::train::{self, TrainConfig};
+/// use chainrule::train::{self, Position, Session, TrainConfig};
 /// use chainrule::Tensor;
 /// let data = Dataset::new(Tensor::<f64>::rand_uniform(&[20, 2], -1.0, 1.0, 0)?, Target::Classes(vec![0, 1].repeat(10)))?;
 /// let config = TrainConfig::from_json(r#"{"loss": "cross_entropy", "optimizer": {"type": "adam"}, "batch_size": 4, "epochs": 4, "shuffle": true}"#)?;
 /// let json = r#"{"layers": [{"type": "linear", "in": 2, "out": 2}]}"#;
 /// let mut whole = Sequential::<f64>::from_json(json, 1)?;
 /// train::fit(&mut whole, &data, None, &config, |_| {})?;
-/// // Two epochs, then resume for the other two with the optimizer's state.
+/// // Stop after the second step, then resume there with the optimizer's state.
 /// let mut part = Sequential::<f64>::from_json(json, 1)?;
 /// let mut opt = Optimizer::new(config.optimizer.clone());
-/// let first = TrainConfig { epochs: 2, ..config.clone() };
-/// train::fit_from(&mut part, &mut opt, &data, None, &first, 0, |_| {})?;
-/// train::fit_from(&mut part, &mut opt, &data, None, &config, 2, |_| {})?;
+/// let stop = std::sync::atomic::AtomicBool::new(false);
+/// let session = Session { optimizer: &mut opt, start: Position::default(), stop: Some(&stop) };
+/// let mut steps = 0;
+/// let history = train::fit_from(&mut part, &data, None, &config, session, |e| {
+///     if let train::Event::Step { .. } = e { steps += 1; if steps == 2 { stop.store(true, std::sync::atomic::Ordering::Relaxed); } }
+/// })?;
+/// let at = history.interrupted.unwrap();
+/// assert_eq!(at, Position { epoch: 0, batch: 2 });
+/// let session = Session { optimizer: &mut opt, start: at, stop: None };
+/// train::fit_from(&mut part, &data, None, &config, session, |_| {})?;
 /// assert_eq!(part.params(), whole.params());
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn fit_from<F: Float, M: Module<F>>(
     model: &mut M,
-    optimizer: &mut Optimizer<F>,
     train: &Dataset<F>,
     validation: Option<&Dataset<F>>,
     config: &TrainConfig,
-    first_epoch: usize,
+    session: Session<'_, F>,
     mut on_event: impl FnMut(&Event<'_>),
 ) -> Result<History> {
+    let Session {
+        optimizer,
+        start,
+        stop,
+    } = session;
+    let stopping = || stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
     let base_lr = config.optimizer.lr();
     let order = Batches {
         rows: train.len(),
@@ -563,15 +595,23 @@ pub fn fit_from<F: Float, M: Module<F>>(
         drop_last: config.drop_last,
     };
     let mut history = History::default();
-    let mut steps = first_epoch * order.count();
+    let mut steps = start.epoch * order.count() + start.batch;
     let mut best: Option<(f64, usize, Vec<Param<F>>)> = None;
-    for epoch in first_epoch..config.epochs {
+    for epoch in start.epoch..config.epochs {
         let started = Instant::now();
         let lr = config.schedule.lr(base_lr, epoch);
         optimizer.set_lr(lr);
         let batches = order.epoch(epoch);
         let mut tally = Tally::default();
-        for (batch_index, rows) in batches.iter().enumerate() {
+        let skip = if epoch == start.epoch { start.batch } else { 0 };
+        for (batch_index, rows) in batches.iter().enumerate().skip(skip) {
+            if batch_index > skip && stopping() {
+                history.interrupted = Some(Position {
+                    epoch,
+                    batch: batch_index,
+                });
+                return Ok(history);
+            }
             let batch = train.rows(rows)?;
             let BatchPass {
                 loss: value,
@@ -617,6 +657,13 @@ pub fn fit_from<F: Float, M: Module<F>>(
         on_event(&Event::Epoch(&metrics));
         let monitored = metrics.validation.map_or(metrics.train.loss, |m| m.loss);
         history.epochs.push(metrics);
+        if epoch + 1 < config.epochs && stopping() {
+            history.interrupted = Some(Position {
+                epoch: epoch + 1,
+                batch: 0,
+            });
+            return Ok(history);
+        }
         if let Some(stopping) = config.early_stopping {
             let improved = best
                 .as_ref()
