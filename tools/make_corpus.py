@@ -46,6 +46,8 @@ FILES = {
         "garbage_shape.npy": npy("{'descr': '<f4', 'fortran_order': False, 'shape': (a, b), }", b"\0" * 4),
         "truncated_data.npy": npy("{'descr': '<f8', 'fortran_order': False, 'shape': (4, 2), }", b"\0" * 60),
         "trailing_data.npy": npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", b"\0" * 12),
+        # Regression: a multi-byte character first in descr made the reader panic (fuzzing).
+        "multibyte_descr_found_by_fuzzing.npy": npy("{'descr': '\u02d68', 'fortran_order': False, 'shape': (1844674407370 ,), }", b"\0" * 8),
     },
     "safetensors": {
         "empty.safetensors": b"",

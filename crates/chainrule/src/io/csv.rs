@@ -46,15 +46,39 @@ pub struct CsvData<F: Float = f32> {
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn read_csv<F: Float>(path: &Path, target: &str, kind: TargetKind) -> Result<CsvData<F>> {
-    let name = path.display().to_string();
+    read_csv_bytes(
+        &super::read_file(path)?,
+        &path.display().to_string(),
+        target,
+        kind,
+    )
+}
+
+/// Parses CSV bytes as [`read_csv`] does; `name` names the source.
+///
+/// # Errors
+/// [`Error::Format`] as [`read_csv`].
+///
+/// ```
+/// use chainrule::io::{read_csv_bytes, TargetKind};
+/// let d = read_csv_bytes::<f32>(b"a,y\n1,0\n", "d.csv", "y", TargetKind::Classes)?;
+/// assert_eq!(d.dataset.len(), 1);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn read_csv_bytes<F: Float>(
+    bytes: &[u8],
+    name: &str,
+    target: &str,
+    kind: TargetKind,
+) -> Result<CsvData<F>> {
+    let name = name.to_string();
     let bad = |message: String| Error::Format {
         path: name.clone(),
         message,
     };
-    let bytes = super::read_file(path)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
-        .from_reader(bytes.as_slice());
+        .from_reader(bytes);
     let headers: Vec<String> = reader
         .headers()
         .map_err(|e| bad(format!("header: {e}")))?

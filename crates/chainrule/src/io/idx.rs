@@ -35,15 +35,29 @@ pub struct IdxArray {
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let raw = read_file(path)?;
-    let name = path.display().to_string();
+    read_idx_bytes(&read_file(path)?, &path.display().to_string())
+}
+
+/// Parses IDX bytes (gzip-compressed or not) as [`read_idx`] does; `name` names the
+/// source.
+///
+/// # Errors
+/// [`Error::Format`] as [`read_idx`].
+///
+/// ```
+/// let a = chainrule::io::read_idx_bytes(&[0, 0, 8, 1, 0, 0, 0, 2, 7, 9], "a")?;
+/// assert_eq!(a.values, vec![7, 9]);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn read_idx_bytes(raw: &[u8], name: &str) -> Result<IdxArray> {
+    let name = name.to_string();
     let bad = |message: String| Error::Format {
         path: name.clone(),
         message,
     };
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
+        flate2::read::GzDecoder::new(raw)
             .take(MAX_IDX_BYTES + 1)
             .read_to_end(&mut out)
             .map_err(|e| bad(format!("gzip: {e}")))?;
@@ -52,7 +66,7 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
         }
         out
     } else {
-        raw
+        raw.to_vec()
     };
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err(bad("not an IDX file (bad magic number)".into()));

@@ -8,10 +8,13 @@ mod idx;
 mod npy;
 mod safetensors;
 
-pub use csv::{CsvData, TargetKind, read_csv};
-pub use idx::{IdxArray, read_idx};
+pub use csv::{CsvData, TargetKind, read_csv, read_csv_bytes};
+pub use idx::{IdxArray, read_idx, read_idx_bytes};
 pub use npy::{NpyArray, npy_bytes, read_npy, read_npy_bytes};
-pub use safetensors::{read_safetensors, safetensors_bytes, safetensors_dtype, write_safetensors};
+pub use safetensors::{
+    read_safetensors, safetensors_bytes, safetensors_dtype, safetensors_from_bytes,
+    write_safetensors,
+};
 
 use crate::{Error, Result};
 use std::io::Write;

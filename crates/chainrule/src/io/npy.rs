@@ -146,7 +146,10 @@ pub fn read_npy_bytes(bytes: &[u8], name: &str) -> Result<NpyArray> {
     )
     .ok_or_else(|| bad("header has an invalid 'shape'".into()))?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let (order, kind) = descr.split_at(descr.len().min(1));
+    // The byte-order character, then the type code (split by characters: a hostile
+    // header may put a multi-byte character first; found by fuzzing).
+    let order_len = descr.chars().next().map_or(0, char::len_utf8);
+    let (order, kind) = descr.split_at(order_len);
     let little = match order {
         "<" | "|" | "=" => true,
         ">" => false,

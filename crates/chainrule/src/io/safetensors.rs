@@ -28,8 +28,23 @@ use std::path::Path;
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn read_safetensors<F: Float>(path: &Path) -> Result<BTreeMap<String, Tensor<F>>> {
-    let bytes = read_file(path)?;
-    let name = path.display().to_string();
+    safetensors_from_bytes(&read_file(path)?, &path.display().to_string())
+}
+
+/// Parses safetensors bytes as [`read_safetensors`] does; `name` names the source.
+///
+/// # Errors
+/// [`Error::Format`] as [`read_safetensors`].
+///
+/// ```
+/// assert!(chainrule::io::safetensors_from_bytes::<f32>(b"\x02\0\0\0\0\0\0\0{}", "p").unwrap().is_empty());
+/// assert!(chainrule::io::safetensors_from_bytes::<f32>(b"junk", "p").is_err());
+/// ```
+pub fn safetensors_from_bytes<F: Float>(
+    bytes: &[u8],
+    name: &str,
+) -> Result<BTreeMap<String, Tensor<F>>> {
+    let name = name.to_string();
     let bad = |message: String| Error::Format {
         path: name.clone(),
         message,
