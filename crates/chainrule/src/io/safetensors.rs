@@ -49,7 +49,7 @@ pub fn safetensors_from_bytes<F: Float>(
         path: name.clone(),
         message,
     };
-    let file = SafeTensors::deserialize(&bytes)
+    let file = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
     for (key, view) in file.tensors() {
