@@ -192,9 +192,30 @@ impl Scaler {
         Ok(s.transform(x)?)
     }
 
-    /// Applies the scaling to a data set's inputs.
+    /// Applies the scaling to a data set's inputs, in place (no second copy of the
+    /// data: MNIST's peak memory depends on it).
     pub fn apply_to(&self, data: Dataset<f32>) -> Result<Dataset<f32>> {
-        Ok(Dataset::new(self.apply(&data.x)?, data.target)?)
+        let Dataset { mut x, target } = data;
+        if x.ndim() != 2 || x.shape()[1] != self.shift.len() {
+            bail!(
+                "x: expected [N, {}] features, got {:?}",
+                self.shift.len(),
+                x.shape()
+            );
+        }
+        let columns = self.shift.len();
+        let (shift, scale): (Vec<f32>, Vec<f32>) = self
+            .shift
+            .iter()
+            .zip(&self.scale)
+            .map(|(&a, &b)| (a as f32, b as f32))
+            .unzip();
+        for row in x.as_mut_slice().chunks_exact_mut(columns.max(1)) {
+            for ((v, a), b) in row.iter_mut().zip(&shift).zip(&scale) {
+                *v = (*v - a) / b;
+            }
+        }
+        Ok(Dataset::new(x, target)?)
     }
 }
 
@@ -390,6 +411,7 @@ pub fn load_data(config: &RunConfig) -> Result<Splits> {
     let split = config.validation_split.unwrap_or(0.2);
     let (train, validation) = if split > 0.0 {
         let (t, v) = all.split(split, config.seed.unwrap_or(0))?;
+        drop(all); // the split copied the rows; free the original before scaling
         (t, (!v.is_empty()).then_some(v))
     } else {
         (all, None)

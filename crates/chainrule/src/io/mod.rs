@@ -36,7 +36,29 @@ pub(crate) fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
 /// assert!(chainrule::io::read_file(std::path::Path::new("/no/such/file")).is_err());
 /// ```
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| io_error(path, e))?
+        .len();
+    if let Some(available) = available_memory()
+        && len > available
+    {
+        return Err(io_error(
+            path,
+            format!(
+                "{len} bytes do not fit in the {available} bytes of memory available; nothing was loaded"
+            ),
+        ));
+    }
     std::fs::read(path).map_err(|e| io_error(path, e))
+}
+
+/// The memory the system can still give us (Linux's MemAvailable), if known: files
+/// larger than this are refused before reading, not in the middle of an epoch.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Writes `bytes` to `path` atomically: to a temporary file in the same folder,
