@@ -47,6 +47,8 @@ FILES = {
         "truncated_data.npy": npy("{'descr': '<f8', 'fortran_order': False, 'shape': (4, 2), }", b"\0" * 60),
         "trailing_data.npy": npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", b"\0" * 12),
         # Regression: a multi-byte character first in descr made the reader panic (fuzzing).
+        # Regression: a 0 among sizes whose other product overflows isize (fuzzing).
+        "zero_size_with_huge_sizes_found_by_fuzzing.npy": npy("{'descr': '<f4', 'fortran_order': True, 'shape': (21, 230, 1, 1, 0, 1, 1, 806073709551616, 15, 2), }"),
         "multibyte_descr_found_by_fuzzing.npy": npy("{'descr': '\u02d68', 'fortran_order': False, 'shape': (1844674407370 ,), }", b"\0" * 8),
     },
     "safetensors": {

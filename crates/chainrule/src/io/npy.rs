@@ -169,6 +169,16 @@ pub fn read_npy_bytes(bytes: &[u8], name: &str) -> Result<NpyArray> {
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
+    // ndarray also needs the product of the non-zero sizes to fit in an isize, even
+    // when another size is 0 (found by fuzzing).
+    let nonzero = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize);
+    if nonzero.is_none() {
+        return Err(bad(format!("shape {shape:?} is too large")));
+    }
     let data = &bytes[header_end..];
     let expected = count
         .checked_mul(width)

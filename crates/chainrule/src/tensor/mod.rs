@@ -116,7 +116,12 @@ impl<F: Float> Tensor<F> {
     /// ```
     pub fn from_vec(data: Vec<F>, shape: &[usize]) -> Result<Self> {
         let expected: usize = shape.iter().product();
-        if expected != data.len() {
+        let representable = shape
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .is_some_and(|n| n <= isize::MAX as usize);
+        if expected != data.len() || !representable {
             return Err(Error::ElementCount {
                 shape: shape.to_vec(),
                 expected,
