@@ -416,3 +416,32 @@ fn skip_nonfinite_skips_the_bad_steps_and_leaves_the_parameters_finite() {
     assert!(model.params().iter().all(|p| p.value.all_finite()));
     assert_ne!(model.params(), before.as_slice());
 }
+
+#[test]
+fn bce_at_probabilities_of_exactly_zero_and_one_is_finite_as_in_pytorch() {
+    use chainrule::Tape;
+    // PyTorch: BCELoss()(p, y) with logs clamped at -100; the gradient
+    // (p - y) / max(p(1 - p), 1e-12) / N.
+    let tape = Tape::<f64>::new();
+    let p = tape.param(Tensor::from_vec(vec![0.0, 1.0, 0.0, 1.0], &[4, 1]).unwrap());
+    let y = Target::Values(Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0], &[4, 1]).unwrap());
+    let loss = Loss::Bce.compute(p, &y).unwrap();
+    assert_eq!(loss.item().unwrap(), (100.0 + 100.0) / 4.0);
+    let g = loss.backward().unwrap().wrt(p).unwrap().to_vec();
+    let eps = f64::from(1e-12_f32);
+    assert_eq!(g, vec![-1.0 / eps / 4.0, 1.0 / eps / 4.0, 0.0, 0.0]);
+}
+
+#[test]
+fn bce_with_logits_of_ten_thousand_is_finite() {
+    use chainrule::Tape;
+    let tape = Tape::<f64>::new();
+    let x = tape.param(Tensor::from_vec(vec![1e4, -1e4], &[2, 1]).unwrap());
+    let y = Target::Values(Tensor::from_vec(vec![0.0, 0.0], &[2, 1]).unwrap());
+    let loss = Loss::BceLogits.compute(x, &y).unwrap();
+    assert_eq!(loss.item().unwrap(), 1e4 / 2.0); // max(x,0) − x·y + ln(1 + e^−|x|)
+    assert_eq!(
+        loss.backward().unwrap().wrt(x).unwrap().to_vec(),
+        vec![0.5, 0.0]
+    ); // (σ(x) − y)/2
+}
