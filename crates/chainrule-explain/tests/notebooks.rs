@@ -1,50 +1,11 @@
 //! `explain` on the notebooks' networks (examples/notebooks/): every derivation is
 //! checked against autodiff, and the numbers the notebooks print are asserted.
 
-use chainrule::io::{read_npy, read_safetensors};
+mod common;
+
 use chainrule::loss::{Loss, Target};
-use chainrule::nn::Sequential;
 use chainrule_explain::derive::{Derivation, ParamElement, all_elements, explain};
-use std::path::Path;
-
-struct Notebook {
-    model: Sequential<f64>,
-    x: chainrule::Tensor<f64>,
-    y: Target<f64>,
-    loss: Loss,
-    lr: f64,
-}
-
-fn notebook(name: &str) -> Notebook {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/notebooks")
-        .join(name);
-    let mut model =
-        Sequential::<f64>::from_json(&std::fs::read_to_string(dir.join("model.json")).unwrap(), 0)
-            .unwrap();
-    model
-        .load(read_safetensors(&dir.join("params.safetensors")).unwrap())
-        .unwrap();
-    let x = read_npy(&dir.join("x.npy")).unwrap().to_tensor().unwrap();
-    let settings: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("explain.json")).unwrap()).unwrap();
-    let loss = Loss::from_name(settings["loss"].as_str().unwrap()).unwrap();
-    let outputs = model.output_features().unwrap();
-    let y = Target::from_npy(
-        &read_npy(&dir.join("y.npy")).unwrap(),
-        loss,
-        x.shape()[0],
-        outputs,
-    )
-    .unwrap();
-    Notebook {
-        model,
-        x,
-        y,
-        loss,
-        lr: settings["lr"].as_f64().unwrap(),
-    }
-}
+use common::{Notebook, notebook};
 
 fn derive(nb: &Notebook, param: &str) -> Derivation {
     explain(
@@ -72,13 +33,7 @@ fn factors(d: &Derivation) -> Vec<f64> {
 
 #[test]
 fn every_derivation_of_every_notebook_equals_autodiff() {
-    for name in [
-        "000",
-        "001_single_weight",
-        "001_two_weights",
-        "001_sigmoid_biases",
-        "004",
-    ] {
+    for name in common::NOTEBOOKS {
         let nb = notebook(name);
         for element in all_elements(&nb.model) {
             let d = explain(&nb.model, &nb.x, &nb.y, nb.loss, nb.lr, &element).unwrap();

@@ -1,17 +1,15 @@
 //! Symbolic derivatives, evaluated at the parameters, equal autodiff's gradients:
 //! for the notebooks' layer stacks and for notebook 003's shared-bias network.
 
+mod common;
+
 #[path = "../../chainrule/examples/notebook_003.rs"]
 #[allow(dead_code)]
 mod notebook_003;
 
 use chainrule::Tape;
-use chainrule::io::{read_npy, read_safetensors};
-use chainrule::loss::{Loss, Target};
-use chainrule::nn::Sequential;
 use chainrule::train::loss_and_grads;
 use chainrule_explain::symbolic::{from_scalar_tape, from_sequential};
-use std::path::Path;
 
 #[track_caller]
 fn close(got: f64, want: f64, what: &str) {
@@ -23,36 +21,10 @@ fn close(got: f64, want: f64, what: &str) {
 
 #[test]
 fn symbolic_derivatives_of_the_notebook_networks_equal_autodiff() {
-    for name in [
-        "000",
-        "001_single_weight",
-        "001_two_weights",
-        "001_sigmoid_biases",
-        "004",
-    ] {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../examples/notebooks")
-            .join(name);
-        let mut model = Sequential::<f64>::from_json(
-            &std::fs::read_to_string(dir.join("model.json")).unwrap(),
-            0,
-        )
-        .unwrap();
-        model
-            .load(read_safetensors(&dir.join("params.safetensors")).unwrap())
-            .unwrap();
-        let x = read_npy(&dir.join("x.npy")).unwrap().to_tensor().unwrap();
-        let settings: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("explain.json")).unwrap())
-                .unwrap();
-        let loss = Loss::from_name(settings["loss"].as_str().unwrap()).unwrap();
-        let y = Target::from_npy(
-            &read_npy(&dir.join("y.npy")).unwrap(),
-            loss,
-            1,
-            model.output_features().unwrap(),
-        )
-        .unwrap();
+    for name in common::NOTEBOOKS {
+        let common::Notebook {
+            model, x, y, loss, ..
+        } = common::notebook(name);
         for symbolic_inputs in [false, true] {
             let s = from_sequential(&model, &x, &y, loss, symbolic_inputs).unwrap();
             let mut env = s.env();

@@ -2,6 +2,22 @@
 
 use crate::{Error, Float, Result, Tensor};
 
+/// The columns of a non-empty `[N, D]` tensor, each as its values in f64.
+fn column_values<F: Float>(x: &Tensor<F>) -> Result<Vec<Vec<f64>>> {
+    let (n, d) = columns(x)?;
+    if n == 0 {
+        return Err(Error::Shape {
+            op: "scaler",
+            message: "needs at least one row".into(),
+            got: x.shape().to_vec(),
+        });
+    }
+    let v = x.to_vec();
+    Ok((0..d)
+        .map(|j| v.iter().skip(j).step_by(d).map(|e| e.as_f64()).collect())
+        .collect())
+}
+
 fn columns<F: Float>(x: &Tensor<F>) -> Result<(usize, usize)> {
     match x.shape() {
         &[n, d] => Ok((n, d)),
@@ -46,20 +62,16 @@ impl Standardizer {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn fit<F: Float>(x: &Tensor<F>) -> Result<Self> {
-        let (n, d) = columns(x)?;
-        if n == 0 {
-            return Err(Error::Shape {
-                op: "scaler",
-                message: "needs at least one row".into(),
-                got: x.shape().to_vec(),
-            });
-        }
-        let v = x.to_vec();
-        let column = |j: usize| v.iter().skip(j).step_by(d).map(|e| e.as_f64());
-        let mean: Vec<f64> = (0..d).map(|j| column(j).sum::<f64>() / n as f64).collect();
-        let std = (0..d)
-            .map(|j| {
-                let s = (column(j).map(|e| (e - mean[j]).powi(2)).sum::<f64>() / n as f64).sqrt();
+        let columns = column_values(x)?;
+        let mean: Vec<f64> = columns
+            .iter()
+            .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+            .collect();
+        let std = columns
+            .iter()
+            .zip(&mean)
+            .map(|(c, m)| {
+                let s = (c.iter().map(|e| (e - m).powi(2)).sum::<f64>() / c.len() as f64).sqrt();
                 if s > 0.0 { s } else { 1.0 }
             })
             .collect();
@@ -116,22 +128,16 @@ impl MinMaxScaler {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn fit<F: Float>(x: &Tensor<F>) -> Result<Self> {
-        let (n, d) = columns(x)?;
-        if n == 0 {
-            return Err(Error::Shape {
-                op: "scaler",
-                message: "needs at least one row".into(),
-                got: x.shape().to_vec(),
-            });
-        }
-        let v = x.to_vec();
-        let column = |j: usize| v.iter().skip(j).step_by(d).map(|e| e.as_f64());
-        let min: Vec<f64> = (0..d)
-            .map(|j| column(j).fold(f64::INFINITY, f64::min))
+        let columns = column_values(x)?;
+        let min: Vec<f64> = columns
+            .iter()
+            .map(|c| c.iter().copied().fold(f64::INFINITY, f64::min))
             .collect();
-        let range = (0..d)
-            .map(|j| {
-                let r = column(j).fold(f64::NEG_INFINITY, f64::max) - min[j];
+        let range = columns
+            .iter()
+            .zip(&min)
+            .map(|(c, lo)| {
+                let r = c.iter().copied().fold(f64::NEG_INFINITY, f64::max) - lo;
                 if r > 0.0 { r } else { 1.0 }
             })
             .collect();
