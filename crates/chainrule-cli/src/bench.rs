@@ -9,7 +9,6 @@
 //! Only the training loop is timed; data is in memory before the clock starts.
 //! GFLOP/s counts 6 · weights · samples per epoch (forward 2, backward 4).
 
-use crate::config;
 use anyhow::{Result, bail};
 use chainrule::Tensor;
 use chainrule::data::{Dataset, Target};
@@ -139,8 +138,8 @@ pub fn run(
                 Ok(Dataset::new(x, d.target)?)
             };
             Some((
-                scale(config::mnist(dir, "train")?)?,
-                scale(config::mnist(dir, "t10k")?)?,
+                scale(chainrule::io::read_mnist(dir, "train")?)?,
+                scale(chainrule::io::read_mnist(dir, "t10k")?)?,
             ))
         }
         (true, None) => {

@@ -4,13 +4,13 @@
 use anyhow::{Context, Result, anyhow, bail};
 use chainrule::Tensor;
 use chainrule::data::{Dataset, MinMaxScaler, Standardizer, Target, synthetic};
-use chainrule::io::{NpyArray, TargetKind, read_csv, read_idx, read_npy};
+use chainrule::io::{NpyArray, TargetKind, read_csv, read_mnist, read_npy};
 use chainrule::loss::Loss;
 use chainrule::nn::{Init, Layer, Sequential};
 use chainrule::optim::{OptimizerConfig, Schedule};
 use chainrule::train::{EarlyStopping, TrainConfig};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Every knob of a training run. All fields are optional in a file; the resolved
 /// copy written to a run folder has them all. Documented in examples/configs/.
@@ -238,46 +238,6 @@ pub fn data_name(data: &str) -> String {
     }
 }
 
-/// Finds an MNIST file in `dir` under the names it is distributed with.
-fn mnist_file(dir: &Path, split: &str, what: &str, rank: &str) -> Result<PathBuf> {
-    let names = [
-        format!("{split}-{what}-{rank}-ubyte"),
-        format!("{split}-{what}.{rank}-ubyte"),
-    ];
-    names
-        .iter()
-        .flat_map(|n| [dir.join(n), dir.join(format!("{n}.gz"))])
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: no {split}-{what}-{rank}-ubyte file (plain or .gz) in this MNIST folder",
-                dir.display()
-            )
-        })
-}
-
-pub fn mnist(dir: &Path, split: &str) -> Result<Dataset<f32>> {
-    let images = read_idx(&mnist_file(dir, split, "images", "idx3")?)?;
-    let labels = read_idx(&mnist_file(dir, split, "labels", "idx1")?)?;
-    let rows = images.shape.first().copied().unwrap_or(0);
-    let features: usize = images.shape.iter().skip(1).product();
-    if labels.values.len() != rows {
-        bail!(
-            "{}: {} labels for {rows} images",
-            dir.display(),
-            labels.values.len()
-        );
-    }
-    let x = Tensor::from_vec(
-        images.values.iter().map(|&b| f32::from(b)).collect(),
-        &[rows, features],
-    )?;
-    Ok(Dataset::new(
-        x,
-        Target::Classes(labels.values.iter().map(|&l| usize::from(l)).collect()),
-    )?)
-}
-
 fn npy_data(x_path: &Path, y_path: &Path) -> Result<Dataset<f32>> {
     let x = read_npy(x_path)?;
     if !x.is_float() || x.shape().len() != 2 {
@@ -347,7 +307,7 @@ pub fn read_source(config: &RunConfig) -> Result<Source> {
         }
         "mnist" => {
             let dir = Path::new(arg);
-            (mnist(dir, "train")?, Some(mnist(dir, "t10k")?))
+            (read_mnist(dir, "train")?, Some(read_mnist(dir, "t10k")?))
         }
         "csv" => {
             let path = Path::new(arg);

@@ -135,8 +135,7 @@ pub fn check_model<M: Module<f64> + Clone>(
                 value_at(&probe)
             };
             let numeric = (at(step)? - at(-step)?) / (2.0 * step);
-            let error =
-                (backprop[e] - numeric).abs() / 1f64.max(backprop[e].abs()).max(numeric.abs());
+            let error = chainrule::gradcheck::relative_error(backprop[e], numeric);
             check.elements += 1;
             if error > check.worst_error || error.is_nan() {
                 check = TensorCheck {

@@ -10,7 +10,7 @@
 //! `runs/mnist_mlp`.
 
 use chainrule::data::{Dataset, Standardizer, Target};
-use chainrule::io::{npy_bytes, read_idx, write_atomic};
+use chainrule::io::{npy_bytes, read_mnist, write_atomic};
 use chainrule::nn::Sequential;
 use chainrule::train::{Event, TrainConfig, fit, predict};
 use chainrule::{Error, Result, Tensor};
@@ -22,40 +22,6 @@ const MODEL: &str = r#"{"layers": [
   {"type": "linear", "in": 128, "out": 10}
 ]}"#;
 
-/// Finds `stem` in `dir` under the names MNIST is distributed with.
-fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
-    let (kind, rest) = stem.split_once('-').expect("stem has a dash");
-    let (what, idx) = rest.split_once('-').expect("stem has two dashes");
-    let names = [
-        format!("{kind}-{what}-{idx}"),
-        format!("{kind}-{what}.{idx}"),
-    ];
-    names
-        .iter()
-        .flat_map(|n| [dir.join(n), dir.join(format!("{n}.gz"))])
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::Io {
-            path: dir.join(stem).display().to_string(),
-            message: "no such MNIST file (plain or .gz)".into(),
-        })
-}
-
-/// Images scaled to [0, 1] as `[N, 784]`, and labels.
-fn load(dir: &Path, split: &str) -> Result<(Tensor<f32>, Vec<usize>)> {
-    let images = read_idx(&find(dir, &format!("{split}-images-idx3-ubyte"))?)?;
-    let labels = read_idx(&find(dir, &format!("{split}-labels-idx1-ubyte"))?)?;
-    let n = images.shape[0];
-    let x = Tensor::from_vec(
-        images
-            .values
-            .iter()
-            .map(|&b| f32::from(b) / 255.0)
-            .collect(),
-        &[n, 784],
-    )?;
-    Ok((x, labels.values.iter().map(|&l| usize::from(l)).collect()))
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let Some(data) = args.get(1) else {
@@ -63,8 +29,15 @@ fn main() -> Result<()> {
         std::process::exit(2);
     };
     let out_dir = PathBuf::from(args.get(2).map_or("runs/mnist_mlp", String::as_str));
-    let (x_train, y_train) = load(Path::new(data), "train")?;
-    let (x_test, y_test) = load(Path::new(data), "t10k")?;
+    let pixels = |split: &str| -> Result<(Tensor<f32>, Vec<usize>)> {
+        let data = read_mnist(Path::new(data), split)?;
+        let Target::Classes(labels) = data.target else {
+            unreachable!("MNIST has class labels")
+        };
+        Ok((data.x.map(|v| v / 255.0), labels))
+    };
+    let (x_train, y_train) = pixels("train")?;
+    let (x_test, y_test) = pixels("t10k")?;
     // Standardise with the training set's pixel mean and standard deviation (one
     // scaler for all pixels: per-pixel statistics would blow up the near-constant
     // border pixels).

@@ -7,6 +7,20 @@ use crate::{Result, Tape, Tensor, Var};
 /// (∝ ε/h ≈ 1e-16/1e-6) stays ~1e-10 for values of order 1.
 pub const DEFAULT_STEP: f64 = 1e-6;
 
+/// The error between a backprop value and a finite-difference estimate:
+/// `|backprop − numeric| / max(1, |backprop|, |numeric|)`, relative for values larger
+/// than 1 and absolute below, so gradients near zero are not judged by a meaningless
+/// ratio. Every gradient check in chainrule uses it.
+///
+/// ```
+/// use chainrule::gradcheck::relative_error;
+/// assert_eq!(relative_error(200.0, 202.0), 2.0 / 202.0);
+/// assert_eq!(relative_error(1e-9, 0.0), 1e-9);
+/// ```
+pub fn relative_error(backprop: f64, numeric: f64) -> f64 {
+    (backprop - numeric).abs() / 1f64.max(backprop.abs()).max(numeric.abs())
+}
+
 /// How far backprop and finite differences disagree for one input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputCheck {
@@ -108,7 +122,7 @@ where
                 evaluate(&shifted)
             };
             let numeric = (nudge(h)? - nudge(-h)?) / (2.0 * h);
-            let error = (backprop - numeric).abs() / 1f64.max(backprop.abs()).max(numeric.abs());
+            let error = relative_error(backprop, numeric);
             if error > check.worst_error || error.is_nan() {
                 check = InputCheck {
                     input: index,

@@ -334,20 +334,25 @@ fn update<F: Float>(
                         buf
                     }
                 };
-                // The step direction: g + momentum·buf (Nesterov) or buf itself.
+                // The step direction: g + momentum·buf (Nesterov) or buf itself, the
+                // latter applied straight from the buffer (no copy on the hot path).
                 if nesterov {
                     g.to_mut()
                         .iter_mut()
                         .zip(&buf)
                         .for_each(|(g, &b)| *g += b * c(momentum));
+                    p.iter_mut()
+                        .zip(g.iter())
+                        .for_each(|(p, &g)| *p += g * c(-lr));
                 } else {
-                    g = Cow::Owned(buf.clone());
+                    p.iter_mut().zip(&buf).for_each(|(p, &b)| *p += b * c(-lr));
                 }
                 state.first = Some(buf);
+            } else {
+                p.iter_mut()
+                    .zip(g.iter())
+                    .for_each(|(p, &g)| *p += g * c(-lr));
             }
-            p.iter_mut()
-                .zip(g.iter())
-                .for_each(|(p, &g)| *p += g * c(-lr));
         }
         OptimizerConfig::Adam {
             lr,

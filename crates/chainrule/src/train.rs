@@ -233,6 +233,9 @@ fn correct_predictions<F: Float>(
     prediction: &Tensor<F>,
     target: &Target<F>,
 ) -> Option<(usize, usize)> {
+    if !matches!(loss, Loss::CrossEntropy | Loss::Bce | Loss::BceLogits) {
+        return None; // regression: no accuracy, and no copy of the predictions
+    }
     let p = prediction.to_vec();
     let argmax = |row: &[F]| {
         row.iter()

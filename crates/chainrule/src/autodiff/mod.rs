@@ -388,7 +388,7 @@ impl<F: Float> Tape<F> {
                 };
                 let numeric = (at(step)? - at(-step)?) / (2.0 * step);
                 let g = g.as_f64();
-                let error = (g - numeric).abs() / 1f64.max(g.abs()).max(numeric.abs());
+                let error = crate::gradcheck::relative_error(g, numeric);
                 if error > worst || error.is_nan() {
                     worst = error;
                 }

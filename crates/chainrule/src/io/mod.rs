@@ -9,7 +9,7 @@ mod npy;
 mod safetensors;
 
 pub use csv::{CsvData, TargetKind, read_csv, read_csv_bytes};
-pub use idx::{IdxArray, read_idx, read_idx_bytes};
+pub use idx::{IdxArray, read_idx, read_idx_bytes, read_mnist};
 pub use npy::{NpyArray, npy_bytes, read_npy, read_npy_bytes};
 pub use safetensors::{
     read_safetensors, safetensors_bytes, safetensors_dtype, safetensors_from_bytes,
