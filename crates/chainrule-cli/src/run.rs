@@ -270,7 +270,7 @@ fn print_summary(summary: &serde_json::Value, history: &History) {
         }
     }
     println!(
-        "Finished {} epochs in {:.1} s{}.",
+        "Finished {} epochs in {:.2} s{}.",
         summary["epochs"],
         f("seconds").unwrap_or(0.0),
         if history.stopped_early {
