@@ -13,12 +13,13 @@ seed() { # target, corpus folder
   cp "$corpus/$2"/* "fuzz/corpus/$1/" 2>/dev/null || true
 }
 seed npy npy; seed safetensors safetensors; seed idx idx; seed csv csv; seed model_json model; seed train_config train_json
+mkdir -p fuzz/corpus/formula && cp examples/notebooks/003/network.formula fuzz/corpus/formula/
 cargo +nightly fuzz build -O
 run() {
   cargo +nightly fuzz run -O "$1" "fuzz/corpus/$1" -- -max_total_time="$seconds" -rss_limit_mb=4096 -max_len=65536 \
     > "fuzz/$1.log" 2>&1 && echo "$1: no crash in ${seconds}s" || echo "$1: FAILED, see fuzz/$1.log"
 }
-for pair in "npy safetensors" "idx csv" "model_json train_config"; do
+for pair in "npy safetensors" "idx csv" "model_json train_config" "formula"; do
   set -- $pair
-  run "$1" & run "$2" & wait
+  run "$1" & { [ -n "${2:-}" ] && run "$2"; } & wait
 done

@@ -6,6 +6,7 @@ use chainrule::io::{read_npy, read_safetensors};
 use chainrule::loss::Loss;
 use chainrule::nn::Sequential;
 use chainrule_explain::derive::{ParamElement, all_elements, explain};
+use chainrule_explain::formula::Formula;
 use std::path::PathBuf;
 
 /// A model, its parameters, a batch and a loss: a folder with model.json,
@@ -30,6 +31,10 @@ pub struct Inputs {
     /// Loss name.
     #[arg(long)]
     pub loss: Option<String>,
+    /// A network written as named scalar formulas (the folder's network.formula, if
+    /// it has one): see examples/notebooks/003.
+    #[arg(long)]
+    pub formula: Option<PathBuf>,
 }
 
 /// `chainrule explain` arguments.
@@ -69,15 +74,34 @@ pub struct Problem {
     pub lr: Option<f64>,
 }
 
-pub fn load(args: &Inputs) -> Result<Problem> {
-    let settings: serde_json::Value = match &args.dir {
+/// The folder's explain.json (loss, lr), or an empty object.
+fn settings(args: &Inputs) -> Result<serde_json::Value> {
+    Ok(match &args.dir {
         Some(dir) if dir.join("explain.json").is_file() => {
             let path = dir.join("explain.json");
             serde_json::from_str(&std::fs::read_to_string(&path)?)
                 .map_err(|e| anyhow!("{}: {e}", path.display()))?
         }
         _ => serde_json::json!({}),
+    })
+}
+
+/// The formula network the inputs name (`--formula`, or the folder's
+/// network.formula), with explain.json's learning rate; `None` for a layer stack.
+fn load_formula(args: &Inputs) -> Result<Option<(Formula, Option<f64>)>> {
+    let path = match (&args.formula, &args.dir) {
+        (Some(path), _) => path.clone(),
+        (None, Some(dir)) if dir.join("network.formula").is_file() => dir.join("network.formula"),
+        _ => return Ok(None),
     };
+    let text = String::from_utf8(chainrule::io::read_file(&path)?)
+        .map_err(|_| anyhow!("{}: not UTF-8 text", path.display()))?;
+    let formula = Formula::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(Some((formula, settings(args)?["lr"].as_f64())))
+}
+
+pub fn load(args: &Inputs) -> Result<Problem> {
+    let settings = settings(args)?;
     let model_path = pick(&args.model, &args.dir, "model.json")?;
     let params_path = pick(&args.params, &args.dir, "params.safetensors")?;
     let x_path = pick(&args.x, &args.dir, "x.npy")?;
@@ -123,6 +147,9 @@ pub fn load(args: &Inputs) -> Result<Problem> {
 }
 
 pub fn run(args: &ExplainArgs) -> Result<()> {
+    if let Some((formula, lr)) = load_formula(&args.inputs)? {
+        return explain_formula(&formula, args.lr.or(lr).unwrap_or(0.01), args);
+    }
     let Problem {
         model,
         x,
@@ -171,6 +198,84 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     Ok(())
 }
 
+/// `chainrule explain` on a formula network: the forward pass, then one derivation
+/// per parameter (a sum over the paths from the parameter to the loss).
+fn explain_formula(formula: &Formula, lr: f64, args: &ExplainArgs) -> Result<()> {
+    let names: Vec<String> = match &args.param {
+        Some(p) => vec![p.clone()],
+        None => formula.params().into_iter().map(|(n, _)| n).collect(),
+    };
+    let derivations = names
+        .iter()
+        .map(|n| formula.explain(n, lr).map_err(|e| anyhow!("--{e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let forward = formula.forward()?;
+    let role = |name: &str| {
+        if Some(name) == formula.output_name() {
+            " (output)"
+        } else if name == formula.loss_name() {
+            " (loss)"
+        } else {
+            ""
+        }
+    };
+    let computed: Vec<&(String, f64)> = forward
+        .iter()
+        .filter(|(n, _)| {
+            !formula
+                .params()
+                .iter()
+                .chain(&formula.inputs())
+                .any(|(p, _)| p == n)
+        })
+        .collect();
+    match args.format.as_str() {
+        "text" => {
+            println!("forward pass:");
+            for (name, value) in &computed {
+                println!("  {name} = {value:?}{}", role(name));
+            }
+            println!();
+            let blocks: Vec<String> = derivations.iter().map(|d| d.text()).collect();
+            print!("{}", blocks.join("\n"));
+        }
+        "markdown" => {
+            println!("| quantity | value |\n| --- | --- |");
+            for (name, value) in &computed {
+                println!("| `{name}`{} | {value:?} |", role(name));
+            }
+            println!();
+            let blocks: Vec<String> = derivations.iter().map(|d| d.markdown()).collect();
+            print!("{}", blocks.join("\n"));
+        }
+        "json" => {
+            let values: serde_json::Map<String, serde_json::Value> = forward
+                .iter()
+                .map(|(n, v)| (n.clone(), (*v).into()))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "forward": values,
+                    "output": formula.output_name(),
+                    "loss": formula.loss_name(),
+                    "derivations": derivations.iter().map(|d| d.json()).collect::<Vec<_>>(),
+                })
+            );
+        }
+        other => bail!("--format: {other:?} must be text, markdown or json"),
+    }
+    if let Some(bad) = derivations.iter().find(|d| !d.verified()) {
+        bail!(
+            "{}: the paths' sum {} differs from autodiff's {}",
+            bad.param,
+            bad.gradient,
+            bad.autodiff
+        );
+    }
+    Ok(())
+}
+
 /// `chainrule gradcheck` arguments.
 #[derive(clap::Args, Debug)]
 pub struct GradcheckArgs {
@@ -185,6 +290,11 @@ pub struct GradcheckArgs {
 }
 
 pub fn gradcheck(args: &GradcheckArgs) -> Result<()> {
+    if args.inputs.formula.is_some() {
+        bail!(
+            "--formula: gradcheck takes a layer stack; `chainrule explain` checks a formula network's derivatives against autodiff"
+        );
+    }
     let problem = load(&args.inputs)?;
     let report = chainrule_explain::check::check_model(
         &problem.model,
@@ -242,21 +352,29 @@ pub struct GraphArgs {
 
 pub fn graph(args: &GraphArgs) -> Result<()> {
     use chainrule::nn::Module;
-    let problem = load(&args.inputs)?;
     let tape = chainrule::Tape::new();
-    let params = problem.model.bind(&tape);
-    let x = tape.constant(problem.x.clone());
-    let prediction = problem.model.forward(&params, x)?;
-    let loss = problem.loss.compute(prediction, &problem.y)?;
+    let (loss, names) = if let Some((formula, _)) = load_formula(&args.inputs)? {
+        let vars = formula.record(&tape);
+        let names: std::collections::BTreeMap<usize, String> =
+            vars.iter().map(|(n, v)| (v.id(), n.clone())).collect();
+        (vars[formula.loss_name()], names)
+    } else {
+        let problem = load(&args.inputs)?;
+        let params = problem.model.bind(&tape);
+        let x = tape.constant(problem.x.clone());
+        let prediction = problem.model.forward(&params, x)?;
+        let loss = problem.loss.compute(prediction, &problem.y)?;
+        let mut names: std::collections::BTreeMap<usize, String> = problem
+            .model
+            .params()
+            .iter()
+            .zip(&params)
+            .map(|(p, v)| (v.id(), p.name.clone()))
+            .collect();
+        names.insert(x.id(), "x".into());
+        (loss, names)
+    };
     let grads = loss.backward_retain_all()?;
-    let mut names: std::collections::BTreeMap<usize, String> = problem
-        .model
-        .params()
-        .iter()
-        .zip(&params)
-        .map(|(p, v)| (v.id(), p.name.clone()))
-        .collect();
-    names.insert(x.id(), "x".into());
     let drawing = chainrule_explain::graph::Graph::from_tape(&tape, loss.id(), &grads, &names);
     let svg = if args.out.extension().is_some_and(|e| e == "svg") {
         args.out.clone()
@@ -289,6 +407,15 @@ pub struct SymbolicArgs {
 
 pub fn symbolic(args: &SymbolicArgs) -> Result<()> {
     use chainrule_explain::symbolic::{Expr, from_sequential};
+    if !["text", "latex", "sympy", "json"].contains(&args.format.as_str()) {
+        bail!(
+            "--format: {:?} must be text, latex, sympy or json",
+            args.format
+        );
+    }
+    if let Some((formula, _)) = load_formula(&args.inputs)? {
+        return symbolic_formula(&formula, args);
+    }
     let problem = load(&args.inputs)?;
     if problem.x.shape()[0] > 16 {
         bail!(
@@ -323,12 +450,6 @@ pub fn symbolic(args: &SymbolicArgs) -> Result<()> {
         "sympy" | "json" => e.sympy(),
         _ => e.text(),
     };
-    if !["text", "latex", "sympy", "json"].contains(&args.format.as_str()) {
-        bail!(
-            "--format: {:?} must be text, latex, sympy or json",
-            args.format
-        );
-    }
     if args.format == "json" {
         let params: serde_json::Map<String, serde_json::Value> = s
             .params
@@ -372,6 +493,90 @@ pub fn symbolic(args: &SymbolicArgs) -> Result<()> {
         let ok = (value - g).abs() <= 1e-10 * g.abs().max(1.0);
         println!(
             "∂C/∂{sym} ({name}) = {}\n    = {value}   (autodiff: {g} {})",
+            render(d),
+            if ok { "✓" } else { "✗" }
+        );
+    }
+    Ok(())
+}
+
+/// `chainrule symbolic` on a formula network: its output and loss written out as
+/// functions of the parameters, and each ∂L/∂θ next to autodiff.
+fn symbolic_formula(formula: &Formula, args: &SymbolicArgs) -> Result<()> {
+    use chainrule_explain::symbolic::Expr;
+    let expression = |name: &str| formula.expression(name, args.symbolic_inputs);
+    let loss = expression(formula.loss_name())?;
+    let output = formula.output_name().map(expression).transpose()?;
+    let params = formula.params();
+    let mut env: std::collections::BTreeMap<String, f64> = params.iter().cloned().collect();
+    let inputs: Vec<(String, f64)> = if args.symbolic_inputs {
+        formula.inputs()
+    } else {
+        Vec::new()
+    };
+    env.extend(inputs.iter().cloned());
+    let tape = chainrule::Tape::new();
+    let vars = formula.record(&tape);
+    let grads = vars[formula.loss_name()].backward()?;
+    let autodiff: Vec<f64> = params
+        .iter()
+        .map(|(n, _)| grads.wrt(vars[n]).map_or(Ok(0.0), |g| g.item()))
+        .collect::<chainrule::Result<_>>()?;
+    let derivatives: Vec<(String, Expr)> = params
+        .iter()
+        .map(|(n, _)| (n.clone(), loss.diff(n)))
+        .collect();
+    let render = |e: &Expr| match args.format.as_str() {
+        "latex" => e.latex(),
+        "sympy" | "json" => e.sympy(),
+        _ => e.text(),
+    };
+    if args.format == "json" {
+        let to_map = |pairs: &[(String, f64)]| -> serde_json::Map<String, serde_json::Value> {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.clone(), (*v).into()))
+                .collect()
+        };
+        let ders: serde_json::Map<String, serde_json::Value> = derivatives
+            .iter()
+            .zip(&autodiff)
+            .map(|((n, d), g)| {
+                (
+                    n.clone(),
+                    serde_json::json!({"sympy": d.sympy(), "value": d.eval(&env), "autodiff": g}),
+                )
+            })
+            .collect();
+        let outputs: Vec<Vec<String>> = output.iter().map(|e| vec![e.sympy()]).collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "outputs": outputs,
+                "output_value": output.as_ref().and_then(|e| e.eval(&env)),
+                "loss": loss.sympy(),
+                "loss_value": loss.eval(&env),
+                "params": to_map(&params),
+                "inputs": to_map(&inputs),
+                "derivatives": ders,
+            })
+        );
+        return Ok(());
+    }
+    if let (Some(name), Some(e)) = (formula.output_name(), &output) {
+        println!(
+            "{name} = {}\n    = {:?}\n",
+            render(e),
+            e.eval(&env).unwrap_or(f64::NAN)
+        );
+    }
+    println!("{} = {}\n", formula.loss_name(), render(&loss));
+    for ((name, d), g) in derivatives.iter().zip(&autodiff) {
+        let value = d.eval(&env).unwrap_or(f64::NAN);
+        let ok = (value - g).abs() <= 1e-10 * g.abs().max(1.0);
+        println!(
+            "∂{}/∂{name} = {}\n    = {value:?}   (autodiff: {g:?} {})\n",
+            formula.loss_name(),
             render(d),
             if ok { "✓" } else { "✗" }
         );

@@ -349,6 +349,75 @@ fn explain_prints_the_notebook_derivation() {
 }
 
 #[test]
+fn notebook_003_formula_is_explained_written_out_and_drawn() {
+    let json: serde_json::Value = serde_json::from_str(&ok(&chainrule(
+        &notebooks(),
+        &["explain", "003", "--format", "json"],
+    )))
+    .unwrap();
+    // The notebook prints f5 = 0.649864477526152 at the starting weights.
+    let f5 = json["forward"]["f5"].as_f64().unwrap();
+    assert!((f5 - 0.649864477526152).abs() < 1e-15, "{f5}");
+    let derivations = json["derivations"].as_array().unwrap();
+    assert_eq!(derivations.len(), 7, "one per weight");
+    for d in derivations {
+        assert_eq!(d["verified"], true, "{d}");
+        let (lr, old, new) = (
+            d["update"]["lr"].as_f64().unwrap(),
+            d["update"]["old"].as_f64().unwrap(),
+            d["update"]["new"].as_f64().unwrap(),
+        );
+        assert_eq!(lr, 0.3, "explain.json's learning rate");
+        // (JSON text round-trips to within an ulp.)
+        let want = old - lr * d["autodiff"].as_f64().unwrap();
+        assert!((new - want).abs() < 1e-15, "{new} vs {want}");
+    }
+    assert_eq!(derivations[0]["paths"].as_array().unwrap().len(), 3, "w0");
+    let text = ok(&chainrule(
+        &notebooks(),
+        &["explain", "003", "--param", "w0"],
+    ));
+    assert!(
+        text.contains("f5 = 0.6498644775261518 (output)") && text.contains("sum over the 3 paths"),
+        "{text}"
+    );
+    let symbolic: serde_json::Value = serde_json::from_str(&ok(&chainrule(
+        &notebooks(),
+        &["symbolic", "003", "--format", "json"],
+    )))
+    .unwrap();
+    let output = symbolic["output_value"].as_f64().unwrap();
+    assert!((output - f5).abs() < 1e-15);
+    for (name, d) in symbolic["derivatives"].as_object().unwrap() {
+        let (value, autodiff) = (
+            d["value"].as_f64().unwrap(),
+            d["autodiff"].as_f64().unwrap(),
+        );
+        assert!(
+            (value - autodiff).abs() < 1e-12,
+            "{name}: {value} vs {autodiff}"
+        );
+    }
+    let out = scratch("graph003").join("g.svg");
+    ok(&chainrule(
+        &notebooks(),
+        &["graph", "003", "--out", out.to_str().unwrap()],
+    ));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(svg.contains("f5 = sigmoid") && svg.contains("w0"), "{svg}");
+    fails_with(
+        &chainrule(&notebooks(), &["explain", "003", "--param", "w99"]),
+        &["param", "w99", "w45"],
+    );
+    let dir = scratch("formula");
+    std::fs::write(dir.join("bad.formula"), "param w = 1\nL = w * v\n").unwrap();
+    fails_with(
+        &chainrule(&dir, &["explain", "--formula", "bad.formula"]),
+        &["bad.formula", "line 2", "`v`"],
+    );
+}
+
+#[test]
 fn gradcheck_passes_and_names_an_injected_wrong_derivative() {
     let out = ok(&chainrule(&notebooks(), &["gradcheck", "000"]));
     assert!(out.contains("all 4 tensors within"), "{out}");

@@ -59,7 +59,7 @@ fn preview(t: &Tensor<f64>) -> String {
 impl Graph {
     /// The part of `tape` that `root` depends on, with the gradients of a
     /// [`chainrule::Var::backward_retain_all`] pass; `names` labels leaves (parameter
-    /// names, `x`).
+    /// names, `x`) and may name computed nodes too (`f3 = sigmoid`).
     ///
     /// ```
     /// use chainrule::Tape;
@@ -103,8 +103,11 @@ impl Graph {
             nodes.push(GraphNode {
                 id,
                 leaf: op.is_none(),
-                label: op
-                    .unwrap_or_else(|| names.get(&id).cloned().unwrap_or_else(|| "const".into())),
+                label: match (op, names.get(&id)) {
+                    (Some(op), Some(name)) => format!("{name} = {op}"),
+                    (Some(op), None) => op,
+                    (None, name) => name.cloned().unwrap_or_else(|| "const".into()),
+                },
                 shape: value.shape().to_vec(),
                 value: preview(&value),
                 grad: grads.by_id(id).map(preview),

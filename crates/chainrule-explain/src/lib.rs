@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod check;
 pub mod derive;
+pub mod formula;
 pub mod graph;
 pub mod notation;
 pub mod symbolic;

@@ -567,7 +567,7 @@ enum Style {
 }
 
 /// `w2_1_3` → `w^{(2)}_{1,3}`; `x_2` → `x_{2}`; `w13` → `w_{13}`; anything else as is.
-fn latex_symbol(s: &str) -> String {
+pub(crate) fn latex_symbol(s: &str) -> String {
     let digits = s.trim_start_matches(|c: char| c.is_ascii_alphabetic());
     if !s.contains('_') && !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
         return format!("{}_{{{digits}}}", &s[..s.len() - digits.len()]);

@@ -187,3 +187,76 @@ fn renderings_carry_the_same_numbers() {
     assert_eq!(json["samples"][0]["factors"].as_array().unwrap().len(), 3);
     assert_eq!(json["update"]["new"], 0.985);
 }
+
+#[path = "../../chainrule/examples/notebook_003.rs"]
+#[allow(dead_code)]
+mod notebook_003;
+
+/// Notebook 003's network as a formula file (examples/notebooks/003/network.formula).
+fn notebook_003_formula() -> chainrule_explain::formula::Formula {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/notebooks/003/network.formula");
+    chainrule_explain::formula::Formula::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn notebook_003_formula_has_the_notebooks_output_and_starting_weights() {
+    let formula = notebook_003_formula();
+    let params = formula.params();
+    let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, notebook_003::NAMES);
+    let values: Vec<f64> = params.iter().map(|(_, v)| *v).collect();
+    assert_eq!(values, notebook_003::START);
+    let forward = formula.forward().unwrap();
+    let f5 = forward.iter().find(|(n, _)| n == "f5").unwrap().1;
+    // The notebook prints f5 = 0.649864477526152 (15 significant digits).
+    assert!((f5 - 0.649864477526152).abs() < 1e-15, "{f5}");
+    assert_eq!(formula.output_name(), Some("f5"));
+    assert_eq!(formula.loss_name(), "L");
+}
+
+#[test]
+fn notebook_003_derivations_sum_paths_through_the_shared_bias() {
+    let formula = notebook_003_formula();
+    // The hand-written network of the notebook_003 example, on its own tape.
+    let want = notebook_003::gradient(&notebook_003::START).unwrap();
+    for ((name, start), want) in notebook_003::NAMES
+        .iter()
+        .zip(notebook_003::START)
+        .zip(want)
+    {
+        let d = formula.explain(name, 0.3).unwrap();
+        assert!(d.verified(), "{name}: {} vs {}", d.gradient, d.autodiff);
+        close(d.gradient, want);
+        // L = −ln f5 (y = 1): a central difference of the notebook's output.
+        let h = 1e-6;
+        let loss_at = |delta: f64| {
+            let mut w = notebook_003::START;
+            w[notebook_003::NAMES.iter().position(|n| n == name).unwrap()] += delta;
+            -notebook_003::output(&w).unwrap().ln()
+        };
+        let numeric = (loss_at(h) - loss_at(-h)) / (2.0 * h);
+        assert!((d.gradient - numeric).abs() < 1e-8, "{name}: {numeric}");
+        assert_eq!(d.update, (0.3, start, start - 0.3 * d.autodiff));
+    }
+    // w0 reaches L three ways: through z3, through z4, and straight into z5; it is
+    // added twice to each, so each path starts with ∂z/∂w0 = 2.
+    let d = formula.explain("w0", 0.3).unwrap();
+    let vias: Vec<String> = d.paths.iter().map(|p| p.via.join(" ")).collect();
+    assert_eq!(vias, ["w0 z3 f3 z5 f5 L", "w0 z4 f4 z5 f5 L", "w0 z5 f5 L"]);
+    for path in &d.paths {
+        assert_eq!(path.factors[0].value, 2.0);
+        let product: f64 = path.factors.iter().map(|f| f.value).product();
+        assert_eq!(path.term, product);
+    }
+    // w13 has one path: ∂z3/∂w13 = x1, then σ′ = f3(1 − f3), then ∂z5/∂f3 = w35.
+    let d = formula.explain("w13", 0.3).unwrap();
+    let values: Vec<f64> = d.paths[0].factors.iter().map(|f| f.value).collect();
+    let f3 = 1.0 / (1.0 + (-0.81f64).exp());
+    close(values[0], 0.35);
+    close(values[1], f3 * (1.0 - f3));
+    close(values[2], 0.1);
+    let text = d.text();
+    assert!(text.contains("∂z3/∂w13 = x1 = 0.35"), "{text}");
+    assert!(text.contains("f3(1 − f3)"), "{text}");
+}

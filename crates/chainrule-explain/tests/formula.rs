@@ -1,0 +1,136 @@
+//! Formula networks: the parser refuses bad text with the line at fault, and every
+//! derivation equals backprop and finite differences.
+
+use chainrule::Error;
+use chainrule_explain::formula::{Formula, MAX_PATHS};
+
+#[track_caller]
+fn refused(text: &str, line: usize, words: &[&str]) {
+    match Formula::parse(text) {
+        Err(Error::InvalidValue { field, message }) => {
+            assert_eq!(field, format!("line {line}"), "{message}");
+            for w in words {
+                assert!(message.contains(w), "{message:?} lacks {w:?}");
+            }
+        }
+        other => panic!("{text:?} gave {other:?}"),
+    }
+}
+
+#[test]
+fn bad_formulas_name_the_line_and_the_fault() {
+    refused(
+        "param w = 1\nL = w * v",
+        2,
+        &["`v`", "before it is defined"],
+    );
+    refused("param w = 1\nparam w = 2", 2, &["`w`", "already defined"]);
+    refused("param w = one", 1, &["finite number"]);
+    refused("param w = inf", 1, &["finite number"]);
+    refused(
+        "param w = 1\n\n# c\nL = foo(w)",
+        4,
+        &["unknown function `foo`"],
+    );
+    refused("param w = 1\nL = (w + 1", 2, &["expected `)`"]);
+    refused("param w = 1\nL = w ** w", 2, &["exponent must be a number"]);
+    refused("param w = 1\nL = w 2", 2, &["unexpected text"]);
+    refused("param w = 1\nL w", 2, &["NAME = EXPRESSION"]);
+    refused("param w = 1\nweight v = 2", 2, &["`weight`"]);
+    refused("param w = 1\nloss A = w\nloss B = w", 3, &["second `loss`"]);
+    refused("param 2w = 1", 1, &["not a name"]);
+    refused("param exp = 1", 1, &["already defined"]);
+    refused(
+        &format!("param w = 1\nL = {}w{}", "(".repeat(500), ")".repeat(500)),
+        2,
+        &["nested too deeply"],
+    );
+    refused("param w = 1", 0, &["no statement computes a loss"]);
+}
+
+#[test]
+fn derivations_equal_backprop_and_finite_differences() {
+    // Every function, both exponent spellings, a parameter used by several
+    // statements, and an output that is not the last statement.
+    let source = |w: f64, v: f64| {
+        format!(
+            "input x = 0.7\nparam w = {w}\nparam v = {v}\n\
+             a = tanh(x*w + v) + sqrt(abs(w) + 1)\n\
+             b = relu(a*v - 0.1) + exp(-w^2) / (1 + v**2)\n\
+             output o = sigmoid(a*b + w)\n\
+             loss L = -log(o) + 0.5*(b - 1)**2"
+        )
+    };
+    let (w, v) = (0.4, -0.3);
+    let formula = Formula::parse(&source(w, v)).unwrap();
+    let loss = |w: f64, v: f64| {
+        let f = Formula::parse(&source(w, v)).unwrap();
+        f.forward().unwrap().last().unwrap().1
+    };
+    let h = 1e-6;
+    for (name, numeric) in [
+        ("w", (loss(w + h, v) - loss(w - h, v)) / (2.0 * h)),
+        ("v", (loss(w, v + h) - loss(w, v - h)) / (2.0 * h)),
+    ] {
+        let d = formula.explain(name, 0.1).unwrap();
+        assert!(d.verified(), "{name}: {} vs {}", d.gradient, d.autodiff);
+        assert!(
+            (d.gradient - numeric).abs() < 1e-7,
+            "{name}: {} vs {numeric}",
+            d.gradient
+        );
+        assert!(d.paths.len() > 1, "{name} reaches L along several paths");
+    }
+    // The symbolic closed form agrees too.
+    let closed = formula.expression("L", false).unwrap();
+    assert!(formula.expression("nowhere", false).is_err());
+    let env = [("w".to_string(), w), ("v".to_string(), v)]
+        .into_iter()
+        .collect();
+    let d = formula.explain("v", 0.1).unwrap();
+    let symbolic = closed.diff("v").eval(&env).unwrap();
+    assert!(
+        (symbolic - d.autodiff).abs() < 1e-12,
+        "{symbolic} vs {}",
+        d.autodiff
+    );
+}
+
+#[test]
+fn a_formula_with_too_many_paths_is_explained_by_direct_uses() {
+    // Each layer doubles the paths: 2^8 = 256 paths from w to L.
+    let mut text = String::from("param w = 0.5\nq0 = w");
+    for k in 1..=8 {
+        let p = k - 1;
+        text += &format!("\na{k} = sigmoid(q{p})\nb{k} = q{p}*0.5\nq{k} = a{k} + b{k}");
+    }
+    text += "\nL = q8**2";
+    let formula = Formula::parse(&text).unwrap();
+    let d = formula.explain("w", 0.1).unwrap();
+    assert!(d.by_consumer && d.paths.len() <= MAX_PATHS);
+    assert!(d.verified(), "{} vs {}", d.gradient, d.autodiff);
+}
+
+#[test]
+fn unknown_parameters_are_refused() {
+    let formula = Formula::parse("input x = 1\nparam w = 2\nL = x*w").unwrap();
+    assert!(
+        formula.explain("x", 0.1).is_err(),
+        "an input is not a parameter"
+    );
+    assert!(formula.explain("nope", 0.1).is_err());
+}
+
+#[test]
+fn closed_forms_that_explode_are_refused() {
+    // Each statement uses the one before twice: the closed form doubles each time.
+    let mut text = String::from("param w = 0.5\nq0 = w");
+    for k in 1..=40 {
+        text += &format!("\nq{k} = sigmoid(q{p}) * tanh(q{p})", p = k - 1);
+    }
+    let formula = Formula::parse(&text).unwrap();
+    assert!(formula.expression("q40", false).is_err());
+    // The derivation does not expand anything: one path per statement.
+    let d = formula.explain("w", 0.1).unwrap();
+    assert!(d.verified(), "{} vs {}", d.gradient, d.autodiff);
+}
