@@ -18,6 +18,7 @@
 //! Invariant: a node's inputs always have smaller ids than the node.
 
 pub mod rules;
+pub mod scalar;
 
 /// Deliberately wrong derivatives, for testing that gradient checks catch them and
 /// name the operation: with the `fault-injection` feature, the environment variable

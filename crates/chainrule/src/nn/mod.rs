@@ -12,6 +12,7 @@ mod sequential;
 pub use init::Init;
 pub use sequential::{Layer, Sequential};
 
+use crate::autodiff::scalar::{ScalarTape, ScalarVar};
 use crate::{Float, Result, Tape, Tensor, Var};
 
 /// A named parameter tensor, named as PyTorch's `state_dict()` names it.
@@ -97,5 +98,36 @@ pub trait Module<F: Float> {
             .iter()
             .map(|p| tape.param(p.value.clone()))
             .collect()
+    }
+
+    /// Records the forward pass of one sample `x` on a [`ScalarTape`], one number per
+    /// node, pushing the outputs onto `out`; `params` holds every parameter element
+    /// as a leaf, in [`Module::params`] order, each tensor row-major. This is the
+    /// small-network fast path of training (see [`crate::train::TrainConfig`]); a
+    /// module that cannot (the default) returns `false` and is trained on the tensor
+    /// tape.
+    ///
+    /// ```
+    /// use chainrule::autodiff::scalar::ScalarTape;
+    /// use chainrule::nn::{Module, Sequential};
+    /// let m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 1}, {"type": "relu"}]}"#, 0)?;
+    /// let mut tape = ScalarTape::new();
+    /// let params: Vec<_> = m.params().iter().flat_map(|p| p.value.to_vec()).map(|v| tape.param(v)).collect();
+    /// let mut out = Vec::new();
+    /// assert!(m.forward_scalar(&mut tape, &params, &[1.0, 2.0], &mut out));
+    /// let w = m.params()[0].value.to_vec();
+    /// let b = m.params()[1].value.item()?;
+    /// assert_eq!(tape.value(out[0]), (w[0] * 1.0 + w[1] * 2.0 + b).max(0.0));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    fn forward_scalar(
+        &self,
+        tape: &mut ScalarTape<F>,
+        params: &[ScalarVar],
+        x: &[F],
+        out: &mut Vec<ScalarVar>,
+    ) -> bool {
+        let _ = (tape, params, x, out);
+        false
     }
 }

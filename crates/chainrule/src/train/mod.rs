@@ -4,6 +4,10 @@
 //! its [`TrainConfig`] read from JSON and no validation set; its `grad` is
 //! `loss_and_grads` over all of x.
 
+mod scalar_path;
+
+pub use scalar_path::SCALAR_PATH_MAX_WORK;
+
 use crate::data::{Batches, Dataset, Target};
 use crate::json::{Fields, invalid, parse};
 use crate::loss::Loss;
@@ -46,6 +50,11 @@ pub struct TrainConfig {
     /// On a non-finite loss or gradient, skip that step instead of stopping with
     /// [`crate::Error::NonFinite`] (default false).
     pub skip_nonfinite: bool,
+    /// Train small networks on the scalar tape (default true; not in the contract's
+    /// JSON): when rows × parameters of a batch is at most [`SCALAR_PATH_MAX_WORK`]
+    /// and the model and loss have a scalar form ([`Module::forward_scalar`],
+    /// [`Loss::compute_scalar`]). Same results as the tensor tape, to rounding.
+    pub scalar_path: bool,
 }
 
 /// Early stopping: monitor the validation loss (the training loss when there is no
@@ -105,6 +114,7 @@ impl TrainConfig {
             clip_grad_norm: None,
             early_stopping: None,
             skip_nonfinite: false,
+            scalar_path: true,
         })
     }
 }
@@ -600,6 +610,13 @@ pub fn fit_from<F: Float, M: Module<F>>(
     let mut history = History::default();
     let mut steps = start.epoch * order.count() + start.batch;
     let mut best: Option<(f64, usize, Vec<Param<F>>)> = None;
+    let mut scalar = config
+        .scalar_path
+        .then(|| scalar_path::ScalarPath::new(model, config.batch_size))
+        .flatten();
+    // Whether the scalar path has taken a step: until it has, a refusal means the
+    // model or the loss has no scalar form, and the path is dropped.
+    let mut scalar_proven = false;
     for epoch in start.epoch..config.epochs {
         let started = Instant::now();
         let lr = config.schedule.lr(base_lr, epoch);
@@ -621,7 +638,21 @@ pub fn fit_from<F: Float, M: Module<F>>(
                 mut grads,
                 prediction,
                 anomaly,
-            } = step_on_batch(model, &batch.x, &batch.target, config.loss)?;
+            } = match scalar
+                .as_mut()
+                .and_then(|s| s.step(model, &batch.x, &batch.target, config.loss))
+            {
+                Some(pass) => {
+                    scalar_proven = true;
+                    pass
+                }
+                None => {
+                    if !scalar_proven {
+                        scalar = None;
+                    }
+                    step_on_batch(model, &batch.x, &batch.target, config.loss)?
+                }
+            };
             steps += 1;
             if let Some(location) = anomaly {
                 if config.skip_nonfinite {
