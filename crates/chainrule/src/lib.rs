@@ -34,6 +34,7 @@ mod json;
 pub mod loss;
 pub mod nn;
 pub mod optim;
+mod parallel;
 pub mod tensor;
 pub mod train;
 

@@ -6,7 +6,7 @@
 
 use super::Tensor;
 use crate::{Error, Float, Result};
-use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2, IxDyn};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2, Axis, Ix2, IxDyn};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Threads for large matrix products; 0 means rayon's default (one per core).
@@ -18,6 +18,11 @@ static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// and 0.32 s at 2²⁴; W2's large products stay parallel.
 const PARALLEL_MIN_FLOPS: usize = 1 << 24;
 
+/// Inside a training loop, products with at least this many multiply-adds are cut
+/// among the loop's spinning threads ([`crate::parallel::Team`]), which take a job in
+/// about a microsecond where rayon's sleeping workers take about a hundred.
+const SPLIT_MIN_FLOPS: usize = 1 << 18;
+
 /// Sets how many threads large matrix products use (0: one per core).
 ///
 /// ```
@@ -26,6 +31,15 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 24;
 /// ```
 pub fn set_num_threads(threads: usize) {
     THREADS.store(threads, Ordering::Relaxed);
+}
+
+/// The threads large computations may use: [`set_num_threads`]'s setting, or one per
+/// core.
+pub(crate) fn num_threads() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => rayon::current_num_threads(),
+        t => t,
+    }
 }
 
 impl<F: Float> Tensor<F> {
@@ -106,18 +120,33 @@ fn matmul_2d<F: Float>(
     k: usize,
     n: usize,
 ) -> Array2<F> {
-    let mut out = Array2::<F>::zeros((m, n));
     if m == 0 || n == 0 || k == 0 {
-        return out;
+        return Array2::<F>::zeros((m, n));
     }
-    let parallelism = if m * n * k >= PARALLEL_MIN_FLOPS {
+    // gemm overwrites every element (it does not read the destination), so the
+    // output is not zeroed first.
+    let mut out = Array2::<F>::uninit((m, n));
+    let work = m * n * k;
+    if work >= SPLIT_MIN_FLOPS {
+        // In a training loop: cut the output among the team's spinning threads.
+        let split = crate::parallel::with_current(|team| {
+            team.filter(|t| t.size() > 1)
+                .map(|team| split_gemm(team, out.view_mut(), lhs.view(), rhs.view()))
+                .is_some()
+        });
+        if split {
+            // SAFETY: split_gemm's blocks cover every element, and gemm wrote each.
+            return unsafe { out.assume_init() };
+        }
+    }
+    let parallelism = if work >= PARALLEL_MIN_FLOPS {
         gemm::Parallelism::Rayon(THREADS.load(Ordering::Relaxed))
     } else {
         gemm::Parallelism::None
     };
     let (ls, rs) = (lhs.strides(), rhs.strides());
     // SAFETY: the pointers and strides describe live views of exactly m×k, k×n and
-    // m×n elements (ndarray guarantees every in-range stride offset is valid), the
+    // m×n elements (the output standard-layout, uninitialised but written, never read) (ndarray guarantees every in-range stride offset is valid), the
     // destination does not alias the sources, and F is f32 or f64, which gemm
     // supports.
     unsafe {
@@ -125,7 +154,7 @@ fn matmul_2d<F: Float>(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out.as_mut_ptr().cast::<F>(),
             1,
             n as isize,
             false,
@@ -142,6 +171,73 @@ fn matmul_2d<F: Float>(
             false,
             parallelism,
         );
+        // SAFETY: gemm wrote all m×n elements.
+        out.assume_init()
     }
-    out
+}
+
+/// `out = lhs · rhs` with the output cut into one block of columns (or of rows, when
+/// it is taller than wide) per member of `team`, each block a single-threaded GEMM.
+/// Every element is still one kernel's sum over the whole inner dimension, so the
+/// result does not depend on the number of blocks.
+fn split_gemm<F: Float>(
+    team: &crate::parallel::Team,
+    out: ArrayViewMut2<'_, std::mem::MaybeUninit<F>>,
+    lhs: ArrayView2<'_, F>,
+    rhs: ArrayView2<'_, F>,
+) {
+    let (m, n) = out.dim();
+    let parts = team.size().min(m.max(n));
+    let by_columns = n >= m;
+    let side = if by_columns { n } else { m };
+    let mut jobs: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::with_capacity(parts);
+    let mut rest = out;
+    let (mut lhs_rest, mut rhs_rest) = (lhs, rhs);
+    let mut start = 0;
+    for i in 0..parts {
+        let end = side * (i + 1) / parts;
+        let axis = Axis(usize::from(by_columns));
+        let (block, tail) = rest.split_at(axis, end - start);
+        rest = tail;
+        let (l, r) = if by_columns {
+            let (r, tail) = rhs_rest.split_at(Axis(1), end - start);
+            rhs_rest = tail;
+            (lhs, r)
+        } else {
+            let (l, tail) = lhs_rest.split_at(Axis(0), end - start);
+            lhs_rest = tail;
+            (l, rhs)
+        };
+        jobs.push(Box::new(move || {
+            let mut block = block;
+            let (bm, bn) = block.dim();
+            let ds = block.strides().to_vec();
+            // SAFETY: as in matmul_2d; the block is a disjoint part of the output.
+            unsafe {
+                gemm::gemm(
+                    bm,
+                    bn,
+                    l.ncols(),
+                    block.as_mut_ptr().cast::<F>(),
+                    ds[1],
+                    ds[0],
+                    false,
+                    l.as_ptr(),
+                    l.strides()[1],
+                    l.strides()[0],
+                    r.as_ptr(),
+                    r.strides()[1],
+                    r.strides()[0],
+                    F::zero(),
+                    F::one(),
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }));
+        start = end;
+    }
+    team.run(jobs);
 }

@@ -14,6 +14,7 @@ mod matmul;
 
 pub use math::broadcast_shape;
 pub(crate) use math::sigmoid;
+pub(crate) use matmul::num_threads;
 pub use matmul::set_num_threads;
 
 use crate::{Error, Float, Result};

@@ -13,6 +13,7 @@ use crate::json::{Fields, invalid, parse};
 use crate::loss::Loss;
 use crate::nn::{Module, Param};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule, clip_grad_norm};
+use crate::parallel::Team;
 use crate::{Float, Result, Tape, Tensor};
 use std::time::Instant;
 
@@ -586,6 +587,21 @@ pub struct Session<'a, F: Float> {
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn fit_from<F: Float, M: Module<F>>(
+    model: &mut M,
+    train: &Dataset<F>,
+    validation: Option<&Dataset<F>>,
+    config: &TrainConfig,
+    session: Session<'_, F>,
+    on_event: impl FnMut(&Event<'_>),
+) -> Result<History> {
+    // Threads that spin between the steps' matrix products (see crate::parallel).
+    Team::scope(crate::tensor::num_threads(), |_| {
+        train_loop(model, train, validation, config, session, on_event)
+    })
+}
+
+/// [`fit_from`]'s loop.
+fn train_loop<F: Float, M: Module<F>>(
     model: &mut M,
     train: &Dataset<F>,
     validation: Option<&Dataset<F>>,
