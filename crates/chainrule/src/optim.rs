@@ -291,17 +291,115 @@ impl<F: Float> Optimizer<F> {
                 Some(g) => Cow::Borrowed(g),
                 None => Cow::Owned(grad.to_vec()),
             };
+            let p = param.value.as_mut_slice();
             state.step += 1;
-            update(&self.config, state, param.value.as_mut_slice(), g);
+            let fresh = state.prepare(&self.config, p.len());
+            let step = state.step;
+            let parts = if p.len() >= PARALLEL_UPDATE_MIN {
+                crate::parallel::with_current(|team| team.map_or(1, |t| t.size()))
+            } else {
+                1
+            };
+            let config = &self.config;
+            if parts <= 1 {
+                let buffers = Buffers {
+                    step,
+                    fresh,
+                    first: state.first.as_deref_mut(),
+                    second: state.second.as_deref_mut(),
+                    second_max: state.second_max.as_deref_mut(),
+                };
+                update(config, buffers, p, g);
+                continue;
+            }
+            // One block per thread of the training loop (the same arithmetic per
+            // element, so the same result).
+            let n = p.len();
+            let cuts: Vec<usize> = (1..=parts).map(|i| n * i / parts).collect();
+            let p_blocks = blocks(Some(p), &cuts);
+            let mut first = blocks(state.first.as_deref_mut(), &cuts).into_iter();
+            let mut second = blocks(state.second.as_deref_mut(), &cuts).into_iter();
+            let mut second_max = blocks(state.second_max.as_deref_mut(), &cuts).into_iter();
+            let mut start = 0;
+            let mut jobs: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::with_capacity(parts);
+            for (p_block, &end) in p_blocks.into_iter().zip(&cuts) {
+                let buffers = Buffers {
+                    step,
+                    fresh,
+                    first: first.next().flatten(),
+                    second: second.next().flatten(),
+                    second_max: second_max.next().flatten(),
+                };
+                let g_block = &g[start..end];
+                let p_block = p_block.expect("a block of p");
+                jobs.push(Box::new(move || {
+                    update(config, buffers, p_block, Cow::Borrowed(g_block))
+                }));
+                start = end;
+            }
+            crate::parallel::with_current(|team| {
+                team.expect("a team of `parts` threads").run(jobs);
+            });
         }
         Ok(())
     }
 }
 
-/// One step of `config` on one parameter `p` with gradient `g`.
+/// A parameter's state buffers for one step, as slices (a whole parameter or one
+/// block of it): each `Some` exactly when `config` uses it ([`State::prepare`]).
+struct Buffers<'a, F> {
+    /// The optimizer step count, 1 at the first step.
+    step: u64,
+    /// The momentum buffer has no value yet (SGD's first step copies the gradient).
+    fresh: bool,
+    first: Option<&'a mut [F]>,
+    second: Option<&'a mut [F]>,
+    second_max: Option<&'a mut [F]>,
+}
+
+impl<F: Float> State<F> {
+    /// Creates the buffers `config` needs for `n` elements; says whether the
+    /// momentum buffer is new.
+    fn prepare(&mut self, config: &OptimizerConfig, n: usize) -> bool {
+        let zeros = || vec![F::zero(); n];
+        let (first, second, second_max) = match *config {
+            OptimizerConfig::Sgd { momentum, .. } => (momentum != 0.0, false, false),
+            OptimizerConfig::Adam { amsgrad, .. } => (true, true, amsgrad),
+            OptimizerConfig::RmsProp {
+                momentum, centered, ..
+            } => (momentum > 0.0, true, centered),
+            OptimizerConfig::Adagrad {
+                initial_accumulator_value,
+                ..
+            } => {
+                self.second
+                    .get_or_insert_with(|| vec![F::from_f64(initial_accumulator_value); n]);
+                (false, false, false)
+            }
+        };
+        let fresh = first && self.first.is_none();
+        if first {
+            self.first.get_or_insert_with(zeros);
+        }
+        if second {
+            self.second.get_or_insert_with(zeros);
+        }
+        if second_max {
+            self.second_max.get_or_insert_with(zeros);
+        }
+        fresh
+    }
+}
+
+/// Parameters with at least this many elements are updated by the training loop's
+/// threads (see `crate::parallel`), one block each: the update is memory-bound.
+const PARALLEL_UPDATE_MIN: usize = 1 << 15;
+
+/// One step of `config` on parameter `p` (a whole tensor, or a block of one) with
+/// gradient `g` and the matching blocks of its state.
 fn update<F: Float>(
     config: &OptimizerConfig,
-    state: &mut State<F>,
+    state: Buffers<'_, F>,
     p: &mut [F],
     mut g: Cow<'_, [F]>,
 ) {
@@ -315,6 +413,13 @@ fn update<F: Float>(
                 .for_each(|(g, &p)| *g += p * c(wd));
         }
     };
+    let Buffers {
+        step,
+        fresh,
+        first,
+        second,
+        second_max,
+    } = state;
     match *config {
         OptimizerConfig::Sgd {
             lr,
@@ -324,30 +429,29 @@ fn update<F: Float>(
             weight_decay,
         } => {
             with_weight_decay(&mut g, p, weight_decay);
-            if momentum != 0.0 {
-                let buf = match state.first.take() {
-                    None => g.to_vec(),
-                    Some(mut buf) => {
-                        for (b, &g) in buf.iter_mut().zip(g.iter()) {
-                            *b = *b * c(momentum) + g * c(1.0 - dampening);
-                        }
-                        buf
+            if let Some(buf) = first {
+                if fresh {
+                    buf.copy_from_slice(&g);
+                } else {
+                    for (b, &g) in buf.iter_mut().zip(g.iter()) {
+                        *b = *b * c(momentum) + g * c(1.0 - dampening);
                     }
-                };
+                }
                 // The step direction: g + momentum·buf (Nesterov) or buf itself, the
                 // latter applied straight from the buffer (no copy on the hot path).
                 if nesterov {
                     g.to_mut()
                         .iter_mut()
-                        .zip(&buf)
+                        .zip(buf.iter())
                         .for_each(|(g, &b)| *g += b * c(momentum));
                     p.iter_mut()
                         .zip(g.iter())
                         .for_each(|(p, &g)| *p += g * c(-lr));
                 } else {
-                    p.iter_mut().zip(&buf).for_each(|(p, &b)| *p += b * c(-lr));
+                    p.iter_mut()
+                        .zip(buf.iter())
+                        .for_each(|(p, &b)| *p += b * c(-lr));
                 }
-                state.first = Some(buf);
             } else {
                 p.iter_mut()
                     .zip(g.iter())
@@ -359,7 +463,7 @@ fn update<F: Float>(
             betas: (beta1, beta2),
             eps,
             weight_decay,
-            amsgrad,
+            amsgrad: _,
             decoupled,
         } => {
             if decoupled {
@@ -367,24 +471,24 @@ fn update<F: Float>(
             } else {
                 with_weight_decay(&mut g, p, weight_decay);
             }
-            let n = p.len();
-            let m = state.first.get_or_insert_with(|| vec![F::zero(); n]);
-            let v = state.second.get_or_insert_with(|| vec![F::zero(); n]);
+            let (Some(m), Some(v)) = (first, second) else {
+                unreachable!("prepared")
+            };
             for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(g.iter()) {
                 *m = lerp(*m, g, c(1.0 - beta1));
                 *v = *v * c(beta2) + c(1.0 - beta2) * g * g;
             }
-            let step = state.step as f64;
+            let step = step as f64;
             let step_size = lr / (1.0 - beta1.powf(step));
             let correction2_sqrt = c((1.0 - beta2.powf(step)).sqrt());
-            let second = if amsgrad {
-                let max = state.second_max.get_or_insert_with(|| vec![F::zero(); n]);
-                max.iter_mut()
-                    .zip(v.iter())
-                    .for_each(|(mx, &v)| *mx = mx.max(v));
-                &*max
-            } else {
-                &*v
+            let second: &[F] = match second_max {
+                Some(max) => {
+                    max.iter_mut()
+                        .zip(v.iter())
+                        .for_each(|(mx, &v)| *mx = mx.max(v));
+                    max
+                }
+                None => v,
             };
             for ((p, &m), &v) in p.iter_mut().zip(m.iter()).zip(second) {
                 let denom = v.sqrt() / correction2_sqrt + c(eps);
@@ -395,19 +499,19 @@ fn update<F: Float>(
             lr,
             alpha,
             eps,
-            momentum,
-            centered,
+            momentum: _,
+            centered: _,
             weight_decay,
         } => {
             with_weight_decay(&mut g, p, weight_decay);
-            let n = p.len();
-            let square = state.second.get_or_insert_with(|| vec![F::zero(); n]);
+            let Some(square) = second else {
+                unreachable!("prepared")
+            };
             square
                 .iter_mut()
                 .zip(g.iter())
                 .for_each(|(s, &g)| *s = *s * c(alpha) + c(1.0 - alpha) * g * g);
-            let mut avg: Vec<F> = if centered {
-                let mean = state.second_max.get_or_insert_with(|| vec![F::zero(); n]);
+            let mut avg: Vec<F> = if let Some(mean) = second_max {
                 mean.iter_mut()
                     .zip(g.iter())
                     .for_each(|(a, &g)| *a = lerp(*a, g, c(1.0 - alpha)));
@@ -420,10 +524,9 @@ fn update<F: Float>(
                 square.iter().map(|s| s.sqrt()).collect()
             };
             avg.iter_mut().for_each(|a| *a += c(eps));
-            if momentum > 0.0 {
-                let buf = state.first.get_or_insert_with(|| vec![F::zero(); n]);
+            if let (Some(buf), OptimizerConfig::RmsProp { momentum, .. }) = (first, config) {
                 for ((b, &g), &a) in buf.iter_mut().zip(g.iter()).zip(&avg) {
-                    *b = *b * c(momentum) + g / a;
+                    *b = *b * c(*momentum) + g / a;
                 }
                 p.iter_mut()
                     .zip(buf.iter())
@@ -439,20 +542,38 @@ fn update<F: Float>(
             lr_decay,
             eps,
             weight_decay,
-            initial_accumulator_value,
+            initial_accumulator_value: _,
         } => {
             with_weight_decay(&mut g, p, weight_decay);
-            let n = p.len();
-            let sum = state
-                .second
-                .get_or_insert_with(|| vec![c(initial_accumulator_value); n]);
-            let clr = lr / (1.0 + (state.step - 1) as f64 * lr_decay);
+            let Some(sum) = second else {
+                unreachable!("prepared")
+            };
+            let clr = lr / (1.0 + (step - 1) as f64 * lr_decay);
             for ((p, &g), s) in p.iter_mut().zip(g.iter()).zip(sum.iter_mut()) {
                 *s += g * g;
                 *p += c(-clr) * g / (s.sqrt() + c(eps));
             }
         }
     }
+}
+
+/// Splits `slice` into `parts` consecutive blocks of the lengths `cuts` gives.
+fn blocks<'a, T>(slice: Option<&'a mut [T]>, cuts: &[usize]) -> Vec<Option<&'a mut [T]>> {
+    let mut out = Vec::with_capacity(cuts.len());
+    let mut rest = slice;
+    let mut at = 0;
+    for &end in cuts {
+        match rest.take() {
+            Some(r) => {
+                let (head, tail) = r.split_at_mut(end - at);
+                out.push(Some(head));
+                rest = Some(tail);
+            }
+            None => out.push(None),
+        }
+        at = end;
+    }
+    out
 }
 
 impl OptimizerConfig {
