@@ -50,56 +50,109 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn read_idx_bytes(raw: &[u8], name: &str) -> Result<IdxArray> {
-    let name = name.to_string();
+    let mut values = Vec::new();
+    let shape = stream_idx(raw, name, &mut values, |b| b)?;
+    Ok(IdxArray { shape, values })
+}
+
+/// Parses IDX bytes (gzip-compressed or not), appending each data byte to `out`
+/// through `convert` as it is decompressed, so that a caller converting the data (to
+/// f32) never holds the whole byte array. Returns the shape.
+fn stream_idx<T>(
+    raw: &[u8],
+    name: &str,
+    out: &mut Vec<T>,
+    convert: impl Fn(u8) -> T,
+) -> Result<Vec<usize>> {
     let bad = |message: String| Error::Format {
-        path: name.clone(),
+        path: name.to_string(),
         message,
     };
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw)
-            .take(MAX_IDX_BYTES + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| bad(format!("gzip: {e}")))?;
-        if out.len() as u64 > MAX_IDX_BYTES {
-            return Err(bad("decompresses to more than 2 GiB".into()));
-        }
-        out
+    let gzip = raw.starts_with(&[0x1f, 0x8b]);
+    let mut reader: Box<dyn Read + '_> = if gzip {
+        Box::new(flate2::read::GzDecoder::new(raw).take(MAX_IDX_BYTES + 1))
     } else {
-        raw.to_vec()
+        Box::new(raw)
     };
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+    let io = |e: std::io::Error| {
+        bad(if gzip {
+            format!("gzip: {e}")
+        } else {
+            e.to_string()
+        })
+    };
+    // Reads up to buf.len() bytes, fewer only at the end of the data.
+    let fill = |reader: &mut Box<dyn Read + '_>, buf: &mut [u8]| -> Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match reader.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Ok(got)
+    };
+    let mut magic = [0u8; 4];
+    if fill(&mut reader, &mut magic)? < 4 || magic[0] != 0 || magic[1] != 0 {
         return Err(bad("not an IDX file (bad magic number)".into()));
     }
-    if bytes[2] != 0x08 {
+    if magic[2] != 0x08 {
         return Err(bad(format!(
             "IDX element type 0x{:02x} is not supported (expected unsigned byte, 0x08)",
-            bytes[2]
+            magic[2]
         )));
     }
-    let rank = usize::from(bytes[3]);
-    let header = 4 + 4 * rank;
-    if bytes.len() < header {
+    let rank = usize::from(magic[3]);
+    let mut dims = vec![0u8; 4 * rank];
+    if fill(&mut reader, &mut dims)? < dims.len() {
         return Err(bad("truncated header".into()));
     }
-    let shape: Vec<usize> = bytes[4..header]
+    let shape: Vec<usize> = dims
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize)
         .collect();
     let count = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&c| c as u64 <= MAX_IDX_BYTES)
         .ok_or_else(|| bad("shape too large".into()))?;
-    if bytes.len() - header != count {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut seen = 0usize;
+    loop {
+        let want = buf.len().min(count - seen.min(count)).max(1);
+        let got = fill(&mut reader, &mut buf[..want])?;
+        if got == 0 {
+            break;
+        }
+        if seen + got > count {
+            // More data than the header declares: count the rest for the message.
+            seen += got;
+            loop {
+                let more = fill(&mut reader, &mut buf)?;
+                if more == 0 {
+                    break;
+                }
+                seen += more;
+            }
+            break;
+        }
+        if seen == 0 {
+            out.reserve_exact(count);
+        }
+        out.extend(buf[..got].iter().map(|&b| convert(b)));
+        seen += got;
+    }
+    if seen as u64 > MAX_IDX_BYTES {
+        return Err(bad("decompresses to more than 2 GiB".into()));
+    }
+    if seen != count {
         return Err(bad(format!(
-            "shape {shape:?} needs {count} data bytes, the file has {}",
-            bytes.len() - header
+            "shape {shape:?} needs {count} data bytes, the file has {seen}"
         )));
     }
-    Ok(IdxArray {
-        shape,
-        values: bytes[header..].to_vec(),
-    })
+    Ok(shape)
 }
 
 /// Finds an MNIST file in `dir` under the names it is distributed with
@@ -130,20 +183,25 @@ fn mnist_file(dir: &Path, split: &str, what: &str, rank: &str) -> Result<std::pa
 /// ```
 pub fn read_mnist(dir: &Path, split: &str) -> Result<crate::data::Dataset<f32>> {
     use crate::data::{Dataset, Target};
-    let images = read_idx(&mnist_file(dir, split, "images", "idx3")?)?;
+    // The pixels go to f32 as they are decompressed: the bytes are never held whole.
+    let path = mnist_file(dir, split, "images", "idx3")?;
+    let mut pixels: Vec<f32> = Vec::new();
+    let shape = stream_idx(
+        &read_file(&path)?,
+        &path.display().to_string(),
+        &mut pixels,
+        f32::from,
+    )?;
     let labels = read_idx(&mnist_file(dir, split, "labels", "idx1")?)?;
-    let rows = images.shape.first().copied().unwrap_or(0);
-    let features: usize = images.shape.iter().skip(1).product();
+    let rows = shape.first().copied().unwrap_or(0);
+    let features: usize = shape.iter().skip(1).product();
     if labels.values.len() != rows {
         return Err(Error::Format {
             path: dir.display().to_string(),
             message: format!("{} labels for {rows} images", labels.values.len()),
         });
     }
-    let x = crate::Tensor::from_vec(
-        images.values.iter().map(|&b| f32::from(b)).collect(),
-        &[rows, features],
-    )?;
+    let x = crate::Tensor::from_vec(pixels, &[rows, features])?;
     Dataset::new(
         x,
         Target::Classes(labels.values.iter().map(|&l| usize::from(l)).collect()),
