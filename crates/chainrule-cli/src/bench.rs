@@ -6,7 +6,8 @@
 //! - W3: the 2-2-1 network (ReLU hidden layer, linear output, MSE), one sample per SGD
 //!   step (lr 0.05), cycling through the four XOR samples, 100,000 steps.
 //!
-//! Only the training loop is timed; data is in memory before the clock starts.
+//! Only the training loop is timed; data is in memory before the clock starts. Heap
+//! allocations inside the loop are counted too (the CLI's allocator counts them).
 //! GFLOP/s counts 6 · weights · samples per epoch (forward 2, backward 4).
 
 use anyhow::{Result, bail};
@@ -14,8 +15,53 @@ use chainrule::Tensor;
 use chainrule::data::{Dataset, Target};
 use chainrule::nn::{Module, Sequential};
 use chainrule::train::{TrainConfig, evaluate, fit};
+use std::alloc::{GlobalAlloc, Layout};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+/// An allocator that counts heap allocations (one relaxed atomic add each), so that
+/// the benchmark can say how many a training step makes.
+pub struct Counting<A> {
+    inner: A,
+}
+
+/// Allocations made through [`Counting`] since the program started.
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+impl<A> Counting<A> {
+    /// Wraps `inner`.
+    pub const fn new(inner: A) -> Self {
+        Counting { inner }
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the wrapped allocator.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.realloc(ptr, layout, new_size) }
+    }
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
 
 /// One workload's timings.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -29,6 +75,8 @@ pub struct Timing {
     pub flops: Option<f64>,
     /// Test accuracy after the last run's epoch, W1/W2.
     pub accuracy: Option<f64>,
+    /// Heap allocations per training step (the last run, everything inside `fit`).
+    pub allocations_per_step: f64,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -70,12 +118,14 @@ fn mnist_epoch(
     let mut seconds = Vec::with_capacity(runs);
     let mut accuracy = None;
     let mut weights = 0;
+    let mut allocated = 0;
     for _ in 0..runs {
         let mut model = mlp(sizes)?;
         weights = model.params().iter().map(|p| p.value.len()).sum::<usize>();
-        let started = Instant::now();
+        let (started, before) = (Instant::now(), allocations());
         fit(&mut model, train, None, &config, |_| {})?;
         seconds.push(started.elapsed().as_secs_f64());
+        allocated = allocations() - before;
         accuracy = evaluate(&model, test, config.loss)?.accuracy;
     }
     let samples = train.len() as f64;
@@ -85,6 +135,7 @@ fn mnist_epoch(
         units: samples,
         flops: Some(6.0 * weights as f64 * samples),
         accuracy,
+        allocations_per_step: allocated as f64 / train.len().div_ceil(batch) as f64,
     })
 }
 
@@ -98,14 +149,16 @@ fn xor_steps(runs: usize) -> Result<Timing> {
         STEPS / 4
     ))?;
     let mut seconds = Vec::with_capacity(runs);
+    let mut allocated = 0;
     for _ in 0..runs {
         let mut model = Sequential::<f32>::from_json(
             r#"{"layers": [{"type": "linear", "in": 2, "out": 2}, {"type": "relu"}, {"type": "linear", "in": 2, "out": 1}]}"#,
             0,
         )?;
-        let started = Instant::now();
+        let (started, before) = (Instant::now(), allocations());
         fit(&mut model, &data, None, &config, |_| {})?;
         seconds.push(started.elapsed().as_secs_f64());
+        allocated = allocations() - before;
     }
     Ok(Timing {
         workload: "W3".into(),
@@ -113,6 +166,7 @@ fn xor_steps(runs: usize) -> Result<Timing> {
         units: STEPS as f64,
         flops: None,
         accuracy: None,
+        allocations_per_step: allocated as f64 / STEPS as f64,
     })
 }
 
@@ -177,21 +231,23 @@ fn print_timing(t: &Timing) {
     );
     match t.flops {
         Some(flops) => println!(
-            "{}: {med:.3} s/epoch (min {min:.3}, max {max:.3}, {} runs)  {:.0} samples/s  {:.1} GFLOP/s  test accuracy {:.2}%",
+            "{}: {med:.3} s/epoch (min {min:.3}, max {max:.3}, {} runs)  {:.0} samples/s  {:.1} GFLOP/s  test accuracy {:.2}%  {:.0} allocations/step",
             t.workload,
             t.seconds.len(),
             t.units / med,
             flops / med / 1e9,
-            100.0 * t.accuracy.unwrap_or(0.0)
+            100.0 * t.accuracy.unwrap_or(0.0),
+            t.allocations_per_step
         ),
         None => println!(
-            "{}: {:.2} µs/step (min {:.2}, max {:.2}, {} runs of {} steps)",
+            "{}: {:.2} µs/step (min {:.2}, max {:.2}, {} runs of {} steps)  {:.1} allocations/step",
             t.workload,
             med / t.units * 1e6,
             min / t.units * 1e6,
             max / t.units * 1e6,
             t.seconds.len(),
-            t.units
+            t.units,
+            t.allocations_per_step
         ),
     }
 }

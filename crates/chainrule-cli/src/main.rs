@@ -22,8 +22,10 @@ use std::process::ExitCode;
 /// tensor sizes every step, and the system allocator hands large ones back to the
 /// kernel, paying page faults to get them again. Measured with `chainrule bench`
 /// (median of 3): W3 6.3 → 5.7 µs/step, W1 0.324 → 0.313 s/epoch.
+/// Counted (see [`bench::Counting`]) so that `chainrule bench` can report the heap
+/// allocations of a training step.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: bench::Counting<mimalloc::MiMalloc> = bench::Counting::new(mimalloc::MiMalloc);
 
 /// Neural networks whose backpropagation you can see.
 #[derive(Parser, Debug)]
