@@ -418,6 +418,39 @@ fn notebook_003_formula_is_explained_written_out_and_drawn() {
 }
 
 #[test]
+fn bench_reports_the_workloads_and_names_bad_arguments() {
+    // W3 needs no data. Its timing is not asserted (benchmarks measure, tests do
+    // not); its allocation count shows that it ran on the scalar path, which
+    // allocates a few buffers per step where the tensor tape allocates over a hundred.
+    let json: serde_json::Value = serde_json::from_str(&ok(&chainrule(
+        &scratch("bench"),
+        &["bench", "--workloads", "w3", "--runs", "1", "--json"],
+    )))
+    .unwrap();
+    let w3 = &json[0];
+    assert_eq!(w3["workload"], "W3");
+    assert_eq!(w3["units"], 100000.0);
+    assert_eq!(w3["seconds"].as_array().unwrap().len(), 1);
+    let allocations = w3["allocations_per_step"].as_f64().unwrap();
+    assert!((1.0..32.0).contains(&allocations), "{allocations}");
+    fails_with(
+        &chainrule(&scratch("bench"), &["bench", "--workloads", "w1"]),
+        &["--data", "MNIST"],
+    );
+    fails_with(
+        &chainrule(&scratch("bench"), &["bench", "--workloads", "w9"]),
+        &["--workloads", "w9"],
+    );
+    fails_with(
+        &chainrule(
+            &scratch("bench"),
+            &["bench", "--workloads", "w3", "--runs", "0"],
+        ),
+        &["--runs"],
+    );
+}
+
+#[test]
 fn gradcheck_passes_and_names_an_injected_wrong_derivative() {
     let out = ok(&chainrule(&notebooks(), &["gradcheck", "000"]));
     assert!(out.contains("all 4 tensors within"), "{out}");
