@@ -290,20 +290,22 @@ pub struct GradcheckArgs {
 }
 
 pub fn gradcheck(args: &GradcheckArgs) -> Result<()> {
-    if args.inputs.formula.is_some() {
-        bail!(
-            "--formula: gradcheck takes a layer stack; `chainrule explain` checks a formula network's derivatives against autodiff"
-        );
-    }
-    let problem = load(&args.inputs)?;
-    let report = chainrule_explain::check::check_model(
-        &problem.model,
-        &problem.x,
-        &problem.y,
-        problem.loss,
-        args.tolerance,
-        args.step,
-    )?;
+    let report = match load_formula(&args.inputs)? {
+        Some((formula, _)) => {
+            chainrule_explain::check::check_formula(&formula, args.tolerance, args.step)?
+        }
+        None => {
+            let problem = load(&args.inputs)?;
+            chainrule_explain::check::check_model(
+                &problem.model,
+                &problem.x,
+                &problem.y,
+                problem.loss,
+                args.tolerance,
+                args.step,
+            )?
+        }
+    };
     print!("{}", report.table());
     if report.passed() {
         println!(

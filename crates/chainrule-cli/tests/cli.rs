@@ -465,6 +465,17 @@ fn gradcheck_passes_and_names_an_injected_wrong_derivative() {
         String::from_utf8_lossy(&faulty.stdout).contains('✗'),
         "the table marks the failing tensors"
     );
+    // A formula network (notebook 003): one row per weight, and the wrong sigmoid
+    // named.
+    let out = ok(&chainrule(&notebooks(), &["gradcheck", "003"]));
+    assert!(out.contains("all 7 tensors within"), "{out}");
+    let faulty = Command::new(env!("CARGO_BIN_EXE_chainrule"))
+        .current_dir(notebooks())
+        .args(["gradcheck", "003"])
+        .env("CHAINRULE_INJECT_FAULT", "sigmoid")
+        .output()
+        .unwrap();
+    fails_with(&faulty, &["exceeds the tolerance", "`sigmoid`"]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! parameter tensor, and, when they disagree, the operation whose local derivative
 //! is wrong.
 
+use crate::formula::Formula;
 use chainrule::loss::{Loss, Target};
 use chainrule::nn::Module;
 use chainrule::train::loss_and_grads;
@@ -159,14 +160,74 @@ pub fn check_model<M: Module<f64> + Clone>(
         let tape = Tape::new();
         let params = model.bind(&tape);
         let c = loss.compute(model.forward(&params, tape.constant(x.clone()))?, target)?;
-        for node in 0..=c.id() {
-            if let (Some(label), Some(error)) =
-                (tape.label(node), tape.check_local_derivative(node, step)?)
-                && error > tolerance
-            {
-                report.culprits.push(OpCheck { node, label, error });
-            }
+        report.culprits = culprits(&tape, c.id(), tolerance, step)?;
+    }
+    Ok(report)
+}
+
+/// The recorded operations up to `root` whose local derivative disagrees with finite
+/// differences by more than `tolerance`.
+fn culprits(tape: &Tape<f64>, root: usize, tolerance: f64, step: f64) -> Result<Vec<OpCheck>> {
+    let mut found = Vec::new();
+    for node in 0..=root {
+        if let (Some(label), Some(error)) =
+            (tape.label(node), tape.check_local_derivative(node, step)?)
+            && error > tolerance
+        {
+            found.push(OpCheck { node, label, error });
         }
+    }
+    Ok(found)
+}
+
+/// [`check_model`] for a network written as formulas: each parameter (a scalar) is one
+/// row of the report.
+///
+/// # Errors
+/// Only if the tape fails to read a scalar back.
+///
+/// ```
+/// use chainrule_explain::{check::check_formula, formula::Formula};
+/// let f = Formula::parse("input x = 0.5\nparam w = 2\nL = log(1 + exp(w*x))")?;
+/// assert!(check_formula(&f, 1e-6, 1e-6)?.passed());
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn check_formula(formula: &Formula, tolerance: f64, step: f64) -> Result<ModelCheck> {
+    let loss_at = |f: &Formula| -> Result<f64> {
+        let tape = Tape::new();
+        let vars = f.record(&tape);
+        vars[f.loss_name()].item()
+    };
+    let tape = Tape::new();
+    let vars = formula.record(&tape);
+    let root = vars[formula.loss_name()];
+    let grads = root.backward()?;
+    let mut tensors = Vec::new();
+    let mut probe = formula.clone();
+    for (name, value) in formula.params() {
+        let backprop = grads.wrt(vars[&name]).map_or(Ok(0.0), |g| g.item())?;
+        let mut at = |delta: f64| -> Result<f64> {
+            probe.set_param(&name, value + delta)?;
+            loss_at(&probe)
+        };
+        let numeric = (at(step)? - at(-step)?) / (2.0 * step);
+        probe.set_param(&name, value)?;
+        tensors.push(TensorCheck {
+            worst_error: chainrule::gradcheck::relative_error(backprop, numeric),
+            name,
+            elements: 1,
+            worst_element: 0,
+            backprop,
+            numeric,
+        });
+    }
+    let mut report = ModelCheck {
+        tensors,
+        culprits: Vec::new(),
+        tolerance,
+    };
+    if !report.passed() {
+        report.culprits = culprits(&tape, root.id(), tolerance, step)?;
     }
     Ok(report)
 }

@@ -515,6 +515,35 @@ impl Formula {
             .collect()
     }
 
+    /// Sets parameter `name` to `value` (to explain or check the network at another
+    /// point).
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] (field `param`) when `name` is not a parameter.
+    ///
+    /// ```
+    /// let mut f = chainrule_explain::formula::Formula::parse("param w = 2\nL = w*w")?;
+    /// f.set_param("w", 3.0)?;
+    /// assert_eq!(f.forward()?[1].1, 9.0);
+    /// assert!(f.set_param("L", 1.0).is_err());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn set_param(&mut self, name: &str, value: f64) -> Result<()> {
+        match self.quantities.iter_mut().find(|q| q.name == name) {
+            Some(Quantity {
+                role: Role::Param(v),
+                ..
+            }) => {
+                *v = value;
+                Ok(())
+            }
+            _ => Err(Error::InvalidValue {
+                field: "param".into(),
+                message: format!("{name:?} is not a parameter"),
+            }),
+        }
+    }
+
     /// The inputs with their values, in file order.
     pub fn inputs(&self) -> Vec<(String, f64)> {
         self.quantities
