@@ -420,8 +420,10 @@ fn notebook_003_formula_is_explained_written_out_and_drawn() {
 #[test]
 fn bench_reports_the_workloads_and_names_bad_arguments() {
     // W3 needs no data. Its timing is not asserted (benchmarks measure, tests do
-    // not); its allocation count shows that it ran on the scalar path, which
-    // allocates a few buffers per step where the tensor tape allocates over a hundred.
+    // not); its allocation count shows that it ran on the scalar path, whose steps
+    // allocate nothing once running (the count is the per-epoch bookkeeping, about
+    // ten allocations per epoch of four steps), where the tensor tape allocates over
+    // a hundred per step.
     let json: serde_json::Value = serde_json::from_str(&ok(&chainrule(
         &scratch("bench"),
         &["bench", "--workloads", "w3", "--runs", "1", "--json"],
@@ -432,7 +434,7 @@ fn bench_reports_the_workloads_and_names_bad_arguments() {
     assert_eq!(w3["units"], 100000.0);
     assert_eq!(w3["seconds"].as_array().unwrap().len(), 1);
     let allocations = w3["allocations_per_step"].as_f64().unwrap();
-    assert!((1.0..32.0).contains(&allocations), "{allocations}");
+    assert!((1.0..4.0).contains(&allocations), "{allocations}");
     fails_with(
         &chainrule(&scratch("bench"), &["bench", "--workloads", "w1"]),
         &["--data", "MNIST"],

@@ -222,10 +222,11 @@ impl<F: Float> Dataset<F> {
         } else {
             self.x.select_rows(rows)?
         };
-        Ok(Dataset {
-            x,
-            target: self.target.select_rows(rows)?,
-        })
+        let target = match (&self.target, consecutive) {
+            (Target::Values(t), true) => Target::Values(t.narrow(0, rows[0], rows.len())?),
+            _ => self.target.select_rows(rows)?,
+        };
+        Ok(Dataset { x, target })
     }
 
     /// Splits off a validation set: the rows are shuffled with `seed`, and the last

@@ -686,6 +686,9 @@ fn train_loop<F: Float, M: Module<F>>(
             }
             optimizer.step(model.params_mut(), &grads)?;
             tally.add(config.loss, value.as_f64(), &prediction, &batch.target);
+            if let Some(s) = scalar.as_mut() {
+                s.recycle(grads, prediction);
+            }
             on_event(&Event::Step {
                 epoch,
                 batch: batch_index,

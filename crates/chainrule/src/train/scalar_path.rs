@@ -15,11 +15,15 @@ use crate::{Float, Tensor};
 /// tensor tape's matrix products are faster.
 pub const SCALAR_PATH_MAX_WORK: usize = 1 << 14;
 
-/// A scalar tape and its buffers, kept from step to step.
+/// A scalar tape and its buffers, kept from step to step: with the gradient and
+/// prediction tensors handed back after each step ([`ScalarPath::recycle`]), a step
+/// allocates nothing.
 pub(super) struct ScalarPath<F: Float> {
     tape: ScalarTape<F>,
     params: Vec<ScalarVar>,
     outputs: Vec<ScalarVar>,
+    spare_grads: Vec<Option<Tensor<F>>>,
+    spare_prediction: Option<Tensor<F>>,
 }
 
 impl<F: Float> ScalarPath<F> {
@@ -30,7 +34,15 @@ impl<F: Float> ScalarPath<F> {
             tape: ScalarTape::new(),
             params: Vec::with_capacity(weights),
             outputs: Vec::new(),
+            spare_grads: Vec::new(),
+            spare_prediction: None,
         })
+    }
+
+    /// Takes back a step's gradient and prediction tensors, to be filled again.
+    pub(super) fn recycle(&mut self, grads: Vec<Option<Tensor<F>>>, prediction: Tensor<F>) {
+        self.spare_grads = grads;
+        self.spare_prediction = Some(prediction);
     }
 
     /// Loss, gradients and prediction of one batch, or `None` when the model or the
@@ -47,6 +59,8 @@ impl<F: Float> ScalarPath<F> {
             tape,
             params,
             outputs,
+            spare_grads,
+            spare_prediction,
         } = self;
         tape.clear();
         params.clear();
@@ -70,27 +84,39 @@ impl<F: Float> ScalarPath<F> {
         let root = loss.compute_scalar(tape, outputs, width, target)?;
         tape.backward(root);
         let value = tape.value(root);
-        let mut grads = Vec::with_capacity(model.params().len());
-        let mut next = 0;
-        for p in model.params() {
-            let g: Vec<F> = params[next..next + p.value.len()]
-                .iter()
-                .map(|&v| tape.grad(v))
-                .collect();
-            next += p.value.len();
-            if !g.iter().all(|v| v.is_finite()) {
-                return None;
-            }
-            grads.push(Some(Tensor::from_vec(g, p.value.shape()).ok()?));
-        }
         if !value.is_finite() {
             return None;
         }
-        let prediction: Vec<F> = outputs.iter().map(|&v| tape.value(v)).collect();
+        // Into last step's tensors when they are handed back and fit (no allocation).
+        let mut grads = std::mem::take(spare_grads);
+        grads.resize(model.params().len(), None);
+        let mut next = 0;
+        for (p, slot) in model.params().iter().zip(grads.iter_mut()) {
+            let leaves = &params[next..next + p.value.len()];
+            next += p.value.len();
+            let fits = slot.as_ref().is_some_and(|g| g.shape() == p.value.shape());
+            if !fits {
+                *slot = Some(Tensor::zeros(p.value.shape()));
+            }
+            let g = slot.as_mut().expect("filled").as_mut_slice();
+            for (g, &v) in g.iter_mut().zip(leaves) {
+                *g = tape.grad(v);
+            }
+            if !g.iter().all(|v| v.is_finite()) {
+                return None;
+            }
+        }
+        let mut prediction = match spare_prediction.take() {
+            Some(t) if t.shape() == [rows, width] => t,
+            _ => Tensor::zeros(&[rows, width]),
+        };
+        for (p, &v) in prediction.as_mut_slice().iter_mut().zip(outputs.iter()) {
+            *p = tape.value(v);
+        }
         Some(BatchPass {
             loss: value,
             grads,
-            prediction: Tensor::from_vec(prediction, &[rows, width]).ok()?,
+            prediction,
             anomaly: None,
         })
     }
