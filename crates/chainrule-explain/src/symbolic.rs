@@ -574,8 +574,9 @@ pub(crate) fn latex_symbol(s: &str) -> String {
     }
     let parts: Vec<&str> = s.split('_').collect();
     match parts.as_slice() {
-        [head, rest @ ..] if !rest.is_empty() => {
-            let (name, layer) = head.split_at(1);
+        [head, rest @ ..] if !rest.is_empty() && !head.is_empty() => {
+            // The first character names the quantity (it may take several bytes).
+            let (name, layer) = head.split_at(head.chars().next().map_or(0, char::len_utf8));
             let layer = if layer.is_empty() {
                 String::new()
             } else {
@@ -583,7 +584,7 @@ pub(crate) fn latex_symbol(s: &str) -> String {
             };
             format!("{name}{layer}_{{{}}}", rest.join(","))
         }
-        _ => s.to_string(),
+        _ => s.replace('_', r"\_"),
     }
 }
 

@@ -134,3 +134,17 @@ fn closed_forms_that_explode_are_refused() {
     let d = formula.explain("w", 0.1).unwrap();
     assert!(d.verified(), "{} vs {}", d.gradient, d.autodiff);
 }
+
+#[test]
+fn any_name_the_parser_accepts_is_rendered() {
+    // Found by fuzzing: names starting with `_` or with a multi-byte letter before an
+    // underscore made the LaTeX rendering panic.
+    let formula =
+        Formula::parse("param _w = 0.5\nparam σ2_x = 1.5\nparam é = 2\n_ = _w*σ2_x*é\nL_ = _**2")
+            .unwrap();
+    for (name, _) in formula.params() {
+        let d = formula.explain(&name, 0.1).unwrap();
+        assert!(d.verified(), "{name}");
+        assert!(!d.markdown().is_empty() && !d.text().is_empty());
+    }
+}
