@@ -13,7 +13,9 @@
 
 pub use crate::data::Target;
 
-use crate::autodiff::rules::{BinaryCrossEntropy, BinaryCrossEntropyWithLogits};
+use crate::autodiff::rules::{
+    BinaryCrossEntropy, BinaryCrossEntropyWithLogits, SoftmaxCrossEntropy,
+};
 use crate::autodiff::scalar::{ScalarOp, ScalarTape, ScalarVar};
 use crate::json::invalid;
 use crate::{Error, Float, Result, Tensor, Var};
@@ -231,8 +233,13 @@ impl Loss {
                         got: shape,
                     });
                 }
-                let picked = prediction.log_softmax(1)?.gather(classes)?;
-                return Ok(-picked.mean(&[], false)?);
+                // One fused node (its forward validates the class indices).
+                return tape.apply(
+                    Box::new(SoftmaxCrossEntropy {
+                        classes: classes.clone(),
+                    }),
+                    &[prediction],
+                );
             }
             (_, Target::Classes(_)) => {
                 return Err(invalid(

@@ -118,6 +118,46 @@ fn fused_linear_rule_matches_finite_differences_and_its_composed_form() {
 }
 
 #[test]
+fn fused_cross_entropy_rule_matches_finite_differences_and_its_composed_form() {
+    use chainrule::loss::{Loss, Target};
+    let classes = vec![2, 0, 3, 3, 1];
+    let logits = random(&[5, 4], 21);
+    check("cross_entropy", std::slice::from_ref(&logits), |_, x| {
+        Loss::CrossEntropy.compute(x[0], &Target::Classes(classes.clone()))
+    });
+    // Oracle: −mean(gather(log_softmax(x))), from the unfused rules.
+    let tape = Tape::new();
+    let x = tape.param(logits.clone());
+    let fused = Loss::CrossEntropy
+        .compute(x, &Target::Classes(classes.clone()))
+        .unwrap();
+    let composed = -x
+        .log_softmax(1)
+        .unwrap()
+        .gather(&classes)
+        .unwrap()
+        .mean(&[], false)
+        .unwrap();
+    assert_eq!(fused.item().unwrap(), composed.item().unwrap());
+    let (a, b) = (
+        fused.backward().unwrap().wrt(x).unwrap().to_vec(),
+        composed.backward().unwrap().wrt(x).unwrap().to_vec(),
+    );
+    assert!(
+        a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-15),
+        "{a:?} vs {b:?}"
+    );
+    // A class index out of range is an error, not a panic.
+    let tape = Tape::new();
+    let x = tape.param(logits);
+    assert!(
+        Loss::CrossEntropy
+            .compute(x, &Target::Classes(vec![0, 1, 2, 3, 4]))
+            .is_err()
+    );
+}
+
+#[test]
 fn matmul_rule_matches_finite_differences_in_2d_and_batched() {
     check(
         "matmul 2-D",

@@ -570,6 +570,32 @@ rule!(
 );
 
 rule!(
+    /// Softmax cross-entropy of logits x [N, C] against class indices, averaged over the
+    /// rows (PyTorch's `CrossEntropyLoss`): (1/N) Σₙ (ln Σ_c e^{x_nc} − x_n,yₙ), the
+    /// log-sum-exp shifted by the row's maximum. ∂/∂x = (softmax(x) − onehot(y)) / N,
+    /// in one pass. (The composed form, −mean(gather(log_softmax(x))), is the test
+    /// oracle.)
+    SoftmaxCrossEntropy { classes: Vec<usize> },
+    label: |s| "cross_entropy".into(),
+    forward: |s, x| {
+        let picked = x[0].log_softmax(1)?.gather(&s.classes)?;
+        let rows = F::from_f64(s.classes.len() as f64);
+        Ok(picked.sum(&[], false)?.scale(F::one() / rows).scale(-F::one()))
+    },
+    backward: |s, x, out, g, need| {
+        let mut p = x[0].softmax(1)?;
+        let columns = p.shape().get(1).copied().unwrap_or(1);
+        let scale = g.item()? / F::from_f64(s.classes.len() as f64);
+        let values = p.as_mut_slice();
+        for (row, &class) in s.classes.iter().enumerate() {
+            values[row * columns + class] -= F::one();
+        }
+        values.iter_mut().for_each(|v| *v *= scale);
+        Ok(vec![Some(p)])
+    },
+);
+
+rule!(
     /// Element-wise binary cross-entropy on logits x against targets y (PyTorch's
     /// `BCEWithLogitsLoss`): max(x, 0) − x·y + ln(1 + e^−|x|), stable for any x.
     /// ∂/∂x = σ(x) − y; ∂/∂y = −x.

@@ -313,7 +313,7 @@ pub fn loss_and_grads<F: Float, M: Module<F>>(
     target: &Target<F>,
     loss: Loss,
 ) -> Result<(F, Vec<Option<Tensor<F>>>)> {
-    let pass = step_on_batch(model, x, target, loss)?;
+    let pass = step_on_batch(model, x, target, loss, &mut Tape::new())?;
     Ok((pass.loss, pass.grads))
 }
 
@@ -333,8 +333,11 @@ fn step_on_batch<F: Float, M: Module<F>>(
     x: &Tensor<F>,
     target: &Target<F>,
     loss: Loss,
+    tape: &mut Tape<F>,
 ) -> Result<BatchPass<F>> {
-    let tape = Tape::new();
+    // The tape of the step before, emptied: its node list keeps its capacity.
+    tape.clear();
+    let tape = &*tape;
     let params = model.bind(&tape);
     let prediction = model.forward(&params, tape.constant(x.clone()))?;
     let value = loss.compute(prediction, target)?;
@@ -633,6 +636,7 @@ fn train_loop<F: Float, M: Module<F>>(
     // Whether the scalar path has taken a step: until it has, a refusal means the
     // model or the loss has no scalar form, and the path is dropped.
     let mut scalar_proven = false;
+    let mut tape = Tape::new();
     for epoch in start.epoch..config.epochs {
         let started = Instant::now();
         let lr = config.schedule.lr(base_lr, epoch);
@@ -666,7 +670,7 @@ fn train_loop<F: Float, M: Module<F>>(
                     if !scalar_proven {
                         scalar = None;
                     }
-                    step_on_batch(model, &batch.x, &batch.target, config.loss)?
+                    step_on_batch(model, &batch.x, &batch.target, config.loss, &mut tape)?
                 }
             };
             steps += 1;
