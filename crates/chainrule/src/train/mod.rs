@@ -338,14 +338,14 @@ fn step_on_batch<F: Float, M: Module<F>>(
     // The tape of the step before, emptied: its node list keeps its capacity.
     tape.clear();
     let tape = &*tape;
-    let params = model.bind(&tape);
+    let params = model.bind(tape);
     let prediction = model.forward(&params, tape.constant(x.clone()))?;
     let value = loss.compute(prediction, target)?;
     let mut grads = value.backward()?;
     let grads: Vec<Option<Tensor<F>>> = params.iter().map(|&p| grads.take(p)).collect();
     let loss_value = value.item()?;
     let anomaly = (!loss_value.is_finite() || grads.iter().flatten().any(|g| !g.all_finite()))
-        .then(|| locate_nonfinite(model, &tape, &params, &grads, value.id(), loss_value));
+        .then(|| locate_nonfinite(model, tape, &params, &grads, value.id(), loss_value));
     Ok(BatchPass {
         loss: loss_value,
         grads,
