@@ -46,6 +46,7 @@ pub use rules::{InputGrads, Rule};
 
 use crate::{Error, Float, Result, Tensor};
 use rules::*;
+use smallvec::SmallVec;
 use std::cell::{Cell, Ref, RefCell};
 use std::fmt;
 
@@ -53,9 +54,13 @@ use std::fmt;
 struct Node<F: Float> {
     value: Tensor<F>,
     rule: Option<Box<dyn Rule<F>>>,
-    inputs: Vec<usize>,
+    /// Input ids, inline up to four (no heap allocation per node).
+    inputs: Inputs,
     requires_grad: bool,
 }
+
+/// A node's input ids: inline for up to four inputs, as almost every rule has.
+type Inputs = SmallVec<[usize; 4]>;
 
 /// The record of a computation, which [`Var::backward`] differentiates.
 ///
@@ -146,7 +151,7 @@ impl<F: Float> Tape<F> {
     /// assert!(w.requires_grad());
     /// ```
     pub fn param(&self, value: Tensor<F>) -> Var<'_, F> {
-        self.push(value, None, Vec::new(), true)
+        self.push(value, None, Inputs::new(), true)
     }
 
     /// A leaf without a gradient (data, targets, fixed numbers).
@@ -158,7 +163,7 @@ impl<F: Float> Tape<F> {
     /// assert!(!x.requires_grad());
     /// ```
     pub fn constant(&self, value: Tensor<F>) -> Var<'_, F> {
-        self.push(value, None, Vec::new(), false)
+        self.push(value, None, Inputs::new(), false)
     }
 
     /// A 0-d parameter: the notebooks' `w1`, `b1`.
@@ -234,7 +239,8 @@ impl<F: Float> Tape<F> {
         }
         let (value, requires_grad) = {
             let nodes = self.nodes.borrow();
-            let values: Vec<&Tensor<F>> = inputs.iter().map(|v| &nodes[v.id].value).collect();
+            let values: SmallVec<[&Tensor<F>; 4]> =
+                inputs.iter().map(|v| &nodes[v.id].value).collect();
             let value = rule.forward(&values)?;
             let requires_grad = inputs.iter().any(|v| nodes[v.id].requires_grad);
             (value, requires_grad)
@@ -247,7 +253,7 @@ impl<F: Float> Tape<F> {
                 requires_grad,
             )
         } else {
-            self.push(value, None, Vec::new(), false)
+            self.push(value, None, Inputs::new(), false)
         })
     }
 
@@ -255,7 +261,7 @@ impl<F: Float> Tape<F> {
         &self,
         value: Tensor<F>,
         rule: Option<Box<dyn Rule<F>>>,
-        inputs: Vec<usize>,
+        inputs: Inputs,
         requires_grad: bool,
     ) -> Var<'_, F> {
         let mut nodes = self.nodes.borrow_mut();
@@ -316,7 +322,7 @@ impl<F: Float> Tape<F> {
         self.nodes
             .borrow()
             .get(id)
-            .map(|n| n.inputs.clone())
+            .map(|n| n.inputs.to_vec())
             .unwrap_or_default()
     }
 
@@ -422,8 +428,9 @@ impl<F: Float> Tape<F> {
             }) else {
                 continue;
             };
-            let inputs: Vec<&Tensor<F>> = node.inputs.iter().map(|&i| &nodes[i].value).collect();
-            let need: Vec<bool> = node
+            let inputs: SmallVec<[&Tensor<F>; 4]> =
+                node.inputs.iter().map(|&i| &nodes[i].value).collect();
+            let need: SmallVec<[bool; 4]> = node
                 .inputs
                 .iter()
                 .map(|&i| nodes[i].requires_grad)
