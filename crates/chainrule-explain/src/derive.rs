@@ -587,10 +587,40 @@ pub fn all_elements(model: &Sequential<f64>) -> Vec<ParamElement> {
     out
 }
 
+/// Whether a derivation's `gradient` equals backprop's `autodiff` (to 1e-12 relative).
+pub(crate) fn agrees(gradient: f64, autodiff: f64) -> bool {
+    (gradient - autodiff).abs() <= 1e-12 * autodiff.abs().max(1.0)
+}
+
+/// The last lines of a derivation in text: ∂c/∂s with autodiff's check, then the
+/// gradient-descent update (learning rate, old value, new value).
+pub(crate) fn closing_text(
+    c: &str,
+    s: &str,
+    gradient: f64,
+    autodiff: f64,
+    (lr, old, new): (f64, f64, f64),
+) -> String {
+    let mark = if agrees(gradient, autodiff) {
+        "✓"
+    } else {
+        "✗ MISMATCH"
+    };
+    format!(
+        "  ∂{c}/∂{s} = {}   (autodiff: {} {mark})\n  update: {s} ← {s} − η·∂{c}/∂{s} = {} − {} · {} = {}\n",
+        number(gradient),
+        number(autodiff),
+        number(old),
+        number(lr),
+        operand(autodiff),
+        number(new)
+    )
+}
+
 impl Derivation {
     /// Whether the chain's product equals backprop's gradient (to 1e-12 relative).
     pub fn verified(&self) -> bool {
-        (self.gradient - self.autodiff).abs() <= 1e-12 * self.autodiff.abs().max(1.0)
+        agrees(self.gradient, self.autodiff)
     }
 
     /// Unicode text for a terminal.
@@ -661,24 +691,7 @@ impl Derivation {
             );
         }
         out += &format!("  reduction: {}\n", self.reduction);
-        out += &format!(
-            "  ∂C/∂{s} = {}   (autodiff: {} {})\n",
-            number(self.gradient),
-            number(self.autodiff),
-            if self.verified() {
-                "✓"
-            } else {
-                "✗ MISMATCH"
-            }
-        );
-        let (lr, old, new) = self.update;
-        out += &format!(
-            "  update: {s} ← {s} − η·∂C/∂{s} = {} − {} · {} = {}\n",
-            number(old),
-            number(lr),
-            operand(self.autodiff),
-            number(new)
-        );
+        out += &closing_text("C", &s, self.gradient, self.autodiff, self.update);
         out
     }
 

@@ -23,7 +23,7 @@
 //! of the statement that defines q ([`Expr::diff`]); the sum is checked against
 //! backprop on a tape built from the same statements.
 
-use crate::derive::Factor;
+use crate::derive::{Factor, agrees, closing_text};
 use crate::notation::{number, operand, partial_latex, partial_text};
 use crate::symbolic::{Expr, latex_symbol};
 use chainrule::{Error, Result, Tape, Var};
@@ -506,12 +506,17 @@ impl Formula {
 
     /// The parameters with their values, in file order.
     pub fn params(&self) -> Vec<(String, f64)> {
+        self.leaves(|role| match role {
+            Role::Param(v) => Some(*v),
+            _ => None,
+        })
+    }
+
+    /// The quantities `value` gives a number for, with that number, in file order.
+    fn leaves(&self, value: impl Fn(&Role) -> Option<f64>) -> Vec<(String, f64)> {
         self.quantities
             .iter()
-            .filter_map(|q| match q.role {
-                Role::Param(v) => Some((q.name.clone(), v)),
-                _ => None,
-            })
+            .filter_map(|q| value(&q.role).map(|v| (q.name.clone(), v)))
             .collect()
     }
 
@@ -546,13 +551,10 @@ impl Formula {
 
     /// The inputs with their values, in file order.
     pub fn inputs(&self) -> Vec<(String, f64)> {
-        self.quantities
-            .iter()
-            .filter_map(|q| match q.role {
-                Role::Input(v) => Some((q.name.clone(), v)),
-                _ => None,
-            })
-            .collect()
+        self.leaves(|role| match role {
+            Role::Input(v) => Some(*v),
+            _ => None,
+        })
     }
 
     /// The loss's name.
@@ -856,7 +858,7 @@ fn substitute(e: &Expr, env: &BTreeMap<String, f64>) -> Expr {
 impl PathDerivation {
     /// Whether the paths' sum equals backprop's gradient (to 1e-12 relative).
     pub fn verified(&self) -> bool {
-        (self.gradient - self.autodiff).abs() <= 1e-12 * self.autodiff.abs().max(1.0)
+        agrees(self.gradient, self.autodiff)
     }
 
     fn what(&self) -> &'static str {
@@ -925,24 +927,7 @@ impl PathDerivation {
                 number(self.gradient)
             );
         }
-        out += &format!(
-            "  ∂{l}/∂{s} = {}   (autodiff: {} {})\n",
-            number(self.gradient),
-            number(self.autodiff),
-            if self.verified() {
-                "✓"
-            } else {
-                "✗ MISMATCH"
-            }
-        );
-        let (lr, old, new) = self.update;
-        out += &format!(
-            "  update: {s} ← {s} − η·∂{l}/∂{s} = {} − {} · {} = {}\n",
-            number(old),
-            number(lr),
-            operand(self.autodiff),
-            number(new)
-        );
+        out += &closing_text(l, s, self.gradient, self.autodiff, self.update);
         out
     }
 

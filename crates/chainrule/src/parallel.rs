@@ -48,6 +48,20 @@ struct Slot {
     thread: Mutex<Option<Thread>>,
 }
 
+impl Slot {
+    /// Unparks the helper, in case it has parked.
+    fn wake(&self) {
+        if let Some(t) = self
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            t.unpark();
+        }
+    }
+}
+
 /// Helper threads, alive for one [`Team::scope`].
 pub(crate) struct Team {
     slots: Vec<Slot>,
@@ -112,14 +126,7 @@ impl Team {
                 let boxed: Job<'static> = unsafe { std::mem::transmute(boxed) };
                 *slot.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(boxed);
                 slot.state.store(POSTED, Ordering::Release);
-                if let Some(t) = slot
-                    .thread
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                {
-                    t.unpark();
-                }
+                slot.wake();
             }
             if let Some(own) = own {
                 let value = own();
@@ -165,14 +172,7 @@ impl Drop for Stop<'_> {
     fn drop(&mut self) {
         for slot in &self.0.slots {
             slot.state.store(QUIT, Ordering::Release);
-            if let Some(t) = slot
-                .thread
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-            {
-                t.unpark();
-            }
+            slot.wake();
         }
     }
 }
