@@ -99,6 +99,37 @@ pub struct Factor {
     pub value: f64,
 }
 
+impl Factor {
+    /// The formula's LaTeX as a factor of a product: in parentheses when it is a sum
+    /// or a difference at its top level.
+    ///
+    /// ```
+    /// use chainrule_explain::derive::Factor;
+    /// let f = |latex: &str| Factor { name: (String::new(), String::new()), formula: (String::new(), latex.into()), substituted: None, value: 0.0 };
+    /// assert_eq!(f(r"1 - \tanh^2(z)").latex_operand(), r"\left(1 - \tanh^2(z)\right)");
+    /// assert_eq!(f(r"\sigma(z)(1 - \sigma(z))").latex_operand(), r"\sigma(z)(1 - \sigma(z))");
+    /// assert_eq!(f("-x").latex_operand(), r"\left(-x\right)");
+    /// ```
+    pub fn latex_operand(&self) -> String {
+        let latex = &self.formula.1;
+        let mut depth = 0i32;
+        let mut top_level_sum = latex.starts_with('-');
+        for (i, c) in latex.char_indices() {
+            match c {
+                '(' | '{' | '[' => depth += 1,
+                ')' | '}' | ']' => depth -= 1,
+                '+' | '-' if depth == 0 && i > 0 => top_level_sum = true,
+                _ => {}
+            }
+        }
+        if top_level_sum {
+            format!(r"\left({latex}\right)")
+        } else {
+            latex.clone()
+        }
+    }
+}
+
 /// ∂C/∂a of a hidden unit, as the sum over the units it feeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HiddenSum {
@@ -700,7 +731,7 @@ impl Derivation {
         let s = self.symbol.latex();
         let first = &self.samples[0];
         let names: Vec<&str> = first.factors.iter().map(|f| f.name.1.as_str()).collect();
-        let formulas: Vec<&str> = first.factors.iter().map(|f| f.formula.1.as_str()).collect();
+        let formulas: Vec<String> = first.factors.iter().map(Factor::latex_operand).collect();
         let mut out = format!(
             "### `{}`\n\n$$\n{} = {} = {}\n$$\n\n",
             self.param,

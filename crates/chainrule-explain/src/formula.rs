@@ -952,7 +952,7 @@ impl PathDerivation {
             chains.join(" + ")
         );
         for (i, path) in self.paths.iter().enumerate() {
-            let formulas: Vec<&str> = path.factors.iter().map(|f| f.formula.1.as_str()).collect();
+            let formulas: Vec<String> = path.factors.iter().map(Factor::latex_operand).collect();
             let values: Vec<String> = path.factors.iter().map(|f| operand(f.value)).collect();
             out += &format!(
                 "Path {} ({}): $${} = {} = {}$$\n\n",
