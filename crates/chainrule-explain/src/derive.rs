@@ -650,11 +650,33 @@ pub(crate) fn closing_text(
 
 impl Derivation {
     /// Whether the chain's product equals backprop's gradient (to 1e-12 relative).
+    ///
+    /// ```
+    /// use chainrule::{loss::{Loss, Target}, nn::{Module, Sequential}, Tensor};
+    /// use chainrule_explain::derive::{explain, ParamElement};
+    /// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 1, "out": 1, "bias": false}]}"#, 0)?;
+    /// m.params_mut()[0].value = Tensor::full(&[1, 1], 2.0);
+    /// let d = explain(&m, &Tensor::full(&[1, 1], 1.0), &Target::Values(Tensor::full(&[1, 1], 1.0)),
+    ///                 Loss::Sse, 0.1, &ParamElement::parse("0.weight[0,0]")?)?;
+    /// assert!(d.verified());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn verified(&self) -> bool {
         agrees(self.gradient, self.autodiff)
     }
 
     /// Unicode text for a terminal.
+    ///
+    /// ```
+    /// use chainrule::{loss::{Loss, Target}, nn::{Module, Sequential}, Tensor};
+    /// use chainrule_explain::derive::{explain, ParamElement};
+    /// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 1, "out": 1, "bias": false}]}"#, 0)?;
+    /// m.params_mut()[0].value = Tensor::full(&[1, 1], 2.0);
+    /// let d = explain(&m, &Tensor::full(&[1, 1], 1.0), &Target::Values(Tensor::full(&[1, 1], 1.0)),
+    ///                 Loss::Sse, 0.1, &ParamElement::parse("0.weight[0,0]")?)?;
+    /// assert!(d.text().contains("= 2 − 0.1 · 2 = 1.8"));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn text(&self) -> String {
         let s = self.symbol.text();
         let mut out = format!("{}   (parameter {})\n", partial_text("C", &s), self.param);
@@ -727,6 +749,17 @@ impl Derivation {
     }
 
     /// Markdown with LaTeX (`$$ … $$` blocks).
+    ///
+    /// ```
+    /// use chainrule::{loss::{Loss, Target}, nn::{Module, Sequential}, Tensor};
+    /// use chainrule_explain::derive::{explain, ParamElement};
+    /// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 1, "out": 1, "bias": false}]}"#, 0)?;
+    /// m.params_mut()[0].value = Tensor::full(&[1, 1], 2.0);
+    /// let d = explain(&m, &Tensor::full(&[1, 1], 1.0), &Target::Values(Tensor::full(&[1, 1], 1.0)),
+    ///                 Loss::Sse, 0.1, &ParamElement::parse("0.weight[0,0]")?)?;
+    /// assert!(d.markdown().contains(r"\leftarrow 2 - 0.1 \cdot 2 = 1.8"));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn markdown(&self) -> String {
         let s = self.symbol.latex();
         let first = &self.samples[0];
@@ -769,6 +802,17 @@ impl Derivation {
     }
 
     /// JSON: every factor with its name, formula and value.
+    ///
+    /// ```
+    /// use chainrule::{loss::{Loss, Target}, nn::{Module, Sequential}, Tensor};
+    /// use chainrule_explain::derive::{explain, ParamElement};
+    /// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 1, "out": 1, "bias": false}]}"#, 0)?;
+    /// m.params_mut()[0].value = Tensor::full(&[1, 1], 2.0);
+    /// let d = explain(&m, &Tensor::full(&[1, 1], 1.0), &Target::Values(Tensor::full(&[1, 1], 1.0)),
+    ///                 Loss::Sse, 0.1, &ParamElement::parse("0.weight[0,0]")?)?;
+    /// assert_eq!(d.json()["update"]["new"], 1.8);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn json(&self) -> serde_json::Value {
         let samples: Vec<serde_json::Value> = self
             .samples

@@ -360,6 +360,12 @@ pub struct PathDerivation {
     /// The parameter's name.
     pub param: String,
     /// The loss's name.
+    ///
+    /// ```
+    /// let f = chainrule_explain::formula::Formula::parse("input x = 3\nparam w = 2\noutput y = x*w\nloss L = (y - 1)**2")?;
+    /// assert_eq!(f.loss_name(), "L");
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub loss: String,
     /// Every path from θ to the loss (or, past [`MAX_PATHS`], one two-factor chain per
     /// direct consumer q of θ: ∂q/∂θ · ∂L/∂q with ∂L/∂q from backprop).
@@ -505,6 +511,12 @@ impl Formula {
     }
 
     /// The parameters with their values, in file order.
+    ///
+    /// ```
+    /// let f = chainrule_explain::formula::Formula::parse("input x = 3\nparam w = 2\noutput y = x*w\nloss L = (y - 1)**2")?;
+    /// assert_eq!(f.params(), [("w".to_string(), 2.0)]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn params(&self) -> Vec<(String, f64)> {
         self.leaves(|role| match role {
             Role::Param(v) => Some(*v),
@@ -550,6 +562,12 @@ impl Formula {
     }
 
     /// The inputs with their values, in file order.
+    ///
+    /// ```
+    /// let f = chainrule_explain::formula::Formula::parse("input x = 3\nparam w = 2\noutput y = x*w\nloss L = (y - 1)**2")?;
+    /// assert_eq!(f.inputs(), [("x".to_string(), 3.0)]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn inputs(&self) -> Vec<(String, f64)> {
         self.leaves(|role| match role {
             Role::Input(v) => Some(*v),
@@ -563,12 +581,27 @@ impl Formula {
     }
 
     /// The output's name, if a statement is marked `output`.
+    ///
+    /// ```
+    /// let f = chainrule_explain::formula::Formula::parse("input x = 3\nparam w = 2\noutput y = x*w\nloss L = (y - 1)**2")?;
+    /// assert_eq!(f.output_name(), Some("y"));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn output_name(&self) -> Option<&str> {
         self.output.map(|i| self.quantities[i].name.as_str())
     }
 
     /// Records the network on `tape`: parameters as trainable scalars, inputs as
     /// constants; returns every quantity's variable by name.
+    ///
+    /// ```
+    /// let f = chainrule_explain::formula::Formula::parse("input x = 3\nparam w = 2\noutput y = x*w\nloss L = (y - 1)**2")?;
+    /// let tape = chainrule::Tape::new();
+    /// let vars = f.record(&tape);
+    /// let grads = vars["L"].backward()?;
+    /// assert_eq!(grads.wrt(vars["w"]).unwrap().item()?, 2.0 * 5.0 * 3.0); // 2(y − 1)·x
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn record<'t>(&self, tape: &'t Tape<f64>) -> BTreeMap<String, Var<'t, f64>> {
         let mut vars = BTreeMap::new();
         for q in &self.quantities {
@@ -857,6 +890,13 @@ fn substitute(e: &Expr, env: &BTreeMap<String, f64>) -> Expr {
 
 impl PathDerivation {
     /// Whether the paths' sum equals backprop's gradient (to 1e-12 relative).
+    ///
+    /// ```
+    /// let f = chainrule_explain::formula::Formula::parse("param w = 2\nL = w*w")?;
+    /// let d = f.explain("w", 0.1)?;
+    /// assert!(d.verified());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn verified(&self) -> bool {
         agrees(self.gradient, self.autodiff)
     }
@@ -870,6 +910,13 @@ impl PathDerivation {
     }
 
     /// Unicode text for a terminal.
+    ///
+    /// ```
+    /// let f = chainrule_explain::formula::Formula::parse("param w = 2\nL = w*w")?;
+    /// let d = f.explain("w", 0.1)?;
+    /// assert!(d.text().contains("update: w ← w − η·∂L/∂w = 2 − 0.1 · 4 = 1.6"));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn text(&self) -> String {
         let (l, s) = (&self.loss, &self.param);
         let count = self.paths.len();
@@ -932,6 +979,13 @@ impl PathDerivation {
     }
 
     /// Markdown with LaTeX (`$$ … $$` blocks).
+    ///
+    /// ```
+    /// let f = chainrule_explain::formula::Formula::parse("param w = 2\nL = w*w")?;
+    /// let d = f.explain("w", 0.1)?;
+    /// assert!(d.markdown().contains(r"\frac{\partial L}{\partial w}"));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn markdown(&self) -> String {
         let (l, s) = (latex_name(&self.loss), latex_name(&self.param));
         let whole = partial_latex(&l, &s);
@@ -977,6 +1031,13 @@ impl PathDerivation {
     }
 
     /// JSON: every path's factors with their names, formulas and values.
+    ///
+    /// ```
+    /// let f = chainrule_explain::formula::Formula::parse("param w = 2\nL = w*w")?;
+    /// let d = f.explain("w", 0.1)?;
+    /// assert_eq!(d.json()["paths"][0]["factors"][0]["value"], 4.0); // ∂L/∂w = 2w
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
     pub fn json(&self) -> serde_json::Value {
         let paths: Vec<serde_json::Value> = self
             .paths

@@ -48,10 +48,33 @@ pub enum ScalarOp {
     /// A parameter or a constant (no inputs).
     Leaf,
     /// a + b.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let (a, b) = (tape.param(1.0), tape.param(2.0));
+    /// let y = tape.add(a, b);
+    /// assert_eq!(tape.value(y), 3.0);
+    /// ```
     Add,
     /// a − b.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let (a, b) = (tape.param(1.0), tape.param(2.0));
+    /// let y = tape.sub(a, b);
+    /// tape.backward(y);
+    /// assert_eq!((tape.value(y), tape.grad(b)), (-1.0, -1.0));
+    /// ```
     Sub,
     /// a · b.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let (a, b) = (tape.param(3.0), tape.param(4.0));
+    /// let y = tape.mul(a, b);
+    /// tape.backward(y);
+    /// assert_eq!((tape.grad(a), tape.grad(b)), (4.0, 3.0));
+    /// ```
     Mul,
     /// a / b.
     Div,
@@ -60,8 +83,24 @@ pub enum ScalarOp {
     /// aᵖ for a constant p.
     Pow(f64),
     /// eᵃ.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let a = tape.param(0.0);
+    /// let y = tape.exp(a);
+    /// tape.backward(y);
+    /// assert_eq!((tape.value(y), tape.grad(a)), (1.0, 1.0));
+    /// ```
     Exp,
     /// ln a.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let a = tape.param(2.0);
+    /// let y = tape.log(a);
+    /// tape.backward(y);
+    /// assert_eq!(tape.grad(a), 0.5);
+    /// ```
     Log,
     /// |a|, derivative 0 at 0 (as PyTorch).
     Abs,
@@ -193,6 +232,13 @@ impl<F: Float> ScalarTape<F> {
     }
 
     /// Forgets every node, keeping the memory for the next pass.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// tape.param(1.0);
+    /// tape.clear();
+    /// assert_eq!(tape.len(), 0);
+    /// ```
     pub fn clear(&mut self) {
         self.nodes.clear();
         self.values.clear();
@@ -212,6 +258,11 @@ impl<F: Float> ScalarTape<F> {
     }
 
     /// Whether the tape is empty.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// assert!(tape.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
@@ -241,12 +292,28 @@ impl<F: Float> ScalarTape<F> {
     }
 
     /// A leaf that receives a gradient.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let w = tape.param(3.0);
+    /// let y = tape.scale(w, 2.0);
+    /// tape.backward(y);
+    /// assert_eq!(tape.grad(w), 2.0);
+    /// ```
     pub fn param(&mut self, value: F) -> ScalarVar {
         let me = ScalarVar(self.nodes.len() as u32);
         self.push_value(value, ScalarOp::Leaf, me, me, true)
     }
 
     /// A leaf that does not.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let c = tape.constant(3.0);
+    /// let y = tape.scale(c, 2.0);
+    /// tape.backward(y);
+    /// assert_eq!(tape.grad(c), 0.0);
+    /// ```
     pub fn constant(&mut self, value: F) -> ScalarVar {
         let me = ScalarVar(self.nodes.len() as u32);
         self.push_value(value, ScalarOp::Leaf, me, me, false)
@@ -308,11 +375,26 @@ impl<F: Float> ScalarTape<F> {
     }
 
     /// max(a, 0).
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let a = tape.param(0.0);
+    /// let y = tape.relu(a);
+    /// tape.backward(y);
+    /// assert_eq!(tape.grad(a), 0.0); // relu′(0) = 0, as PyTorch
+    /// ```
     pub fn relu(&mut self, a: ScalarVar) -> ScalarVar {
         self.unary(ScalarOp::Relu, a)
     }
 
     /// c · a.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let a = tape.param(2.0);
+    /// let y = tape.scale(a, -1.5);
+    /// assert_eq!(tape.value(y), -3.0);
+    /// ```
     pub fn scale(&mut self, a: ScalarVar, c: f64) -> ScalarVar {
         self.unary(ScalarOp::Scale(c), a)
     }
@@ -333,18 +415,41 @@ impl<F: Float> ScalarTape<F> {
     }
 
     /// The value of `v`.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let a = tape.param(2.5);
+    /// assert_eq!(tape.value(a), 2.5);
+    /// ```
     pub fn value(&self, v: ScalarVar) -> F {
         self.values[v.index()]
     }
 
     /// ∂root/∂v after [`ScalarTape::backward`] (0 before, for constants and for
     /// values that do not reach the root).
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let (a, b) = (tape.param(2.0), tape.param(5.0));
+    /// let y = tape.mul(a, a); // b does not reach y
+    /// tape.backward(y);
+    /// assert_eq!((tape.grad(a), tape.grad(b)), (4.0, 0.0));
+    /// ```
     pub fn grad(&self, v: ScalarVar) -> F {
         self.grads.get(v.index()).copied().unwrap_or_else(F::zero)
     }
 
     /// Backpropagates from `root`: walks the tape once, from the end, multiplying each
     /// node's gradient by its operation's local derivatives.
+    ///
+    /// ```
+    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// let x = tape.param(3.0);
+    /// let x2 = tape.mul(x, x);
+    /// let y = tape.add(x2, x); // x² + x
+    /// tape.backward(y);
+    /// assert_eq!(tape.grad(x), 7.0);
+    /// ```
     pub fn backward(&mut self, root: ScalarVar) {
         let n = root.index() + 1;
         self.grads.clear();

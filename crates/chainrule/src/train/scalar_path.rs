@@ -13,6 +13,11 @@ use crate::{Float, Tensor};
 
 /// The largest batch work (rows × parameters) taken by the scalar path; above it, the
 /// tensor tape's matrix products are faster.
+///
+/// ```
+/// // The 2-2-1 network (9 parameters) at batch 1 is well inside it.
+/// assert!(9 <= chainrule::train::SCALAR_PATH_MAX_WORK);
+/// ```
 pub const SCALAR_PATH_MAX_WORK: usize = 1 << 14;
 
 /// A scalar tape and its buffers, kept from step to step: with the gradient and
