@@ -225,8 +225,19 @@ rule!(
     Linear,
     label: |s| "linear".into(),
     forward: |s, x| {
-        let y = x[0].matmul(&x[1].t()?)?;
-        match x.get(2) { Some(b) => y.add(b), None => Ok(y) }
+        let mut y = x[0].matmul(&x[1].t()?)?;
+        match x.get(2) {
+            // The product is a fresh tensor: add the bias row to it in place.
+            Some(b) if b.shape() == [y.shape()[y.ndim() - 1]] => {
+                let bias = b.as_slice().map_or_else(|| std::borrow::Cow::Owned(b.to_vec()), std::borrow::Cow::Borrowed);
+                for row in y.as_mut_slice().chunks_mut(bias.len().max(1)) {
+                    row.iter_mut().zip(bias.iter()).for_each(|(v, &b)| *v += b);
+                }
+                Ok(y)
+            }
+            Some(b) => y.add(b),
+            None => Ok(y),
+        }
     },
     backward: |s, x, out, g, need| {
         let mut grads = vec![when(need[0], || g.matmul(x[1]))?, when(need[1], || g.t()?.matmul(x[0]))?];
