@@ -219,16 +219,14 @@ fn explain_formula(formula: &Formula, lr: f64, args: &ExplainArgs) -> Result<()>
             ""
         }
     };
-    let computed: Vec<&(String, f64)> = forward
-        .iter()
-        .filter(|(n, _)| {
-            !formula
-                .params()
-                .iter()
-                .chain(&formula.inputs())
-                .any(|(p, _)| p == n)
-        })
+    let given: std::collections::BTreeSet<String> = formula
+        .params()
+        .into_iter()
+        .chain(formula.inputs())
+        .map(|(name, _)| name)
         .collect();
+    let computed: Vec<&(String, f64)> =
+        forward.iter().filter(|(n, _)| !given.contains(n)).collect();
     match args.format.as_str() {
         "text" => {
             println!("forward pass:");

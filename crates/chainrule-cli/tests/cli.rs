@@ -421,9 +421,9 @@ fn notebook_003_formula_is_explained_written_out_and_drawn() {
 fn bench_reports_the_workloads_and_names_bad_arguments() {
     // W3 needs no data. Its timing is not asserted (benchmarks measure, tests do
     // not); its allocation count shows that it ran on the scalar path, whose steps
-    // allocate nothing once running (the count is the per-epoch bookkeeping, about
-    // ten allocations per epoch of four steps), where the tensor tape allocates over
-    // a hundred per step.
+    // allocate nothing once running (the count is the per-epoch bookkeeping: six
+    // allocations per epoch of four steps), where the tensor tape allocates over a
+    // hundred per step.
     let json: serde_json::Value = serde_json::from_str(&ok(&chainrule(
         &scratch("bench"),
         &["bench", "--workloads", "w3", "--runs", "1", "--json"],

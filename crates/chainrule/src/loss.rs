@@ -146,13 +146,15 @@ impl Loss {
         let residuals = |tape: &mut ScalarTape<F>, values: &Tensor<F>, op: ScalarOp| {
             let y = values.as_slice()?;
             (values.shape() == [rows, outputs]).then_some(())?;
-            let mut terms = Vec::with_capacity(count);
+            // A running sum, left to right (no list of terms: a step allocates nothing).
+            let mut total = None;
             for (&p, &y) in prediction.iter().zip(y) {
                 let y = tape.constant(y);
                 let r = tape.sub(p, y);
-                terms.push(tape.unary(op, r));
+                let term = tape.unary(op, r);
+                total = Some(total.map_or(term, |t| tape.add(t, term)));
             }
-            Some(tape.sum(&terms))
+            total
         };
         match (self, target) {
             (Loss::Mse, Target::Values(y)) => {
@@ -171,26 +173,25 @@ impl Loss {
             (Loss::CrossEntropy, Target::Classes(classes)) if classes.len() == rows => {
                 // −mean over rows of (z_c − log Σₖ e^(zₖ − m) − m), m the row's maximum
                 // (a constant: the shift does not change the value or the gradient).
-                let mut picked = Vec::with_capacity(rows);
-                let mut exps = Vec::with_capacity(outputs);
+                let mut picked_total: Option<ScalarVar> = None;
                 for (row, &class) in prediction.chunks(outputs).zip(classes) {
                     let z_c = *row.get(class)?;
                     let m = row
                         .iter()
                         .fold(F::neg_infinity(), |m, &z| m.max(tape.value(z)));
                     let m = tape.constant(m);
-                    exps.clear();
+                    let mut total: Option<ScalarVar> = None;
                     for &z in row {
                         let shifted = tape.sub(z, m);
-                        exps.push(tape.exp(shifted));
+                        let e = tape.exp(shifted);
+                        total = Some(total.map_or(e, |t| tape.add(t, e)));
                     }
-                    let total = tape.sum(&exps);
-                    let log_total = tape.log(total);
+                    let log_total = tape.log(total?);
                     let log_total = tape.add(log_total, m);
-                    picked.push(tape.sub(z_c, log_total));
+                    let picked = tape.sub(z_c, log_total);
+                    picked_total = Some(picked_total.map_or(picked, |t| tape.add(t, picked)));
                 }
-                let total = tape.sum(&picked);
-                let average = mean(tape, total, rows);
+                let average = mean(tape, picked_total?, rows);
                 Some(tape.scale(average, -1.0))
             }
             _ => None,

@@ -144,19 +144,33 @@ fn matmul_2d<F: Float>(
     } else {
         gemm::Parallelism::None
     };
-    let (ls, rs) = (lhs.strides(), rhs.strides());
+    gemm_into(out.view_mut(), lhs, rhs, parallelism);
+    // SAFETY: gemm wrote all m×n elements.
+    unsafe { out.assume_init() }
+}
+
+/// `dst = lhs · rhs` through `gemm`, for views of any strides; every element of `dst`
+/// is written (gemm does not read the destination), so it may start uninitialised.
+fn gemm_into<F: Float>(
+    mut dst: ArrayViewMut2<'_, std::mem::MaybeUninit<F>>,
+    lhs: &ArrayView2<'_, F>,
+    rhs: &ArrayView2<'_, F>,
+    parallelism: gemm::Parallelism,
+) {
+    let ((m, n), k) = (dst.dim(), lhs.ncols());
+    let (ds, ls, rs) = (dst.strides().to_vec(), lhs.strides(), rhs.strides());
     // SAFETY: the pointers and strides describe live views of exactly m×k, k×n and
-    // m×n elements (the output standard-layout, uninitialised but written, never read) (ndarray guarantees every in-range stride offset is valid), the
-    // destination does not alias the sources, and F is f32 or f64, which gemm
-    // supports.
+    // m×n elements (ndarray guarantees every in-range stride offset is valid); the
+    // destination is only written, does not alias the sources, and is a distinct
+    // block for each concurrent call; F is f32 or f64, which gemm supports.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr().cast::<F>(),
-            1,
-            n as isize,
+            dst.as_mut_ptr().cast::<F>(),
+            ds[1],
+            ds[0],
             false,
             lhs.as_ptr(),
             ls[1],
@@ -171,8 +185,6 @@ fn matmul_2d<F: Float>(
             false,
             parallelism,
         );
-        // SAFETY: gemm wrote all m×n elements.
-        out.assume_init()
     }
 }
 
@@ -209,33 +221,7 @@ fn split_gemm<F: Float>(
             (l, rhs)
         };
         jobs.push(Box::new(move || {
-            let mut block = block;
-            let (bm, bn) = block.dim();
-            let ds = block.strides().to_vec();
-            // SAFETY: as in matmul_2d; the block is a disjoint part of the output.
-            unsafe {
-                gemm::gemm(
-                    bm,
-                    bn,
-                    l.ncols(),
-                    block.as_mut_ptr().cast::<F>(),
-                    ds[1],
-                    ds[0],
-                    false,
-                    l.as_ptr(),
-                    l.strides()[1],
-                    l.strides()[0],
-                    r.as_ptr(),
-                    r.strides()[1],
-                    r.strides()[0],
-                    F::zero(),
-                    F::one(),
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            gemm_into(block, &l, &r, gemm::Parallelism::None)
         }));
         start = end;
     }
