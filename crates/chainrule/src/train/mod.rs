@@ -335,9 +335,23 @@ fn step_on_batch<F: Float, M: Module<F>>(
     loss: Loss,
     tape: &mut Tape<F>,
 ) -> Result<BatchPass<F>> {
-    // The tape of the step before, emptied: its node list keeps its capacity.
     tape.clear();
-    let tape = &*tape;
+    let pass = record_and_differentiate(model, x, target, loss, tape);
+    // Emptied (its node list keeps its capacity), the tape no longer shares the
+    // parameters' storage, so the optimizer updates them in place instead of copying
+    // each one first.
+    tape.clear();
+    pass
+}
+
+/// One forward and backward pass of `model` on a batch, recorded on `tape`.
+fn record_and_differentiate<F: Float, M: Module<F>>(
+    model: &M,
+    x: &Tensor<F>,
+    target: &Target<F>,
+    loss: Loss,
+    tape: &Tape<F>,
+) -> Result<BatchPass<F>> {
     let params = model.bind(tape);
     let prediction = model.forward(&params, tape.constant(x.clone()))?;
     let value = loss.compute(prediction, target)?;
