@@ -118,6 +118,37 @@ fn fused_linear_rule_matches_finite_differences_and_its_composed_form() {
 }
 
 #[test]
+fn fused_linear_relu_rule_matches_finite_differences_and_the_two_rules() {
+    let inputs = [random(&[6, 3], 31), random(&[5, 3], 32), random(&[5], 33)];
+    // Finite differences need every pre-activation away from relu's kink.
+    let tape = Tape::new();
+    let v: Vec<_> = inputs.iter().map(|t| tape.param(t.clone())).collect();
+    let z = v[0].linear(v[1], Some(v[2])).unwrap().value().to_vec();
+    assert!(
+        z.iter().all(|z| z.abs() > 0.05),
+        "seeds put a pre-activation at the kink"
+    );
+    assert!(z.iter().any(|&z| z > 0.0) && z.iter().any(|&z| z < 0.0));
+    check("linear+relu", &inputs, |_, x| {
+        x[0].linear_relu(x[1], Some(x[2]))
+    });
+    // Oracle: linear then relu, two nodes; equal bit for bit, with and without bias.
+    for bias in [true, false] {
+        let b = bias.then(|| v[2]);
+        let fused = weighted_sum(v[0].linear_relu(v[1], b).unwrap()).unwrap();
+        let plain = weighted_sum(v[0].linear(v[1], b).unwrap().relu()).unwrap();
+        assert_eq!(fused.item().unwrap(), plain.item().unwrap());
+        let (gf, gp) = (fused.backward().unwrap(), plain.backward().unwrap());
+        for var in &v[..if bias { 3 } else { 2 }] {
+            assert_eq!(
+                gf.wrt(*var).unwrap().to_vec(),
+                gp.wrt(*var).unwrap().to_vec()
+            );
+        }
+    }
+}
+
+#[test]
 fn fused_cross_entropy_rule_matches_finite_differences_and_its_composed_form() {
     use chainrule::loss::{Loss, Target};
     let classes = vec![2, 0, 3, 3, 1];

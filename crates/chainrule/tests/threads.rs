@@ -5,7 +5,9 @@
 //! dimension from the shape it is given, so for some shapes (k = 784 with a block 64
 //! wide: W1's first layer) a block sums in a different order than the whole product:
 //! results then agree to rounding. For a given thread count they are the same from
-//! run to run. (Its own test binary: the thread count is process-wide.)
+//! run to run. Fused layers (a linear layer and its ReLU as one node) against the same
+//! layers recorded one node each, on one and on two threads. (Its own test binary:
+//! the thread count is process-wide.)
 
 use chainrule::Tensor;
 use chainrule::data::{Dataset, Target};
@@ -84,4 +86,46 @@ fn w1_shapes_agree_to_rounding_and_repeat_exactly() {
     let two = train(json, &data, &config, 2);
     close(&two, &one, 1e-6, "W1, 2 threads against 1");
     assert_eq!(two, train(json, &data, &config, 2), "W1, 2 threads, twice");
+}
+
+#[test]
+fn fused_layers_train_bit_for_bit_like_one_node_per_layer() {
+    // Activations of 256 × 512 values are biased, rectified and masked in one block
+    // per thread; the 10-wide ones at once. A ReLU after the last layer and layers
+    // without bias take the other branches of the fused rule.
+    let x = Tensor::<f32>::rand_uniform(&[512, 256], -1.0, 1.0, 4).unwrap();
+    let classes = Dataset::new(
+        x.clone(),
+        Target::Classes((0..512).map(|i| i % 10).collect()),
+    )
+    .unwrap();
+    let y = Tensor::<f32>::rand_uniform(&[512, 4], 0.0, 1.0, 5).unwrap();
+    let values = Dataset::new(x, Target::Values(y)).unwrap();
+    let classifier = r#"{"layers": [{"type": "linear", "in": 256, "out": 512}, {"type": "relu"}, {"type": "linear", "in": 512, "out": 64}, {"type": "relu"}, {"type": "linear", "in": 64, "out": 10}]}"#;
+    let regressor = r#"{"layers": [{"type": "linear", "in": 256, "out": 512, "bias": false}, {"type": "relu"}, {"type": "linear", "in": 512, "out": 4}, {"type": "relu"}]}"#;
+    let runs = [
+        (
+            classifier,
+            &classes,
+            r#""cross_entropy", "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9}"#,
+        ),
+        (
+            regressor,
+            &values,
+            r#""mse", "optimizer": {"type": "adam", "lr": 0.01}"#,
+        ),
+    ];
+    for threads in [1, 2] {
+        for (json, data, loss_and_optimizer) in runs {
+            let mut config = TrainConfig::from_json(&format!(
+                r#"{{"loss": {loss_and_optimizer}, "batch_size": 256, "epochs": 3}}"#
+            ))
+            .unwrap();
+            assert!(config.fused_layers, "fused by default");
+            let fused = train(json, data, &config, threads);
+            config.fused_layers = false;
+            let plain = train(json, data, &config, threads);
+            assert_eq!(fused, plain, "{loss_and_optimizer}, {threads} threads");
+        }
+    }
 }

@@ -827,6 +827,33 @@ impl<'t, F: Float> Var<'t, F> {
         }
     }
 
+    /// `relu(self · wᵀ + b)`: a dense layer and the ReLU after it as one recorded
+    /// operation, with the same values, bit for bit, as [`Var::linear`] followed by
+    /// [`Var::relu`] and one pass less over the activations each way (what training
+    /// records for a linear layer followed by a ReLU).
+    ///
+    /// # Errors
+    /// As [`Var::linear`].
+    ///
+    /// ```
+    /// use chainrule::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.constant(Tensor::from_vec(vec![1.0, 2.0], &[1, 2])?);
+    /// let w = tape.param(Tensor::from_vec(vec![3.0, 4.0, -3.0, -4.0], &[2, 2])?);
+    /// let y = x.linear_relu(w, None)?;
+    /// assert_eq!(y.value().to_vec(), vec![11.0, 0.0]);
+    /// let g = y.sum(&[], false)?.backward()?;
+    /// // Only the active unit's weights get a gradient.
+    /// assert_eq!(g.wrt(w).unwrap().to_vec(), vec![1.0, 2.0, 0.0, 0.0]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn linear_relu(self, w: Var<'t, F>, b: Option<Var<'t, F>>) -> Result<Var<'t, F>> {
+        match b {
+            Some(b) => self.record(LinearRelu, &[self, w, b]),
+            None => self.record(LinearRelu, &[self, w]),
+        }
+    }
+
     /// xᵖ for a constant exponent.
     ///
     /// ```

@@ -9,6 +9,7 @@
 
 use crate::{Float, Result, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use std::borrow::Cow;
 use std::fmt::Debug;
 
 /// Gradients returned by a rule: one entry per input, `None` where not needed.
@@ -224,29 +225,83 @@ rule!(
     /// oracle.)
     Linear,
     label: |s| "linear".into(),
-    forward: |s, x| {
-        let mut y = x[0].matmul(&x[1].t()?)?;
-        match x.get(2) {
-            // The product is a fresh tensor: add the bias row to it in place.
-            Some(b) if b.shape() == [y.shape()[y.ndim() - 1]] => {
-                let bias = b.as_slice().map_or_else(|| std::borrow::Cow::Owned(b.to_vec()), std::borrow::Cow::Borrowed);
-                for row in y.as_mut_slice().chunks_mut(bias.len().max(1)) {
-                    row.iter_mut().zip(bias.iter()).for_each(|(v, &b)| *v += b);
-                }
-                Ok(y)
-            }
-            Some(b) => y.add(b),
-            None => Ok(y),
-        }
-    },
+    forward: |s, x| linear_forward(x, false),
+    backward: |s, x, out, g, need| linear_backward(x, g, need),
+);
+
+rule!(
+    /// relu(x·Wᵀ (+ b)): a dense layer and the ReLU after it as one node, the ReLU
+    /// applied in the pass that adds the bias. With z the layer's output, relu′(z) is 1
+    /// where z > 0, which is where the output is > 0, so the backward pass masks g by
+    /// the output and continues as [`Linear`]'s. The same values, bit for bit, as the
+    /// two nodes `linear` and `relu` (the test oracle).
+    LinearRelu,
+    label: |s| "linear+relu".into(),
+    forward: |s, x| linear_forward(x, true),
     backward: |s, x, out, g, need| {
-        let mut grads = vec![when(need[0], || g.matmul(x[1]))?, when(need[1], || g.t()?.matmul(x[0]))?];
-        if x.len() == 3 {
-            grads.push(when(need[2], || g.sum(&[0], false))?);
-        }
-        Ok(grads)
+        let mut masked = g.clone();
+        let active = out.as_slice().map_or_else(|| Cow::Owned(out.to_vec()), Cow::Borrowed);
+        crate::parallel::for_each_block(masked.as_mut_slice(), 1, |start, block| {
+            // A select, not a branch: the signs are random, and the loop vectorizes.
+            for (g, &y) in block.iter_mut().zip(&active[start..]) {
+                *g = if y > F::zero() { *g } else { F::zero() };
+            }
+        });
+        linear_backward(x, &masked, need)
     },
 );
+
+/// `x·Wᵀ (+ b)` for [`Linear`] and [`LinearRelu`]: the bias row is added to the fresh
+/// product in place and, with `relu`, max(·, 0) is taken in the same pass, exactly as
+/// the `relu` rule takes it; large outputs are shared among the training team by rows.
+fn linear_forward<F: Float>(x: &[&Tensor<F>], relu: bool) -> Result<Tensor<F>> {
+    let mut y = x[0].matmul(&x[1].t()?)?;
+    let columns = y.shape()[y.ndim() - 1];
+    let bias = match x.get(2) {
+        Some(b) if b.shape() == [columns] => Some(
+            b.as_slice()
+                .map_or_else(|| Cow::Owned(b.to_vec()), Cow::Borrowed),
+        ),
+        // Any other shape takes the broadcasting add (and its errors).
+        Some(b) => {
+            y = y.add(b)?;
+            None
+        }
+        None => None,
+    };
+    if bias.is_none() && !relu {
+        return Ok(y);
+    }
+    crate::parallel::for_each_block(y.as_mut_slice(), columns, |_, block| {
+        for row in block.chunks_mut(columns.max(1)) {
+            if let Some(bias) = &bias {
+                row.iter_mut().zip(bias.iter()).for_each(|(v, &b)| *v += b);
+            }
+            if relu {
+                row.iter_mut()
+                    .for_each(|v| *v = if *v > F::zero() { *v } else { F::zero() });
+            }
+        }
+    });
+    Ok(y)
+}
+
+/// The input gradients of a dense layer from `g` = ∂L/∂y: g·W, gᵀ·x and the column
+/// sums of g, each computed only when needed.
+fn linear_backward<F: Float>(
+    x: &[&Tensor<F>],
+    g: &Tensor<F>,
+    need: &[bool],
+) -> Result<InputGrads<F>> {
+    let mut grads = vec![
+        when(need[0], || g.matmul(x[1]))?,
+        when(need[1], || g.t()?.matmul(x[0]))?,
+    ];
+    if x.len() == 3 {
+        grads.push(when(need[2], || g.sum(&[0], false))?);
+    }
+    Ok(grads)
+}
 
 // ---------------------------------------------------------------------------------
 // Reductions

@@ -84,6 +84,31 @@ pub trait Module<F: Float> {
     /// When `x`'s shape does not fit the model.
     fn forward<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>>;
 
+    /// The same output as [`Module::forward`], bit for bit, recorded with fewer
+    /// nodes where a fused rule exists (a linear layer and the ReLU after it become
+    /// one [`Var::linear_relu`]). Training records this (see
+    /// [`crate::train::TrainConfig`]'s `fused_layers`); explanations and drawings
+    /// record [`Module::forward`], one node per layer. The default is `forward`.
+    ///
+    /// # Errors
+    /// As [`Module::forward`].
+    ///
+    /// ```
+    /// use chainrule::nn::{Module, Sequential};
+    /// use chainrule::Tape;
+    /// let m = Sequential::<f32>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}, {"type": "relu"}, {"type": "linear", "in": 3, "out": 1}]}"#, 0)?;
+    /// let x = chainrule::Tensor::from_vec(vec![0.5, -1.0], &[1, 2])?;
+    /// let (plain, fused) = (Tape::new(), Tape::new());
+    /// let a = m.forward(&m.bind(&plain), plain.constant(x.clone()))?;
+    /// let b = m.forward_fused(&m.bind(&fused), fused.constant(x))?;
+    /// assert_eq!(a.value(), b.value());
+    /// assert_eq!((plain.len(), fused.len()), (8, 7)); // 4 parameters, x, then 3 nodes or 2
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    fn forward_fused<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>> {
+        self.forward(params, x)
+    }
+
     /// Puts every parameter on `tape` as a leaf that requires a gradient.
     ///
     /// ```

@@ -397,21 +397,30 @@ impl<F: Float> Sequential<F> {
         let mut outputs = Vec::with_capacity(self.layers.len());
         let mut h = x;
         for (layer, &offset) in self.layers.iter().zip(&self.offsets) {
-            let last = h.shape().len().saturating_sub(1);
-            h = match *layer {
-                Layer::Linear { bias, .. } => {
-                    h.linear(params[offset], bias.then(|| params[offset + 1]))?
-                }
-                Layer::Relu => h.relu(),
-                Layer::LeakyRelu { slope } => h.leaky_relu(slope),
-                Layer::Sigmoid => h.sigmoid(),
-                Layer::Tanh => h.tanh(),
-                Layer::Softmax => h.softmax(last)?,
-                Layer::Identity => h,
-            };
+            h = Self::layer_forward(layer, offset, params, h)?;
             outputs.push(h);
         }
         Ok(outputs)
+    }
+
+    /// One layer's operation on `h`; its parameters start at `params[offset]`.
+    fn layer_forward<'t>(
+        layer: &Layer,
+        offset: usize,
+        params: &[Var<'t, F>],
+        h: Var<'t, F>,
+    ) -> Result<Var<'t, F>> {
+        Ok(match *layer {
+            Layer::Linear { bias, .. } => {
+                h.linear(params[offset], bias.then(|| params[offset + 1]))?
+            }
+            Layer::Relu => h.relu(),
+            Layer::LeakyRelu { slope } => h.leaky_relu(slope),
+            Layer::Sigmoid => h.sigmoid(),
+            Layer::Tanh => h.tanh(),
+            Layer::Softmax => h.softmax(h.shape().len().saturating_sub(1))?,
+            Layer::Identity => h,
+        })
     }
 
     /// The index in [`Module::params`] of layer `layer`'s first parameter (its
@@ -559,6 +568,26 @@ impl<F: Float> Module<F> for Sequential<F> {
 
     fn forward<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>> {
         Ok(self.forward_trace(params, x)?.pop().unwrap_or(x))
+    }
+
+    /// As [`Sequential::forward_trace`]'s last output, with each linear layer that a
+    /// ReLU follows recorded together with it as one [`Var::linear_relu`].
+    fn forward_fused<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>> {
+        let mut h = x;
+        let mut layers = self.layers.iter().zip(&self.offsets).peekable();
+        while let Some((layer, &offset)) = layers.next() {
+            h = match *layer {
+                Layer::Linear { bias, .. }
+                    if layers
+                        .next_if(|(next, _)| matches!(next, Layer::Relu))
+                        .is_some() =>
+                {
+                    h.linear_relu(params[offset], bias.then(|| params[offset + 1]))?
+                }
+                _ => Self::layer_forward(layer, offset, params, h)?,
+            };
+        }
+        Ok(h)
     }
 
     /// Linear layers and element-wise activations, one scalar node per multiply, add

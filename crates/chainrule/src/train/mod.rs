@@ -56,6 +56,10 @@ pub struct TrainConfig {
     /// and the model and loss have a scalar form ([`Module::forward_scalar`],
     /// [`Loss::compute_scalar`]). Same results as the tensor tape, to rounding.
     pub scalar_path: bool,
+    /// Record each linear layer that a ReLU follows as one fused node
+    /// ([`Module::forward_fused`]; default true; not in the contract's JSON). The
+    /// same results, bit for bit, with one pass less over the activations each way.
+    pub fused_layers: bool,
 }
 
 /// Early stopping: monitor the validation loss (the training loss when there is no
@@ -116,6 +120,7 @@ impl TrainConfig {
             early_stopping: None,
             skip_nonfinite: false,
             scalar_path: true,
+            fused_layers: true,
         })
     }
 }
@@ -313,7 +318,7 @@ pub fn loss_and_grads<F: Float, M: Module<F>>(
     target: &Target<F>,
     loss: Loss,
 ) -> Result<(F, Vec<Option<Tensor<F>>>)> {
-    let pass = step_on_batch(model, x, target, loss, &mut Tape::new())?;
+    let pass = step_on_batch(model, x, target, loss, &mut Tape::new(), false)?;
     Ok((pass.loss, pass.grads))
 }
 
@@ -334,26 +339,40 @@ fn step_on_batch<F: Float, M: Module<F>>(
     target: &Target<F>,
     loss: Loss,
     tape: &mut Tape<F>,
+    fused: bool,
 ) -> Result<BatchPass<F>> {
     tape.clear();
-    let pass = record_and_differentiate(model, x, target, loss, tape);
+    let mut pass = record_and_differentiate(model, x, target, loss, tape, fused)?;
     // Emptied (its node list keeps its capacity), the tape no longer shares the
     // parameters' storage, so the optimizer updates them in place instead of copying
     // each one first.
     tape.clear();
-    pass
+    if fused && pass.anomaly.is_some() {
+        // Locate the non-finite values on the unfused record, one node per layer.
+        let plain = record_and_differentiate(model, x, target, loss, tape, false)?;
+        tape.clear();
+        pass.anomaly = plain.anomaly.or(pass.anomaly);
+    }
+    Ok(pass)
 }
 
-/// One forward and backward pass of `model` on a batch, recorded on `tape`.
+/// One forward and backward pass of `model` on a batch, recorded on `tape`, with
+/// [`Module::forward_fused`] when `fused`.
 fn record_and_differentiate<F: Float, M: Module<F>>(
     model: &M,
     x: &Tensor<F>,
     target: &Target<F>,
     loss: Loss,
     tape: &Tape<F>,
+    fused: bool,
 ) -> Result<BatchPass<F>> {
     let params = model.bind(tape);
-    let prediction = model.forward(&params, tape.constant(x.clone()))?;
+    let x = tape.constant(x.clone());
+    let prediction = if fused {
+        model.forward_fused(&params, x)?
+    } else {
+        model.forward(&params, x)?
+    };
     let value = loss.compute(prediction, target)?;
     let mut grads = value.backward()?;
     let grads: Vec<Option<Tensor<F>>> = params.iter().map(|&p| grads.take(p)).collect();
@@ -684,7 +703,14 @@ fn train_loop<F: Float, M: Module<F>>(
                     if !scalar_proven {
                         scalar = None;
                     }
-                    step_on_batch(model, &batch.x, &batch.target, config.loss, &mut tape)?
+                    step_on_batch(
+                        model,
+                        &batch.x,
+                        &batch.target,
+                        config.loss,
+                        &mut tape,
+                        config.fused_layers,
+                    )?
                 }
             };
             steps += 1;
