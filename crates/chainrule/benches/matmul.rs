@@ -21,6 +21,12 @@ fn products(c: &mut Criterion) {
         group.bench_function(name, |bench| {
             bench.iter(|| black_box(a.matmul(&b).unwrap()))
         });
+        // A layer's forward product, x·Wᵀ with W [n, k] as stored: Wᵀ's columns are
+        // k values apart (padded first when that is a multiple of 2 KiB).
+        let w = b.t().unwrap().reshape(&[n, k]).unwrap();
+        group.bench_function(format!("{name}_layer"), |bench| {
+            bench.iter(|| black_box(a.matmul(&w.t().unwrap()).unwrap()))
+        });
         // The weight gradient's product, gᵀ·x, with a transposed (strided) operand.
         let g = Tensor::<f32>::rand_uniform(&[m, n], -1.0, 1.0, 3).unwrap();
         group.bench_function(format!("{name}_weight_grad"), |bench| {

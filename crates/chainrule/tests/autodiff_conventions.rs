@@ -151,13 +151,17 @@ fn naive_matmul(a: &Tensor<f64>, b: &Tensor<f64>) -> Vec<f64> {
 
 #[test]
 fn matmul_matches_a_naive_reference_for_every_layout_and_size() {
-    // Sizes below and above the threshold where products go multi-threaded.
+    // Sizes below and above the threshold where products go multi-threaded; with
+    // k = 256 (f64) and 512 (f32) the transposed right operand's columns are 2 KiB
+    // apart, and the product copies it with padded columns first.
     for (i, &(m, k, n)) in [
         (1, 1, 1),
         (3, 5, 2),
         (17, 33, 9),
         (70, 80, 90),
         (128, 64, 200),
+        (40, 256, 24),
+        (9, 512, 130),
     ]
     .iter()
     .enumerate()
@@ -179,14 +183,21 @@ fn matmul_matches_a_naive_reference_for_every_layout_and_size() {
             close(at.matmul(&bt).unwrap().to_vec()),
             "strided {m}x{k}x{n}"
         );
-        // And in f32, to f32 accuracy.
-        let got32 = a.cast::<f32>().matmul(&b.cast::<f32>()).unwrap().to_vec();
-        assert!(
-            got32
-                .iter()
-                .zip(&expected)
-                .all(|(g, e)| (f64::from(*g) - e).abs() < 1e-5 * k as f64)
-        );
+        // And in f32, to f32 accuracy, from contiguous and from strided operands.
+        for (lhs, rhs) in [(&a, &b), (&at, &bt)] {
+            let got32 = lhs
+                .cast::<f32>()
+                .matmul(&rhs.cast::<f32>())
+                .unwrap()
+                .to_vec();
+            assert!(
+                got32
+                    .iter()
+                    .zip(&expected)
+                    .all(|(g, e)| (f64::from(*g) - e).abs() < 1e-5 * k as f64),
+                "f32 {m}x{k}x{n}"
+            );
+        }
     }
 }
 
