@@ -57,27 +57,64 @@ pub(crate) fn for_each_block<T: Send>(
     row: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
-    let rows = data.len() / row.max(1);
-    with_current(|team| match team {
-        Some(team) if team.size() > 1 && rows > 1 && data.len() >= ELEMENTWISE_SPLIT_MIN => {
-            let parts = team.size().min(rows);
+    let len = data.len();
+    with_current(|team| match team.map_or(1, |t| block_count(t, len, row)) {
+        parts if parts > 1 => {
             let f = &f;
             let mut jobs: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::with_capacity(parts);
             let (mut rest, mut start) = (data, 0);
             for i in 0..parts {
-                let end = if i + 1 == parts {
-                    start + rest.len()
-                } else {
-                    rows * (i + 1) / parts * row
-                };
+                let end = block_end(len, row, parts, i);
                 let (block, tail) = rest.split_at_mut(end - start);
                 jobs.push(Box::new(move || f(start, block)));
                 (rest, start) = (tail, end);
             }
-            team.run(jobs);
+            team.expect("a team").run(jobs);
         }
         _ => f(0, data),
     });
+}
+
+/// Whether `test` holds for every block of `data`, blocks as in [`for_each_block`]
+/// (read-only).
+pub(crate) fn all_blocks<T: Sync>(data: &[T], test: impl Fn(&[T]) -> bool + Sync) -> bool {
+    let len = data.len();
+    with_current(|team| match team.map_or(1, |t| block_count(t, len, 1)) {
+        parts if parts > 1 => {
+            let test = &test;
+            let jobs: Vec<Box<dyn FnOnce() -> bool + Send + '_>> = (0..parts)
+                .map(|i| {
+                    let block = &data[if i == 0 {
+                        0
+                    } else {
+                        block_end(len, 1, parts, i - 1)
+                    }..block_end(len, 1, parts, i)];
+                    Box::new(move || test(block)) as Box<dyn FnOnce() -> bool + Send + '_>
+                })
+                .collect();
+            team.expect("a team").run(jobs).into_iter().all(|ok| ok)
+        }
+        _ => test(data),
+    })
+}
+
+/// How many blocks [`for_each_block`] cuts `len` values (rows of `row`) into.
+fn block_count(team: &Team, len: usize, row: usize) -> usize {
+    let rows = len / row.max(1);
+    if len < ELEMENTWISE_SPLIT_MIN {
+        1
+    } else {
+        team.size().min(rows).max(1)
+    }
+}
+
+/// Where block `i` of `parts` ends: on a row boundary, the last at `len`.
+fn block_end(len: usize, row: usize, parts: usize, i: usize) -> usize {
+    if i + 1 == parts {
+        len
+    } else {
+        len / row.max(1) * (i + 1) / parts * row.max(1)
+    }
 }
 
 /// One helper's mailbox.
@@ -301,6 +338,23 @@ mod tests {
                             .iter()
                             .all(|&(s, n)| s % row == 0 && n % row == 0)
                     );
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn all_blocks_sees_every_value() {
+        for threads in [1, 2, 3] {
+            Team::scope(threads, |_| {
+                let len = 3 * ELEMENTWISE_SPLIT_MIN + 5;
+                for bad in [None, Some(0), Some(ELEMENTWISE_SPLIT_MIN), Some(len - 1)] {
+                    let mut data = vec![1.0f32; len];
+                    if let Some(i) = bad {
+                        data[i] = f32::NAN;
+                    }
+                    let finite = all_blocks(&data, |b| b.iter().all(|v| v.is_finite()));
+                    assert_eq!(finite, bad.is_none(), "{bad:?}, {threads} threads");
                 }
             });
         }

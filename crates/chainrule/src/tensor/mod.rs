@@ -372,7 +372,11 @@ impl<F: Float> Tensor<F> {
         match self.data.as_slice() {
             // No early exit: the OR-fold vectorizes, and training checks every gradient
             // every step (anomaly detection), where almost all values are finite.
-            Some(values) => !values.iter().fold(false, |bad, v| bad | !v.is_finite()),
+            // Large tensors (a layer's gradient) are checked by the training team in
+            // parallel, one block per thread.
+            Some(values) => crate::parallel::all_blocks(values, |block| {
+                !block.iter().fold(false, |bad, v| bad | !v.is_finite())
+            }),
             None => self.data.iter().all(|v| v.is_finite()),
         }
     }
