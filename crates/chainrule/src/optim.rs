@@ -5,6 +5,7 @@ use crate::json::{Fields, invalid};
 use crate::nn::Param;
 use crate::{Error, Float, Result, Tensor};
 use serde_json::Value;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 
 /// An optimizer and its hyper-parameters (PyTorch's names and defaults).
@@ -315,14 +316,14 @@ impl<F: Float> Optimizer<F> {
             // One block per thread of the training loop (the same arithmetic per
             // element, so the same result).
             let n = p.len();
-            let cuts: Vec<usize> = (1..=parts).map(|i| n * i / parts).collect();
-            let p_blocks = blocks(Some(p), &cuts);
+            let cuts: SmallVec<[usize; 4]> = (1..=parts).map(|i| n * i / parts).collect();
+            let mut p_blocks = blocks(Some(p), &cuts).into_iter();
             let mut first = blocks(state.first.as_deref_mut(), &cuts).into_iter();
             let mut second = blocks(state.second.as_deref_mut(), &cuts).into_iter();
             let mut second_max = blocks(state.second_max.as_deref_mut(), &cuts).into_iter();
             let mut start = 0;
-            let mut jobs: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::with_capacity(parts);
-            for (p_block, &end) in p_blocks.into_iter().zip(&cuts) {
+            let mut jobs: SmallVec<[_; 4]> = SmallVec::new();
+            for &end in &cuts {
                 let buffers = Buffers {
                     step,
                     fresh,
@@ -331,10 +332,8 @@ impl<F: Float> Optimizer<F> {
                     second_max: second_max.next().flatten(),
                 };
                 let g_block = &g[start..end];
-                let p_block = p_block.expect("a block of p");
-                jobs.push(Box::new(move || {
-                    update(config, buffers, p_block, Cow::Borrowed(g_block))
-                }));
+                let p_block = p_blocks.next().flatten().expect("a block of p");
+                jobs.push(move || update(config, buffers, p_block, Cow::Borrowed(g_block)));
                 start = end;
             }
             crate::parallel::with_current(|team| {
@@ -558,8 +557,8 @@ fn update<F: Float>(
 }
 
 /// Splits `slice` into `parts` consecutive blocks of the lengths `cuts` gives.
-fn blocks<'a, T>(slice: Option<&'a mut [T]>, cuts: &[usize]) -> Vec<Option<&'a mut [T]>> {
-    let mut out = Vec::with_capacity(cuts.len());
+fn blocks<'a, T>(slice: Option<&'a mut [T]>, cuts: &[usize]) -> SmallVec<[Option<&'a mut [T]>; 4]> {
+    let mut out = SmallVec::new();
     let mut rest = slice;
     let mut at = 0;
     for &end in cuts {

@@ -11,9 +11,10 @@
 //! Training runs inside [`Team::scope`]; matrix products find the team with
 //! [`with_current`] and give each member one block of their output.
 
+use smallvec::SmallVec;
 use std::cell::Cell;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,8 @@ const POSTED: u8 = 1;
 const DONE: u8 = 2;
 const QUIT: u8 = 3;
 
-type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
+/// What a helper runs: a task shared by the team, called with the helper's part.
+type Task<'a> = &'a (dyn Fn(usize) + Sync);
 
 thread_local! {
     /// The team of the [`Team::scope`] running on this thread, if any.
@@ -58,18 +60,18 @@ pub(crate) fn for_each_block<T: Send>(
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let len = data.len();
-    with_current(|team| match team.map_or(1, |t| block_count(t, len, row)) {
-        parts if parts > 1 => {
-            let f = &f;
-            let mut jobs: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::with_capacity(parts);
+    with_current(|team| match team.map(|t| (t, block_count(t, len, row))) {
+        Some((team, parts)) if parts > 1 => {
+            let mut jobs: SmallVec<[_; 4]> = SmallVec::new();
             let (mut rest, mut start) = (data, 0);
             for i in 0..parts {
                 let end = block_end(len, row, parts, i);
                 let (block, tail) = rest.split_at_mut(end - start);
-                jobs.push(Box::new(move || f(start, block)));
+                let f = &f;
+                jobs.push(move || f(start, block));
                 (rest, start) = (tail, end);
             }
-            team.expect("a team").run(jobs);
+            team.run(jobs);
         }
         _ => f(0, data),
     });
@@ -79,20 +81,27 @@ pub(crate) fn for_each_block<T: Send>(
 /// (read-only).
 pub(crate) fn all_blocks<T: Sync>(data: &[T], test: impl Fn(&[T]) -> bool + Sync) -> bool {
     let len = data.len();
-    with_current(|team| match team.map_or(1, |t| block_count(t, len, 1)) {
-        parts if parts > 1 => {
-            let test = &test;
-            let jobs: Vec<Box<dyn FnOnce() -> bool + Send + '_>> = (0..parts)
+    with_current(|team| match team.map(|t| (t, block_count(t, len, 1))) {
+        Some((team, parts)) if parts > 1 => {
+            let failed = AtomicBool::new(false);
+            let jobs: SmallVec<[_; 4]> = (0..parts)
                 .map(|i| {
-                    let block = &data[if i == 0 {
+                    let start = if i == 0 {
                         0
                     } else {
                         block_end(len, 1, parts, i - 1)
-                    }..block_end(len, 1, parts, i)];
-                    Box::new(move || test(block)) as Box<dyn FnOnce() -> bool + Send + '_>
+                    };
+                    let block = &data[start..block_end(len, 1, parts, i)];
+                    let (test, failed) = (&test, &failed);
+                    move || {
+                        if !test(block) {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                    }
                 })
                 .collect();
-            team.expect("a team").run(jobs).into_iter().all(|ok| ok)
+            team.run(jobs);
+            !failed.into_inner()
         }
         _ => test(data),
     })
@@ -120,7 +129,10 @@ fn block_end(len: usize, row: usize, parts: usize, i: usize) -> usize {
 /// One helper's mailbox.
 struct Slot {
     state: AtomicU8,
-    job: Mutex<Option<Job<'static>>>,
+    /// The posted task and the part to call it with.
+    job: Mutex<Option<(Task<'static>, usize)>>,
+    /// The last task panicked (the caller re-raises it).
+    panicked: AtomicBool,
     thread: Mutex<Option<Thread>>,
 }
 
@@ -152,6 +164,7 @@ impl Team {
                 .map(|_| Slot {
                     state: AtomicU8::new(IDLE),
                     job: Mutex::new(None),
+                    panicked: AtomicBool::new(false),
                     thread: Mutex::new(None),
                 })
                 .collect(),
@@ -178,50 +191,52 @@ impl Team {
         self.slots.len() + 1
     }
 
-    /// Runs `jobs[i]` for every i, the last on the calling thread and the others on
-    /// helpers, and returns their results in order.
-    pub(crate) fn run<T: Send>(&self, jobs: Vec<Box<dyn FnOnce() -> T + Send + '_>>) -> Vec<T> {
+    /// Runs every job of `jobs` (at most one per member), the last on the calling
+    /// thread and the others on helpers, and returns when all have finished. Nothing
+    /// is allocated for up to eight jobs: they wait in a list on the stack, and each
+    /// helper is handed one shared task with its index.
+    ///
+    /// # Panics
+    /// When a job panics (on a helper, once every job has finished).
+    pub(crate) fn run<J: FnOnce() + Send>(&self, jobs: impl IntoIterator<Item = J>) {
+        let jobs: SmallVec<[Mutex<Option<J>>; 8]> =
+            jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
         assert!(jobs.len() <= self.size(), "one job per member");
-        let results: Vec<Mutex<Option<T>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
-        let mut jobs = jobs;
-        let own = jobs.pop();
+        let Some((own, posted)) = jobs.split_last() else {
+            return;
+        };
+        let take = |job: &Mutex<Option<J>>| job.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = |i: usize| {
+            if let Some(job) = take(&posted[i]) {
+                job();
+            }
+        };
+        let task: Task<'_> = &task;
         {
             // Waits for every posted job even if the caller's own job panics, so no
             // helper can outlive what its job borrows.
             let wait = Wait {
-                slots: &self.slots[..jobs.len()],
+                slots: &self.slots[..posted.len()],
             };
-            for ((slot, job), result) in self.slots.iter().zip(jobs).zip(&results) {
-                let boxed: Job<'_> = Box::new(move || {
-                    let value = job();
-                    *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-                });
-                // SAFETY: the job borrows only what outlives this block, and `wait`
-                // (dropped at the end of the block, also on unwinding) does not return
-                // until the helper has finished it.
-                let boxed: Job<'static> = unsafe { std::mem::transmute(boxed) };
-                *slot.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(boxed);
+            // SAFETY: the task borrows only what outlives this block, and `wait`
+            // (dropped at the end of the block, also on unwinding) does not return
+            // until every helper has finished with it.
+            let task: Task<'static> = unsafe { std::mem::transmute(task) };
+            for (i, slot) in self.slots[..posted.len()].iter().enumerate() {
+                slot.panicked.store(false, Ordering::Relaxed);
+                *slot.job.lock().unwrap_or_else(|e| e.into_inner()) = Some((task, i));
                 slot.state.store(POSTED, Ordering::Release);
                 slot.wake();
             }
-            if let Some(own) = own {
-                let value = own();
-                *results
-                    .last()
-                    .expect("a slot per job")
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(value);
+            if let Some(job) = take(own) {
+                job();
             }
             drop(wait);
         }
-        results
-            .into_iter()
-            .map(|r| {
-                r.into_inner()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .expect("every job ran (a helper's panic propagates)")
-            })
-            .collect()
+        let panicked = self.slots[..posted.len()]
+            .iter()
+            .any(|slot| slot.panicked.swap(false, Ordering::Relaxed));
+        assert!(!panicked, "a job of the training team panicked");
     }
 }
 
@@ -261,9 +276,12 @@ fn serve(slot: &Slot) {
         match slot.state.load(Ordering::Acquire) {
             POSTED => {
                 let job = slot.job.lock().unwrap_or_else(|e| e.into_inner()).take();
-                if let Some(job) = job {
-                    // A panicking job leaves its result empty; the caller reports it.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                if let Some((task, part)) = job {
+                    // A panicking job is reported by the caller, after the others.
+                    let run = std::panic::AssertUnwindSafe(|| task(part));
+                    if std::panic::catch_unwind(run).is_err() {
+                        slot.panicked.store(true, Ordering::Relaxed);
+                    }
                 }
                 slot.state.store(DONE, Ordering::Release);
                 idle_since = Instant::now();
@@ -287,23 +305,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_job_runs_once_and_results_come_back_in_order() {
+    fn every_job_runs_once() {
         for threads in [1, 2, 3] {
             Team::scope(threads, |team| {
                 assert_eq!(team.size(), threads);
                 for round in 0..200 {
-                    let data: Vec<usize> = (0..team.size()).map(|i| i * 10 + round).collect();
-                    let jobs: Vec<Box<dyn FnOnce() -> usize + Send + '_>> = data
-                        .iter()
-                        .map(|v| Box::new(move || v + 1) as Box<dyn FnOnce() -> usize + Send + '_>)
-                        .collect();
-                    let got = team.run(jobs);
-                    assert_eq!(got, data.iter().map(|v| v + 1).collect::<Vec<_>>());
+                    let mut got = vec![0; team.size()];
+                    let jobs = got
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(i, slot)| move || *slot += i * 10 + round);
+                    team.run(jobs);
+                    assert_eq!(
+                        got,
+                        (0..team.size()).map(|i| i * 10 + round).collect::<Vec<_>>()
+                    );
                 }
                 with_current(|current| assert!(current.is_some_and(|t| std::ptr::eq(t, team))));
             });
             with_current(|current| assert!(current.is_none(), "the scope is over"));
         }
+    }
+
+    #[test]
+    fn a_helpers_panic_reaches_the_caller_after_every_job_has_finished() {
+        Team::scope(2, |team| {
+            let finished = AtomicBool::new(false);
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                team.run([
+                    Box::new(|| -> () { panic!("helper") }) as Box<dyn FnOnce() + Send>,
+                    Box::new(|| {
+                        std::thread::sleep(Duration::from_millis(20));
+                        finished.store(true, Ordering::Relaxed);
+                    }),
+                ]);
+            }));
+            assert!(caught.is_err() && finished.load(Ordering::Relaxed));
+            // The team still works.
+            let mut ran = [false; 2];
+            let [a, b] = &mut ran;
+            team.run([
+                Box::new(|| *a = true) as Box<dyn FnOnce() + Send>,
+                Box::new(|| *b = true),
+            ]);
+            assert_eq!(ran, [true, true]);
+        });
     }
 
     #[test]
@@ -364,8 +410,13 @@ mod tests {
     fn a_helper_that_waits_long_parks_and_still_takes_the_next_job() {
         Team::scope(2, |team| {
             std::thread::sleep(SPIN * 3);
-            let jobs: Vec<Box<dyn FnOnce() -> u32 + Send>> = vec![Box::new(|| 1), Box::new(|| 2)];
-            assert_eq!(team.run(jobs), [1, 2]);
+            let mut got = [0, 0];
+            let [a, b] = &mut got;
+            team.run([
+                Box::new(|| *a = 1) as Box<dyn FnOnce() + Send>,
+                Box::new(|| *b = 2),
+            ]);
+            assert_eq!(got, [1, 2]);
         });
     }
 }

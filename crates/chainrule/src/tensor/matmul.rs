@@ -265,7 +265,7 @@ fn split_gemm<F: Float>(
     let parts = team.size().min(m.max(n));
     let by_columns = n >= m;
     let side = if by_columns { n } else { m };
-    let mut jobs: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::with_capacity(parts);
+    let mut jobs: smallvec::SmallVec<[_; 4]> = smallvec::SmallVec::new();
     let mut rest = out;
     let (mut lhs_rest, mut rhs_rest) = (lhs, rhs);
     let mut start = 0;
@@ -283,9 +283,7 @@ fn split_gemm<F: Float>(
             lhs_rest = tail;
             (l, rhs)
         };
-        jobs.push(Box::new(move || {
-            gemm_into(block, &l, &r, gemm::Parallelism::None)
-        }));
+        jobs.push(move || gemm_into(block, &l, &r, gemm::Parallelism::None));
         start = end;
     }
     team.run(jobs);
