@@ -239,15 +239,19 @@ rule!(
     label: |s| "linear+relu".into(),
     forward: |s, x| linear_forward(x, true),
     backward: |s, x, out, g, need| {
-        let mut masked = g.clone();
         let active = out.as_slice().map_or_else(|| Cow::Owned(out.to_vec()), Cow::Borrowed);
-        crate::parallel::for_each_block(masked.as_mut_slice(), 1, |start, block| {
+        let g_values = g.as_slice().map_or_else(|| Cow::Owned(g.to_vec()), Cow::Borrowed);
+        let mut masked = Vec::with_capacity(active.len());
+        crate::parallel::for_each_block(&mut masked.spare_capacity_mut()[..active.len()], 1, |start, block| {
+            let values = g_values[start..].iter().zip(&active[start..]);
             // A select, not a branch: the signs are random, and the loop vectorizes.
-            for (g, &y) in block.iter_mut().zip(&active[start..]) {
-                *g = if y > F::zero() { *g } else { F::zero() };
+            for (m, (&g, &y)) in block.iter_mut().zip(values) {
+                m.write(if y > F::zero() { g } else { F::zero() });
             }
         });
-        linear_backward(x, &masked, need)
+        // SAFETY: the blocks cover all active.len() values, and each was written.
+        unsafe { masked.set_len(active.len()) };
+        linear_backward(x, &Tensor::from_vec(masked, out.shape())?, need)
     },
 );
 
