@@ -153,6 +153,9 @@ impl Slot {
 /// Helper threads, alive for one [`Team::scope`].
 pub(crate) struct Team {
     slots: Vec<Slot>,
+    /// A [`Team::run`] is in progress: a job that runs parallel work of its own
+    /// (on the calling thread) gets it done inline, not posted to busy helpers.
+    running: AtomicBool,
 }
 
 impl Team {
@@ -168,6 +171,7 @@ impl Team {
                     thread: Mutex::new(None),
                 })
                 .collect(),
+            running: AtomicBool::new(false),
         };
         thread::scope(|s| {
             for slot in &team.slots {
@@ -202,10 +206,22 @@ impl Team {
         let jobs: SmallVec<[Mutex<Option<J>>; 8]> =
             jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
         assert!(jobs.len() <= self.size(), "one job per member");
+        let take = |job: &Mutex<Option<J>>| job.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if self.running.swap(true, Ordering::Acquire) {
+            // Nested in a job of this team: its helpers are busy.
+            jobs.iter().filter_map(take).for_each(|job| job());
+            return;
+        }
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _done = Done(&self.running);
         let Some((own, posted)) = jobs.split_last() else {
             return;
         };
-        let take = |job: &Mutex<Option<J>>| job.lock().unwrap_or_else(|e| e.into_inner()).take();
         let task = |i: usize| {
             if let Some(job) = take(&posted[i]) {
                 job();
@@ -404,6 +420,28 @@ mod tests {
                 }
             });
         }
+    }
+
+    #[test]
+    fn a_job_that_splits_work_of_its_own_runs_it_inline() {
+        Team::scope(2, |team| {
+            let mut outer = [0u32; 2];
+            let [a, b] = &mut outer;
+            let inner = |slot: &mut u32| {
+                let mut parts = [0u32; 2];
+                let [x, y] = &mut parts;
+                team.run([
+                    Box::new(|| *x = 1) as Box<dyn FnOnce() + Send>,
+                    Box::new(|| *y = 2),
+                ]);
+                *slot = parts[0] + parts[1];
+            };
+            team.run([
+                Box::new(|| inner(a)) as Box<dyn FnOnce() + Send>,
+                Box::new(|| inner(b)),
+            ]);
+            assert_eq!(outer, [3, 3]);
+        });
     }
 
     #[test]
