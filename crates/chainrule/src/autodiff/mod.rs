@@ -118,7 +118,10 @@ impl<F: Float> Tape<F> {
     /// assert_eq!(tape.len(), 0);
     /// ```
     pub fn clear(&mut self) {
-        self.nodes.get_mut().clear();
+        // The values' storage serves the next pass's operations (tensor::pool).
+        for node in self.nodes.get_mut().drain(..) {
+            crate::tensor::pool::recycle(node.value);
+        }
     }
 
     /// The number of recorded nodes.
@@ -436,13 +439,20 @@ impl<F: Float> Tape<F> {
                 .map(|&i| nodes[i].requires_grad)
                 .collect();
             let input_grads = local_backward(rule.as_ref(), &inputs, &node.value, &g, &need)?;
+            // Used up: its storage can serve a later operation (tensor::pool).
+            crate::tensor::pool::recycle(g);
             for ((&input, grad), needed) in node.inputs.iter().zip(input_grads).zip(need) {
                 let Some(grad) = grad.filter(|_| needed) else {
                     continue;
                 };
                 let grad = grad.sum_to_shape(nodes[input].value.shape())?;
                 grads[input] = Some(match grads[input].take() {
-                    Some(sum) => sum.add(&grad)?,
+                    Some(sum) => {
+                        let total = sum.add(&grad)?;
+                        crate::tensor::pool::recycle(sum);
+                        crate::tensor::pool::recycle(grad);
+                        total
+                    }
                     None => grad,
                 });
             }

@@ -241,17 +241,18 @@ rule!(
     backward: |s, x, out, g, need| {
         let active = out.as_slice().map_or_else(|| Cow::Owned(out.to_vec()), Cow::Borrowed);
         let g_values = g.as_slice().map_or_else(|| Cow::Owned(g.to_vec()), Cow::Borrowed);
-        let mut masked = Vec::with_capacity(active.len());
-        crate::parallel::for_each_block(&mut masked.spare_capacity_mut()[..active.len()], 1, |start, block| {
+        // Every element is written: storage left by an earlier step will do.
+        let mut masked = crate::tensor::pool::take(out.shape());
+        crate::parallel::for_each_block(masked.as_mut_slice(), 1, |start, block| {
             let values = g_values[start..].iter().zip(&active[start..]);
             // A select, not a branch: the signs are random, and the loop vectorizes.
             for (m, (&g, &y)) in block.iter_mut().zip(values) {
-                m.write(if y > F::zero() { g } else { F::zero() });
+                *m = if y > F::zero() { g } else { F::zero() };
             }
         });
-        // SAFETY: the blocks cover all active.len() values, and each was written.
-        unsafe { masked.set_len(active.len()) };
-        linear_backward(x, &Tensor::from_vec(masked, out.shape())?, need)
+        let grads = linear_backward(x, &masked, need);
+        crate::tensor::pool::recycle(masked);
+        grads
     },
 );
 

@@ -2,7 +2,7 @@
 
 use super::{Tensor, check_axis};
 use crate::{Error, Float, Result};
-use ndarray::{ArrayD, Axis, IxDyn, Zip};
+use ndarray::{Axis, IxDyn, Zip};
 
 /// The NumPy broadcast of two shapes: trailing axes aligned, size-1 axes stretched.
 ///
@@ -427,7 +427,9 @@ impl<F: Float> Tensor<F> {
         f: impl Fn(&[F], &mut [F]),
     ) -> Result<Tensor<F>> {
         check_axis(op, axis, self.ndim())?;
-        let mut out = ArrayD::<F>::zeros(IxDyn(self.shape()));
+        // Every lane of the output is written: storage left by an earlier step will do.
+        let mut result = super::pool::take(self.shape());
+        let out = &mut result.data;
         let n = self.shape()[axis];
         // The last axis of contiguous values (softmax over a batch's logits): each
         // lane is a row of the input and of the output, used in place.
@@ -439,7 +441,7 @@ impl<F: Float> Tensor<F> {
             for (src, dst) in input.chunks_exact(n).zip(output.chunks_exact_mut(n)) {
                 f(src, dst);
             }
-            return Ok(Tensor::from_array(out));
+            return Ok(result);
         }
         let mut lane_in = vec![F::zero(); n];
         let mut lane_out = vec![F::zero(); n];
@@ -456,7 +458,7 @@ impl<F: Float> Tensor<F> {
             f(&lane_in, &mut lane_out);
             dst.iter_mut().zip(&lane_out).for_each(|(d, &s)| *d = s);
         }
-        Ok(Tensor::from_array(out))
+        Ok(result)
     }
 }
 

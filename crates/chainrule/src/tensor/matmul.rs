@@ -6,7 +6,7 @@
 
 use super::Tensor;
 use crate::{Error, Float, Result};
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2, Axis, Ix2, IxDyn, ShapeBuilder};
+use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Axis, Ix2, IxDyn, ShapeBuilder};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Threads for large matrix products; 0 means rayon's default (one per core).
@@ -82,8 +82,12 @@ impl<F: Float> Tensor<F> {
             return Err(shape_error(format!("inner sizes differ: {a:?} · {b:?}")));
         }
         if a.len() == 2 && b.len() == 2 {
-            let out = matmul_2d(&self.matrix(None), &other.matrix(None), m, k, n);
-            return Ok(Tensor::from_array(out.into_dyn()));
+            // Storage left by an earlier training step, when there is some: every
+            // element is written below.
+            let mut out = super::pool::take(&[m, n]);
+            let dst = out.data.view_mut().into_dimensionality::<Ix2>();
+            matmul_into(dst.expect("2-D"), &self.matrix(None), &other.matrix(None));
+            return Ok(out);
         }
         let batch = match (a.len(), b.len()) {
             (3, 3) if a[0] != b[0] => {
@@ -93,10 +97,10 @@ impl<F: Float> Tensor<F> {
             _ => b[0],
         };
         let mut out = ArrayD::<F>::zeros(IxDyn(&[batch, m, n]));
-        for (i, mut dst) in out.outer_iter_mut().enumerate() {
+        for (i, dst) in out.outer_iter_mut().enumerate() {
             let lhs = self.matrix((a.len() == 3).then_some(i));
             let rhs = other.matrix((b.len() == 3).then_some(i));
-            dst.assign(&matmul_2d(&lhs, &rhs, m, k, n));
+            matmul_into(dst.into_dimensionality().expect("2-D"), &lhs, &rhs);
         }
         Ok(Tensor::from_array(out))
     }
@@ -112,31 +116,30 @@ impl<F: Float> Tensor<F> {
     }
 }
 
-/// `lhs · rhs` for 2-D views of any strides.
-fn matmul_2d<F: Float>(
+/// `dst = lhs · rhs` for 2-D views of any strides; `dst`'s values before are not
+/// read (gemm does not read the destination).
+fn matmul_into<F: Float>(
+    mut dst: ArrayViewMut2<'_, F>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
-    m: usize,
-    k: usize,
-    n: usize,
-) -> Array2<F> {
+) {
+    let ((m, n), k) = (dst.dim(), lhs.ncols());
     if m == 0 || n == 0 || k == 0 {
-        return Array2::<F>::zeros((m, n));
+        dst.fill(F::zero());
+        return;
     }
-    // gemm overwrites every element (it does not read the destination), so the
-    // output is not zeroed first.
-    let mut out = Array2::<F>::uninit((m, n));
     let work = m * n * k;
     if work >= SPLIT_MIN_FLOPS {
         // In a training loop: cut the output among the team's spinning threads.
-        let split = crate::parallel::with_current(|team| {
-            team.filter(|t| t.size() > 1)
-                .map(|team| split_gemm(team, out.view_mut(), lhs.view(), rhs.view()))
-                .is_some()
+        let split = crate::parallel::with_current(|team| match team {
+            Some(team) if team.size() > 1 => {
+                split_gemm(team, dst.view_mut(), lhs.view(), rhs.view());
+                true
+            }
+            _ => false,
         });
         if split {
-            // SAFETY: split_gemm's blocks cover every element, and gemm wrote each.
-            return unsafe { out.assume_init() };
+            return;
         }
     }
     let parallelism = if work >= PARALLEL_MIN_FLOPS {
@@ -144,9 +147,7 @@ fn matmul_2d<F: Float>(
     } else {
         gemm::Parallelism::None
     };
-    gemm_into(out.view_mut(), lhs, rhs, parallelism);
-    // SAFETY: gemm wrote all m×n elements.
-    unsafe { out.assume_init() }
+    gemm_into(dst, lhs, rhs, parallelism);
 }
 
 /// `gemm` reads a right operand with unit row stride (the `Wᵀ` of a layer's `x·Wᵀ`)
@@ -167,12 +168,12 @@ thread_local! {
 }
 
 /// `dst = lhs · rhs` through `gemm`, for views of any strides; every element of `dst`
-/// is written (gemm does not read the destination), so it may start uninitialised.
+/// is written (gemm does not read the destination).
 /// A right operand whose column stride would make gemm's reads contend for cache sets
 /// ([`CONFLICTING_STRIDE_BYTES`]) is copied first, with padded columns, into this
 /// thread's buffer; the values and their order of summation are unchanged.
 fn gemm_into<F: Float>(
-    dst: ArrayViewMut2<'_, std::mem::MaybeUninit<F>>,
+    dst: ArrayViewMut2<'_, F>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
     parallelism: gemm::Parallelism,
@@ -214,7 +215,7 @@ fn gemm_into<F: Float>(
 
 /// The one call of `gemm::gemm`: `dst = lhs · rhs` for views of any strides.
 fn gemm_call<F: Float>(
-    mut dst: ArrayViewMut2<'_, std::mem::MaybeUninit<F>>,
+    mut dst: ArrayViewMut2<'_, F>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
     parallelism: gemm::Parallelism,
@@ -231,7 +232,7 @@ fn gemm_call<F: Float>(
             m,
             n,
             k,
-            dst.as_mut_ptr().cast::<F>(),
+            dst.as_mut_ptr(),
             ds[1],
             ds[0],
             false,
@@ -257,7 +258,7 @@ fn gemm_call<F: Float>(
 /// result does not depend on the number of blocks.
 fn split_gemm<F: Float>(
     team: &crate::parallel::Team,
-    out: ArrayViewMut2<'_, std::mem::MaybeUninit<F>>,
+    out: ArrayViewMut2<'_, F>,
     lhs: ArrayView2<'_, F>,
     rhs: ArrayView2<'_, F>,
 ) {

@@ -11,6 +11,7 @@
 mod manipulate;
 mod math;
 mod matmul;
+pub(crate) mod pool;
 
 pub use math::broadcast_shape;
 pub(crate) use math::sigmoid;

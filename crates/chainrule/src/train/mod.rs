@@ -730,8 +730,14 @@ fn train_loop<F: Float, M: Module<F>>(
             }
             optimizer.step(model.params_mut(), &grads)?;
             tally.add(config.loss, value.as_f64(), &prediction, &batch.target);
-            if let Some(s) = scalar.as_mut() {
-                s.recycle(grads, prediction);
+            match scalar.as_mut() {
+                Some(s) => s.recycle(grads, prediction),
+                // Their storage serves the next step's operations (tensor::pool).
+                None => grads
+                    .into_iter()
+                    .flatten()
+                    .chain([prediction])
+                    .for_each(crate::tensor::pool::recycle),
             }
             on_event(&Event::Step {
                 epoch,

@@ -1,0 +1,156 @@
+//! Tensor storage kept from one training step for the next.
+//!
+//! A training step records the same operations on tensors of the same shapes every
+//! time. When a step is over, its tape, its gradients and its prediction hand their
+//! large tensors back ([`recycle`]), and the next step's matrix products, softmaxes
+//! and ReLU masks take their outputs from them ([`take`]) instead of allocating new
+//! storage (and new reference counts) each time. Each thread keeps its own store for
+//! each element type, of at most [`CAPACITY`] tensors.
+
+use super::Tensor;
+use crate::Float;
+use ndarray::{ArcArray, IxDyn};
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+
+/// The most tensors a thread keeps per element type.
+const CAPACITY: usize = 32;
+
+/// Smaller tensors are not kept: a fresh one costs about as little as finding one.
+const MIN_LEN: usize = 1024;
+
+thread_local! {
+    static F32: RefCell<Vec<ArcArray<f32, IxDyn>>> = const { RefCell::new(Vec::new()) };
+    static F64: RefCell<Vec<ArcArray<f64, IxDyn>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with this thread's store for `F` (`None` while the thread is ending).
+fn with_store<F: Float, R>(f: impl FnOnce(&mut Vec<ArcArray<F, IxDyn>>) -> R) -> Option<R> {
+    fn open<T: 'static, F: Float, R>(
+        store: &RefCell<Vec<ArcArray<T, IxDyn>>>,
+        f: impl FnOnce(&mut Vec<ArcArray<F, IxDyn>>) -> R,
+    ) -> Option<R> {
+        let mut store = store.try_borrow_mut().ok()?;
+        let store: &mut dyn Any = &mut *store;
+        store.downcast_mut().map(f)
+    }
+    if TypeId::of::<F>() == TypeId::of::<f32>() {
+        F32.try_with(|store| open(store, f)).ok().flatten()
+    } else {
+        F64.try_with(|store| open(store, f)).ok().flatten()
+    }
+}
+
+/// A tensor of `shape` whose values are unspecified (left from an earlier step, or
+/// zero): the caller writes every element. Stored row-major and contiguously, and
+/// not shared with any other tensor.
+pub(crate) fn take<F: Float>(shape: &[usize]) -> Tensor<F> {
+    let len: usize = shape.iter().product();
+    if len >= MIN_LEN {
+        let kept = with_store::<F, _>(|store| {
+            let i = store.iter().rposition(|a| a.len() == len)?;
+            Some(store.swap_remove(i))
+        });
+        if let Some(Some(array)) = kept
+            && let Ok(array) = array.into_shape_with_order(IxDyn(shape))
+        {
+            return Tensor::from_arc(array);
+        }
+    }
+    Tensor::zeros(shape)
+}
+
+/// Keeps `tensor`'s storage for a later [`take`] when nothing else shares it, it is
+/// large enough and contiguous, and the store has room; otherwise drops it.
+pub(crate) fn recycle<F: Float>(tensor: Tensor<F>) {
+    let array = tensor.data;
+    if array.len() >= MIN_LEN && array.is_standard_layout() && array.is_unique() {
+        with_store::<F, _>(|store| {
+            if store.len() < CAPACITY {
+                store.push(array);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_comes_back_only_when_no_other_tensor_shares_it() {
+        let t = Tensor::<f32>::full(&[64, 32], 7.0);
+        let address = t.as_slice().unwrap().as_ptr();
+        let view = t.clone();
+        recycle(t);
+        // Shared with `view`: not kept.
+        assert_ne!(take::<f32>(&[2048]).as_slice().unwrap().as_ptr(), address);
+        recycle(view);
+        // Now kept, and handed out again under another shape of the same size.
+        let again = take::<f32>(&[32, 64]);
+        assert_eq!(again.shape(), &[32, 64]);
+        assert_eq!(again.as_slice().unwrap().as_ptr(), address);
+        // Other element types and sizes do not take it.
+        recycle(again);
+        assert_eq!(take::<f64>(&[32, 64]).to_vec(), vec![0.0; 2048]);
+        assert_ne!(take::<f32>(&[2047]).as_slice().unwrap().as_ptr(), address);
+    }
+
+    #[test]
+    fn operations_write_every_element_of_kept_storage() {
+        // Every kept buffer of the shapes below holds NaN: no result may show one.
+        let poison = |shape: &[usize]| {
+            for _ in 0..4 {
+                recycle(Tensor::<f64>::full(shape, f64::NAN));
+            }
+        };
+        let a = Tensor::<f64>::rand_uniform(&[40, 30], -1.0, 1.0, 1).unwrap();
+        let b = Tensor::<f64>::rand_uniform(&[30, 50], -1.0, 1.0, 2).unwrap();
+        poison(&[40, 50]);
+        let product = a.matmul(&b).unwrap().to_vec();
+        let first: f64 = (0..30).map(|k| a.to_vec()[k] * b.to_vec()[k * 50]).sum();
+        assert!((product[0] - first).abs() < 1e-12 && product.iter().all(|v| v.is_finite()));
+        poison(&[40, 30]);
+        let softmax = a.softmax(1).unwrap().sum(&[1], false).unwrap().to_vec();
+        assert!(softmax.iter().all(|s| (s - 1.0).abs() < 1e-12));
+        poison(&[30, 40]);
+        assert!(a.t().unwrap().log_softmax(0).unwrap().all_finite());
+        // The fused layer's mask, against linear then relu.
+        let tape = crate::Tape::new();
+        let (x, w) = (tape.param(a.clone()), tape.param(b.t().unwrap()));
+        poison(&[40, 50]);
+        let fused = x
+            .linear_relu(w, None)
+            .unwrap()
+            .sum(&[], false)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let plain = x
+            .linear(w, None)
+            .unwrap()
+            .relu()
+            .sum(&[], false)
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(
+            fused.wrt(w).unwrap().to_vec(),
+            plain.wrt(w).unwrap().to_vec()
+        );
+        assert_eq!(
+            fused.wrt(x).unwrap().to_vec(),
+            plain.wrt(x).unwrap().to_vec()
+        );
+    }
+
+    #[test]
+    fn small_and_strided_tensors_are_not_kept() {
+        let small = Tensor::<f64>::full(&[10], 1.0);
+        recycle(small);
+        assert_eq!(take::<f64>(&[10]).to_vec(), vec![0.0; 10]);
+        let strided = Tensor::<f64>::full(&[64, 32], 1.0).t().unwrap();
+        recycle(strided);
+        assert_eq!(take::<f64>(&[32, 64]).to_vec(), vec![0.0; 2048]);
+    }
+}
