@@ -121,17 +121,17 @@ impl<F: Float> Target<F> {
     pub fn select_rows(&self, rows: &[usize]) -> Result<Target<F>> {
         Ok(match self {
             Target::Values(t) => Target::Values(t.select_rows(rows)?),
-            Target::Classes(c) => Target::Classes(
-                rows.iter()
-                    .map(|&r| {
-                        c.get(r).copied().ok_or(crate::Error::Index {
-                            op: "select_rows",
-                            index: r,
-                            len: c.len(),
-                        })
-                    })
-                    .collect::<Result<_>>()?,
-            ),
+            Target::Classes(c) => Target::Classes({
+                let mut picked = Vec::with_capacity(rows.len());
+                for &r in rows {
+                    picked.push(*c.get(r).ok_or(crate::Error::Index {
+                        op: "select_rows",
+                        index: r,
+                        len: c.len(),
+                    })?);
+                }
+                picked
+            }),
         })
     }
 }

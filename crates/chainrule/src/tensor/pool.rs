@@ -17,7 +17,7 @@ use std::cell::RefCell;
 const CAPACITY: usize = 32;
 
 /// Smaller tensors are not kept: a fresh one costs about as little as finding one.
-const MIN_LEN: usize = 1024;
+const MIN_LEN: usize = 256;
 
 thread_local! {
     static F32: RefCell<Vec<ArcArray<f32, IxDyn>>> = const { RefCell::new(Vec::new()) };

@@ -15,6 +15,7 @@ use crate::nn::{Module, Param};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule, clip_grad_norm};
 use crate::parallel::Team;
 use crate::{Float, Result, Tape, Tensor};
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// The contract's training config.
@@ -252,7 +253,9 @@ fn correct_predictions<F: Float>(
     if !matches!(loss, Loss::CrossEntropy | Loss::Bce | Loss::BceLogits) {
         return None; // regression: no accuracy, and no copy of the predictions
     }
-    let p = prediction.to_vec();
+    let p = prediction
+        .as_slice()
+        .map_or_else(|| Cow::Owned(prediction.to_vec()), Cow::Borrowed);
     let argmax = |row: &[F]| {
         row.iter()
             .enumerate()
