@@ -1,5 +1,6 @@
-//! The hot operations of a training step: a linear layer forward and backward, softmax
-//! cross-entropy, an SGD step, and a whole W1 step and W3 step.
+//! The hot operations of a training step: a linear layer forward and backward, a
+//! linear layer and its ReLU fused and as two nodes, softmax cross-entropy, an SGD
+//! step, and a whole W1 step and W3 step.
 
 use chainrule::data::Target;
 use chainrule::loss::Loss;
@@ -28,6 +29,36 @@ fn steps(c: &mut Criterion) {
             black_box(y.backward().unwrap())
         })
     });
+    // W2's second layer and its ReLU, as training records them (one fused node) and as
+    // two nodes; one thread (outside `fit` there is no team).
+    let h = Tensor::<f32>::rand_uniform(&[256, 1024], 0.0, 1.0, 4).unwrap();
+    let w2 = Tensor::<f32>::rand_uniform(&[1024, 1024], -0.03, 0.03, 5).unwrap();
+    let b2 = Tensor::<f32>::rand_uniform(&[1024], -0.03, 0.03, 6).unwrap();
+    group.throughput(Throughput::Elements(256));
+    for fused in [true, false] {
+        let name = if fused {
+            "linear_relu_fused"
+        } else {
+            "linear_then_relu"
+        };
+        group.bench_function(format!("{name}_forward_backward_256x1024x1024"), |bench| {
+            bench.iter(|| {
+                let tape = Tape::new();
+                let (hv, wv, bv) = (
+                    tape.constant(h.clone()),
+                    tape.param(w2.clone()),
+                    tape.param(b2.clone()),
+                );
+                let y = if fused {
+                    hv.linear_relu(wv, Some(bv)).unwrap()
+                } else {
+                    hv.linear(wv, Some(bv)).unwrap().relu()
+                };
+                black_box(y.sum(&[], false).unwrap().backward().unwrap())
+            })
+        });
+    }
+    group.throughput(Throughput::Elements(64));
     let logits = Tensor::<f32>::rand_uniform(&[64, 10], -3.0, 3.0, 3).unwrap();
     let classes = Target::Classes((0..64).map(|i| i % 10).collect());
     group.bench_function("softmax_cross_entropy_64x10", |bench| {

@@ -241,15 +241,17 @@ rule!(
     backward: |s, x, out, g, need| {
         let active = out.as_slice().map_or_else(|| Cow::Owned(out.to_vec()), Cow::Borrowed);
         let g_values = g.as_slice().map_or_else(|| Cow::Owned(g.to_vec()), Cow::Borrowed);
-        // Every element is written: storage left by an earlier step will do.
-        let mut masked = crate::tensor::pool::take(out.shape());
-        crate::parallel::for_each_block(masked.as_mut_slice(), 1, |start, block| {
-            let values = g_values[start..].iter().zip(&active[start..]);
-            // A select, not a branch: the signs are random, and the loop vectorizes.
-            for (m, (&g, &y)) in block.iter_mut().zip(values) {
-                *m = if y > F::zero() { g } else { F::zero() };
-            }
-        });
+        let fill = |masked: &mut [std::mem::MaybeUninit<F>]| {
+            crate::parallel::for_each_block(masked, 1, |start, block| {
+                let values = g_values[start..].iter().zip(&active[start..]);
+                // A select, not a branch: the signs are random, and the loop vectorizes.
+                for (m, (&g, &y)) in block.iter_mut().zip(values) {
+                    m.write(if y > F::zero() { g } else { F::zero() });
+                }
+            });
+        };
+        // SAFETY: the blocks cover the whole slice, and each element is written.
+        let masked = unsafe { crate::tensor::pool::take_filled(out.shape(), fill) };
         let grads = linear_backward(x, &masked, need);
         crate::tensor::pool::recycle(masked);
         grads

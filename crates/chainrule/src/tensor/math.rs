@@ -428,7 +428,8 @@ impl<F: Float> Tensor<F> {
     ) -> Result<Tensor<F>> {
         check_axis(op, axis, self.ndim())?;
         // Every lane of the output is written: storage left by an earlier step will do.
-        let mut result = super::pool::take(self.shape());
+        let mut result =
+            super::pool::take(self.shape()).unwrap_or_else(|| Tensor::zeros(self.shape()));
         let out = &mut result.data;
         let n = self.shape()[axis];
         // The last axis of contiguous values (softmax over a batch's logits): each

@@ -7,6 +7,7 @@
 use super::Tensor;
 use crate::{Error, Float, Result};
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Axis, Ix2, IxDyn, ShapeBuilder};
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Threads for large matrix products; 0 means rayon's default (one per core).
@@ -82,12 +83,13 @@ impl<F: Float> Tensor<F> {
             return Err(shape_error(format!("inner sizes differ: {a:?} · {b:?}")));
         }
         if a.len() == 2 && b.len() == 2 {
-            // Storage left by an earlier training step, when there is some: every
-            // element is written below.
-            let mut out = super::pool::take(&[m, n]);
-            let dst = out.data.view_mut().into_dimensionality::<Ix2>();
-            matmul_into(dst.expect("2-D"), &self.matrix(None), &other.matrix(None));
-            return Ok(out);
+            let (lhs, rhs) = (self.matrix(None), other.matrix(None));
+            let fill = |values: &mut [MaybeUninit<F>]| {
+                let dst = ArrayViewMut2::from_shape((m, n), values).expect("m·n values");
+                matmul_into(dst, &lhs, &rhs);
+            };
+            // SAFETY: matmul_into writes every element of its destination.
+            return Ok(unsafe { super::pool::take_filled(&[m, n], fill) });
         }
         let batch = match (a.len(), b.len()) {
             (3, 3) if a[0] != b[0] => {
@@ -96,13 +98,14 @@ impl<F: Float> Tensor<F> {
             (3, _) => a[0],
             _ => b[0],
         };
-        let mut out = ArrayD::<F>::zeros(IxDyn(&[batch, m, n]));
+        let mut out = ArrayD::<F>::uninit(IxDyn(&[batch, m, n]));
         for (i, dst) in out.outer_iter_mut().enumerate() {
             let lhs = self.matrix((a.len() == 3).then_some(i));
             let rhs = other.matrix((b.len() == 3).then_some(i));
             matmul_into(dst.into_dimensionality().expect("2-D"), &lhs, &rhs);
         }
-        Ok(Tensor::from_array(out))
+        // SAFETY: matmul_into wrote every element of every matrix.
+        Ok(Tensor::from_array(unsafe { out.assume_init() }))
     }
 
     /// The 2-D view of this tensor, or of matrix `index` of a batch.
@@ -116,16 +119,16 @@ impl<F: Float> Tensor<F> {
     }
 }
 
-/// `dst = lhs · rhs` for 2-D views of any strides; `dst`'s values before are not
-/// read (gemm does not read the destination).
+/// `dst = lhs · rhs` for 2-D views of any strides, writing every element of `dst`
+/// (which may start uninitialised: gemm does not read the destination).
 fn matmul_into<F: Float>(
-    mut dst: ArrayViewMut2<'_, F>,
+    mut dst: ArrayViewMut2<'_, MaybeUninit<F>>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
 ) {
     let ((m, n), k) = (dst.dim(), lhs.ncols());
     if m == 0 || n == 0 || k == 0 {
-        dst.fill(F::zero());
+        dst.fill(MaybeUninit::new(F::zero()));
         return;
     }
     let work = m * n * k;
@@ -168,12 +171,12 @@ thread_local! {
 }
 
 /// `dst = lhs · rhs` through `gemm`, for views of any strides; every element of `dst`
-/// is written (gemm does not read the destination).
+/// is written (gemm does not read the destination), so it may start uninitialised.
 /// A right operand whose column stride would make gemm's reads contend for cache sets
 /// ([`CONFLICTING_STRIDE_BYTES`]) is copied first, with padded columns, into this
 /// thread's buffer; the values and their order of summation are unchanged.
 fn gemm_into<F: Float>(
-    dst: ArrayViewMut2<'_, F>,
+    dst: ArrayViewMut2<'_, MaybeUninit<F>>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
     parallelism: gemm::Parallelism,
@@ -215,7 +218,7 @@ fn gemm_into<F: Float>(
 
 /// The one call of `gemm::gemm`: `dst = lhs · rhs` for views of any strides.
 fn gemm_call<F: Float>(
-    mut dst: ArrayViewMut2<'_, F>,
+    mut dst: ArrayViewMut2<'_, MaybeUninit<F>>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
     parallelism: gemm::Parallelism,
@@ -232,7 +235,7 @@ fn gemm_call<F: Float>(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<F>(),
             ds[1],
             ds[0],
             false,
@@ -258,7 +261,7 @@ fn gemm_call<F: Float>(
 /// result does not depend on the number of blocks.
 fn split_gemm<F: Float>(
     team: &crate::parallel::Team,
-    out: ArrayViewMut2<'_, F>,
+    out: ArrayViewMut2<'_, MaybeUninit<F>>,
     lhs: ArrayView2<'_, F>,
     rhs: ArrayView2<'_, F>,
 ) {

@@ -9,9 +9,10 @@
 
 use super::Tensor;
 use crate::Float;
-use ndarray::{ArcArray, IxDyn};
+use ndarray::{ArcArray, ArrayD, IxDyn};
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// The most tensors a thread keeps per element type.
 const CAPACITY: usize = 32;
@@ -41,23 +42,46 @@ fn with_store<F: Float, R>(f: impl FnOnce(&mut Vec<ArcArray<F, IxDyn>>) -> R) ->
     }
 }
 
-/// A tensor of `shape` whose values are unspecified (left from an earlier step, or
-/// zero): the caller writes every element. Stored row-major and contiguously, and
-/// not shared with any other tensor.
-pub(crate) fn take<F: Float>(shape: &[usize]) -> Tensor<F> {
+/// Kept storage for a tensor of `shape`, when there is some. Its values are
+/// unspecified (left from an earlier step): the caller writes every element. Stored
+/// row-major and contiguously, and not shared with any other tensor.
+pub(crate) fn take<F: Float>(shape: &[usize]) -> Option<Tensor<F>> {
     let len: usize = shape.iter().product();
-    if len >= MIN_LEN {
-        let kept = with_store::<F, _>(|store| {
-            let i = store.iter().rposition(|a| a.len() == len)?;
-            Some(store.swap_remove(i))
-        });
-        if let Some(Some(array)) = kept
-            && let Ok(array) = array.into_shape_with_order(IxDyn(shape))
-        {
-            return Tensor::from_arc(array);
-        }
+    if len < MIN_LEN {
+        return None;
     }
-    Tensor::zeros(shape)
+    let kept = with_store::<F, _>(|store| {
+        let i = store.iter().rposition(|a| a.len() == len)?;
+        Some(store.swap_remove(i))
+    })??;
+    kept.into_shape_with_order(IxDyn(shape))
+        .ok()
+        .map(Tensor::from_arc)
+}
+
+/// A tensor of `shape` whose elements `fill` writes (row-major), on kept storage when
+/// there is some and on fresh, uninitialised storage otherwise (never zeroed first).
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given, each with an
+/// initialised value.
+pub(crate) unsafe fn take_filled<F: Float>(
+    shape: &[usize],
+    fill: impl FnOnce(&mut [MaybeUninit<F>]),
+) -> Tensor<F> {
+    if let Some(mut kept) = take::<F>(shape) {
+        let values: *mut [F] = kept.as_mut_slice();
+        // SAFETY: MaybeUninit<F> has F's layout, and the caller writes only
+        // initialised values, so every element stays initialised.
+        fill(unsafe { &mut *(values as *mut [MaybeUninit<F>]) });
+        return kept;
+    }
+    let len = shape.iter().product();
+    let mut fresh = Vec::with_capacity(len);
+    fill(&mut fresh.spare_capacity_mut()[..len]);
+    // SAFETY: the caller has initialised all `len` elements.
+    unsafe { fresh.set_len(len) };
+    Tensor::from_array(ArrayD::from_shape_vec(IxDyn(shape), fresh).expect("len values"))
 }
 
 /// Keeps `tensor`'s storage for a later [`take`] when nothing else shares it, it is
@@ -84,16 +108,16 @@ mod tests {
         let view = t.clone();
         recycle(t);
         // Shared with `view`: not kept.
-        assert_ne!(take::<f32>(&[2048]).as_slice().unwrap().as_ptr(), address);
+        assert!(take::<f32>(&[2048]).is_none());
         recycle(view);
         // Now kept, and handed out again under another shape of the same size.
-        let again = take::<f32>(&[32, 64]);
+        let again = take::<f32>(&[32, 64]).expect("kept");
         assert_eq!(again.shape(), &[32, 64]);
         assert_eq!(again.as_slice().unwrap().as_ptr(), address);
         // Other element types and sizes do not take it.
         recycle(again);
-        assert_eq!(take::<f64>(&[32, 64]).to_vec(), vec![0.0; 2048]);
-        assert_ne!(take::<f32>(&[2047]).as_slice().unwrap().as_ptr(), address);
+        assert!(take::<f64>(&[32, 64]).is_none());
+        assert!(take::<f32>(&[2047]).is_none());
     }
 
     #[test]
@@ -148,9 +172,9 @@ mod tests {
     fn small_and_strided_tensors_are_not_kept() {
         let small = Tensor::<f64>::full(&[10], 1.0);
         recycle(small);
-        assert_eq!(take::<f64>(&[10]).to_vec(), vec![0.0; 10]);
+        assert!(take::<f64>(&[10]).is_none());
         let strided = Tensor::<f64>::full(&[64, 32], 1.0).t().unwrap();
         recycle(strided);
-        assert_eq!(take::<f64>(&[32, 64]).to_vec(), vec![0.0; 2048]);
+        assert!(take::<f64>(&[32, 64]).is_none());
     }
 }
