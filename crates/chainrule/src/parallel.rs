@@ -9,7 +9,9 @@
 //! the next one, so an idle team does not burn a core for long.
 //!
 //! Training runs inside [`Team::scope`]; matrix products find the team with
-//! [`with_current`] and give each member one block of their output.
+//! [`with_current`] and give each member one block of their output, and large
+//! element-wise passes do the same through [`for_each_block`] and [`all_blocks`].
+//! Handing out work allocates nothing.
 
 use smallvec::SmallVec;
 use std::cell::Cell;
