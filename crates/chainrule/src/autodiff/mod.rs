@@ -812,8 +812,8 @@ impl<'t, F: Float> Var<'t, F> {
         tanh => Tanh;
     }
 
-    /// A dense layer: `self · wᵀ + b` for `self` [N, in], `w` [out, in] and an optional
-    /// bias [out] (PyTorch `nn.functional.linear`), as one recorded operation.
+    /// A dense layer: `self · wᵀ + b` for `self` `[N, in]`, `w` `[out, in]` and an optional
+    /// bias `[out]` (PyTorch `nn.functional.linear`), as one recorded operation.
     ///
     /// # Errors
     /// [`Error::Shape`]/[`Error::Broadcast`] when the shapes do not fit.
