@@ -1,7 +1,7 @@
 //! # chainrule-explain
 //!
 //! Explanations of what backpropagation computed, read from the same tape that
-//! training uses: chain-rule derivations with the numbers in them ([`derive`] for
+//! training uses: chain-rule derivations with the numbers in them ([`derive`](mod@derive) for
 //! layer stacks, [`formula`] for networks written as named scalar formulas), closed
 //! forms ([`symbolic`]), drawings ([`graph`]), gradient checks ([`check`]),
 //! gradient-flow audits ([`audit`]), and the notation they are written in
