@@ -338,11 +338,6 @@ fn to_var<'t>(
     }
 }
 
-/// A named quantity in LaTeX: `w13` → `w_{13}`, `y_true` → `y_{true}`.
-fn latex_name(name: &str) -> String {
-    latex_symbol(name)
-}
-
 /// One path from a parameter to the loss, with its chain of local derivatives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
@@ -689,7 +684,7 @@ impl Formula {
         let (cn, pn) = (&self.quantities[c].name, &self.quantities[p].name);
         let name = (
             partial_text(cn, pn),
-            partial_latex(&latex_name(cn), &latex_name(pn)),
+            partial_latex(&latex_symbol(cn), &latex_symbol(pn)),
         );
         // An activation of a single quantity reads as the notebooks write it.
         if let Role::Defined(Node::Call(f, arg)) = &self.quantities[c].role
@@ -699,19 +694,19 @@ impl Formula {
             let written = match f {
                 Function::Sigmoid => Some((
                     format!("σ({pn})(1 − σ({pn})) = {cn}(1 − {cn})"),
-                    format!(r"\sigma({0})(1 - \sigma({0}))", latex_name(pn)),
+                    format!(r"\sigma({0})(1 - \sigma({0}))", latex_symbol(pn)),
                     format!("{}(1 − {})", number(a), number(a)),
                     a * (1.0 - a),
                 )),
                 Function::Tanh => Some((
                     format!("1 − tanh²({pn}) = 1 − {cn}²"),
-                    format!(r"1 - \tanh^2({})", latex_name(pn)),
+                    format!(r"1 - \tanh^2({})", latex_symbol(pn)),
                     format!("1 − {}²", number(a)),
                     1.0 - a * a,
                 )),
                 Function::Relu => Some((
                     format!("relu′({pn})"),
-                    format!(r"\mathrm{{relu}}'({})", latex_name(pn)),
+                    format!(r"\mathrm{{relu}}'({})", latex_symbol(pn)),
                     format!("relu′({})", number(z)),
                     f64::from(u8::from(z > 0.0)),
                 )),
@@ -803,7 +798,7 @@ impl Formula {
                     factors.push(Factor {
                         name: (
                             partial_text(&loss_name, q),
-                            partial_latex(&latex_name(&loss_name), &latex_name(q)),
+                            partial_latex(&latex_symbol(&loss_name), &latex_symbol(q)),
                         ),
                         formula: (
                             format!("backprop's ∂{loss_name}/∂{q}"),
@@ -987,7 +982,7 @@ impl PathDerivation {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn markdown(&self) -> String {
-        let (l, s) = (latex_name(&self.loss), latex_name(&self.param));
+        let (l, s) = (latex_symbol(&self.loss), latex_symbol(&self.param));
         let whole = partial_latex(&l, &s);
         let chains: Vec<String> = self
             .paths

@@ -296,7 +296,8 @@ impl<F: Float> Optimizer<F> {
             state.step += 1;
             let fresh = state.prepare(&self.config, p.len());
             let step = state.step;
-            let parts = if p.len() >= PARALLEL_UPDATE_MIN {
+            // The update is memory-bound, like the element-wise passes the team splits.
+            let parts = if p.len() >= crate::parallel::ELEMENTWISE_SPLIT_MIN {
                 crate::parallel::with_current(|team| team.map_or(1, |t| t.size()))
             } else {
                 1
@@ -389,10 +390,6 @@ impl<F: Float> State<F> {
         fresh
     }
 }
-
-/// Parameters with at least this many elements are updated by the training loop's
-/// threads (see `crate::parallel`), one block each: the update is memory-bound.
-const PARALLEL_UPDATE_MIN: usize = 1 << 15;
 
 /// One step of `config` on parameter `p` (a whole tensor, or a block of one) with
 /// gradient `g` and the matching blocks of its state.

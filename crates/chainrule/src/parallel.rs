@@ -45,8 +45,8 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Team>) -> R) -> R {
     f(unsafe { team.as_ref() })
 }
 
-/// Element-wise passes over at least this many values are cut among the current
-/// team; below it, handing out the blocks costs more than it saves (a pass over 2¹⁵
+/// Element-wise passes (and the optimizer's updates) over at least this many values
+/// are cut among the current team; below it, handing out the blocks costs more than it saves (a pass over 2¹⁵
 /// `f32` takes about 10 µs here, and a spinning helper takes a job in about 1 µs).
 pub(crate) const ELEMENTWISE_SPLIT_MIN: usize = 1 << 15;
 
