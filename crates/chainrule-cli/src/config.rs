@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use chainrule::Tensor;
+use chainrule::autodiff::Elementwise;
 use chainrule::data::{Dataset, MinMaxScaler, Standardizer, Target, synthetic};
 use chainrule::io::{NpyArray, TargetKind, read_csv, read_mnist, read_npy};
 use chainrule::loss::Loss;
@@ -441,14 +442,14 @@ pub fn build_model(config: &RunConfig, splits: &Splits) -> Result<Sequential<f32
             );
         }
         let activation = match config.activation.as_deref().unwrap_or("relu") {
-            "relu" => Layer::Relu,
-            "leaky_relu" => Layer::LeakyRelu { slope: 0.01 },
-            "sigmoid" => Layer::Sigmoid,
-            "tanh" => Layer::Tanh,
             "identity" => Layer::Identity,
-            other => bail!(
-                "activation: unknown activation {other:?} (expected relu, leaky_relu, sigmoid, tanh or identity)"
-            ),
+            name => match Elementwise::from_name(name).filter(|f| f.is_layer()) {
+                Some(f) => Layer::Activation(f),
+                None => bail!(
+                    "activation: unknown activation {name:?} (expected {} or identity)",
+                    Elementwise::LAYERS.map(Elementwise::name).join(", ")
+                ),
+            },
         };
         let mut layers = Vec::new();
         for (i, pair) in sizes.windows(2).enumerate() {

@@ -5,6 +5,7 @@ use crate::plot;
 use crate::run::RunState;
 use anyhow::{Context, Result, anyhow, bail};
 use chainrule::Tensor;
+use chainrule::autodiff::Op;
 use chainrule::data::Target;
 use chainrule::io::{npy_bytes, read_npy, write_atomic};
 use chainrule::loss::Loss;
@@ -302,7 +303,7 @@ pub fn summary(target: &Path) -> Result<()> {
                     inputs * outputs + if *bias { *outputs } else { 0 },
                 )
             }
-            Layer::LeakyRelu { slope } => (format!("leaky_relu({slope})"), 0),
+            Layer::Activation(f) => (Op::Map(*f).label(), 0),
             other => (other.type_name().to_string(), 0),
         };
         total += params;

@@ -1,6 +1,7 @@
 //! The gradient-flow audit: after a backward pass, the signs that a network has
 //! silently stopped learning.
 
+use chainrule::autodiff::Elementwise;
 use chainrule::loss::{Loss, Target};
 use chainrule::nn::{Layer, Module, Sequential};
 use chainrule::{Float, Result, Tape, Tensor};
@@ -121,7 +122,7 @@ pub fn audit<F: Float>(
     let grads = c.backward()?;
     let mut findings = Vec::new();
     for (layer, kind) in model.layers().iter().enumerate() {
-        if !matches!(kind, Layer::Relu) || layer == 0 {
+        if *kind != Layer::Activation(Elementwise::Relu) || layer == 0 {
             continue;
         }
         let input = trace[layer - 1].value();

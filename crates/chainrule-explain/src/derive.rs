@@ -12,9 +12,11 @@
 //! Every number comes from the tape; the product is checked against autodiff.
 
 use crate::notation::{Symbol, number, operand, partial_latex, partial_text, superscript};
+use crate::symbolic::Expr;
+use chainrule::autodiff::{Elementwise, Op};
 use chainrule::loss::{Loss, Target};
 use chainrule::nn::{Layer, Module, Sequential};
-use chainrule::{Error, Result, Tape, Tensor};
+use chainrule::{Error, Result, Tape, Tensor, Var};
 use serde_json::json;
 
 /// Which parameter element: `"2.weight[0,1]"` (row, column, 0-based as in PyTorch)
@@ -190,72 +192,77 @@ struct Unit {
     activation: Activation,
 }
 
+/// What turns a unit's z into its a, as the recorded graph shows it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Activation {
+    /// No operation between them (no activation, or an identity layer).
     Identity,
-    Relu,
-    LeakyRelu(f64),
-    Sigmoid,
-    Tanh,
+    /// A function of the element-wise table: σ′ comes from there.
+    Function(Elementwise),
     /// Softmax or a stack of activations: no element-wise σ′.
     Coupled,
 }
 
 impl Activation {
+    /// The activation recorded between node `z` and node `a` of `tape`.
+    fn recorded(tape: &Tape<f64>, z: usize, a: usize) -> Activation {
+        if a == z {
+            return Activation::Identity;
+        }
+        match tape.op(a) {
+            Some(Op::Map(f)) if tape.inputs(a) == [z] => Activation::Function(f),
+            _ => Activation::Coupled,
+        }
+    }
+
     fn name(self) -> String {
         match self {
             Activation::Identity => "identity".into(),
-            Activation::Relu => "relu".into(),
-            Activation::LeakyRelu(s) => format!("leaky_relu({s})"),
-            Activation::Sigmoid => "σ".into(),
-            Activation::Tanh => "tanh".into(),
+            Activation::Function(Elementwise::Sigmoid) => "σ".into(),
+            Activation::Function(f) => Op::Map(f).label(),
             Activation::Coupled => "softmax".into(),
         }
     }
 
-    /// σ′ at z, given a = σ(z): the same conventions as the derivative table.
+    /// σ′ at z, given a = σ(z), from the element-wise table.
     fn derivative(self, z: f64, a: f64) -> Option<f64> {
-        Some(match self {
-            Activation::Identity => 1.0,
-            Activation::Relu => f64::from(u8::from(z > 0.0)),
-            Activation::LeakyRelu(slope) => {
-                if z > 0.0 {
-                    1.0
-                } else {
-                    slope
-                }
-            }
-            Activation::Sigmoid => a * (1.0 - a),
-            Activation::Tanh => 1.0 - a * a,
-            Activation::Coupled => return None,
-        })
+        match self {
+            Activation::Identity => Some(1.0),
+            Activation::Function(f) => Some(f.derivative(z, a)),
+            Activation::Coupled => None,
+        }
     }
 
-    /// σ′(z) written out: text and LaTeX.
-    fn formula(self, z: &Symbol, a: &Symbol) -> (String, String) {
-        match self {
-            Activation::Identity => ("1".into(), "1".into()),
-            Activation::Sigmoid => (
-                format!("σ(z)(1 − σ(z)) = {0}(1 − {0})", a.text()),
-                format!(r"\sigma({0})(1 - \sigma({0}))", z.latex()),
-            ),
-            Activation::Tanh => (
-                format!("1 − tanh²(z) = 1 − {}²", a.text()),
-                format!(r"1 - \tanh^2({})", z.latex()),
-            ),
-            other => (
-                format!("{}′({})", other.name(), z.text()),
-                format!(
-                    r"\mathrm{{{}}}'({})",
-                    other.name().replace('(', "_{").replace(')', "}"),
-                    z.latex()
-                ),
-            ),
+    /// σ′(z) written out (text, LaTeX) and with the numbers `z` and `a` put in (none
+    /// for the identity, whose derivative is its value).
+    fn formula(
+        self,
+        z: &Symbol,
+        a: &Symbol,
+        zn: f64,
+        an: f64,
+    ) -> ((String, String), Option<String>) {
+        let f = match self {
+            Activation::Function(f) => f,
+            _ => return (("1".into(), "1".into()), None),
+        };
+        match f.derivative_notation(
+            (&z.text(), &z.latex()),
+            (&a.text(), &a.latex()),
+            (&number(zn), &number(an)),
+        ) {
+            Some(n) => ((n.text, n.latex), Some(n.with_numbers)),
+            None => {
+                let d = f.derivative_formula(Expr::Sym("z".into()));
+                ((d.text(), d.latex()), None)
+            }
         }
     }
 }
 
-fn units(model: &Sequential<f64>) -> Vec<Unit> {
+/// Where each linear layer's z and a live in the model's layer list, with the
+/// activation between them read from the tape that recorded `trace`.
+fn units(model: &Sequential<f64>, tape: &Tape<f64>, trace: &[Var<'_, f64>]) -> Vec<Unit> {
     let layers = model.layers();
     let mut units = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
@@ -265,21 +272,15 @@ fn units(model: &Sequential<f64>) -> Vec<Unit> {
         let activations: Vec<usize> = (i + 1..layers.len())
             .take_while(|&k| !matches!(layers[k], Layer::Linear { .. }))
             .collect();
+        let output = activations.last().copied().unwrap_or(i);
         let activation = match activations.as_slice() {
             [] => Activation::Identity,
-            [k] => match layers[*k] {
-                Layer::Relu => Activation::Relu,
-                Layer::LeakyRelu { slope } => Activation::LeakyRelu(slope),
-                Layer::Sigmoid => Activation::Sigmoid,
-                Layer::Tanh => Activation::Tanh,
-                Layer::Identity => Activation::Identity,
-                _ => Activation::Coupled,
-            },
+            [k] => Activation::recorded(tape, trace[i].id(), trace[*k].id()),
             _ => Activation::Coupled,
         };
         units.push(Unit {
             linear: i,
-            output: activations.last().copied().unwrap_or(i),
+            output,
             activation,
         });
     }
@@ -361,7 +362,10 @@ pub fn explain(
     lr: f64,
     which: &ParamElement,
 ) -> Result<Derivation> {
-    let units = units(model);
+    let tape = Tape::new();
+    let params = model.bind(&tape);
+    let trace = model.forward_trace(&params, tape.constant(x.clone()))?;
+    let units = units(model, &tape, &trace);
     let position = units
         .iter()
         .position(|u| u.linear == which.layer)
@@ -388,9 +392,6 @@ pub fn explain(
         });
     }
 
-    let tape = Tape::new();
-    let params = model.bind(&tape);
-    let trace = model.forward_trace(&params, tape.constant(x.clone()))?;
     let c = loss.compute(*trace.last().expect("a layer"), target)?;
     let grads = c.backward_retain_all()?;
     let value = |layer: usize| trace[layer].value();
@@ -458,13 +459,7 @@ pub fn explain(
         let mut hidden = None;
         match unit.activation.derivative(zn, an) {
             Some(sigma) => {
-                let (text, latex) = unit.activation.formula(&z, &a);
-                let substituted = match unit.activation {
-                    Activation::Identity => None,
-                    Activation::Sigmoid => Some(format!("{}(1 − {})", number(an), number(an))),
-                    Activation::Tanh => Some(format!("1 − {}²", number(an))),
-                    _ => Some(format!("{}′({})", unit.activation.name(), number(zn))),
-                };
+                let ((text, latex), substituted) = unit.activation.formula(&z, &a, zn, an);
                 factors.push(Factor {
                     name: (
                         partial_text(&a.text(), &z.text()),

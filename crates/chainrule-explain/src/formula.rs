@@ -26,6 +26,7 @@
 use crate::derive::{Factor, agrees, closing_text};
 use crate::notation::{number, operand, partial_latex, partial_text};
 use crate::symbolic::{Expr, latex_symbol};
+use chainrule::autodiff::Elementwise;
 use chainrule::{Error, Result, Tape, Var};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,33 +42,6 @@ pub const MAX_STATEMENTS: usize = 1_000;
 /// than once, so closed forms can grow exponentially).
 pub const MAX_TERMS: usize = 100_000;
 
-/// A function a formula may call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Function {
-    Sigmoid,
-    Exp,
-    Log,
-    Tanh,
-    Relu,
-    Abs,
-    Sqrt,
-}
-
-impl Function {
-    fn parse(name: &str) -> Option<Function> {
-        Some(match name {
-            "sigmoid" | "σ" => Function::Sigmoid,
-            "exp" => Function::Exp,
-            "log" | "ln" => Function::Log,
-            "tanh" => Function::Tanh,
-            "relu" => Function::Relu,
-            "abs" => Function::Abs,
-            "sqrt" => Function::Sqrt,
-            _ => return None,
-        })
-    }
-}
-
 /// A parsed expression (kept as written, so that `sigmoid(z)` stays a sigmoid).
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
@@ -76,7 +50,7 @@ enum Node {
     Neg(Box<Node>),
     Binary(char, Box<Node>, Box<Node>),
     Pow(Box<Node>, f64),
-    Call(Function, Box<Node>),
+    Call(Elementwise, Box<Node>),
 }
 
 /// What a named quantity is.
@@ -230,7 +204,7 @@ impl Parser<'_> {
                 }
                 let name: String = self.chars[start..self.at].iter().collect();
                 if self.peek() == Some('(') {
-                    let function = Function::parse(&name)
+                    let function = Elementwise::from_name(&name)
                         .ok_or_else(|| self.error(&format!("unknown function `{name}`")))?;
                     self.at += 1;
                     let argument = self.sum()?;
@@ -290,18 +264,7 @@ fn to_expr(node: &Node, name: &dyn Fn(&str) -> Expr) -> Expr {
             _ => go(l) / go(r),
         },
         Node::Pow(x, p) => Expr::Pow(Box::new(go(x)), *p).simplify(),
-        Node::Call(f, x) => {
-            let x = Box::new(go(x));
-            match f {
-                Function::Sigmoid => x.sigmoid(),
-                Function::Exp => Expr::Exp(x).simplify(),
-                Function::Log => Expr::Log(x).simplify(),
-                Function::Tanh => Expr::Tanh(x).simplify(),
-                Function::Relu => Expr::Relu(x).simplify(),
-                Function::Abs => Expr::Abs(x).simplify(),
-                Function::Sqrt => Expr::Pow(x, 0.5).simplify(),
-            }
-        }
+        Node::Call(f, x) => go(x).apply(*f),
     }
 }
 
@@ -323,18 +286,7 @@ fn to_var<'t>(
             _ => go(l) / go(r),
         },
         Node::Pow(x, p) => go(x).powf(*p),
-        Node::Call(f, x) => {
-            let x = go(x);
-            match f {
-                Function::Sigmoid => x.sigmoid(),
-                Function::Exp => x.exp(),
-                Function::Log => x.log(),
-                Function::Tanh => x.tanh(),
-                Function::Relu => x.relu(),
-                Function::Abs => x.abs(),
-                Function::Sqrt => x.sqrt(),
-            }
-        }
+        Node::Call(f, x) => go(x).map(*f),
     }
 }
 
@@ -418,7 +370,7 @@ impl Formula {
             if !name.starts_with(is_name_start) || !name.chars().all(is_name_char) {
                 return Err(invalid(line, format!("`{name}` is not a name")));
             }
-            if known.contains_key(name) || Function::parse(name).is_some() {
+            if known.contains_key(name) || Elementwise::from_name(name).is_some() {
                 return Err(invalid(line, format!("`{name}` is already defined")));
             }
             let number = || -> Result<f64> {
@@ -691,33 +643,16 @@ impl Formula {
             && **arg == Node::Name(pn.clone())
         {
             let (a, z) = (env[cn], env[pn]);
-            let written = match f {
-                Function::Sigmoid => Some((
-                    format!("σ({pn})(1 − σ({pn})) = {cn}(1 − {cn})"),
-                    format!(r"\sigma({0})(1 - \sigma({0}))", latex_symbol(pn)),
-                    format!("{}(1 − {})", number(a), number(a)),
-                    a * (1.0 - a),
-                )),
-                Function::Tanh => Some((
-                    format!("1 − tanh²({pn}) = 1 − {cn}²"),
-                    format!(r"1 - \tanh^2({})", latex_symbol(pn)),
-                    format!("1 − {}²", number(a)),
-                    1.0 - a * a,
-                )),
-                Function::Relu => Some((
-                    format!("relu′({pn})"),
-                    format!(r"\mathrm{{relu}}'({})", latex_symbol(pn)),
-                    format!("relu′({})", number(z)),
-                    f64::from(u8::from(z > 0.0)),
-                )),
-                _ => None,
-            };
-            if let Some((text, latex, substituted, value)) = written {
+            if let Some(notation) = f.derivative_notation(
+                (pn, &latex_symbol(pn)),
+                (cn, &latex_symbol(cn)),
+                (&number(z), &number(a)),
+            ) {
                 return Factor {
                     name,
-                    formula: (text, latex),
-                    substituted: Some(substituted),
-                    value,
+                    formula: (notation.text, notation.latex),
+                    substituted: Some(notation.with_numbers),
+                    value: f.derivative(z, a),
                 };
             }
         }
@@ -858,7 +793,7 @@ fn terms(e: &Expr) -> usize {
     1 + match e {
         Num(_) | Sym(_) => 0,
         Add(t) | Mul(t) => t.iter().map(terms).sum(),
-        Pow(x, _) | Exp(x) | Log(x) | Tanh(x) | Relu(x) | Step(x) | Abs(x) | Sign(x) => terms(x),
+        Pow(x, _) | Apply(_, x) => terms(x),
     }
 }
 
@@ -873,13 +808,7 @@ fn substitute(e: &Expr, env: &BTreeMap<String, f64>) -> Expr {
         Add(t) => Add(t.iter().map(|x| substitute(x, env)).collect()),
         Mul(f) => Mul(f.iter().map(|x| substitute(x, env)).collect()),
         Pow(x, p) => Pow(go(x), *p),
-        Exp(x) => Exp(go(x)),
-        Log(x) => Log(go(x)),
-        Tanh(x) => Tanh(go(x)),
-        Relu(x) => Relu(go(x)),
-        Step(x) => Step(go(x)),
-        Abs(x) => Abs(go(x)),
-        Sign(x) => Sign(go(x)),
+        Apply(f, x) => Apply(*f, go(x)),
     }
 }
 

@@ -7,12 +7,13 @@
 //! its shared bias is written).
 
 use crate::notation::number;
+use chainrule::autodiff::{Elementwise, Formula, Style};
 use chainrule::loss::{Loss, Target};
 use chainrule::nn::{Layer, Module, Sequential};
 use chainrule::{Error, Result, Tape, Tensor};
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::ops::{Add as _, Div as _, Mul as _, Neg as _, Sub as _};
+use std::ops::{Add as _, Mul as _, Neg as _, Sub as _};
 
 /// A scalar expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,20 +28,27 @@ pub enum Expr {
     Mul(Vec<Expr>),
     /// A power with a constant exponent.
     Pow(Box<Expr>, f64),
-    /// eˣ.
-    Exp(Box<Expr>),
-    /// ln x.
-    Log(Box<Expr>),
-    /// tanh x.
-    Tanh(Box<Expr>),
-    /// max(0, x).
-    Relu(Box<Expr>),
-    /// The unit step: 1 for x > 0, else 0 (relu's derivative, 0 at 0 as PyTorch).
-    Step(Box<Expr>),
-    /// |x|.
-    Abs(Box<Expr>),
-    /// sign x (0 at 0).
-    Sign(Box<Expr>),
+    /// f(x) for a function of the element-wise table that its formula keeps whole
+    /// (exp, log, tanh, relu, …): its value, derivative and notation come from there.
+    Apply(Elementwise, Box<Expr>),
+}
+
+impl Formula for Expr {
+    fn number(value: f64) -> Expr {
+        Num(value)
+    }
+    fn call(f: Elementwise, x: Expr) -> Expr {
+        Apply(f, b(x)).simplify()
+    }
+    fn plus(self, other: Expr) -> Expr {
+        self.add(other)
+    }
+    fn times(self, other: Expr) -> Expr {
+        self.mul(other)
+    }
+    fn power(self, p: f64) -> Expr {
+        Pow(b(self), p).simplify()
+    }
 }
 
 use Expr::*;
@@ -90,9 +98,16 @@ impl std::ops::Div for Expr {
 }
 
 impl Expr {
-    /// σ(a) = 1 / (1 + e⁻ᵃ), as notebook 003 writes it.
-    pub fn sigmoid(self) -> Expr {
-        Num(1.0).div(Num(1.0).add(Exp(b(self.neg())).simplify()))
+    /// f(self) as the element-wise table writes it (σ(a) = 1 / (1 + e⁻ᵃ), as notebook
+    /// 003 writes it).
+    ///
+    /// ```
+    /// use chainrule::autodiff::Elementwise;
+    /// use chainrule_explain::symbolic::Expr;
+    /// assert_eq!(Expr::Sym("z".into()).apply(Elementwise::Sigmoid).text(), "1/(exp(-z) + 1)");
+    /// ```
+    pub fn apply(self, f: Elementwise) -> Expr {
+        f.formula(self)
     }
 
     /// Simplifies: folds constants, drops neutral elements, flattens nested sums and
@@ -199,41 +214,12 @@ impl Expr {
                 (Pow(inner, q), p) => Pow(inner, q * p),
                 (e, p) => Pow(b(e), p),
             },
-            Exp(x) => match x.simplify() {
-                Num(v) => Num(v.exp()),
-                Log(inner) => *inner,
-                e => Exp(b(e)),
-            },
-            Log(x) => match x.simplify() {
-                Num(v) => Num(v.ln()),
-                Exp(inner) => *inner,
-                e => Log(b(e)),
-            },
-            Tanh(x) => match x.simplify() {
-                Num(v) => Num(v.tanh()),
-                e => Tanh(b(e)),
-            },
-            Relu(x) => match x.simplify() {
-                Num(v) => Num(v.max(0.0)),
-                e => Relu(b(e)),
-            },
-            Step(x) => match x.simplify() {
-                Num(v) => Num(if v > 0.0 { 1.0 } else { 0.0 }),
-                e => Step(b(e)),
-            },
-            Abs(x) => match x.simplify() {
-                Num(v) => Num(v.abs()),
-                e => Abs(b(e)),
-            },
-            Sign(x) => match x.simplify() {
-                Num(v) => Num(if v > 0.0 {
-                    1.0
-                } else if v < 0.0 {
-                    -1.0
-                } else {
-                    0.0
-                }),
-                e => Sign(b(e)),
+            Apply(f, x) => match (f, x.simplify()) {
+                (f, Num(v)) => Num(f.value(v)),
+                // e^(ln x) = x and ln(eˣ) = x
+                (Elementwise::Exp, Apply(Elementwise::Log, inner))
+                | (Elementwise::Log, Apply(Elementwise::Exp, inner)) => *inner,
+                (f, e) => Apply(f, b(e)),
             },
             e => e,
         }
@@ -284,19 +270,8 @@ impl Expr {
                 })
                 .collect()),
             Pow(base, p) => Mul(vec![Num(*p), Pow(base.clone(), p - 1.0), base.diff(symbol)]),
-            Exp(x) => Mul(vec![Exp(x.clone()), x.diff(symbol)]),
-            Log(x) => Mul(vec![Pow(x.clone(), -1.0), x.diff(symbol)]),
-            Tanh(x) => Mul(vec![
-                Add(vec![
-                    Num(1.0),
-                    Mul(vec![Num(-1.0), Pow(b(Tanh(x.clone())), 2.0)]),
-                ]),
-                x.diff(symbol),
-            ]),
-            Relu(x) => Mul(vec![Step(x.clone()), x.diff(symbol)]),
-            Abs(x) => Mul(vec![Sign(x.clone()), x.diff(symbol)]),
-            // Derivatives of the step and sign functions are zero wherever they exist.
-            Step(_) | Sign(_) => Num(0.0),
+            // the chain rule through the table's derivative: f′(x)·x′
+            Apply(f, x) => Mul(vec![f.derivative_formula((**x).clone()), x.diff(symbol)]),
         };
         d.simplify()
     }
@@ -309,28 +284,7 @@ impl Expr {
             Add(t) => t.iter().map(|e| e.eval(env)).sum::<Option<f64>>()?,
             Mul(f) => f.iter().map(|e| e.eval(env)).product::<Option<f64>>()?,
             Pow(x, p) => x.eval(env)?.powf(*p),
-            Exp(x) => x.eval(env)?.exp(),
-            Log(x) => x.eval(env)?.ln(),
-            Tanh(x) => x.eval(env)?.tanh(),
-            Relu(x) => x.eval(env)?.max(0.0),
-            Step(x) => {
-                if x.eval(env)? > 0.0 {
-                    1.0
-                } else {
-                    0.0
-                }
-            }
-            Abs(x) => x.eval(env)?.abs(),
-            Sign(x) => {
-                let v = x.eval(env)?;
-                if v > 0.0 {
-                    1.0
-                } else if v < 0.0 {
-                    -1.0
-                } else {
-                    0.0
-                }
-            }
+            Apply(f, x) => f.value(x.eval(env)?),
         })
     }
 
@@ -355,17 +309,6 @@ impl Expr {
 
     /// Writes with parentheses where `precedence` (0 sum, 1 product, 2 power) needs them.
     fn write(&self, style: Style, out: &mut String, precedence: u8) {
-        let call = |name: &str, x: &Expr, out: &mut String| {
-            let (open, close) = if style == Style::Latex {
-                (r"\left(", r"\right)")
-            } else {
-                ("(", ")")
-            };
-            out.push_str(name);
-            out.push_str(open);
-            x.write(style, out, 0);
-            out.push_str(close);
-        };
         match self {
             Num(v) => {
                 let s = if style == Style::Sympy {
@@ -489,81 +432,13 @@ impl Expr {
                     };
                 }
             },
-            Exp(x) => match style {
-                Style::Latex => {
-                    out.push_str("e^{");
-                    x.write(style, out, 0);
-                    out.push('}');
-                }
-                _ => call("exp", x, out),
-            },
-            Log(x) => call(
-                if style == Style::Latex {
-                    r"\log"
-                } else {
-                    "log"
-                },
-                x,
-                out,
-            ),
-            Tanh(x) => call(
-                if style == Style::Latex {
-                    r"\tanh"
-                } else {
-                    "tanh"
-                },
-                x,
-                out,
-            ),
-            Relu(x) => match style {
-                Style::Sympy => {
-                    out.push_str("Max(0, ");
-                    x.write(style, out, 0);
-                    out.push(')');
-                }
-                Style::Latex => {
-                    out.push_str(r"\max\left(0, ");
-                    x.write(style, out, 0);
-                    out.push_str(r"\right)");
-                }
-                Style::Text => call("relu", x, out),
-            },
-            Step(x) => match style {
-                Style::Sympy => {
-                    out.push_str("Heaviside(");
-                    x.write(style, out, 0);
-                    out.push_str(", 0)");
-                }
-                Style::Latex => call(r"\theta", x, out),
-                Style::Text => call("step", x, out),
-            },
-            Abs(x) => match style {
-                Style::Sympy => call("Abs", x, out),
-                Style::Latex => {
-                    out.push_str(r"\left|");
-                    x.write(style, out, 0);
-                    out.push_str(r"\right|");
-                }
-                Style::Text => call("abs", x, out),
-            },
-            Sign(x) => call(
-                if style == Style::Latex {
-                    r"\operatorname{sign}"
-                } else {
-                    "sign"
-                },
-                x,
-                out,
-            ),
+            Apply(f, x) => {
+                let mut arg = String::new();
+                x.write(style, &mut arg, 0);
+                out.push_str(&f.render_call(style, &arg));
+            }
         }
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Style {
-    Text,
-    Latex,
-    Sympy,
 }
 
 /// `w2_1_3` → `w^{(2)}_{1,3}`; `x_2` → `x_{2}`; `w13` → `w_{13}`; anything else as is.
@@ -740,14 +615,8 @@ pub fn from_sequential(
                         Add(terms).simplify()
                     })
                     .collect(),
-                (Layer::Relu, _) => h.into_iter().map(|z| Relu(b(z)).simplify()).collect(),
-                (Layer::Sigmoid, _) => h.into_iter().map(Expr::sigmoid).collect(),
-                (Layer::Tanh, _) => h.into_iter().map(|z| Tanh(b(z)).simplify()).collect(),
+                (Layer::Activation(f), _) => h.into_iter().map(|z| z.apply(*f)).collect(),
                 (Layer::Identity, _) => h,
-                (Layer::LeakyRelu { slope }, _) => h
-                    .into_iter()
-                    .map(|z| Relu(b(z.clone())).add(Num(*slope).mul(Relu(b(z.neg())).neg())))
-                    .collect(),
                 (Layer::Softmax, _) => return Err(unsupported("softmax")),
                 _ => unreachable!("weights exist exactly for linear layers"),
             };
@@ -765,13 +634,16 @@ pub fn from_sequential(
             let r = a.clone().sub(Num(y));
             terms.push(match loss {
                 Loss::Mse | Loss::Sse | Loss::HalfSse => Pow(b(r), 2.0),
-                Loss::Mae => Abs(b(r)),
+                Loss::Mae => r.apply(Elementwise::Abs),
                 Loss::Bce => Num(-y)
-                    .mul(Log(b(a.clone())).simplify())
-                    .add(Num(-(1.0 - y)).mul(Log(b(Num(1.0).sub(a.clone()))).simplify())),
-                Loss::BceLogits => Num(-y)
-                    .mul(Log(b(a.clone().sigmoid())).simplify())
-                    .add(Num(-(1.0 - y)).mul(Log(b(Num(1.0).sub(a.clone().sigmoid()))).simplify())),
+                    .mul(a.clone().apply(Elementwise::Log))
+                    .add(Num(-(1.0 - y)).mul(Num(1.0).sub(a.clone()).apply(Elementwise::Log))),
+                Loss::BceLogits => {
+                    let p = a.clone().apply(Elementwise::Sigmoid);
+                    Num(-y)
+                        .mul(p.clone().apply(Elementwise::Log))
+                        .add(Num(-(1.0 - y)).mul(Num(1.0).sub(p).apply(Elementwise::Log)))
+                }
                 Loss::Huber => return Err(unsupported("huber")),
                 Loss::CrossEntropy => unreachable!("rejected above"),
             });
@@ -792,8 +664,8 @@ pub fn from_sequential(
 
 /// Converts the scalar computation recorded on `tape` up to `root` into an
 /// expression: leaves named in `names` become symbols, other leaves their numbers.
-/// Understands the scalar rules (add, sub, mul, div, neg, exp, log, pow, sqrt,
-/// sigmoid, tanh, relu, abs).
+/// Understands every operation with a formula ([`chainrule::autodiff::Op::formula`]:
+/// arithmetic and the element-wise table).
 ///
 /// # Errors
 /// [`Error::InvalidValue`] for a node that is not a scalar or a rule it does not know.
@@ -833,37 +705,11 @@ pub fn from_scalar_tape(
             );
             continue;
         };
-        let arg = |k: usize| inputs[k].clone();
-        let expr = match label.as_str() {
-            "add" => arg(0).add(arg(1)),
-            "sub" => arg(0).sub(arg(1)),
-            "mul" => arg(0).mul(arg(1)),
-            "div" => arg(0).div(arg(1)),
-            "neg" => arg(0).neg(),
-            "exp" => Exp(b(arg(0))).simplify(),
-            "log" => Log(b(arg(0))).simplify(),
-            "sqrt" => Pow(b(arg(0)), 0.5).simplify(),
-            "sigmoid" => arg(0).sigmoid(),
-            "tanh" => Tanh(b(arg(0))).simplify(),
-            "relu" => Relu(b(arg(0))).simplify(),
-            "abs" => Abs(b(arg(0))).simplify(),
-            other if other.starts_with("pow(") => {
-                let p: f64 = other
-                    .trim_start_matches("pow(")
-                    .trim_end_matches(')')
-                    .parse()
-                    .map_err(|_| Error::InvalidValue {
-                        field: "symbolic".into(),
-                        message: format!("bad label {other}"),
-                    })?;
-                Pow(b(arg(0)), p).simplify()
-            }
-            other => {
-                return Err(Error::InvalidValue {
-                    field: "symbolic".into(),
-                    message: format!("the rule {other:?} is not written out symbolically"),
-                });
-            }
+        let Some(expr) = tape.op(id).and_then(|op| op.formula(&inputs)) else {
+            return Err(Error::InvalidValue {
+                field: "symbolic".into(),
+                message: format!("the operation {label:?} is not written out symbolically"),
+            });
         };
         if value.len() != 1 {
             return Err(Error::InvalidValue {

@@ -1,7 +1,7 @@
 //! Model gradient checks: every layer/loss/activation combination passes; a wrong
 //! derivative fails and is named.
 
-use chainrule::autodiff::{InputGrads, Rule};
+use chainrule::autodiff::inject_fault;
 use chainrule::loss::{Loss, Target};
 use chainrule::nn::{Module, Param, Sequential};
 use chainrule::{Result, Tensor, Var};
@@ -61,34 +61,14 @@ fn every_layer_loss_and_activation_combination_passes() {
     }
 }
 
-/// x² with a wrong derivative (x instead of 2x): the kind of bug gradcheck exists for.
-#[derive(Debug)]
-struct BadSquare;
-
-impl Rule<f64> for BadSquare {
-    fn label(&self) -> String {
-        "bad_square".into()
-    }
-    fn forward(&self, x: &[&Tensor<f64>]) -> Result<Tensor<f64>> {
-        Ok(x[0].map(|v| v * v))
-    }
-    fn backward(
-        &self,
-        x: &[&Tensor<f64>],
-        _: &Tensor<f64>,
-        g: &Tensor<f64>,
-        _: &[bool],
-    ) -> Result<InputGrads<f64>> {
-        Ok(vec![Some(g.mul(x[0])?)])
-    }
-}
-
+/// A layer whose tanh has a wrong derivative (doubled, by the test builds' fault
+/// injection): the kind of bug gradcheck exists for.
 #[derive(Clone)]
-struct SquaredLinear {
+struct WrongTanh {
     params: Vec<Param<f64>>,
 }
 
-impl Module<f64> for SquaredLinear {
+impl Module<f64> for WrongTanh {
     fn params(&self) -> &[Param<f64>] {
         &self.params
     }
@@ -96,14 +76,13 @@ impl Module<f64> for SquaredLinear {
         &mut self.params
     }
     fn forward<'t>(&self, p: &[Var<'t, f64>], x: Var<'t, f64>) -> Result<Var<'t, f64>> {
-        let z = x.matmul(p[0].t()?)?;
-        z.tape().apply(Box::new(BadSquare), &[z])
+        Ok(x.matmul(p[0].t()?)?.tanh())
     }
 }
 
 #[test]
 fn a_wrong_local_derivative_fails_and_is_named() {
-    let model = SquaredLinear {
+    let model = WrongTanh {
         params: vec![Param::new(
             "0.weight",
             Tensor::rand_uniform(&[2, 3], -1.0, 1.0, 1).unwrap(),
@@ -111,8 +90,11 @@ fn a_wrong_local_derivative_fails_and_is_named() {
     };
     let x = Tensor::rand_uniform(&[4, 3], -1.0, 1.0, 2).unwrap();
     let y = Target::Values(Tensor::zeros(&[4, 2]));
-    let report = check_model(&model, &x, &y, Loss::Mse, 1e-6, 1e-6).unwrap();
+    inject_fault(Some("tanh"));
+    let report = check_model(&model, &x, &y, Loss::Mse, 1e-6, 1e-6);
+    inject_fault(None);
+    let report = report.unwrap();
     assert!(!report.passed());
     let names: Vec<&str> = report.culprits.iter().map(|c| c.label.as_str()).collect();
-    assert_eq!(names, ["bad_square"], "only the wrong rule is blamed");
+    assert_eq!(names, ["tanh"], "only the wrong operation is blamed");
 }

@@ -13,10 +13,8 @@
 
 pub use crate::data::Target;
 
-use crate::autodiff::rules::{
-    BinaryCrossEntropy, BinaryCrossEntropyWithLogits, SoftmaxCrossEntropy,
-};
 use crate::autodiff::scalar::{ScalarOp, ScalarTape, ScalarVar};
+use crate::autodiff::{Elementwise, Op};
 use crate::json::invalid;
 use crate::{Error, Float, Result, Tensor, Var};
 
@@ -158,16 +156,18 @@ impl Loss {
         };
         match (self, target) {
             (Loss::Mse, Target::Values(y)) => {
-                let total = residuals(tape, y, ScalarOp::Pow(2.0))?;
+                let total = residuals(tape, y, ScalarOp::Map(Elementwise::Pow { p: 2.0 }))?;
                 Some(mean(tape, total, count))
             }
-            (Loss::Sse, Target::Values(y)) => residuals(tape, y, ScalarOp::Pow(2.0)),
+            (Loss::Sse, Target::Values(y)) => {
+                residuals(tape, y, ScalarOp::Map(Elementwise::Pow { p: 2.0 }))
+            }
             (Loss::HalfSse, Target::Values(y)) => {
-                let total = residuals(tape, y, ScalarOp::Pow(2.0))?;
+                let total = residuals(tape, y, ScalarOp::Map(Elementwise::Pow { p: 2.0 }))?;
                 Some(tape.scale(total, 0.5))
             }
             (Loss::Mae, Target::Values(y)) => {
-                let total = residuals(tape, y, ScalarOp::Abs)?;
+                let total = residuals(tape, y, ScalarOp::Map(Elementwise::Abs))?;
                 Some(mean(tape, total, count))
             }
             (Loss::CrossEntropy, Target::Classes(classes)) if classes.len() == rows => {
@@ -236,9 +236,9 @@ impl Loss {
                 }
                 // One fused node (its forward validates the class indices).
                 return tape.apply(
-                    Box::new(SoftmaxCrossEntropy {
+                    Op::SoftmaxCrossEntropy {
                         classes: classes.clone(),
-                    }),
+                    },
                     &[prediction],
                 );
             }
@@ -289,11 +289,11 @@ impl Loss {
                 if let Some(v) = outside(values) {
                     return Err(invalid("bce", format!("target {v} is outside [0, 1]")));
                 }
-                tape.apply(Box::new(BinaryCrossEntropy), &[prediction, y])?
+                tape.apply(Op::BinaryCrossEntropy, &[prediction, y])?
                     .mean(&[], false)?
             }
             Loss::BceLogits => tape
-                .apply(Box::new(BinaryCrossEntropyWithLogits), &[prediction, y])?
+                .apply(Op::BinaryCrossEntropyWithLogits, &[prediction, y])?
                 .mean(&[], false)?,
             Loss::CrossEntropy => {
                 let shape = prediction.shape();

@@ -2,6 +2,7 @@
 //! operation against finite differences and against the tensor rule it mirrors, and
 //! whole training runs on the scalar path against the tensor path.
 
+use chainrule::autodiff::Elementwise;
 use chainrule::autodiff::scalar::{ScalarOp, ScalarTape};
 use chainrule::data::{Dataset, Target};
 use chainrule::loss::Loss;
@@ -10,15 +11,15 @@ use chainrule::train::{TrainConfig, fit};
 use chainrule::{Float, Tape, Tensor, Var};
 
 const UNARY: [ScalarOp; 9] = [
-    ScalarOp::Scale(-2.5),
-    ScalarOp::Pow(3.0),
-    ScalarOp::Exp,
-    ScalarOp::Log,
-    ScalarOp::Abs,
-    ScalarOp::Relu,
-    ScalarOp::LeakyRelu(0.1),
-    ScalarOp::Sigmoid,
-    ScalarOp::Tanh,
+    ScalarOp::Map(Elementwise::Scale { c: -2.5 }),
+    ScalarOp::Map(Elementwise::Pow { p: 3.0 }),
+    ScalarOp::Map(Elementwise::Exp),
+    ScalarOp::Map(Elementwise::Log),
+    ScalarOp::Map(Elementwise::Abs),
+    ScalarOp::Map(Elementwise::Relu),
+    ScalarOp::Map(Elementwise::LeakyRelu { slope: 0.1 }),
+    ScalarOp::Map(Elementwise::Sigmoid),
+    ScalarOp::Map(Elementwise::Tanh),
 ];
 const BINARY: [ScalarOp; 4] = [ScalarOp::Add, ScalarOp::Sub, ScalarOp::Mul, ScalarOp::Div];
 
@@ -29,15 +30,7 @@ fn on_tensor_tape<'t>(op: ScalarOp, a: Var<'t, f64>, b: Var<'t, f64>) -> Var<'t,
         ScalarOp::Sub => a - b,
         ScalarOp::Mul => a * b,
         ScalarOp::Div => a / b,
-        ScalarOp::Scale(c) => a * c,
-        ScalarOp::Pow(p) => a.powf(p),
-        ScalarOp::Exp => a.exp(),
-        ScalarOp::Log => a.log(),
-        ScalarOp::Abs => a.abs(),
-        ScalarOp::Relu => a.relu(),
-        ScalarOp::LeakyRelu(s) => a.leaky_relu(s),
-        ScalarOp::Sigmoid => a.sigmoid(),
-        ScalarOp::Tanh => a.tanh(),
+        ScalarOp::Map(f) => a.map(f),
         ScalarOp::Leaf => a,
     }
 }
@@ -48,7 +41,7 @@ fn every_scalar_operation_matches_finite_differences_and_the_tensor_rule() {
     let h: f64 = 1e-6;
     for op in UNARY.into_iter().chain(BINARY) {
         for (a, b) in points {
-            if op == ScalarOp::Log && a <= 0.0 {
+            if op == ScalarOp::Map(Elementwise::Log) && a <= 0.0 {
                 continue;
             }
             let out = op.forward(a, b);

@@ -2,6 +2,7 @@
 //! fit with validation and early stopping, evaluate/predict, checkpoints. Each test
 //! checks an invariant or a value computed independently.
 
+use chainrule::autodiff::Elementwise;
 use chainrule::data::{Batches, Dataset, MinMaxScaler, Standardizer, Target};
 use chainrule::io::{TargetKind, read_csv};
 use chainrule::loss::Loss;
@@ -267,15 +268,15 @@ fn model_json_round_trips_every_layer_type() {
             outputs: 4,
             bias: false,
         },
-        Layer::LeakyRelu { slope: 0.2 },
+        Layer::Activation(Elementwise::LeakyRelu { slope: 0.2 }),
         Layer::Linear {
             inputs: 4,
             outputs: 4,
             bias: true,
         },
-        Layer::Relu,
-        Layer::Sigmoid,
-        Layer::Tanh,
+        Layer::Activation(Elementwise::Relu),
+        Layer::Activation(Elementwise::Sigmoid),
+        Layer::Activation(Elementwise::Tanh),
         Layer::Identity,
         Layer::Softmax,
     ];

@@ -1,10 +1,10 @@
 //! Reverse-mode automatic differentiation on a flat tape.
 //!
 //! # How it works
-//! A [`Tape`] records every operation as a node: its value, its [`Rule`] and the ids
+//! A [`Tape`] records every operation as a node: its value, its [`Op`] and the ids
 //! of its inputs. Nodes are appended after their inputs, so creation order is a
 //! topological order and `backward` simply walks the tape from the end: for each node
-//! that received a gradient it asks the node's rule for the inputs' gradients (the
+//! that received a gradient it asks the node's operation for the inputs' gradients (the
 //! chain rule: ∂L/∂x = ∂L/∂out · ∂out/∂x), reduces each to its input's shape (undoing
 //! broadcasting) and adds it to what that input already received (a value used twice
 //! gets both contributions). No recursion, no hashing: deterministic and safe on
@@ -17,49 +17,73 @@
 //!
 //! Invariant: a node's inputs always have smaller ids than the node.
 
-pub mod rules;
+pub mod elementwise;
+pub mod op;
 pub mod scalar;
 
 /// Deliberately wrong derivatives, for testing that gradient checks catch them and
-/// name the operation: with the `fault-injection` feature, the environment variable
-/// `CHAINRULE_INJECT_FAULT=<label>` doubles the gradients of every rule with that
-/// label. Never enabled in normal builds.
+/// name the operation: with the `fault-injection` feature, every operation whose
+/// [`Op::name`] is the target has its gradients doubled. The target is set per thread
+/// with [`inject_fault`], or for a whole process by the environment variable
+/// `CHAINRULE_INJECT_FAULT=<name>`. Never enabled in normal builds.
 #[cfg(feature = "fault-injection")]
 mod fault {
-    use super::{InputGrads, Rule};
+    use super::{InputGrads, Op};
     use crate::Float;
-    use std::sync::OnceLock;
+    use std::cell::RefCell;
 
-    pub(super) fn corrupt<F: Float>(rule: &dyn Rule<F>, grads: InputGrads<F>) -> InputGrads<F> {
-        static TARGET: OnceLock<Option<String>> = OnceLock::new();
-        let target = TARGET.get_or_init(|| std::env::var("CHAINRULE_INJECT_FAULT").ok());
-        match target {
-            Some(label) if *label == rule.label() => grads
-                .into_iter()
-                .map(|g| g.map(|g| g.scale(F::from_f64(2.0))))
-                .collect(),
-            _ => grads,
+    thread_local! {
+        static TARGET: RefCell<Option<String>> =
+            RefCell::new(std::env::var("CHAINRULE_INJECT_FAULT").ok());
+    }
+
+    /// Makes the operations named `name` wrong on this thread (`None`: none).
+    ///
+    /// ```
+    /// use chainrule::autodiff::inject_fault;
+    /// let tape = chainrule::Tape::<f64>::new();
+    /// let x = tape.param_scalar(0.5);
+    /// inject_fault(Some("tanh"));
+    /// let wrong = x.tanh().backward()?.wrt(x).unwrap().item()?;
+    /// inject_fault(None);
+    /// assert_eq!(wrong, 2.0 * (1.0 - 0.5f64.tanh().powi(2)));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn inject_fault(name: Option<&str>) {
+        TARGET.with(|t| *t.borrow_mut() = name.map(str::to_string));
+    }
+
+    pub(super) fn corrupt<F: Float>(op: &Op, grads: InputGrads<F>) -> InputGrads<F> {
+        let hit = TARGET.with(|t| t.borrow().as_deref() == Some(op.name()));
+        if !hit {
+            return grads;
         }
+        grads
+            .into_iter()
+            .map(|g| g.map(|g| g.scale(F::from_f64(2.0))))
+            .collect()
     }
 }
-pub use rules::{InputGrads, Rule};
+pub use elementwise::{Constant, DerivativeNotation, Elementwise, Formula, Style};
+#[cfg(feature = "fault-injection")]
+pub use fault::inject_fault;
+pub use op::{Arity, InputGrads, Op};
 
 use crate::{Error, Float, Result, Tensor};
-use rules::*;
 use smallvec::SmallVec;
 use std::cell::{Cell, Ref, RefCell};
 use std::fmt;
 
-/// A recorded value: a leaf (parameter or constant) or the output of a rule.
+/// A recorded value: a leaf (parameter or constant) or the output of an operation.
 struct Node<F: Float> {
     value: Tensor<F>,
-    rule: Option<Box<dyn Rule<F>>>,
+    op: Option<Op>,
     /// Input ids, inline up to four (no heap allocation per node).
     inputs: Inputs,
     requires_grad: bool,
 }
 
-/// A node's input ids: inline for up to four inputs, as almost every rule has.
+/// A node's input ids: inline for up to four inputs, as almost every operation has.
 type Inputs = SmallVec<[usize; 4]>;
 
 /// The record of a computation, which [`Var::backward`] differentiates.
@@ -208,35 +232,22 @@ impl<F: Float> Tape<F> {
         result
     }
 
-    /// Records `rule` applied to `inputs` and returns its output.
+    /// Records `op` applied to `inputs` and returns its output.
     ///
     /// # Errors
-    /// The rule's forward error (shapes that do not fit), or
-    /// [`Error::ForeignTape`] when an input belongs to another tape.
+    /// The operation's forward error (shapes that do not fit, a wrong number of
+    /// inputs), or [`Error::ForeignTape`] when an input belongs to another tape.
     ///
     /// ```
-    /// use chainrule::autodiff::{InputGrads, Rule, Tape};
-    /// use chainrule::{Result, Tensor};
-    /// #[derive(Debug)]
-    /// struct Double; // 2x, d/dx = 2
-    /// impl Rule<f64> for Double {
-    ///     fn label(&self) -> String { "double".into() }
-    ///     fn forward(&self, x: &[&Tensor<f64>]) -> Result<Tensor<f64>> { Ok(x[0].scale(2.0)) }
-    ///     fn backward(&self, _: &[&Tensor<f64>], _: &Tensor<f64>, g: &Tensor<f64>, _: &[bool])
-    ///         -> Result<InputGrads<f64>> { Ok(vec![Some(g.scale(2.0))]) }
-    /// }
+    /// use chainrule::autodiff::{Elementwise, Op, Tape};
     /// let tape = Tape::<f64>::new();
     /// let x = tape.param_scalar(1.5);
-    /// let y = tape.apply(Box::new(Double), &[x])?;
+    /// let y = tape.apply(Op::Map(Elementwise::Scale { c: 2.0 }), &[x])?;
     /// assert_eq!(y.item()?, 3.0);
     /// assert_eq!(y.backward()?.wrt(x).unwrap().item()?, 2.0);
     /// # Ok::<(), chainrule::Error>(())
     /// ```
-    pub fn apply<'t>(
-        &'t self,
-        rule: Box<dyn Rule<F>>,
-        inputs: &[Var<'t, F>],
-    ) -> Result<Var<'t, F>> {
+    pub fn apply<'t>(&'t self, op: Op, inputs: &[Var<'t, F>]) -> Result<Var<'t, F>> {
         if inputs.iter().any(|v| !std::ptr::eq(v.tape, self)) {
             return Err(Error::ForeignTape { op: "apply" });
         }
@@ -244,14 +255,14 @@ impl<F: Float> Tape<F> {
             let nodes = self.nodes.borrow();
             let values: SmallVec<[&Tensor<F>; 4]> =
                 inputs.iter().map(|v| &nodes[v.id].value).collect();
-            let value = rule.forward(&values)?;
+            let value = op.forward(&values)?;
             let requires_grad = inputs.iter().any(|v| nodes[v.id].requires_grad);
             (value, requires_grad)
         };
         Ok(if self.recording.get() {
             self.push(
                 value,
-                Some(rule),
+                Some(op),
                 inputs.iter().map(|v| v.id).collect(),
                 requires_grad,
             )
@@ -263,14 +274,14 @@ impl<F: Float> Tape<F> {
     fn push(
         &self,
         value: Tensor<F>,
-        rule: Option<Box<dyn Rule<F>>>,
+        op: Option<Op>,
         inputs: Inputs,
         requires_grad: bool,
     ) -> Var<'_, F> {
         let mut nodes = self.nodes.borrow_mut();
         nodes.push(Node {
             value,
-            rule,
+            op,
             inputs,
             requires_grad,
         });
@@ -280,8 +291,8 @@ impl<F: Float> Tape<F> {
         }
     }
 
-    /// The label of node `id`'s operation (`None` for leaves), for graphs and
-    /// derivations.
+    /// The label of node `id`'s operation (`None` for leaves), for drawings and
+    /// messages: [`Op::label`].
     ///
     /// ```
     /// let tape = chainrule::Tape::<f64>::new();
@@ -291,12 +302,22 @@ impl<F: Float> Tape<F> {
     /// assert_eq!(tape.label(x.id()), None);
     /// ```
     pub fn label(&self, id: usize) -> Option<String> {
-        self.nodes
-            .borrow()
-            .get(id)?
-            .rule
-            .as_ref()
-            .map(|r| r.label())
+        self.nodes.borrow().get(id)?.op.as_ref().map(Op::label)
+    }
+
+    /// The operation that made node `id` (`None` for leaves and unknown ids): what
+    /// everything that reads a recorded graph matches on.
+    ///
+    /// ```
+    /// use chainrule::autodiff::{Elementwise, Op};
+    /// let tape = chainrule::Tape::<f64>::new();
+    /// let x = tape.param_scalar(1.0);
+    /// let y = x.sigmoid();
+    /// assert_eq!(tape.op(y.id()), Some(Op::Map(Elementwise::Sigmoid)));
+    /// assert_eq!(tape.op(x.id()), None);
+    /// ```
+    pub fn op(&self, id: usize) -> Option<Op> {
+        self.nodes.borrow().get(id)?.op.clone()
     }
 
     /// The value of node `id` (a cheap, shared copy), if it exists.
@@ -351,7 +372,7 @@ impl<F: Float> Tape<F> {
         let Some(node) = nodes.get(id) else {
             return Ok(None);
         };
-        let Some(rule) = node.rule.as_ref() else {
+        let Some(op) = node.op.as_ref() else {
             return Ok(None);
         };
         let inputs: Vec<Tensor<F>> = node
@@ -367,16 +388,10 @@ impl<F: Float> Tape<F> {
             node.value.shape(),
         )?;
         let refs: Vec<&Tensor<F>> = inputs.iter().collect();
-        let analytic = local_backward(
-            rule.as_ref(),
-            &refs,
-            &node.value,
-            &weights,
-            &vec![true; inputs.len()],
-        )?;
+        let analytic = local_backward(op, &refs, &node.value, &weights, &vec![true; inputs.len()])?;
         let weighted = |values: &[Tensor<F>]| -> Result<f64> {
             let refs: Vec<&Tensor<F>> = values.iter().collect();
-            let out = rule.forward(&refs)?;
+            let out = op.forward(&refs)?;
             Ok(out
                 .to_vec()
                 .iter()
@@ -421,7 +436,7 @@ impl<F: Float> Tape<F> {
         grads[root] = Some(Tensor::ones(root_value.shape()));
         for id in (0..=root).rev() {
             let node = &nodes[id];
-            let Some(rule) = node.rule.as_ref().filter(|_| node.requires_grad) else {
+            let Some(op) = node.op.as_ref().filter(|_| node.requires_grad) else {
                 continue;
             };
             let Some(g) = (if retain_all {
@@ -438,7 +453,7 @@ impl<F: Float> Tape<F> {
                 .iter()
                 .map(|&i| nodes[i].requires_grad)
                 .collect();
-            let input_grads = local_backward(rule.as_ref(), &inputs, &node.value, &g, &need)?;
+            let input_grads = local_backward(op, &inputs, &node.value, &g, &need)?;
             // Used up: its storage can serve a later operation (tensor::pool).
             crate::tensor::pool::recycle(g);
             for ((&input, grad), needed) in node.inputs.iter().zip(input_grads).zip(need) {
@@ -461,18 +476,18 @@ impl<F: Float> Tape<F> {
     }
 }
 
-/// A rule's backward, the one place the tape calls it (and, in fault-injection test
-/// builds, corrupts it).
+/// An operation's backward, the one place the tape calls it (and, in
+/// fault-injection test builds, corrupts it).
 fn local_backward<F: Float>(
-    rule: &dyn Rule<F>,
+    op: &Op,
     inputs: &[&Tensor<F>],
     out: &Tensor<F>,
     g: &Tensor<F>,
     need: &[bool],
 ) -> Result<InputGrads<F>> {
-    let grads = rule.backward(inputs, out, g, need)?;
+    let grads = op.backward(inputs, out, g, need)?;
     #[cfg(feature = "fault-injection")]
-    let grads = fault::corrupt(rule, grads);
+    let grads = fault::corrupt(op, grads);
     Ok(grads)
 }
 
@@ -500,22 +515,22 @@ impl<F: Float> fmt::Debug for Var<'_, F> {
 
 /// Generates the `Var` methods that record one rule, each with its doc example.
 macro_rules! unary {
-    ($($(#[$doc:meta])* $name:ident => $rule:expr;)*) => {
+    ($($(#[$doc:meta])* $name:ident => $rule:ident;)*) => {
         $(
             $(#[$doc])*
             // `neg` is also the `Neg` operator's body; the method keeps PyTorch's name.
             #[allow(clippy::should_implement_trait)]
             pub fn $name(self) -> Var<'t, F> {
                 self.tape
-                    .apply(Box::new($rule), &[self])
-                    .expect("an element-wise rule accepts any shape")
+                    .apply(Op::Map(Elementwise::$rule), &[self])
+                    .expect("an element-wise function accepts any shape")
             }
         )*
     };
 }
 
 macro_rules! binary {
-    ($($(#[$doc:meta])* $name:ident => $rule:expr;)*) => {
+    ($($(#[$doc:meta])* $name:ident => $rule:ident;)*) => {
         $(
             $(#[$doc])*
             ///
@@ -525,7 +540,7 @@ macro_rules! binary {
             // Fallible on purpose: the `+ - * /` operators are built on these.
             #[allow(clippy::should_implement_trait)]
             pub fn $name(self, other: Var<'t, F>) -> Result<Var<'t, F>> {
-                self.tape.apply(Box::new($rule), &[self, other])
+                self.tape.apply(Op::$rule, &[self, other])
             }
         )*
     };
@@ -658,8 +673,22 @@ impl<'t, F: Float> Var<'t, F> {
         self.tape.constant(value)
     }
 
-    fn record(self, rule: impl Rule<F> + 'static, inputs: &[Var<'t, F>]) -> Result<Var<'t, F>> {
-        self.tape.apply(Box::new(rule), inputs)
+    fn record(self, op: Op, inputs: &[Var<'t, F>]) -> Result<Var<'t, F>> {
+        self.tape.apply(op, inputs)
+    }
+
+    /// An element-wise function of the table applied to every element.
+    ///
+    /// ```
+    /// use chainrule::autodiff::Elementwise;
+    /// let tape = chainrule::Tape::<f64>::new();
+    /// let x = tape.param_scalar(-2.0);
+    /// assert_eq!(x.map(Elementwise::LeakyRelu { slope: 0.1 }).item()?, -0.2);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn map(self, f: Elementwise) -> Var<'t, F> {
+        self.record(Op::Map(f), &[self])
+            .expect("an element-wise function accepts any shape")
     }
 
     binary! {
@@ -832,8 +861,8 @@ impl<'t, F: Float> Var<'t, F> {
     /// ```
     pub fn linear(self, w: Var<'t, F>, b: Option<Var<'t, F>>) -> Result<Var<'t, F>> {
         match b {
-            Some(b) => self.record(Linear, &[self, w, b]),
-            None => self.record(Linear, &[self, w]),
+            Some(b) => self.record(Op::Linear, &[self, w, b]),
+            None => self.record(Op::Linear, &[self, w]),
         }
     }
 
@@ -859,8 +888,8 @@ impl<'t, F: Float> Var<'t, F> {
     /// ```
     pub fn linear_relu(self, w: Var<'t, F>, b: Option<Var<'t, F>>) -> Result<Var<'t, F>> {
         match b {
-            Some(b) => self.record(LinearRelu, &[self, w, b]),
-            None => self.record(LinearRelu, &[self, w]),
+            Some(b) => self.record(Op::LinearRelu, &[self, w, b]),
+            None => self.record(Op::LinearRelu, &[self, w]),
         }
     }
 
@@ -873,7 +902,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn powf(self, p: f64) -> Var<'t, F> {
-        self.record(PowScalar { p }, &[self]).expect("element-wise")
+        self.map(Elementwise::Pow { p })
     }
 
     /// leaky_relu with the given negative slope (derivative = slope at 0).
@@ -885,8 +914,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn leaky_relu(self, slope: f64) -> Var<'t, F> {
-        self.record(LeakyRelu { slope }, &[self])
-            .expect("element-wise")
+        self.map(Elementwise::LeakyRelu { slope })
     }
 
     /// Clamps into `[min, max]`; the derivative is 1 inside (bounds included), 0 out.
@@ -898,8 +926,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn clamp(self, min: f64, max: f64) -> Var<'t, F> {
-        self.record(Clamp { min, max }, &[self])
-            .expect("element-wise")
+        self.map(Elementwise::Clamp { min, max })
     }
 
     /// Σ over `axes` (every axis when empty), keeping them as size 1 when `keepdim`.
@@ -915,11 +942,11 @@ impl<'t, F: Float> Var<'t, F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn sum(self, axes: &[usize], keepdim: bool) -> Result<Var<'t, F>> {
-        let rule = Sum {
+        let op = Op::Sum {
             axes: axes.to_vec(),
             keepdim,
         };
-        self.record(rule, &[self])
+        self.record(op, &[self])
     }
 
     /// The mean over `axes` (every axis when empty).
@@ -936,11 +963,11 @@ impl<'t, F: Float> Var<'t, F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn mean(self, axes: &[usize], keepdim: bool) -> Result<Var<'t, F>> {
-        let rule = Mean {
+        let op = Op::Mean {
             axes: axes.to_vec(),
             keepdim,
         };
-        self.record(rule, &[self])
+        self.record(op, &[self])
     }
 
     /// The maximum over `axes` (every axis when empty); ties share the gradient.
@@ -957,11 +984,11 @@ impl<'t, F: Float> Var<'t, F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn max(self, axes: &[usize], keepdim: bool) -> Result<Var<'t, F>> {
-        let rule = Max {
+        let op = Op::Max {
             axes: axes.to_vec(),
             keepdim,
         };
-        self.record(rule, &[self])
+        self.record(op, &[self])
     }
 
     /// Softmax along `axis` (numerically stable).
@@ -977,7 +1004,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn softmax(self, axis: usize) -> Result<Var<'t, F>> {
-        self.record(Softmax { axis }, &[self])
+        self.record(Op::Softmax { axis }, &[self])
     }
 
     /// Log-softmax along `axis` (numerically stable).
@@ -993,7 +1020,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn log_softmax(self, axis: usize) -> Result<Var<'t, F>> {
-        self.record(LogSoftmax { axis }, &[self])
+        self.record(Op::LogSoftmax { axis }, &[self])
     }
 
     /// One element per row of a `[N, C]` value: `out[i] = self[i, indices[i]]`.
@@ -1013,7 +1040,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// ```
     pub fn gather(self, indices: &[usize]) -> Result<Var<'t, F>> {
         self.record(
-            Gather {
+            Op::Gather {
                 indices: indices.to_vec(),
             },
             &[self],
@@ -1035,7 +1062,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// ```
     pub fn select_rows(self, indices: &[usize]) -> Result<Var<'t, F>> {
         self.record(
-            SelectRows {
+            Op::SelectRows {
                 indices: indices.to_vec(),
             },
             &[self],
@@ -1056,7 +1083,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn narrow(self, axis: usize, start: usize, len: usize) -> Result<Var<'t, F>> {
-        self.record(Narrow { axis, start, len }, &[self])
+        self.record(Op::Narrow { axis, start, len }, &[self])
     }
 
     /// Joins vars along `axis`.
@@ -1078,7 +1105,7 @@ impl<'t, F: Float> Var<'t, F> {
             message: "needs at least one input".into(),
             got: vec![],
         })?;
-        first.record(Concat { axis }, vars)
+        first.record(Op::Concat { axis }, vars)
     }
 
     /// The same elements under a new shape.
@@ -1095,7 +1122,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// ```
     pub fn reshape(self, shape: &[usize]) -> Result<Var<'t, F>> {
         self.record(
-            Reshape {
+            Op::Reshape {
                 shape: shape.to_vec(),
             },
             &[self],
@@ -1116,7 +1143,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// ```
     pub fn permute(self, axes: &[usize]) -> Result<Var<'t, F>> {
         self.record(
-            Permute {
+            Op::Permute {
                 axes: axes.to_vec(),
             },
             &[self],
@@ -1136,7 +1163,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn t(self) -> Result<Var<'t, F>> {
-        self.record(Transpose, &[self])
+        self.record(Op::Transpose, &[self])
     }
 }
 
@@ -1223,7 +1250,7 @@ macro_rules! operators {
             type Output = Var<'t, F>;
             fn $method(self, rhs: F) -> Var<'t, F> {
                 let rhs = self.constant_like(Tensor::scalar(rhs));
-                self.record($rule, &[self, rhs]).expect("a 0-d operand always broadcasts")
+                self.record(Op::$rule, &[self, rhs]).expect("a 0-d operand always broadcasts")
             }
         }
     )*};

@@ -23,6 +23,7 @@
 //! assert!(tape.is_empty());
 //! ```
 
+use super::Elementwise;
 use crate::Float;
 
 /// A value on a [`ScalarTape`]: its index.
@@ -41,8 +42,8 @@ impl ScalarVar {
     }
 }
 
-/// A scalar operation. The constants of an operation (a slope, an exponent) live in
-/// the operation.
+/// A scalar operation: arithmetic, or a function of the element-wise table (which
+/// holds its constants, a slope or an exponent).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ScalarOp {
     /// A parameter or a constant (no inputs).
@@ -78,78 +79,34 @@ pub enum ScalarOp {
     Mul,
     /// a / b.
     Div,
-    /// c · a for a constant c.
-    Scale(f64),
-    /// aᵖ for a constant p.
-    Pow(f64),
-    /// eᵃ.
+    /// f(a) for a function of the element-wise table.
     ///
     /// ```
-    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
+    /// use chainrule::autodiff::{scalar::{ScalarOp, ScalarTape}, Elementwise};
+    /// let mut tape = ScalarTape::<f64>::new();
     /// let a = tape.param(0.0);
-    /// let y = tape.exp(a);
+    /// let y = tape.unary(ScalarOp::Map(Elementwise::Exp), a);
     /// tape.backward(y);
     /// assert_eq!((tape.value(y), tape.grad(a)), (1.0, 1.0));
     /// ```
-    Exp,
-    /// ln a.
-    ///
-    /// ```
-    /// let mut tape = chainrule::autodiff::scalar::ScalarTape::<f64>::new();
-    /// let a = tape.param(2.0);
-    /// let y = tape.log(a);
-    /// tape.backward(y);
-    /// assert_eq!(tape.grad(a), 0.5);
-    /// ```
-    Log,
-    /// |a|, derivative 0 at 0 (as PyTorch).
-    Abs,
-    /// max(a, 0), derivative 0 at 0 (as PyTorch).
-    Relu,
-    /// a for a > 0, slope·a otherwise (derivative = slope at 0).
-    LeakyRelu(f64),
-    /// 1/(1 + e⁻ᵃ).
-    Sigmoid,
-    /// tanh a.
-    Tanh,
+    Map(Elementwise),
 }
 
 impl ScalarOp {
     /// The output from the inputs (`b` is ignored by one-input operations).
     ///
     /// ```
-    /// use chainrule::autodiff::scalar::ScalarOp;
-    /// assert_eq!(ScalarOp::Pow(2.0).forward(3.0f64, 0.0), 9.0);
+    /// use chainrule::autodiff::{scalar::ScalarOp, Elementwise};
+    /// assert_eq!(ScalarOp::Map(Elementwise::Pow { p: 2.0 }).forward(3.0f64, 0.0), 9.0);
     /// ```
     pub fn forward<F: Float>(self, a: F, b: F) -> F {
-        let zero = F::zero();
         match self {
             ScalarOp::Leaf => a,
             ScalarOp::Add => a + b,
             ScalarOp::Sub => a - b,
             ScalarOp::Mul => a * b,
             ScalarOp::Div => a / b,
-            ScalarOp::Scale(c) => F::from_f64(c) * a,
-            ScalarOp::Pow(p) => a.powf(F::from_f64(p)),
-            ScalarOp::Exp => a.exp(),
-            ScalarOp::Log => a.ln(),
-            ScalarOp::Abs => a.abs(),
-            ScalarOp::Relu => {
-                if a > zero {
-                    a
-                } else {
-                    zero
-                }
-            }
-            ScalarOp::LeakyRelu(slope) => {
-                if a > zero {
-                    a
-                } else {
-                    F::from_f64(slope) * a
-                }
-            }
-            ScalarOp::Sigmoid => crate::tensor::sigmoid(a),
-            ScalarOp::Tanh => a.tanh(),
+            ScalarOp::Map(f) => f.value(a),
         }
     }
 
@@ -168,27 +125,7 @@ impl ScalarOp {
             ScalarOp::Sub => (one, -one),
             ScalarOp::Mul => (b, a),
             ScalarOp::Div => (one / b, -out / b),
-            ScalarOp::Scale(c) => (F::from_f64(c), zero),
-            ScalarOp::Pow(p) => {
-                let p = F::from_f64(p);
-                (p * a.powf(p - one), zero)
-            }
-            ScalarOp::Exp => (out, zero),
-            ScalarOp::Log => (one / a, zero),
-            ScalarOp::Abs => (
-                if a > zero {
-                    one
-                } else if a < zero {
-                    -one
-                } else {
-                    zero
-                },
-                zero,
-            ),
-            ScalarOp::Relu => (if a > zero { one } else { zero }, zero),
-            ScalarOp::LeakyRelu(slope) => (if a > zero { one } else { F::from_f64(slope) }, zero),
-            ScalarOp::Sigmoid => (out * (one - out), zero),
-            ScalarOp::Tanh => (one - out * out, zero),
+            ScalarOp::Map(f) => (f.derivative(a, out), zero),
         }
     }
 
@@ -325,7 +262,7 @@ impl<F: Float> ScalarTape<F> {
     /// use chainrule::autodiff::scalar::{ScalarOp, ScalarTape};
     /// let mut tape = ScalarTape::<f64>::new();
     /// let a = tape.param(-2.0);
-    /// let y = tape.unary(ScalarOp::LeakyRelu(0.1), a);
+    /// let y = tape.unary(ScalarOp::Map(chainrule::autodiff::Elementwise::LeakyRelu { slope: 0.1 }), a);
     /// assert_eq!(tape.value(y), -0.2);
     /// ```
     pub fn unary(&mut self, op: ScalarOp, a: ScalarVar) -> ScalarVar {
@@ -366,12 +303,12 @@ impl<F: Float> ScalarTape<F> {
 
     /// eᵃ.
     pub fn exp(&mut self, a: ScalarVar) -> ScalarVar {
-        self.unary(ScalarOp::Exp, a)
+        self.unary(ScalarOp::Map(Elementwise::Exp), a)
     }
 
     /// ln a.
     pub fn log(&mut self, a: ScalarVar) -> ScalarVar {
-        self.unary(ScalarOp::Log, a)
+        self.unary(ScalarOp::Map(Elementwise::Log), a)
     }
 
     /// max(a, 0).
@@ -384,7 +321,7 @@ impl<F: Float> ScalarTape<F> {
     /// assert_eq!(tape.grad(a), 0.0); // relu′(0) = 0, as PyTorch
     /// ```
     pub fn relu(&mut self, a: ScalarVar) -> ScalarVar {
-        self.unary(ScalarOp::Relu, a)
+        self.unary(ScalarOp::Map(Elementwise::Relu), a)
     }
 
     /// c · a.
@@ -396,7 +333,7 @@ impl<F: Float> ScalarTape<F> {
     /// assert_eq!(tape.value(y), -3.0);
     /// ```
     pub fn scale(&mut self, a: ScalarVar, c: f64) -> ScalarVar {
-        self.unary(ScalarOp::Scale(c), a)
+        self.unary(ScalarOp::Map(Elementwise::Scale { c }), a)
     }
 
     /// Σ of `terms` (left to right), or a zero constant for none.

@@ -3,6 +3,7 @@
 
 use super::{Init, Module, Param};
 use crate::autodiff::scalar::{ScalarOp, ScalarTape, ScalarVar};
+use crate::autodiff::{Constant, Elementwise};
 use crate::io::{read_file, read_safetensors, write_atomic, write_safetensors};
 use crate::json::{Fields, invalid, parse};
 use crate::{Error, Float, Result, Tensor, Var};
@@ -14,8 +15,10 @@ use std::path::Path;
 ///
 /// ```
 /// use chainrule::nn::Layer;
+/// use chainrule::autodiff::Elementwise;
 /// let l = Layer::Linear { inputs: 2, outputs: 3, bias: true };
 /// assert_eq!(l.type_name(), "linear");
+/// assert_eq!(Layer::Activation(Elementwise::Tanh).type_name(), "tanh");
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layer {
@@ -28,17 +31,9 @@ pub enum Layer {
         /// Whether the layer has a bias.
         bias: bool,
     },
-    /// max(x, 0), derivative 0 at 0.
-    Relu,
-    /// x for x > 0, slope·x otherwise (derivative = slope at 0).
-    LeakyRelu {
-        /// The negative slope (default 0.01).
-        slope: f64,
-    },
-    /// The logistic sigmoid.
-    Sigmoid,
-    /// Hyperbolic tangent.
-    Tanh,
+    /// An activation: a function of the element-wise table applied to every element
+    /// (`relu`, `leaky_relu`, `sigmoid`, `tanh`, …; see [`Elementwise::is_layer`]).
+    Activation(Elementwise),
     /// Softmax over the last axis.
     Softmax,
     /// y = x.
@@ -49,15 +44,13 @@ impl Layer {
     /// The layer's `type` in the model JSON.
     ///
     /// ```
-    /// assert_eq!(chainrule::nn::Layer::Relu.type_name(), "relu");
+    /// use chainrule::{autodiff::Elementwise, nn::Layer};
+    /// assert_eq!(Layer::Activation(Elementwise::Relu).type_name(), "relu");
     /// ```
     pub fn type_name(&self) -> &'static str {
         match self {
             Layer::Linear { .. } => "linear",
-            Layer::Relu => "relu",
-            Layer::LeakyRelu { .. } => "leaky_relu",
-            Layer::Sigmoid => "sigmoid",
-            Layer::Tanh => "tanh",
+            Layer::Activation(f) => f.name(),
             Layer::Softmax => "softmax",
             Layer::Identity => "identity",
         }
@@ -87,22 +80,52 @@ impl Layer {
                     bias,
                 }
             }
-            "relu" => Layer::Relu,
-            "leaky_relu" => Layer::LeakyRelu {
-                slope: f.number("slope")?.unwrap_or(0.01),
-            },
-            "sigmoid" => Layer::Sigmoid,
-            "tanh" => Layer::Tanh,
             "softmax" => Layer::Softmax,
             "identity" => Layer::Identity,
-            other => {
-                return Err(invalid(
-                    f.name("type"),
-                    format!(
-                        "unknown layer type {other:?} (expected linear, relu, leaky_relu, sigmoid, tanh, softmax or identity)"
-                    ),
-                ));
-            }
+            other => match Elementwise::from_name(other).filter(|a| a.is_layer()) {
+                Some(mut activation) => {
+                    // Each constant of the function is a key, with the table's default.
+                    for (key, default) in activation.constants() {
+                        let value = match default {
+                            Constant::Number(d) => Constant::Number(f.number(key)?.unwrap_or(d)),
+                            Constant::Choice(d) => match f.string(key)? {
+                                None => Constant::Choice(d),
+                                Some(name) => activation
+                                    .choices(key)
+                                    .iter()
+                                    .find(|c| **c == name)
+                                    .map(|c| Constant::Choice(c))
+                                    .ok_or_else(|| {
+                                        invalid(
+                                            f.name(key),
+                                            format!(
+                                                "{name:?} is not one of {:?}",
+                                                activation.choices(key)
+                                            ),
+                                        )
+                                    })?,
+                            },
+                        };
+                        activation = activation
+                            .with_constant(key, value)
+                            .map_err(|message| invalid(f.name(key), message))?;
+                    }
+                    Layer::Activation(activation)
+                }
+                None => {
+                    return Err(invalid(
+                        f.name("type"),
+                        format!(
+                            "unknown layer type {other:?} (expected linear, softmax, identity or an activation: {})",
+                            Elementwise::LAYERS
+                                .iter()
+                                .map(|a| a.name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            },
         };
         f.finish()?;
         Ok(layer)
@@ -293,11 +316,17 @@ impl<F: Float> Sequential<F> {
                         r#"{{"type": "linear", "in": {inputs}, "out": {outputs}, "bias": {bias}}}"#
                     )
                 }
-                Layer::LeakyRelu { slope } => {
-                    format!(
-                        r#"{{"type": "leaky_relu", "slope": {}}}"#,
-                        serde_json::Value::from(slope)
-                    )
+                Layer::Activation(f) => {
+                    let mut fields = vec![format!(r#""type": "{}""#, f.name())];
+                    for (key, value) in f.constants() {
+                        fields.push(match value {
+                            Constant::Number(v) => {
+                                format!(r#""{key}": {}"#, serde_json::Value::from(v))
+                            }
+                            Constant::Choice(name) => format!(r#""{key}": "{name}""#),
+                        });
+                    }
+                    format!("{{{}}}", fields.join(", "))
                 }
                 ref other => format!(r#"{{"type": "{}"}}"#, other.type_name()),
             })
@@ -414,10 +443,7 @@ impl<F: Float> Sequential<F> {
             Layer::Linear { bias, .. } => {
                 h.linear(params[offset], bias.then(|| params[offset + 1]))?
             }
-            Layer::Relu => h.relu(),
-            Layer::LeakyRelu { slope } => h.leaky_relu(slope),
-            Layer::Sigmoid => h.sigmoid(),
-            Layer::Tanh => h.tanh(),
+            Layer::Activation(f) => h.map(f),
             Layer::Softmax => h.softmax(h.shape().len().saturating_sub(1))?,
             Layer::Identity => h,
         })
@@ -439,9 +465,9 @@ impl<F: Float> Sequential<F> {
     /// The layers.
     ///
     /// ```
-    /// use chainrule::nn::{Layer, Sequential};
-    /// let m = Sequential::<f32>::new(vec![Layer::Relu], 0)?;
-    /// assert_eq!(m.layers(), &[Layer::Relu]);
+    /// use chainrule::{autodiff::Elementwise, nn::{Layer, Sequential}};
+    /// let m = Sequential::<f32>::new(vec![Layer::Activation(Elementwise::Relu)], 0)?;
+    /// assert_eq!(m.layers(), &[Layer::Activation(Elementwise::Relu)]);
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn layers(&self) -> &[Layer] {
@@ -466,8 +492,9 @@ impl<F: Float> Sequential<F> {
     /// The number of output features (the last linear layer's `out`), if any.
     ///
     /// ```
-    /// use chainrule::nn::{Layer, Sequential};
-    /// assert_eq!(Sequential::<f32>::new(vec![Layer::Tanh], 0)?.output_features(), None);
+    /// use chainrule::{autodiff::Elementwise, nn::{Layer, Sequential}};
+    /// let m = Sequential::<f32>::new(vec![Layer::Activation(Elementwise::Tanh)], 0)?;
+    /// assert_eq!(m.output_features(), None);
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn output_features(&self) -> Option<usize> {
@@ -579,7 +606,7 @@ impl<F: Float> Module<F> for Sequential<F> {
             h = match *layer {
                 Layer::Linear { bias, .. }
                     if layers
-                        .next_if(|(next, _)| matches!(next, Layer::Relu))
+                        .next_if(|(next, _)| **next == Layer::Activation(Elementwise::Relu))
                         .is_some() =>
                 {
                     h.linear_relu(params[offset], bias.then(|| params[offset + 1]))?
@@ -636,15 +663,9 @@ impl<F: Float> Module<F> for Sequential<F> {
                 }
                 Layer::Identity => continue,
                 Layer::Softmax => return false,
-                Layer::Relu | Layer::LeakyRelu { .. } | Layer::Sigmoid | Layer::Tanh => {
-                    let op = match *layer {
-                        Layer::Relu => ScalarOp::Relu,
-                        Layer::LeakyRelu { slope } => ScalarOp::LeakyRelu(slope),
-                        Layer::Sigmoid => ScalarOp::Sigmoid,
-                        _ => ScalarOp::Tanh,
-                    };
+                Layer::Activation(f) => {
                     for k in 0..width {
-                        let a = tape.unary(op, out[base + k]);
+                        let a = tape.unary(ScalarOp::Map(f), out[base + k]);
                         out.push(a);
                     }
                 }

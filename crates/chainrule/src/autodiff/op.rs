@@ -1,0 +1,691 @@
+//! The operation table: every operation the tape records, as one closed enum, with
+//! its forward and its local derivative side by side.
+//!
+//! Conventions, in every arm: `x` holds the inputs, `out` is the forward result, `g`
+//! is ∂L/∂out (the gradient flowing in from above), and the backward arm returns
+//! ∂L/∂input for the inputs whose `need` flag is set. A gradient may have the
+//! broadcast shape of `out`: the tape reduces it to the input's shape in one place
+//! ([`Tensor::sum_to_shape`]), so no arm deals with broadcasting. Element-wise
+//! functions are one arm, [`Op::Map`], which reads the [`Elementwise`] table.
+//!
+//! Because the enum is closed, everything that reads a recorded graph (the grapher,
+//! the symbolic engine, the derivations, the gradient checks) matches on it, and no
+//! code recognises an operation by its label text.
+
+use super::elementwise::{BCE_EPSILON, Elementwise, Formula};
+use crate::{Error, Float, Result, Tensor};
+use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
+use std::borrow::Cow;
+
+/// Gradients returned by an operation's backward: one entry per input, `None` where
+/// not needed.
+///
+/// ```
+/// use chainrule::{autodiff::InputGrads, Tensor};
+/// let grads: InputGrads<f64> = vec![Some(Tensor::scalar(1.0)), None];
+/// assert!(grads[1].is_none());
+/// ```
+pub type InputGrads<F> = Vec<Option<Tensor<F>>>;
+
+/// How many inputs an operation takes.
+///
+/// ```
+/// use chainrule::autodiff::{Arity, Op};
+/// assert_eq!(Op::Add.arity(), Arity::Exactly(2));
+/// assert_eq!(Op::Linear.arity(), Arity::Between(2, 3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly this many.
+    Exactly(usize),
+    /// From the first to the second, both included (an optional bias).
+    Between(usize, usize),
+    /// One or more.
+    AtLeastOne,
+}
+
+impl Arity {
+    /// Whether `n` inputs fit.
+    ///
+    /// ```
+    /// assert!(chainrule::autodiff::Arity::AtLeastOne.accepts(3));
+    /// ```
+    pub fn accepts(self, n: usize) -> bool {
+        match self {
+            Arity::Exactly(k) => n == k,
+            Arity::Between(lo, hi) => (lo..=hi).contains(&n),
+            Arity::AtLeastOne => n >= 1,
+        }
+    }
+}
+
+/// One differentiable operation, with its constants (axes, indices, a function of the
+/// element-wise table).
+///
+/// ```
+/// use chainrule::autodiff::{Elementwise, Op, Tape};
+/// let tape = Tape::<f64>::new();
+/// let x = tape.param_scalar(2.0);
+/// let y = tape.apply(Op::Map(Elementwise::Pow { p: 3.0 }), &[x])?; // x³
+/// assert_eq!(y.item()?, 8.0);
+/// assert_eq!(y.backward()?.wrt(x).unwrap().item()?, 12.0);       // 3x²
+/// assert_eq!(tape.op(y.id()), Some(Op::Map(Elementwise::Pow { p: 3.0 })));
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// a + b, broadcasting (a bias added to every row is this operation).
+    Add,
+    /// a − b, broadcasting.
+    Sub,
+    /// a · b element-wise, broadcasting.
+    Mul,
+    /// a / b element-wise, broadcasting.
+    Div,
+    /// max(a, b) element-wise; a tie sends half the gradient to each (`torch.maximum`).
+    Maximum,
+    /// min(a, b) element-wise; a tie splits the gradient.
+    Minimum,
+    /// A function of the element-wise table applied to every element.
+    Map(Elementwise),
+    /// The matrix product a · b (2-D, or batched with a leading axis).
+    MatMul,
+    /// A dense layer y = x·Wᵀ (+ b), x `[N, in]`, W `[out, in]`, b `[out]`: product,
+    /// transpose and bias as one node, so no gradient is ever transposed.
+    Linear,
+    /// relu(x·Wᵀ (+ b)): a dense layer and the ReLU after it as one node, bit for bit
+    /// the values of `Linear` then `Map(Relu)` (what training records).
+    LinearRelu,
+    /// Σ over axes (every axis when empty).
+    Sum {
+        /// The axes summed.
+        axes: Vec<usize>,
+        /// Whether they stay as size 1.
+        keepdim: bool,
+    },
+    /// The mean over axes (every axis when empty).
+    Mean {
+        /// The axes averaged.
+        axes: Vec<usize>,
+        /// Whether they stay as size 1.
+        keepdim: bool,
+    },
+    /// The maximum over axes; tied maxima share the gradient (`torch.amax`).
+    Max {
+        /// The axes reduced.
+        axes: Vec<usize>,
+        /// Whether they stay as size 1.
+        keepdim: bool,
+    },
+    /// softmax along an axis.
+    Softmax {
+        /// The axis.
+        axis: usize,
+    },
+    /// log_softmax along an axis.
+    LogSoftmax {
+        /// The axis.
+        axis: usize,
+    },
+    /// out[i] = x[i, indices[i]]: one class per row, for cross-entropy.
+    Gather {
+        /// One column per row.
+        indices: Vec<usize>,
+    },
+    /// The rows of x at indices (a mini-batch).
+    SelectRows {
+        /// The rows, repeats allowed.
+        indices: Vec<usize>,
+    },
+    /// x[start .. start + len] along an axis.
+    Narrow {
+        /// The axis.
+        axis: usize,
+        /// The first index kept.
+        start: usize,
+        /// How many are kept.
+        len: usize,
+    },
+    /// The inputs joined along an axis.
+    Concat {
+        /// The axis.
+        axis: usize,
+    },
+    /// The same elements under a new shape.
+    Reshape {
+        /// The new shape.
+        shape: Vec<usize>,
+    },
+    /// The axes reordered.
+    Permute {
+        /// The new order of the old axes.
+        axes: Vec<usize>,
+    },
+    /// The last two axes swapped.
+    Transpose,
+    /// Binary cross-entropy of probabilities p against targets y, element-wise, logs
+    /// clamped at −100 as PyTorch's `BCELoss`.
+    BinaryCrossEntropy,
+    /// Binary cross-entropy on logits, element-wise (PyTorch's `BCEWithLogitsLoss`).
+    BinaryCrossEntropyWithLogits,
+    /// Softmax cross-entropy of logits `[N, C]` against class indices, averaged over
+    /// the rows (PyTorch's `CrossEntropyLoss`), as one node.
+    SoftmaxCrossEntropy {
+        /// One class per row.
+        classes: Vec<usize>,
+    },
+}
+
+impl Op {
+    /// The operation's name (`"add"`, `"relu"`, `"sum"`): what drawings show and what
+    /// the test builds' fault injection names.
+    ///
+    /// ```
+    /// use chainrule::autodiff::{Elementwise, Op};
+    /// assert_eq!(Op::Map(Elementwise::Tanh).name(), "tanh");
+    /// assert_eq!(Op::Sum { axes: vec![1], keepdim: false }.name(), "sum");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Add => "add",
+            Op::Sub => "sub",
+            Op::Mul => "mul",
+            Op::Div => "div",
+            Op::Maximum => "maximum",
+            Op::Minimum => "minimum",
+            Op::Map(f) => f.name(),
+            Op::MatMul => "matmul",
+            Op::Linear => "linear",
+            Op::LinearRelu => "linear+relu",
+            Op::Sum { .. } => "sum",
+            Op::Mean { .. } => "mean",
+            Op::Max { .. } => "max",
+            Op::Softmax { .. } => "softmax",
+            Op::LogSoftmax { .. } => "log_softmax",
+            Op::Gather { .. } => "gather",
+            Op::SelectRows { .. } => "select_rows",
+            Op::Narrow { .. } => "narrow",
+            Op::Concat { .. } => "concat",
+            Op::Reshape { .. } => "reshape",
+            Op::Permute { .. } => "permute",
+            Op::Transpose => "transpose",
+            Op::BinaryCrossEntropy => "bce",
+            Op::BinaryCrossEntropyWithLogits => "bce_logits",
+            Op::SoftmaxCrossEntropy { .. } => "cross_entropy",
+        }
+    }
+
+    /// The name with the operation's constants, for drawings and messages
+    /// (`"sum[1]"`, `"leaky_relu(0.1)"`, `"pow(2)"`).
+    ///
+    /// ```
+    /// use chainrule::autodiff::{Elementwise, Op};
+    /// assert_eq!(Op::Map(Elementwise::Pow { p: 2.0 }).label(), "pow(2)");
+    /// assert_eq!(Op::Softmax { axis: 1 }.label(), "softmax[1]");
+    /// ```
+    pub fn label(&self) -> String {
+        match self {
+            Op::Map(f) => {
+                let constants: Vec<String> =
+                    f.constants().iter().map(|(_, v)| v.to_string()).collect();
+                if constants.is_empty() {
+                    f.name().to_string()
+                } else {
+                    format!("{}({})", f.name(), constants.join(", "))
+                }
+            }
+            Op::Sum { axes, .. } | Op::Mean { axes, .. } | Op::Max { axes, .. } => {
+                format!("{}{axes:?}", self.name())
+            }
+            Op::Softmax { axis } | Op::LogSoftmax { axis } | Op::Concat { axis } => {
+                format!("{}[{axis}]", self.name())
+            }
+            Op::Narrow { axis, start, len } => {
+                format!("narrow[{axis}, {start}..{}]", start + len)
+            }
+            Op::Reshape { shape } => format!("reshape{shape:?}"),
+            Op::Permute { axes } => format!("permute{axes:?}"),
+            _ => self.name().to_string(),
+        }
+    }
+
+    /// How many inputs the operation takes.
+    ///
+    /// ```
+    /// use chainrule::autodiff::{Arity, Elementwise, Op};
+    /// assert_eq!(Op::Map(Elementwise::Exp).arity(), Arity::Exactly(1));
+    /// ```
+    pub fn arity(&self) -> Arity {
+        match self {
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Maximum | Op::Minimum | Op::MatMul => {
+                Arity::Exactly(2)
+            }
+            Op::BinaryCrossEntropy | Op::BinaryCrossEntropyWithLogits => Arity::Exactly(2),
+            Op::Linear | Op::LinearRelu => Arity::Between(2, 3),
+            Op::Concat { .. } => Arity::AtLeastOne,
+            _ => Arity::Exactly(1),
+        }
+    }
+
+    /// The operation's value as a formula over its inputs' formulas, for the
+    /// operations of scalar networks (arithmetic and the element-wise table); `None`
+    /// for the tensor operations. This is how the symbolic engine and the path
+    /// derivations read a recorded graph.
+    ///
+    /// ```
+    /// use chainrule::autodiff::{Elementwise, Op};
+    /// assert_eq!(Op::Div.formula(&[3.0f64, 2.0]), Some(1.5));
+    /// assert_eq!(Op::Map(Elementwise::Relu).formula(&[-1.0f64]), Some(0.0));
+    /// assert_eq!(Op::MatMul.formula(&[1.0f64, 2.0]), None);
+    /// ```
+    pub fn formula<E: Formula>(&self, x: &[E]) -> Option<E> {
+        let minus = |e: E| E::number(-1.0).times(e);
+        Some(match (self, x) {
+            (Op::Add, [a, b]) => a.clone().plus(b.clone()),
+            (Op::Sub, [a, b]) => a.clone().plus(minus(b.clone())),
+            (Op::Mul, [a, b]) => a.clone().times(b.clone()),
+            (Op::Div, [a, b]) => a.clone().times(b.clone().power(-1.0)),
+            (Op::Map(f), [a]) => f.formula(a.clone()),
+            _ => return None,
+        })
+    }
+
+    /// Computes the output from the input values.
+    ///
+    /// # Errors
+    /// When the inputs' shapes do not fit the operation, or their number does not
+    /// fit its [`Arity`].
+    ///
+    /// ```
+    /// use chainrule::{autodiff::Op, Tensor};
+    /// let (a, b) = (Tensor::<f64>::scalar(2.0), Tensor::scalar(3.0));
+    /// assert_eq!(Op::Mul.forward(&[&a, &b])?.item()?, 6.0);
+    /// assert!(Op::Mul.forward(&[&a]).is_err());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn forward<F: Float>(&self, x: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        if !self.arity().accepts(x.len()) {
+            return Err(Error::Shape {
+                op: "apply",
+                message: format!(
+                    "{} takes {:?} inputs, got {}",
+                    self.name(),
+                    self.arity(),
+                    x.len()
+                ),
+                got: vec![],
+            });
+        }
+        match self {
+            Op::Add => x[0].add(x[1]),
+            Op::Sub => x[0].sub(x[1]),
+            Op::Mul => x[0].mul(x[1]),
+            Op::Div => x[0].div(x[1]),
+            Op::Maximum => x[0].zip_with(
+                x[1],
+                "maximum",
+                |a, b| if a >= b || a.is_nan() { a } else { b },
+            ),
+            Op::Minimum => x[0].zip_with(
+                x[1],
+                "minimum",
+                |a, b| if a <= b || a.is_nan() { a } else { b },
+            ),
+            Op::Map(f) => Ok(x[0].map(|v| f.value(v))),
+            Op::MatMul => x[0].matmul(x[1]),
+            Op::Linear => linear_forward(x, false),
+            Op::LinearRelu => linear_forward(x, true),
+            Op::Sum { axes, keepdim } => x[0].sum(axes, *keepdim),
+            Op::Mean { axes, keepdim } => x[0].mean(axes, *keepdim),
+            Op::Max { axes, keepdim } => x[0].max(axes, *keepdim),
+            Op::Softmax { axis } => x[0].softmax(*axis),
+            Op::LogSoftmax { axis } => x[0].log_softmax(*axis),
+            Op::Gather { indices } => x[0].gather(indices),
+            Op::SelectRows { indices } => x[0].select_rows(indices),
+            Op::Narrow { axis, start, len } => x[0].narrow(*axis, *start, *len),
+            Op::Concat { axis } => Tensor::concat(x, *axis),
+            Op::Reshape { shape } => x[0].reshape(shape),
+            Op::Permute { axes } => x[0].permute(axes),
+            Op::Transpose => x[0].t(),
+            // −(y·max(ln p, −100) + (1 − y)·max(ln(1 − p), −100))
+            Op::BinaryCrossEntropy => x[0].zip_with(x[1], "bce", |p, y| {
+                let floor = F::from_f64(-100.0);
+                -(y * p.ln().max(floor) + (F::one() - y) * (F::one() - p).ln().max(floor))
+            }),
+            // max(x, 0) − x·y + ln(1 + e^−|x|), stable for any x
+            Op::BinaryCrossEntropyWithLogits => x[0].zip_with(x[1], "bce_logits", |x, y| {
+                x.max(F::zero()) - x * y + (-x.abs()).exp().ln_1p()
+            }),
+            // (1/N) Σₙ (ln Σ_c e^{x_nc} − x_n,yₙ)
+            Op::SoftmaxCrossEntropy { classes } => {
+                let picked = x[0].log_softmax(1)?.gather(classes)?;
+                let rows = F::from_f64(classes.len() as f64);
+                Ok(picked
+                    .sum(&[], false)?
+                    .scale(F::one() / rows)
+                    .scale(-F::one()))
+            }
+        }
+    }
+
+    /// Computes ∂L/∂x for each input `i` with `need[i]`, from the inputs, the output
+    /// and `g` = ∂L/∂out: the chain rule's local step.
+    ///
+    /// # Errors
+    /// Only if the tensors are inconsistent with the forward pass.
+    ///
+    /// ```
+    /// use chainrule::{autodiff::Op, Tensor};
+    /// let (a, b) = (Tensor::<f64>::scalar(3.0), Tensor::scalar(4.0));
+    /// let out = Op::Mul.forward(&[&a, &b])?;
+    /// // mul returns (g·b, g·a); only the input that needs one gets it.
+    /// let grads = Op::Mul.backward(&[&a, &b], &out, &Tensor::scalar(1.0), &[true, false])?;
+    /// assert_eq!(grads[0].as_ref().unwrap().item()?, 4.0);
+    /// assert!(grads[1].is_none());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn backward<F: Float>(
+        &self,
+        x: &[&Tensor<F>],
+        out: &Tensor<F>,
+        g: &Tensor<F>,
+        need: &[bool],
+    ) -> Result<InputGrads<F>> {
+        let grads = match self {
+            // ∂/∂a = 1, ∂/∂b = 1
+            Op::Add => vec![
+                when(need[0], || Ok(g.clone()))?,
+                when(need[1], || Ok(g.clone()))?,
+            ],
+            // ∂/∂a = 1, ∂/∂b = −1
+            Op::Sub => vec![
+                when(need[0], || Ok(g.clone()))?,
+                when(need[1], || Ok(g.scale(-F::one())))?,
+            ],
+            // ∂/∂a = b, ∂/∂b = a
+            Op::Mul => vec![
+                when(need[0], || g.mul(x[1]))?,
+                when(need[1], || g.mul(x[0]))?,
+            ],
+            // ∂/∂a = 1/b, ∂/∂b = −a/b² = −out/b
+            Op::Div => vec![
+                when(need[0], || g.div(x[1]))?,
+                when(need[1], || {
+                    g.mul(out)?.div(x[1]).map(|t| t.scale(-F::one()))
+                })?,
+            ],
+            // the gradient goes to the larger input; a tie splits it
+            Op::Maximum => pick_larger(x, g, need, |a, b| a > b)?,
+            Op::Minimum => pick_larger(x, g, need, |a, b| a < b)?,
+            // ∂L/∂x = g·f′(x), from the element-wise table
+            Op::Map(f) => vec![Some(map_backward(*f, x[0], out, g)?)],
+            // ∂/∂a = g · bᵀ, ∂/∂b = aᵀ · g
+            Op::MatMul => vec![
+                when(need[0], || g.matmul(&x[1].t()?))?,
+                when(need[1], || x[0].t()?.matmul(g))?,
+            ],
+            // ∂/∂x = g·W, ∂/∂W = gᵀ·x, ∂/∂b = Σ over rows of g
+            Op::Linear => linear_backward(x, g, need)?,
+            // relu′(z) is 1 where z > 0, which is where out > 0: mask g, then as Linear
+            Op::LinearRelu => {
+                let masked = relu_masked(out, g);
+                let grads = linear_backward(x, &masked, need);
+                crate::tensor::pool::recycle(masked);
+                grads?
+            }
+            // ∂/∂x = 1: g spread back over the summed axes
+            Op::Sum { axes, .. } => vec![Some(expand_reduced(g, x[0].shape(), axes)?)],
+            // ∂/∂x = 1/n for the n elements each output averages
+            Op::Mean { axes, .. } => {
+                let n = F::from_f64(x[0].reduced_count("mean", axes)? as f64);
+                vec![Some(expand_reduced(
+                    &g.scale(F::one() / n),
+                    x[0].shape(),
+                    axes,
+                )?)]
+            }
+            // ∂/∂x = 1 at the maximum, 0 elsewhere; ties share equally
+            Op::Max { axes, keepdim } => {
+                let shape = x[0].shape();
+                let peak = expand_reduced(out, shape, axes)?;
+                let is_max =
+                    x[0].zip_with(
+                        &peak,
+                        "max",
+                        |v, m| if v == m { F::one() } else { F::zero() },
+                    )?;
+                let ties = expand_reduced(&is_max.sum(axes, *keepdim)?, shape, axes)?;
+                vec![Some(
+                    expand_reduced(g, shape, axes)?.mul(&is_max)?.div(&ties)?,
+                )]
+            }
+            // ∂L/∂x = out ⊙ (g − Σ(g ⊙ out)), the sum along the axis
+            Op::Softmax { axis } => {
+                let dot = g.mul(out)?.sum(&[*axis], true)?;
+                vec![Some(out.mul(&g.sub(&dot)?)?)]
+            }
+            // ∂L/∂x = g − softmax(x) ⊙ Σg = g − e^out ⊙ Σg
+            Op::LogSoftmax { axis } => {
+                let total = g.sum(&[*axis], true)?;
+                vec![Some(g.sub(&out.map(F::exp).mul(&total)?)?)]
+            }
+            // ∂L/∂x[i, indices[i]] = g[i], 0 elsewhere
+            Op::Gather { indices } => vec![Some(g.scatter(indices, x[0].shape()[1])?)],
+            // g's rows accumulate back into the rows they came from
+            Op::SelectRows { indices } => vec![Some(g.scatter_add_rows(indices, x[0].shape()[0])?)],
+            // g in the range, 0 elsewhere
+            Op::Narrow { axis, start, len } => {
+                let mut grad = ArrayD::<F>::zeros(IxDyn(x[0].shape()));
+                grad.slice_axis_mut(Axis(*axis), Slice::from(*start..*start + *len))
+                    .assign(&g.view());
+                vec![Some(Tensor::from_array(grad))]
+            }
+            // each input gets the slice of g it filled
+            Op::Concat { axis } => {
+                let mut start = 0;
+                x.iter()
+                    .zip(need)
+                    .map(|(xi, &n)| {
+                        let len = xi.shape()[*axis];
+                        start += len;
+                        when(n, || g.narrow(*axis, start - len, len))
+                    })
+                    .collect::<Result<_>>()?
+            }
+            // g under x's shape
+            Op::Reshape { .. } => vec![Some(g.reshape(x[0].shape())?)],
+            // g under the inverse permutation
+            Op::Permute { axes } => {
+                let mut inverse = vec![0; axes.len()];
+                for (i, &a) in axes.iter().enumerate() {
+                    inverse[a] = i;
+                }
+                vec![Some(g.permute(&inverse)?)]
+            }
+            // ∂L/∂x = gᵀ
+            Op::Transpose => vec![Some(g.t()?)],
+            // ∂/∂p = (p − y) / max(p(1 − p), ε), ε = f32(1e-12): PyTorch's formula, finite
+            // at p = 0 or 1; ∂/∂y = max(ln(1 − p), −100) − max(ln p, −100)
+            Op::BinaryCrossEntropy => {
+                let eps = F::from_f64(BCE_EPSILON);
+                let floor = F::from_f64(-100.0);
+                vec![
+                    when(need[0], || {
+                        g.mul(&x[0].zip_with(x[1], "bce", |p, y| {
+                            (p - y) / (p * (F::one() - p)).max(eps)
+                        })?)
+                    })?,
+                    when(need[1], || {
+                        g.mul(&x[0].map(|p| (F::one() - p).ln().max(floor) - p.ln().max(floor)))
+                    })?,
+                ]
+            }
+            // ∂/∂x = σ(x) − y; ∂/∂y = −x
+            Op::BinaryCrossEntropyWithLogits => vec![
+                when(need[0], || {
+                    g.mul(&x[0].zip_with(x[1], "bce_logits", |x, y| crate::tensor::sigmoid(x) - y)?)
+                })?,
+                when(need[1], || g.mul(&x[0].scale(-F::one())))?,
+            ],
+            // ∂/∂x = (softmax(x) − onehot(y)) / N, in one pass
+            Op::SoftmaxCrossEntropy { classes } => {
+                let mut p = x[0].softmax(1)?;
+                let columns = p.shape().get(1).copied().unwrap_or(1);
+                let scale = g.item()? / F::from_f64(classes.len() as f64);
+                let values = p.as_mut_slice();
+                for (row, &class) in classes.iter().enumerate() {
+                    values[row * columns + class] -= F::one();
+                }
+                values.iter_mut().for_each(|v| *v *= scale);
+                vec![Some(p)]
+            }
+        };
+        Ok(grads)
+    }
+}
+
+/// g where `out` > 0, else 0: the ReLU's mask applied to the incoming gradient, in
+/// blocks shared among the training team, into storage from the pool.
+fn relu_masked<F: Float>(out: &Tensor<F>, g: &Tensor<F>) -> Tensor<F> {
+    let active = out
+        .as_slice()
+        .map_or_else(|| Cow::Owned(out.to_vec()), Cow::Borrowed);
+    let g_values = g
+        .as_slice()
+        .map_or_else(|| Cow::Owned(g.to_vec()), Cow::Borrowed);
+    let fill = |masked: &mut [std::mem::MaybeUninit<F>]| {
+        crate::parallel::for_each_block(masked, 1, |start, block| {
+            let values = g_values[start..].iter().zip(&active[start..]);
+            // A select, not a branch: the signs are random, and the loop vectorizes.
+            for (m, (&g, &y)) in block.iter_mut().zip(values) {
+                m.write(if y > F::zero() { g } else { F::zero() });
+            }
+        });
+    };
+    // SAFETY: the blocks cover the whole slice, and each element is written.
+    unsafe { crate::tensor::pool::take_filled(out.shape(), fill) }
+}
+
+/// ∂L/∂x of an element-wise function: the table's `grad` at each (x, out, g).
+fn map_backward<F: Float>(
+    f: Elementwise,
+    x: &Tensor<F>,
+    out: &Tensor<F>,
+    g: &Tensor<F>,
+) -> Result<Tensor<F>> {
+    let g: Cow<'_, Tensor<F>> = if g.shape() == out.shape() {
+        Cow::Borrowed(g)
+    } else {
+        Cow::Owned(g.broadcast_to(out.shape())?)
+    };
+    let grad = Zip::from(&x.view())
+        .and(&out.view())
+        .and(&g.view())
+        .map_collect(|&x, &out, &g| f.grad(x, out, g));
+    Ok(Tensor::from_array(grad))
+}
+
+/// Computes a gradient only when it is needed.
+fn when<F: Float>(
+    need: bool,
+    grad: impl FnOnce() -> Result<Tensor<F>>,
+) -> Result<Option<Tensor<F>>> {
+    if need { grad().map(Some) } else { Ok(None) }
+}
+
+/// `x·Wᵀ (+ b)` for [`Linear`] and [`LinearRelu`]: the bias row is added to the fresh
+/// product in place and, with `relu`, max(·, 0) is taken in the same pass, exactly as
+/// the `relu` rule takes it; large outputs are shared among the training team by rows.
+fn linear_forward<F: Float>(x: &[&Tensor<F>], relu: bool) -> Result<Tensor<F>> {
+    let mut y = x[0].matmul(&x[1].t()?)?;
+    let columns = y.shape()[y.ndim() - 1];
+    let bias = match x.get(2) {
+        Some(b) if b.shape() == [columns] => Some(
+            b.as_slice()
+                .map_or_else(|| Cow::Owned(b.to_vec()), Cow::Borrowed),
+        ),
+        // Any other shape takes the broadcasting add (and its errors).
+        Some(b) => {
+            y = y.add(b)?;
+            None
+        }
+        None => None,
+    };
+    if bias.is_none() && !relu {
+        return Ok(y);
+    }
+    crate::parallel::for_each_block(y.as_mut_slice(), columns, |_, block| {
+        for row in block.chunks_mut(columns.max(1)) {
+            if let Some(bias) = &bias {
+                row.iter_mut().zip(bias.iter()).for_each(|(v, &b)| *v += b);
+            }
+            if relu {
+                row.iter_mut()
+                    .for_each(|v| *v = if *v > F::zero() { *v } else { F::zero() });
+            }
+        }
+    });
+    Ok(y)
+}
+
+/// The input gradients of a dense layer from `g` = ∂L/∂y: g·W, gᵀ·x and the column
+/// sums of g, each computed only when needed.
+fn linear_backward<F: Float>(
+    x: &[&Tensor<F>],
+    g: &Tensor<F>,
+    need: &[bool],
+) -> Result<InputGrads<F>> {
+    let mut grads = vec![
+        when(need[0], || g.matmul(x[1]))?,
+        when(need[1], || g.t()?.matmul(x[0]))?,
+    ];
+    if x.len() == 3 {
+        grads.push(when(need[2], || g.sum(&[0], false))?);
+    }
+    Ok(grads)
+}
+
+/// Spreads a reduction's gradient (or output) back over the reduced axes of `shape`,
+/// whether the reduction kept its axes or not.
+fn expand_reduced<F: Float>(g: &Tensor<F>, shape: &[usize], axes: &[usize]) -> Result<Tensor<F>> {
+    let kept: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            if axes.is_empty() || axes.contains(&i) {
+                1
+            } else {
+                d
+            }
+        })
+        .collect();
+    g.reshape(&kept)?.broadcast_to(shape)
+}
+
+/// The gradient of an element-wise selection between two inputs: `wins(a, b)` sends g
+/// to a, `wins(b, a)` to b, a tie splits it in half.
+fn pick_larger<F: Float>(
+    x: &[&Tensor<F>],
+    g: &Tensor<F>,
+    need: &[bool],
+    wins: fn(F, F) -> bool,
+) -> Result<InputGrads<F>> {
+    let half = F::from_f64(0.5);
+    let share = |first: bool| {
+        let (a, b) = if first { (x[0], x[1]) } else { (x[1], x[0]) };
+        let weight = a.zip_with(b, "select", |a, b| {
+            if wins(a, b) {
+                F::one()
+            } else if a == b {
+                half
+            } else {
+                F::zero()
+            }
+        })?;
+        g.mul(&weight)
+    };
+    Ok(vec![
+        when(need[0], || share(true))?,
+        when(need[1], || share(false))?,
+    ])
+}
