@@ -517,8 +517,6 @@ pub fn train_config(config: &RunConfig, classification: bool) -> Result<TrainCon
         schedule,
         clip_grad_norm: config.clip_grad_norm,
         skip_nonfinite: config.skip_nonfinite.unwrap_or(false),
-        scalar_path: true,
-        fused_layers: true,
         early_stopping: config.patience.map(|patience| EarlyStopping {
             patience,
             min_delta: 0.0,

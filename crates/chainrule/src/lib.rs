@@ -4,8 +4,9 @@
 //!
 //! - [`Tensor`]: n-dimensional `f32`/`f64` arrays with NumPy broadcasting.
 //! - [`autodiff`]: a tape that records operations and runs the chain rule backwards;
-//!   every operation's forward and local derivative live side by side in
-//!   [`autodiff::rules`].
+//!   every operation is one [`autodiff::Op`] with its forward and local derivative
+//!   side by side, and every element-wise function (relu, tanh, exp, …) is written
+//!   once in the [`autodiff::Elementwise`] table.
 //! - [`gradcheck`]: central finite differences against backprop.
 //! - [`nn`], [`loss`], [`optim`], [`train`]: models, losses and optimizers with
 //!   PyTorch's semantics, and the training loop.

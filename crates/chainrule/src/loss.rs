@@ -13,8 +13,7 @@
 
 pub use crate::data::Target;
 
-use crate::autodiff::scalar::{ScalarOp, ScalarTape, ScalarVar};
-use crate::autodiff::{Elementwise, Op};
+use crate::autodiff::Op;
 use crate::json::invalid;
 use crate::{Error, Float, Result, Tensor, Var};
 
@@ -107,95 +106,6 @@ impl Loss {
                     ),
                 )
             })
-    }
-
-    /// The loss on a [`ScalarTape`], for the small-network fast path of training:
-    /// `prediction` holds N rows of `outputs` values, row-major. The same formulas as
-    /// [`Loss::compute`], one number per node (training tests compare the two); `None`
-    /// for the losses left to the tensor tape (bce, bce_logits, huber) and for
-    /// targets that do not fit.
-    ///
-    /// ```
-    /// use chainrule::{autodiff::scalar::ScalarTape, loss::{Loss, Target}, Tensor};
-    /// let mut tape = ScalarTape::<f64>::new();
-    /// let p = [tape.param(3.0), tape.param(1.0)];
-    /// let y = Target::Values(Tensor::from_vec(vec![1.0, 1.0], &[1, 2])?);
-    /// let c = Loss::Mse.compute_scalar(&mut tape, &p, 2, &y).unwrap();
-    /// tape.backward(c);
-    /// assert_eq!((tape.value(c), tape.grad(p[0])), (2.0, 2.0)); // (2² + 0)/2, 2·2/2
-    /// # Ok::<(), chainrule::Error>(())
-    /// ```
-    pub fn compute_scalar<F: Float>(
-        self,
-        tape: &mut ScalarTape<F>,
-        prediction: &[ScalarVar],
-        outputs: usize,
-        target: &Target<F>,
-    ) -> Option<ScalarVar> {
-        let count = prediction.len();
-        if outputs == 0 || !count.is_multiple_of(outputs) || count == 0 {
-            return None;
-        }
-        let rows = count / outputs;
-        let mean = |tape: &mut ScalarTape<F>, total: ScalarVar, n: usize| {
-            let inverse = (F::one() / F::from_f64(n as f64)).as_f64();
-            tape.scale(total, inverse)
-        };
-        let residuals = |tape: &mut ScalarTape<F>, values: &Tensor<F>, op: ScalarOp| {
-            let y = values.as_slice()?;
-            (values.shape() == [rows, outputs]).then_some(())?;
-            // A running sum, left to right (no list of terms: a step allocates nothing).
-            let mut total = None;
-            for (&p, &y) in prediction.iter().zip(y) {
-                let y = tape.constant(y);
-                let r = tape.sub(p, y);
-                let term = tape.unary(op, r);
-                total = Some(total.map_or(term, |t| tape.add(t, term)));
-            }
-            total
-        };
-        match (self, target) {
-            (Loss::Mse, Target::Values(y)) => {
-                let total = residuals(tape, y, ScalarOp::Map(Elementwise::Pow { p: 2.0 }))?;
-                Some(mean(tape, total, count))
-            }
-            (Loss::Sse, Target::Values(y)) => {
-                residuals(tape, y, ScalarOp::Map(Elementwise::Pow { p: 2.0 }))
-            }
-            (Loss::HalfSse, Target::Values(y)) => {
-                let total = residuals(tape, y, ScalarOp::Map(Elementwise::Pow { p: 2.0 }))?;
-                Some(tape.scale(total, 0.5))
-            }
-            (Loss::Mae, Target::Values(y)) => {
-                let total = residuals(tape, y, ScalarOp::Map(Elementwise::Abs))?;
-                Some(mean(tape, total, count))
-            }
-            (Loss::CrossEntropy, Target::Classes(classes)) if classes.len() == rows => {
-                // −mean over rows of (z_c − log Σₖ e^(zₖ − m) − m), m the row's maximum
-                // (a constant: the shift does not change the value or the gradient).
-                let mut picked_total: Option<ScalarVar> = None;
-                for (row, &class) in prediction.chunks(outputs).zip(classes) {
-                    let z_c = *row.get(class)?;
-                    let m = row
-                        .iter()
-                        .fold(F::neg_infinity(), |m, &z| m.max(tape.value(z)));
-                    let m = tape.constant(m);
-                    let mut total: Option<ScalarVar> = None;
-                    for &z in row {
-                        let shifted = tape.sub(z, m);
-                        let e = tape.exp(shifted);
-                        total = Some(total.map_or(e, |t| tape.add(t, e)));
-                    }
-                    let log_total = tape.log(total?);
-                    let log_total = tape.add(log_total, m);
-                    let picked = tape.sub(z_c, log_total);
-                    picked_total = Some(picked_total.map_or(picked, |t| tape.add(t, picked)));
-                }
-                let average = mean(tape, picked_total?, rows);
-                Some(tape.scale(average, -1.0))
-            }
-            _ => None,
-        }
     }
 
     /// The loss of `prediction` against `target`, reduced to a scalar as the module

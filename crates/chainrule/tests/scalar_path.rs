@@ -1,95 +1,27 @@
-//! The scalar tape and the small-network fast path of training: each scalar
-//! operation against finite differences and against the tensor rule it mirrors, and
-//! whole training runs on the scalar path against the tensor path.
+//! The small-network fast path of training (the scalar tape, private to `train`):
+//! whole training runs of [`Sequential`] models, which take it, against the same
+//! models behind a plain [`Module`], which train on the tensor tape one node per
+//! operation.
 
-use chainrule::autodiff::Elementwise;
-use chainrule::autodiff::scalar::{ScalarOp, ScalarTape};
 use chainrule::data::{Dataset, Target};
-use chainrule::loss::Loss;
-use chainrule::nn::{Module, Sequential};
+use chainrule::nn::{Module, Param, Sequential};
 use chainrule::train::{TrainConfig, fit};
-use chainrule::{Float, Tape, Tensor, Var};
+use chainrule::{Float, Result, Tensor, Var};
 
-const UNARY: [ScalarOp; 9] = [
-    ScalarOp::Map(Elementwise::Scale { c: -2.5 }),
-    ScalarOp::Map(Elementwise::Pow { p: 3.0 }),
-    ScalarOp::Map(Elementwise::Exp),
-    ScalarOp::Map(Elementwise::Log),
-    ScalarOp::Map(Elementwise::Abs),
-    ScalarOp::Map(Elementwise::Relu),
-    ScalarOp::Map(Elementwise::LeakyRelu { slope: 0.1 }),
-    ScalarOp::Map(Elementwise::Sigmoid),
-    ScalarOp::Map(Elementwise::Tanh),
-];
-const BINARY: [ScalarOp; 4] = [ScalarOp::Add, ScalarOp::Sub, ScalarOp::Mul, ScalarOp::Div];
+/// A model that is not a [`Sequential`] stack: training records its own forward,
+/// one node per operation, on the tensor tape (no fast path).
+struct OnePerOperation<F: Float>(Sequential<F>);
 
-/// The tensor tape's version of a scalar operation.
-fn on_tensor_tape<'t>(op: ScalarOp, a: Var<'t, f64>, b: Var<'t, f64>) -> Var<'t, f64> {
-    match op {
-        ScalarOp::Add => a + b,
-        ScalarOp::Sub => a - b,
-        ScalarOp::Mul => a * b,
-        ScalarOp::Div => a / b,
-        ScalarOp::Map(f) => a.map(f),
-        ScalarOp::Leaf => a,
+impl<F: Float> Module<F> for OnePerOperation<F> {
+    fn params(&self) -> &[Param<F>] {
+        self.0.params()
     }
-}
-
-#[test]
-fn every_scalar_operation_matches_finite_differences_and_the_tensor_rule() {
-    let points: [(f64, f64); 4] = [(0.7, 1.3), (1.9, -0.4), (0.25, 2.0), (-1.2, 0.6)];
-    let h: f64 = 1e-6;
-    for op in UNARY.into_iter().chain(BINARY) {
-        for (a, b) in points {
-            if op == ScalarOp::Map(Elementwise::Log) && a <= 0.0 {
-                continue;
-            }
-            let out = op.forward(a, b);
-            let (da, db) = op.local(a, b, out);
-            let numeric_a = (op.forward(a + h, b) - op.forward(a - h, b)) / (2.0 * h);
-            assert!(
-                (da - numeric_a).abs() < 1e-6 * numeric_a.abs().max(1.0),
-                "{op:?} ∂a at {a}: {da} vs {numeric_a}"
-            );
-            if BINARY.contains(&op) {
-                let numeric_b = (op.forward(a, b + h) - op.forward(a, b - h)) / (2.0 * h);
-                assert!(
-                    (db - numeric_b).abs() < 1e-6 * numeric_b.abs().max(1.0),
-                    "{op:?} ∂b: {db} vs {numeric_b}"
-                );
-            }
-            // The tensor tape computes the same value and the same gradients.
-            let tape = Tape::<f64>::new();
-            let (ta, tb) = (tape.param_scalar(a), tape.param_scalar(b));
-            let y = on_tensor_tape(op, ta, tb);
-            let grads = y.backward().unwrap();
-            let grad = |v| grads.wrt(v).map_or(0.0, |g| g.item().unwrap());
-            assert_eq!(y.item().unwrap(), out, "{op:?} forward at {a}");
-            assert!((grad(ta) - da).abs() <= 1e-15 * da.abs().max(1.0), "{op:?}");
-            if BINARY.contains(&op) {
-                assert!((grad(tb) - db).abs() <= 1e-15 * db.abs().max(1.0), "{op:?}");
-            }
-        }
+    fn params_mut(&mut self) -> &mut [Param<F>] {
+        self.0.params_mut()
     }
-}
-
-#[test]
-fn the_scalar_tape_sums_the_paths_of_a_reused_value() {
-    // y = x·x + eˣ: dy/dx = 2x + eˣ (x feeds three uses).
-    let mut tape = ScalarTape::<f64>::new();
-    let x = tape.param(0.5);
-    let xx = tape.mul(x, x);
-    let e = tape.exp(x);
-    let y = tape.add(xx, e);
-    tape.backward(y);
-    assert!((tape.grad(x) - (2.0 * 0.5 + 0.5f64.exp())).abs() < 1e-15);
-    // A constant gets no gradient; clearing keeps nothing.
-    let c = tape.constant(3.0);
-    let z = tape.mul(c, x);
-    tape.backward(z);
-    assert_eq!((tape.grad(c), tape.grad(x)), (0.0, 3.0));
-    tape.clear();
-    assert!(tape.is_empty());
+    fn forward<'t>(&self, p: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>> {
+        self.0.forward(p, x)
+    }
 }
 
 fn train<F: Float>(
@@ -99,16 +31,19 @@ fn train<F: Float>(
     config: &str,
     scalar_path: bool,
 ) -> Vec<F> {
-    let mut model = Sequential::<F>::from_json(model_json, 7).unwrap();
+    let model = Sequential::<F>::from_json(model_json, 7).unwrap();
     let data = Dataset::new(x, target).unwrap();
-    let mut config = TrainConfig::from_json(config).unwrap();
-    config.scalar_path = scalar_path;
-    fit(&mut model, &data, None, &config, |_| {}).unwrap();
-    model
-        .params()
-        .iter()
-        .flat_map(|p| p.value.to_vec())
-        .collect()
+    let config = TrainConfig::from_json(config).unwrap();
+    let params = if scalar_path {
+        let mut model = model;
+        fit(&mut model, &data, None, &config, |_| {}).unwrap();
+        model.params().to_vec()
+    } else {
+        let mut model = OnePerOperation(model);
+        fit(&mut model, &data, None, &config, |_| {}).unwrap();
+        model.params().to_vec()
+    };
+    params.iter().flat_map(|p| p.value.to_vec()).collect()
 }
 
 #[track_caller]
@@ -201,9 +136,4 @@ fn what_the_scalar_path_cannot_express_trains_on_the_tensor_path() {
         let off = train(model, x.clone(), Target::Values(y.clone()), &config, false);
         assert_eq!(on, off, "{loss}");
     }
-    assert!(
-        Loss::Bce
-            .compute_scalar(&mut ScalarTape::<f64>::new(), &[], 1, &Target::Values(y))
-            .is_none()
-    );
 }

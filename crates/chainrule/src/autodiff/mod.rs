@@ -19,7 +19,6 @@
 
 pub mod elementwise;
 pub mod op;
-pub mod scalar;
 
 /// Deliberately wrong derivatives, for testing that gradient checks catch them and
 /// name the operation: with the `fault-injection` feature, every operation whose

@@ -12,7 +12,6 @@ mod sequential;
 pub use init::Init;
 pub use sequential::{Layer, Sequential};
 
-use crate::autodiff::scalar::{ScalarTape, ScalarVar};
 use crate::{Float, Result, Tape, Tensor, Var};
 
 /// A named parameter tensor, named as PyTorch's `state_dict()` names it.
@@ -70,7 +69,7 @@ impl<F: Float> Param<F> {
 /// assert_eq!(y.item()?, 6.0);
 /// # Ok::<(), chainrule::Error>(())
 /// ```
-pub trait Module<F: Float> {
+pub trait Module<F: Float>: 'static {
     /// The parameters, in a fixed order.
     fn params(&self) -> &[Param<F>];
 
@@ -83,31 +82,6 @@ pub trait Module<F: Float> {
     /// # Errors
     /// When `x`'s shape does not fit the model.
     fn forward<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>>;
-
-    /// The same output as [`Module::forward`], bit for bit, recorded with fewer
-    /// nodes where a fused rule exists (a linear layer and the ReLU after it become
-    /// one [`Var::linear_relu`]). Training records this (see
-    /// [`crate::train::TrainConfig`]'s `fused_layers`); explanations and drawings
-    /// record [`Module::forward`], one node per layer. The default is `forward`.
-    ///
-    /// # Errors
-    /// As [`Module::forward`].
-    ///
-    /// ```
-    /// use chainrule::nn::{Module, Sequential};
-    /// use chainrule::Tape;
-    /// let m = Sequential::<f32>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}, {"type": "relu"}, {"type": "linear", "in": 3, "out": 1}]}"#, 0)?;
-    /// let x = chainrule::Tensor::from_vec(vec![0.5, -1.0], &[1, 2])?;
-    /// let (plain, fused) = (Tape::new(), Tape::new());
-    /// let a = m.forward(&m.bind(&plain), plain.constant(x.clone()))?;
-    /// let b = m.forward_fused(&m.bind(&fused), fused.constant(x))?;
-    /// assert_eq!(a.value(), b.value());
-    /// assert_eq!((plain.len(), fused.len()), (8, 7)); // 4 parameters, x, then 3 nodes or 2
-    /// # Ok::<(), chainrule::Error>(())
-    /// ```
-    fn forward_fused<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>> {
-        self.forward(params, x)
-    }
 
     /// Puts every parameter on `tape` as a leaf that requires a gradient.
     ///
@@ -123,36 +97,5 @@ pub trait Module<F: Float> {
             .iter()
             .map(|p| tape.param(p.value.clone()))
             .collect()
-    }
-
-    /// Records the forward pass of one sample `x` on a [`ScalarTape`], one number per
-    /// node, pushing the outputs onto `out`; `params` holds every parameter element
-    /// as a leaf, in [`Module::params`] order, each tensor row-major. This is the
-    /// small-network fast path of training (see [`crate::train::TrainConfig`]); a
-    /// module that cannot (the default) returns `false` and is trained on the tensor
-    /// tape.
-    ///
-    /// ```
-    /// use chainrule::autodiff::scalar::ScalarTape;
-    /// use chainrule::nn::{Module, Sequential};
-    /// let m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 1}, {"type": "relu"}]}"#, 0)?;
-    /// let mut tape = ScalarTape::new();
-    /// let params: Vec<_> = m.params().iter().flat_map(|p| p.value.to_vec()).map(|v| tape.param(v)).collect();
-    /// let mut out = Vec::new();
-    /// assert!(m.forward_scalar(&mut tape, &params, &[1.0, 2.0], &mut out));
-    /// let w = m.params()[0].value.to_vec();
-    /// let b = m.params()[1].value.item()?;
-    /// assert_eq!(tape.value(out[0]), (w[0] * 1.0 + w[1] * 2.0 + b).max(0.0));
-    /// # Ok::<(), chainrule::Error>(())
-    /// ```
-    fn forward_scalar(
-        &self,
-        tape: &mut ScalarTape<F>,
-        params: &[ScalarVar],
-        x: &[F],
-        out: &mut Vec<ScalarVar>,
-    ) -> bool {
-        let _ = (tape, params, x, out);
-        false
     }
 }

@@ -2,7 +2,6 @@
 //! PyTorch `nn.Sequential` parameter names.
 
 use super::{Init, Module, Param};
-use crate::autodiff::scalar::{ScalarOp, ScalarTape, ScalarVar};
 use crate::autodiff::{Constant, Elementwise};
 use crate::io::{read_file, read_safetensors, write_atomic, write_safetensors};
 use crate::json::{Fields, invalid, parse};
@@ -433,7 +432,7 @@ impl<F: Float> Sequential<F> {
     }
 
     /// One layer's operation on `h`; its parameters start at `params[offset]`.
-    fn layer_forward<'t>(
+    pub(crate) fn layer_forward<'t>(
         layer: &Layer,
         offset: usize,
         params: &[Var<'t, F>],
@@ -595,83 +594,5 @@ impl<F: Float> Module<F> for Sequential<F> {
 
     fn forward<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>> {
         Ok(self.forward_trace(params, x)?.pop().unwrap_or(x))
-    }
-
-    /// As [`Sequential::forward_trace`]'s last output, with each linear layer that a
-    /// ReLU follows recorded together with it as one [`Var::linear_relu`].
-    fn forward_fused<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>> {
-        let mut h = x;
-        let mut layers = self.layers.iter().zip(&self.offsets).peekable();
-        while let Some((layer, &offset)) = layers.next() {
-            h = match *layer {
-                Layer::Linear { bias, .. }
-                    if layers
-                        .next_if(|(next, _)| **next == Layer::Activation(Elementwise::Relu))
-                        .is_some() =>
-                {
-                    h.linear_relu(params[offset], bias.then(|| params[offset + 1]))?
-                }
-                _ => Self::layer_forward(layer, offset, params, h)?,
-            };
-        }
-        Ok(h)
-    }
-
-    /// Linear layers and element-wise activations, one scalar node per multiply, add
-    /// and activation; a linear unit sums Σₖ wⱼₖ·xₖ left to right, then adds bⱼ, as
-    /// the tensor path does. Softmax layers are left to the tensor tape.
-    fn forward_scalar(
-        &self,
-        tape: &mut ScalarTape<F>,
-        params: &[ScalarVar],
-        x: &[F],
-        out: &mut Vec<ScalarVar>,
-    ) -> bool {
-        if self.input_features().is_some_and(|d| d != x.len()) {
-            return false;
-        }
-        // The sample's activations live at out[base..]: each layer appends its
-        // outputs, then drops its inputs.
-        let base = out.len();
-        out.extend(x.iter().map(|&v| tape.constant(v)));
-        let mut flat = 0;
-        for layer in &self.layers {
-            let width = out.len() - base;
-            match *layer {
-                Layer::Linear {
-                    inputs,
-                    outputs,
-                    bias,
-                } => {
-                    if inputs != width
-                        || flat + outputs * (inputs + usize::from(bias)) > params.len()
-                    {
-                        return false;
-                    }
-                    for j in 0..outputs {
-                        let mut acc = tape.mul(params[flat + j * inputs], out[base]);
-                        for k in 1..inputs {
-                            let term = tape.mul(params[flat + j * inputs + k], out[base + k]);
-                            acc = tape.add(acc, term);
-                        }
-                        if bias {
-                            acc = tape.add(acc, params[flat + outputs * inputs + j]);
-                        }
-                        out.push(acc);
-                    }
-                    flat += outputs * (inputs + usize::from(bias));
-                }
-                Layer::Identity => continue,
-                Layer::Softmax => return false,
-                Layer::Activation(f) => {
-                    for k in 0..width {
-                        let a = tape.unary(ScalarOp::Map(f), out[base + k]);
-                        out.push(a);
-                    }
-                }
-            }
-            out.drain(base..base + width);
-        }
-        true
     }
 }

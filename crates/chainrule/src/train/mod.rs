@@ -4,14 +4,13 @@
 //! its [`TrainConfig`] read from JSON and no validation set; its `grad` is
 //! `loss_and_grads` over all of x.
 
+mod fused;
 mod scalar_path;
-
-pub use scalar_path::SCALAR_PATH_MAX_WORK;
 
 use crate::data::{Batches, Dataset, Target};
 use crate::json::{Fields, invalid, parse};
 use crate::loss::Loss;
-use crate::nn::{Module, Param};
+use crate::nn::{Module, Param, Sequential};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule, clip_grad_norm};
 use crate::parallel::Team;
 use crate::{Float, Result, Tape, Tensor};
@@ -52,15 +51,6 @@ pub struct TrainConfig {
     /// On a non-finite loss or gradient, skip that step instead of stopping with
     /// [`crate::Error::NonFinite`] (default false).
     pub skip_nonfinite: bool,
-    /// Train small networks on the scalar tape (default true; not in the contract's
-    /// JSON): when rows × parameters of a batch is at most [`SCALAR_PATH_MAX_WORK`]
-    /// and the model and loss have a scalar form ([`Module::forward_scalar`],
-    /// [`Loss::compute_scalar`]). Same results as the tensor tape, to rounding.
-    pub scalar_path: bool,
-    /// Record each linear layer that a ReLU follows as one fused node
-    /// ([`Module::forward_fused`]; default true; not in the contract's JSON). The
-    /// same results, bit for bit, with one pass less over the activations each way.
-    pub fused_layers: bool,
 }
 
 /// Early stopping: monitor the validation loss (the training loss when there is no
@@ -120,8 +110,6 @@ impl TrainConfig {
             clip_grad_norm: None,
             early_stopping: None,
             skip_nonfinite: false,
-            scalar_path: true,
-            fused_layers: true,
         })
     }
 }
@@ -360,7 +348,7 @@ fn step_on_batch<F: Float, M: Module<F>>(
 }
 
 /// One forward and backward pass of `model` on a batch, recorded on `tape`, with
-/// [`Module::forward_fused`] when `fused`.
+/// fused layers when `fused` and the model is a [`Sequential`] stack.
 fn record_and_differentiate<F: Float, M: Module<F>>(
     model: &M,
     x: &Tensor<F>,
@@ -371,10 +359,9 @@ fn record_and_differentiate<F: Float, M: Module<F>>(
 ) -> Result<BatchPass<F>> {
     let params = model.bind(tape);
     let x = tape.constant(x.clone());
-    let prediction = if fused {
-        model.forward_fused(&params, x)?
-    } else {
-        model.forward(&params, x)?
+    let prediction = match as_sequential(model).filter(|_| fused) {
+        Some(layers) => fused::forward_fused(layers, &params, x)?,
+        None => model.forward(&params, x)?,
     };
     let value = loss.compute(prediction, target)?;
     let mut grads = value.backward()?;
@@ -665,10 +652,8 @@ fn train_loop<F: Float, M: Module<F>>(
     let mut history = History::default();
     let mut steps = start.epoch * order.count() + start.batch;
     let mut best: Option<(f64, usize, Vec<Param<F>>)> = None;
-    let mut scalar = config
-        .scalar_path
-        .then(|| scalar_path::ScalarPath::new(model, config.batch_size))
-        .flatten();
+    let mut scalar = as_sequential(model)
+        .and_then(|layers| scalar_path::ScalarPath::new(layers, config.batch_size));
     // Whether the scalar path has taken a step: until it has, a refusal means the
     // model or the loss has no scalar form, and the path is dropped.
     let mut scalar_proven = false;
@@ -696,7 +681,8 @@ fn train_loop<F: Float, M: Module<F>>(
                 anomaly,
             } = match scalar
                 .as_mut()
-                .and_then(|s| s.step(model, &batch.x, &batch.target, config.loss))
+                .zip(as_sequential(model))
+                .and_then(|(s, layers)| s.step(layers, &batch.x, &batch.target, config.loss))
             {
                 Some(pass) => {
                     scalar_proven = true;
@@ -706,14 +692,7 @@ fn train_loop<F: Float, M: Module<F>>(
                     if !scalar_proven {
                         scalar = None;
                     }
-                    step_on_batch(
-                        model,
-                        &batch.x,
-                        &batch.target,
-                        config.loss,
-                        &mut tape,
-                        config.fused_layers,
-                    )?
+                    step_on_batch(model, &batch.x, &batch.target, config.loss, &mut tape, true)?
                 }
             };
             steps += 1;
@@ -794,4 +773,11 @@ fn train_loop<F: Float, M: Module<F>>(
         }
     }
     Ok(history)
+}
+
+/// The model as a [`Sequential`] stack, which training runs on its fast paths (fused
+/// layers, the scalar tape of small networks); any other [`Module`] trains on its own
+/// [`Module::forward`], one node per operation.
+fn as_sequential<F: Float, M: Module<F>>(model: &M) -> Option<&Sequential<F>> {
+    (model as &dyn std::any::Any).downcast_ref::<Sequential<F>>()
 }

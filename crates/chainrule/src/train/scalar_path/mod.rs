@@ -1,24 +1,22 @@
 //! The small-network fast path: a training step on the [`ScalarTape`], for networks
 //! so small that the tensor tape's per-operation cost (a shape, a heap-allocated
-//! tensor, a boxed rule per value) is all the work there is: the notebooks'
+//! tensor per value) is all the work there is: the notebooks'
 //! networks, W3 of the speed benchmark. Same loss, same gradients, same update
-//! (`tests/training.rs` compares whole runs against the tensor path).
+//! (`tests/scalar_path.rs` compares whole runs against the tensor path).
+
+mod network;
+mod tape;
 
 use super::BatchPass;
-use crate::autodiff::scalar::{ScalarTape, ScalarVar};
 use crate::data::Target;
 use crate::loss::Loss;
-use crate::nn::Module;
+use crate::nn::{Module, Sequential};
 use crate::{Float, Tensor};
+use tape::{ScalarTape, ScalarVar};
 
 /// The largest batch work (rows × parameters) taken by the scalar path; above it, the
 /// tensor tape's matrix products are faster.
-///
-/// ```
-/// // The 2-2-1 network (9 parameters) at batch 1 is well inside it.
-/// assert!(9 <= chainrule::train::SCALAR_PATH_MAX_WORK);
-/// ```
-pub const SCALAR_PATH_MAX_WORK: usize = 1 << 14;
+pub(super) const SCALAR_PATH_MAX_WORK: usize = 1 << 14;
 
 /// A scalar tape and its buffers, kept from step to step: with the gradient and
 /// prediction tensors handed back after each step ([`ScalarPath::recycle`]), a step
@@ -33,7 +31,7 @@ pub(super) struct ScalarPath<F: Float> {
 
 impl<F: Float> ScalarPath<F> {
     /// The path for `model` at `batch_size` rows, if the work is small enough.
-    pub(super) fn new<M: Module<F>>(model: &M, batch_size: usize) -> Option<Self> {
+    pub(super) fn new(model: &Sequential<F>, batch_size: usize) -> Option<Self> {
         let weights: usize = model.params().iter().map(|p| p.value.len()).sum();
         (weights.saturating_mul(batch_size) <= SCALAR_PATH_MAX_WORK).then(|| ScalarPath {
             tape: ScalarTape::new(),
@@ -53,9 +51,9 @@ impl<F: Float> ScalarPath<F> {
     /// Loss, gradients and prediction of one batch, or `None` when the model or the
     /// loss has no scalar form, or when a value is not finite (the tensor path then
     /// redoes the step and says where).
-    pub(super) fn step<M: Module<F>>(
+    pub(super) fn step(
         &mut self,
-        model: &M,
+        model: &Sequential<F>,
         x: &Tensor<F>,
         target: &Target<F>,
         loss: Loss,
@@ -81,12 +79,12 @@ impl<F: Float> ScalarPath<F> {
         };
         let xs = x.as_slice()?;
         for row in xs.chunks(features.max(1)).take(rows) {
-            if !model.forward_scalar(tape, params, row, outputs) {
+            if !network::forward_scalar(model, tape, params, row, outputs) {
                 return None;
             }
         }
         let width = outputs.len() / rows.max(1);
-        let root = loss.compute_scalar(tape, outputs, width, target)?;
+        let root = network::loss_scalar(loss, tape, outputs, width, target)?;
         tape.backward(root);
         let value = tape.value(root);
         if !value.is_finite() {
