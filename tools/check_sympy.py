@@ -4,7 +4,8 @@
     pip install sympy && python3 tools/check_sympy.py
 
 For every network in examples/notebooks/ (through `chainrule symbolic --format json`),
-notebook 003's shared-bias formula network included, it parses the loss and each partial derivative with sympy.sympify, substitutes the
+notebook 003's shared-bias formula network included, and every activation reference
+case (crates/chainrule/tests/reference/f64_activation_*), it parses the loss and each partial derivative with sympy.sympify, substitutes the
 parameter (and input) values, and compares with the gradient chainrule's autodiff
 computed. It also differentiates the loss with sympy itself and compares again.
 """
@@ -43,6 +44,13 @@ def main():
         if folder.is_dir():
             report = run(cargo + ["-p", "chainrule-cli", "--", "symbolic", str(folder), "--format", "json"])
             ok &= check(folder.name, report)
+    # The activations' PyTorch reference cases (tools/make_reference.py): each new
+    # activation written out in sympy's terms (Piecewise, erf) and differentiated.
+    reference = ROOT / "crates" / "chainrule" / "tests" / "reference"
+    for folder in sorted(reference.glob("f64_activation_*")):
+        loss = json.loads((folder / "config.json").read_text())["loss"]
+        report = run(cargo + ["-p", "chainrule-cli", "--", "symbolic", str(folder), "--loss", loss, "--format", "json"])
+        ok &= check(folder.name, report)
     sys.exit(0 if ok else 1)
 
 

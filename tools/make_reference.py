@@ -13,6 +13,7 @@ files of the interchange contract (spec/interchange.md):
 Run from the repository root:  pip install torch safetensors numpy && python3 tools/make_reference.py
 The tests read the committed files; they never need Python.
 """
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -53,6 +54,14 @@ def build(layers, dtype):
             modules.append(torch.nn.Softmax(dim=-1))
         elif kind == "identity":
             modules.append(torch.nn.Identity())
+        elif kind == "gelu":
+            modules.append(torch.nn.GELU(approximate=layer.get("approximate", "none")))
+        elif kind == "silu":
+            modules.append(torch.nn.SiLU())
+        elif kind == "elu":
+            modules.append(torch.nn.ELU(alpha=layer.get("alpha", 1.0)))
+        elif kind == "softplus":
+            modules.append(torch.nn.Softplus(beta=layer.get("beta", 1.0), threshold=layer.get("threshold", 20.0)))
     return torch.nn.Sequential(*modules).to(dtype)
 
 
@@ -207,6 +216,23 @@ def main():
              epochs=3, clip=0.5)
         case(f"{tag}_clip_loose", regression, x, y_reg, "mse", {"type": "sgd", "lr": 0.1}, dtype=dt, epochs=3,
              clip=1e3)
+
+    # The activations of revision 2, each with its defaults and with its keys set;
+    # relu_at_zero puts a pre-activation at exactly 0 (elu's derivative is alpha
+    # there), and softplus with beta 2, threshold 1 has inputs on its linear side.
+    activations = {
+        "gelu": {"type": "gelu"},
+        "gelu_tanh": {"type": "gelu", "approximate": "tanh"},
+        "silu": {"type": "silu"},
+        "elu": {"type": "elu"},
+        "elu_alpha": {"type": "elu", "alpha": 0.7},
+        "softplus": {"type": "softplus"},
+        "softplus_beta_threshold": {"type": "softplus", "beta": 2.0, "threshold": 1.0},
+    }
+    # After every other case, so that their random initialisations stay as they were.
+    for (dt, tag), (name, activation) in itertools.product([(torch.float64, "f64"), (torch.float32, "f32")], activations.items()):
+        layers = [{"type": "linear", "in": 3, "out": 4}, activation, {"type": "linear", "in": 4, "out": 2}]
+        case(f"{tag}_activation_{name}", layers, x * 2, y_reg, "mse", sgd, dtype=dt, setup=relu_at_zero)
 
     total = sum(f.stat().st_size for f in ROOT.rglob("*") if f.is_file())
     print(f"wrote {len(list(ROOT.iterdir()))} cases, {total / 1024:.0f} KiB, to {ROOT}")

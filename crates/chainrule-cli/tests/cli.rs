@@ -275,8 +275,8 @@ fn bad_input_gets_one_line_naming_the_field_or_file() {
         &["nowhere"],
     );
     fails_with(
-        &chainrule(&dir, &["train", "--activation", "gelu"]),
-        &["activation", "gelu"],
+        &chainrule(&dir, &["train", "--activation", "mish"]),
+        &["activation", "mish"],
     );
     fails_with(
         &chainrule(&dir, &["train", "--optimizer", "adam", "--lr=-1"]),

@@ -241,13 +241,13 @@ fn model_errors_name_the_model_file_and_field() {
     write(
         &dir,
         "model.json",
-        r#"{"layers": [{"type": "linear", "in": 3, "out": 4}, {"type": "gelu"}, {"type": "linear", "in": 4, "out": 2}]}"#,
+        r#"{"layers": [{"type": "linear", "in": 3, "out": 4}, {"type": "mish"}, {"type": "linear", "in": 4, "out": 2}]}"#,
     );
     assert_bad_input(
         &dir,
         "mse",
         false,
-        &["model.json", "layers[1].type", "gelu"],
+        &["model.json", "layers[1].type", "mish"],
     );
     write(
         &dir,

@@ -1,7 +1,7 @@
 //! Model gradient checks: every layer/loss/activation combination passes; a wrong
 //! derivative fails and is named.
 
-use chainrule::autodiff::inject_fault;
+use chainrule::autodiff::{Elementwise, inject_fault};
 use chainrule::loss::{Loss, Target};
 use chainrule::nn::{Module, Param, Sequential};
 use chainrule::{Result, Tensor, Var};
@@ -24,14 +24,8 @@ fn every_layer_loss_and_activation_combination_passes() {
     let x = Tensor::<f64>::rand_uniform(&[6, 3], -1.5, 1.5, 4).unwrap();
     let values = Target::Values(Tensor::rand_uniform(&[6, 2], -1.0, 1.0, 5).unwrap());
     let probabilities = Target::Values(Tensor::rand_uniform(&[6, 2], 0.05, 0.95, 6).unwrap());
-    for activation in [
-        "relu",
-        "leaky_relu",
-        "sigmoid",
-        "tanh",
-        "softmax",
-        "identity",
-    ] {
+    let activations = Elementwise::LAYERS.map(Elementwise::name);
+    for activation in activations.into_iter().chain(["softmax", "identity"]) {
         let cases: [(Loss, Sequential<f64>, &Target<f64>); 8] = [
             (Loss::Mse, model(activation, 2, None), &values),
             (Loss::Sse, model(activation, 2, None), &values),

@@ -77,9 +77,36 @@ pub enum Elementwise {
     Sigmoid,
     /// tanh x.
     Tanh,
+    /// The error function erf x = (2/√π) ∫₀ˣ e^(−t²) dt.
+    Erf,
+    /// GELU (PyTorch's `nn.GELU`): x·Φ(x), Φ the normal distribution function; with
+    /// `tanh`, the approximation 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))).
+    Gelu {
+        /// Whether to use the tanh approximation (`approximate="tanh"`).
+        tanh: bool,
+    },
+    /// SiLU (swish): x·σ(x).
+    Silu,
+    /// ELU: x for x > 0, alpha·(eˣ − 1) otherwise.
+    Elu {
+        /// The scale of the negative side (PyTorch's default 1).
+        alpha: f64,
+    },
+    /// Softplus: ln(1 + e^(βx))/β, and x itself where βx > threshold.
+    Softplus {
+        /// β (PyTorch's default 1).
+        beta: f64,
+        /// Where it turns linear (PyTorch's default 20).
+        threshold: f64,
+    },
 }
 
 use Elementwise::*;
+
+/// √(2/π), GELU's tanh approximation's scale.
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+/// The cubic coefficient of GELU's tanh approximation.
+const GELU_CUBIC: f64 = 0.044_715;
 
 /// How a formula is written: in plain Unicode text, in LaTeX, or in sympy's syntax.
 ///
@@ -179,6 +206,33 @@ impl Elementwise {
             }
             Sigmoid => crate::tensor::sigmoid(x),
             Tanh => x.tanh(),
+            Erf => erf(x),
+            // x·Φ(x) = 0.5x(1 + erf(x/√2))
+            Gelu { tanh: false } => {
+                let half = F::from_f64(0.5);
+                x * half * (F::one() + erf(x * F::from_f64(std::f64::consts::FRAC_1_SQRT_2)))
+            }
+            Gelu { tanh: true } => {
+                let half = F::from_f64(0.5);
+                let inner = F::from_f64(SQRT_2_OVER_PI) * (x + F::from_f64(GELU_CUBIC) * x * x * x);
+                half * x * (F::one() + inner.tanh())
+            }
+            Silu => x * crate::tensor::sigmoid(x),
+            Elu { alpha } => {
+                if x > zero {
+                    x
+                } else {
+                    F::from_f64(alpha) * x.exp_m1()
+                }
+            }
+            Softplus { beta, threshold } => {
+                let bx = F::from_f64(beta) * x;
+                if bx > F::from_f64(threshold) {
+                    x
+                } else {
+                    bx.exp().ln_1p() / F::from_f64(beta)
+                }
+            }
         }
     }
 
@@ -249,6 +303,51 @@ impl Elementwise {
             Sigmoid => g * (out * (one - out)),
             // tanh′ = 1 − tanh² = 1 − out²
             Tanh => g * (one - out * out),
+            // erf′ = (2/√π)·e^(−x²)
+            Erf => g * (F::from_f64(std::f64::consts::FRAC_2_SQRT_PI) * (-x * x).exp()),
+            // gelu′ = Φ(x) + x·φ(x), φ(x) = e^(−x²/2)/√(2π)
+            Gelu { tanh: false } => {
+                let half = F::from_f64(0.5);
+                let cdf = half * (one + erf(x * F::from_f64(std::f64::consts::FRAC_1_SQRT_2)));
+                let pdf = F::from_f64(
+                    0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2,
+                ) * (-half * x * x).exp();
+                g * (cdf + x * pdf)
+            }
+            // with t = tanh(k(x + cx³)): 0.5(1 + t) + 0.5x(1 − t²)·k(1 + 3cx²)
+            Gelu { tanh: true } => {
+                let (half, k, c) = (
+                    F::from_f64(0.5),
+                    F::from_f64(SQRT_2_OVER_PI),
+                    F::from_f64(GELU_CUBIC),
+                );
+                let t = (k * (x + c * x * x * x)).tanh();
+                let inner = k * (one + F::from_f64(3.0) * c * x * x);
+                g * (half * (one + t) + half * x * (one - t * t) * inner)
+            }
+            // silu′ = σ(x)(1 + x(1 − σ(x)))
+            Silu => {
+                let s = crate::tensor::sigmoid(x);
+                g * (s * (one + x * (one - s)))
+            }
+            // elu′ = 1 for x > 0, alpha·eˣ for x ≤ 0 (alpha at 0, as PyTorch)
+            Elu { alpha } => {
+                if x > zero {
+                    g
+                } else {
+                    g * (F::from_f64(alpha) * x.exp())
+                }
+            }
+            // softplus′ = σ(βx) = e^(βx)/(e^(βx) + 1), and 1 where βx > threshold
+            Softplus { beta, threshold } => {
+                let bx = F::from_f64(beta) * x;
+                if bx > F::from_f64(threshold) {
+                    g
+                } else {
+                    let z = bx.exp();
+                    g * z / (z + one)
+                }
+            }
         }
     }
 
@@ -287,7 +386,18 @@ impl Elementwise {
             Clamp { min, max } => E::number(min)
                 .plus(E::call(Relu, x.clone().plus(E::number(-min))))
                 .plus(scaled(-1.0, E::call(Relu, x.plus(E::number(-max))))),
-            Exp | Log | Abs | Sign | Step | Relu | Tanh => E::call(self, x),
+            Exp
+            | Log
+            | Abs
+            | Sign
+            | Step
+            | Relu
+            | Tanh
+            | Erf
+            | Gelu { .. }
+            | Silu
+            | Elu { .. }
+            | Softplus { .. } => E::call(self, x),
         }
     }
 
@@ -326,6 +436,62 @@ impl Elementwise {
             }
             Clamp { min, max } => E::call(Step, x.clone().plus(E::number(-min)))
                 .plus(scaled(-1.0, E::call(Step, x.plus(E::number(-max))))),
+            // (2/√π)·e^(−x²)
+            Erf => scaled(
+                std::f64::consts::FRAC_2_SQRT_PI,
+                E::call(Exp, scaled(-1.0, x.power(2.0))),
+            ),
+            // 0.5(1 + erf(x/√2)) + x·e^(−x²/2)/√(2π)
+            Gelu { tanh: false } => scaled(
+                0.5,
+                E::number(1.0).plus(E::call(
+                    Erf,
+                    scaled(std::f64::consts::FRAC_1_SQRT_2, x.clone()),
+                )),
+            )
+            .plus(scaled(
+                0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2,
+                x.clone().times(E::call(Exp, scaled(-0.5, x.power(2.0)))),
+            )),
+            // 0.5(1 + t) + 0.5x(1 − t²)·k(1 + 3cx²), t = tanh(k(x + cx³))
+            Gelu { tanh: true } => {
+                let t = E::call(
+                    Tanh,
+                    scaled(
+                        SQRT_2_OVER_PI,
+                        x.clone().plus(scaled(GELU_CUBIC, x.clone().power(3.0))),
+                    ),
+                );
+                let inner = scaled(
+                    SQRT_2_OVER_PI,
+                    E::number(1.0).plus(scaled(3.0 * GELU_CUBIC, x.clone().power(2.0))),
+                );
+                scaled(0.5, E::number(1.0).plus(t.clone())).plus(
+                    scaled(0.5, x)
+                        .times(E::number(1.0).plus(scaled(-1.0, t.power(2.0))))
+                        .times(inner),
+                )
+            }
+            // σ(x)(1 + x(1 − σ(x)))
+            Silu => {
+                let s = Sigmoid.formula(x.clone());
+                s.clone()
+                    .times(E::number(1.0).plus(x.times(E::number(1.0).plus(scaled(-1.0, s)))))
+            }
+            // step(x) + alpha·eˣ·(1 − step(x)): alpha at 0, as PyTorch
+            Elu { alpha } => E::call(Step, x.clone()).plus(scaled(
+                alpha,
+                E::call(Exp, x.clone()).times(E::number(1.0).plus(scaled(-1.0, E::call(Step, x)))),
+            )),
+            // step(βx − threshold) + (1 − step(βx − threshold))·σ(βx)
+            Softplus { beta, threshold } => {
+                let linear = E::call(Step, scaled(beta, x.clone()).plus(E::number(-threshold)));
+                linear.clone().plus(
+                    E::number(1.0)
+                        .plus(scaled(-1.0, linear))
+                        .times(Sigmoid.formula(scaled(beta, x))),
+                )
+            }
         }
     }
 
@@ -351,6 +517,11 @@ impl Elementwise {
             LeakyRelu { .. } => "leaky_relu",
             Sigmoid => "sigmoid",
             Tanh => "tanh",
+            Erf => "erf",
+            Gelu { .. } => "gelu",
+            Silu => "silu",
+            Elu { .. } => "elu",
+            Softplus { .. } => "softplus",
         }
     }
 
@@ -367,7 +538,17 @@ impl Elementwise {
             Pow { p } => vec![("p", Number(p))],
             Clamp { min, max } => vec![("min", Number(min)), ("max", Number(max))],
             LeakyRelu { slope } => vec![("slope", Number(slope))],
-            Neg | Exp | Log | Sqrt | Abs | Sign | Step | Relu | Sigmoid | Tanh => vec![],
+            Gelu { tanh } => vec![(
+                "approximate",
+                Constant::Choice(if tanh { "tanh" } else { "none" }),
+            )],
+            Elu { alpha } => vec![("alpha", Number(alpha))],
+            Softplus { beta, threshold } => {
+                vec![("beta", Number(beta)), ("threshold", Number(threshold))]
+            }
+            Neg | Exp | Log | Sqrt | Abs | Sign | Step | Relu | Sigmoid | Tanh | Erf | Silu => {
+                vec![]
+            }
         }
     }
 
@@ -391,6 +572,14 @@ impl Elementwise {
             "leaky_relu" => LeakyRelu { slope: 0.01 },
             "sigmoid" | "σ" => Sigmoid,
             "tanh" => Tanh,
+            "erf" => Erf,
+            "gelu" => Gelu { tanh: false },
+            "silu" => Silu,
+            "elu" => Elu { alpha: 1.0 },
+            "softplus" => Softplus {
+                beta: 1.0,
+                threshold: 20.0,
+            },
             _ => return None,
         })
     }
@@ -416,6 +605,14 @@ impl Elementwise {
             (Clamp { max, .. }, "min", Number(min)) => Clamp { min, max },
             (Clamp { min, .. }, "max", Number(max)) => Clamp { min, max },
             (LeakyRelu { .. }, "slope", Number(slope)) => LeakyRelu { slope },
+            (Gelu { .. }, "approximate", Constant::Choice(c)) if c == "none" || c == "tanh" => {
+                Gelu { tanh: c == "tanh" }
+            }
+            (Elu { .. }, "alpha", Number(alpha)) => Elu { alpha },
+            (Softplus { threshold, .. }, "beta", Number(beta)) if beta != 0.0 => {
+                Softplus { beta, threshold }
+            }
+            (Softplus { beta, .. }, "threshold", Number(threshold)) => Softplus { beta, threshold },
             (_, key, value) => {
                 return Err(format!("{} takes no {key} of {value}", self.name()));
             }
@@ -423,7 +620,19 @@ impl Elementwise {
     }
 
     /// The activation layers of the model file, with their default constants.
-    pub const LAYERS: [Elementwise; 4] = [Relu, LeakyRelu { slope: 0.01 }, Sigmoid, Tanh];
+    pub const LAYERS: [Elementwise; 8] = [
+        Relu,
+        LeakyRelu { slope: 0.01 },
+        Sigmoid,
+        Tanh,
+        Gelu { tanh: false },
+        Silu,
+        Elu { alpha: 1.0 },
+        Softplus {
+            beta: 1.0,
+            threshold: 20.0,
+        },
+    ];
 
     /// Whether the function is an activation layer of the model file (one of
     /// [`Elementwise::LAYERS`], with any constants).
@@ -446,9 +655,10 @@ impl Elementwise {
     /// assert!(Elementwise::Relu.choices("slope").is_empty());
     /// ```
     pub fn choices(self, key: &str) -> &'static [&'static str] {
-        // No function of the table takes a choice yet.
-        let _ = (self, key);
-        &[]
+        match (self, key) {
+            (Gelu { .. }, "approximate") => &["none", "tanh"],
+            _ => &[],
+        }
     }
 
     /// f(`arg`) written in `style`, for a call kept whole by [`Elementwise::formula`]
@@ -469,6 +679,23 @@ impl Elementwise {
             (Abs, Style::Latex) => format!(r"\left|{arg}\right|"),
             (Abs, Style::Sympy) => format!("Abs({arg})"),
             (Sign, Style::Latex) => format!(r"\operatorname{{sign}}\left({arg}\right)"),
+            // sympy has no gelu, silu, elu or softplus: their definitions
+            (Gelu { tanh: false }, Style::Sympy) => {
+                format!(
+                    "(0.5*({arg})*(1 + erf(({arg})*{:?})))",
+                    std::f64::consts::FRAC_1_SQRT_2
+                )
+            }
+            (Gelu { tanh: true }, Style::Sympy) => format!(
+                "(0.5*({arg})*(1 + tanh({SQRT_2_OVER_PI:?}*(({arg}) + {GELU_CUBIC:?}*({arg})**3))))"
+            ),
+            (Silu, Style::Sympy) => format!("(({arg})/(1 + exp(-({arg}))))"),
+            (Elu { alpha }, Style::Sympy) => {
+                format!("Piecewise((({arg}), ({arg}) > 0), ({alpha:?}*(exp({arg}) - 1), True))")
+            }
+            (Softplus { beta, threshold }, Style::Sympy) => format!(
+                "Piecewise((({arg}), {beta:?}*({arg}) > {threshold:?}), (log(1 + exp({beta:?}*({arg})))/{beta:?}, True))"
+            ),
             (Log | Tanh, Style::Latex) => format!(r"\{}\left({arg}\right)", self.name()),
             (_, Style::Latex) => format!(r"\operatorname{{{}}}\left({arg}\right)", self.name()),
             _ => format!("{}({arg})", self.name()),
@@ -543,7 +770,7 @@ impl Elementwise {
 /// ```
 /// use chainrule::autodiff::Constant;
 /// assert_eq!(Constant::Number(0.5).to_string(), "0.5");
-/// assert_eq!(Constant::Choice("tanh").to_string(), "\"tanh\"");
+/// assert_eq!(Constant::Choice("tanh").to_string(), "tanh");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Constant {
@@ -557,7 +784,7 @@ impl std::fmt::Display for Constant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Constant::Number(v) => write!(f, "{v}"),
-            Constant::Choice(name) => write!(f, "{name:?}"),
+            Constant::Choice(name) => write!(f, "{name}"),
         }
     }
 }
@@ -590,6 +817,11 @@ fn sign<F: Float>(x: F) -> F {
     }
 }
 
+/// erf x, computed in f64 (libm's, to within an ulp) and rounded to `F`.
+fn erf<F: Float>(x: F) -> F {
+    F::from_f64(libm::erf(x.as_f64()))
+}
+
 /// 1 for x > 0, else 0.
 fn step<F: Float>(x: F) -> F {
     if x > F::zero() { F::one() } else { F::zero() }
@@ -600,7 +832,7 @@ mod tests {
     use super::*;
 
     /// Every function of the table, with constants that exercise them.
-    pub(crate) const ALL: [Elementwise; 14] = [
+    pub(crate) const ALL: [Elementwise; 22] = [
         Neg,
         Scale { c: -2.5 },
         Pow { p: 3.0 },
@@ -618,6 +850,20 @@ mod tests {
         LeakyRelu { slope: 0.1 },
         Sigmoid,
         Tanh,
+        Erf,
+        Gelu { tanh: false },
+        Gelu { tanh: true },
+        Silu,
+        Elu { alpha: 1.0 },
+        Elu { alpha: 0.4 },
+        Softplus {
+            beta: 1.0,
+            threshold: 20.0,
+        },
+        Softplus {
+            beta: 2.0,
+            threshold: 1.5,
+        },
     ];
 
     const POINTS: [f64; 7] = [-1.7, -0.6, -0.2, 0.3, 0.65, 1.1, 2.4];
@@ -668,6 +914,37 @@ mod tests {
         assert_eq!(Clamp { min: 0.0, max: 1.0 }.derivative(1.0f64, 1.0), 1.0);
         // a NaN gradient does not leak through relu's flat side
         assert_eq!(Relu.grad(-1.0f64, 0.0, f64::NAN), 0.0);
+        // elu′(0) = alpha; softplus is x, with derivative 1, where βx > threshold
+        assert_eq!(Elu { alpha: 0.4 }.derivative(0.0f64, 0.0), 0.4);
+        let softplus = Softplus {
+            beta: 2.0,
+            threshold: 1.5,
+        };
+        assert_eq!(
+            (softplus.value(1.0f64), softplus.derivative(1.0f64, 1.0)),
+            (1.0, 1.0)
+        );
+    }
+
+    #[test]
+    fn the_new_activations_take_known_values() {
+        // gelu(1) = Φ(1) = 0.8413447460685429 (the normal CDF at 1); its tanh
+        // approximation 0.8411919906082768; silu(1) = σ(1) = 0.7310585786300049;
+        // elu(−1) = e⁻¹ − 1; softplus(0) = ln 2.
+        assert!((Gelu { tanh: false }.value(1.0f64) - 0.841_344_746_068_542_9).abs() < 1e-15);
+        assert!((Gelu { tanh: true }.value(1.0f64) - 0.841_191_990_608_276_8).abs() < 1e-15);
+        assert!((Silu.value(1.0f64) - 0.731_058_578_630_004_9).abs() < 1e-15);
+        assert!((Elu { alpha: 1.0 }.value(-1.0f64) - ((-1.0f64).exp() - 1.0)).abs() < 1e-16);
+        assert!(
+            (Softplus {
+                beta: 1.0,
+                threshold: 20.0
+            }
+            .value(0.0f64)
+                - 2f64.ln())
+            .abs()
+                < 1e-16
+        );
     }
 
     #[test]
