@@ -431,13 +431,7 @@ pub fn symbolic(args: &SymbolicArgs) -> Result<()> {
         args.symbolic_inputs,
     )
     .map_err(|e| anyhow!("{e}"))?;
-    let mut env = s.env();
-    for k in 0..problem.x.shape()[1] {
-        env.insert(
-            format!("x_{}", k + 1),
-            problem.x.get(&[0, k]).unwrap_or(0.0),
-        );
-    }
+    let env = s.env();
     let (_, grads) =
         chainrule::train::loss_and_grads(&problem.model, &problem.x, &problem.y, problem.loss)?;
     let autodiff: Vec<f64> = grads
@@ -456,9 +450,9 @@ pub fn symbolic(args: &SymbolicArgs) -> Result<()> {
             .iter()
             .map(|(sym, _, v)| (sym.clone(), (*v).into()))
             .collect();
-        let inputs: serde_json::Map<String, serde_json::Value> = env
+        let inputs: serde_json::Map<String, serde_json::Value> = s
+            .inputs
             .iter()
-            .filter(|(k, _)| k.starts_with("x_"))
             .map(|(k, v)| (k.clone(), (*v).into()))
             .collect();
         let ders: serde_json::Map<String, serde_json::Value> = derivatives

@@ -13,7 +13,7 @@ use chainrule::nn::{Layer, Module, Sequential};
 use chainrule::{Error, Result, Tape, Tensor};
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::ops::{Add as _, Mul as _, Neg as _, Sub as _};
+use std::ops::{Add as _, Mul as _, Neg as _};
 
 /// A scalar expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -474,7 +474,7 @@ pub fn param_symbol(linear: usize, bias: bool, unit: usize, input: usize) -> Str
 }
 
 /// A network written out: its outputs and loss as expressions of its parameter
-/// symbols, and the parameters' values.
+/// symbols (and input symbols), and their values.
 #[derive(Debug, Clone)]
 pub struct Symbolic {
     /// Output expressions, `[sample][output]`.
@@ -483,6 +483,9 @@ pub struct Symbolic {
     pub loss: Expr,
     /// Parameter symbol → (PyTorch element name, value), in parameter order.
     pub params: Vec<(String, String, f64)>,
+    /// Input symbol → value, when the inputs are kept symbolic: `x_k` for one
+    /// sample, `x_n_k` for sample n of several (both from 1).
+    pub inputs: Vec<(String, f64)>,
 }
 
 impl Symbolic {
@@ -494,25 +497,71 @@ impl Symbolic {
             .collect()
     }
 
-    /// Symbol → value, for [`Expr::eval`].
+    /// Symbol → value (parameters and inputs), for [`Expr::eval`].
     pub fn env(&self) -> BTreeMap<String, f64> {
         self.params
             .iter()
             .map(|(s, _, v)| (s.clone(), *v))
+            .chain(self.inputs.iter().cloned())
             .collect()
     }
 }
 
-/// A linear layer's weights (rows of symbols) and optional bias symbols.
-type SymbolicLinear = (Vec<Vec<Expr>>, Option<Vec<Expr>>);
+/// Writes out every node of `tape` up to `root`, element by element: a leaf as the
+/// expressions `leaf` gives it (its numbers otherwise), an operation as its
+/// [`Op::formula_elements`](chainrule::autodiff::Op::formula_elements) over its
+/// inputs'. This is the one place the symbolic engine reads a recorded graph: layers,
+/// activations and losses are written out by their operations' own formulas.
+fn write_out(
+    tape: &Tape<f64>,
+    root: usize,
+    leaf: impl Fn(usize) -> Option<Vec<Expr>>,
+) -> Result<Vec<Vec<Expr>>> {
+    let mut written: Vec<Vec<Expr>> = Vec::with_capacity(root + 1);
+    for id in 0..=root {
+        let value = tape.value(id).ok_or_else(|| Error::InvalidValue {
+            field: "symbolic".into(),
+            message: format!("no node {id}"),
+        })?;
+        let Some(op) = tape.op(id) else {
+            written.push(leaf(id).unwrap_or_else(|| value.to_vec().into_iter().map(Num).collect()));
+            continue;
+        };
+        let inputs = tape.inputs(id);
+        let shapes: Vec<Vec<usize>> = inputs
+            .iter()
+            .map(|&i| {
+                tape.value(i)
+                    .map(|v| v.shape().to_vec())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let given: Vec<(&[usize], &[Expr])> = inputs
+            .iter()
+            .zip(&shapes)
+            .map(|(&i, shape)| (shape.as_slice(), written[i].as_slice()))
+            .collect();
+        let elements =
+            op.formula_elements(&given, value.shape())
+                .ok_or_else(|| Error::InvalidValue {
+                    field: "symbolic".into(),
+                    message: format!(
+                        "the operation {:?} is not written out symbolically",
+                        op.label()
+                    ),
+                })?;
+        written.push(elements);
+    }
+    Ok(written)
+}
 
 /// Writes out a layer stack on the inputs `x` (numbers substituted, as notebook 003
-/// does, or kept as symbols `x_1`, `x_2`, … when `symbolic_inputs`) with the loss
-/// against `target`.
+/// does, or kept as symbols when `symbolic_inputs`) with the loss against `target`:
+/// the forward pass and the loss are recorded on a tape, as training records them,
+/// and written out from it.
 ///
 /// # Errors
-/// [`Error::InvalidValue`] for a softmax layer or cross-entropy (not written out
-/// yet), or when the data does not fit the model.
+/// Shape errors when the data does not fit the model or the loss.
 ///
 /// ```
 /// use chainrule::{loss::{Loss, Target}, nn::{Module, Sequential}, Tensor};
@@ -532,143 +581,107 @@ pub fn from_sequential(
     symbolic_inputs: bool,
 ) -> Result<Symbolic> {
     model.check_input(x)?;
-    let unsupported = |what: &str| Error::InvalidValue {
-        field: "symbolic".into(),
-        message: format!("{what} is not written out symbolically yet"),
-    };
-    if loss == Loss::CrossEntropy {
-        return Err(unsupported("cross_entropy"));
-    }
+    // Symbols for every parameter element: w{l}_{j}_{k}, b{l}_{j}, l counting the
+    // linear layers from 1.
     let mut params = Vec::new();
+    let mut symbols: BTreeMap<usize, Vec<Expr>> = BTreeMap::new();
     let mut linear = 0;
-    let mut weights: Vec<Option<SymbolicLinear>> = Vec::new();
     for (i, layer) in model.layers().iter().enumerate() {
-        if let Layer::Linear {
+        let Layer::Linear {
             inputs,
             outputs,
             bias,
         } = *layer
-        {
-            let offset = model.param_offset(i).expect("a linear layer");
-            let w = &model.params()[offset].value;
-            let mut rows = Vec::new();
-            for j in 0..outputs {
-                let mut row = Vec::new();
-                for k in 0..inputs {
-                    let s = param_symbol(linear, false, j, k);
-                    params.push((
-                        s.clone(),
-                        format!("{i}.weight[{j},{k}]"),
-                        w.get(&[j, k]).unwrap_or(0.0),
-                    ));
-                    row.push(Sym(s));
-                }
-                rows.push(row);
+        else {
+            continue;
+        };
+        let offset = model.param_offset(i).expect("a linear layer");
+        let mut name = |p: usize, symbol: String, element: String, value: f64| {
+            params.push((symbol.clone(), element, value));
+            symbols.entry(p).or_default().push(Sym(symbol));
+        };
+        let w = &model.params()[offset].value;
+        for j in 0..outputs {
+            for k in 0..inputs {
+                let value = w.get(&[j, k]).unwrap_or(0.0);
+                name(
+                    offset,
+                    param_symbol(linear, false, j, k),
+                    format!("{i}.weight[{j},{k}]"),
+                    value,
+                );
             }
-            let biases = bias.then(|| {
-                let bv = &model.params()[offset + 1].value;
-                (0..outputs)
-                    .map(|j| {
-                        let s = param_symbol(linear, true, j, 0);
-                        params.push((
-                            s.clone(),
-                            format!("{i}.bias[{j}]"),
-                            bv.get(&[j]).unwrap_or(0.0),
-                        ));
-                        Sym(s)
-                    })
-                    .collect()
-            });
-            weights.push(Some((rows, biases)));
-            linear += 1;
-        } else {
-            weights.push(None);
         }
+        if bias {
+            let b = &model.params()[offset + 1].value;
+            for j in 0..outputs {
+                let value = b.get(&[j]).unwrap_or(0.0);
+                name(
+                    offset + 1,
+                    param_symbol(linear, true, j, 0),
+                    format!("{i}.bias[{j}]"),
+                    value,
+                );
+            }
+        }
+        linear += 1;
     }
-    let rows = x.shape()[0];
-    let features = x.shape()[1];
-    let mut outputs = Vec::with_capacity(rows);
-    for n in 0..rows {
-        let mut h: Vec<Expr> = (0..features)
-            .map(|k| {
-                if symbolic_inputs {
-                    Sym(format!("x_{}", k + 1))
+    let (rows, features) = (x.shape()[0], x.shape()[1]);
+    let inputs: Vec<(String, f64)> = if symbolic_inputs {
+        (0..rows * features)
+            .map(|e| {
+                let (n, k) = (e / features, e % features);
+                let name = if rows == 1 {
+                    format!("x_{}", k + 1)
                 } else {
-                    Num(x.get(&[n, k]).unwrap_or(0.0))
-                }
+                    format!("x_{}_{}", n + 1, k + 1)
+                };
+                (name, x.get(&[n, k]).unwrap_or(0.0))
             })
-            .collect();
-        for (layer, w) in model.layers().iter().zip(&weights) {
-            h = match (layer, w) {
-                (Layer::Linear { .. }, Some((rows, biases))) => rows
-                    .iter()
-                    .enumerate()
-                    .map(|(j, row)| {
-                        let mut terms: Vec<Expr> = row
-                            .iter()
-                            .zip(&h)
-                            .map(|(w, a)| Mul(vec![w.clone(), a.clone()]))
-                            .collect();
-                        if let Some(b) = biases {
-                            terms.push(b[j].clone());
-                        }
-                        Add(terms).simplify()
-                    })
-                    .collect(),
-                (Layer::Activation(f), _) => h.into_iter().map(|z| z.apply(*f)).collect(),
-                (Layer::Identity, _) => h,
-                (Layer::Softmax, _) => return Err(unsupported("softmax")),
-                _ => unreachable!("weights exist exactly for linear layers"),
-            };
-        }
-        outputs.push(h);
-    }
-    let mut terms = Vec::new();
-    let count = outputs.iter().map(Vec::len).sum::<usize>() as f64;
-    for (n, out) in outputs.iter().enumerate() {
-        for (j, a) in out.iter().enumerate() {
-            let y = match target {
-                Target::Values(t) => t.get(&[n, j]).unwrap_or(0.0),
-                Target::Classes(_) => return Err(unsupported("class-index targets")),
-            };
-            let r = a.clone().sub(Num(y));
-            terms.push(match loss {
-                Loss::Mse | Loss::Sse | Loss::HalfSse => Pow(b(r), 2.0),
-                Loss::Mae => r.apply(Elementwise::Abs),
-                Loss::Bce => Num(-y)
-                    .mul(a.clone().apply(Elementwise::Log))
-                    .add(Num(-(1.0 - y)).mul(Num(1.0).sub(a.clone()).apply(Elementwise::Log))),
-                Loss::BceLogits => {
-                    let p = a.clone().apply(Elementwise::Sigmoid);
-                    Num(-y)
-                        .mul(p.clone().apply(Elementwise::Log))
-                        .add(Num(-(1.0 - y)).mul(Num(1.0).sub(p).apply(Elementwise::Log)))
-                }
-                Loss::Huber => return Err(unsupported("huber")),
-                Loss::CrossEntropy => unreachable!("rejected above"),
-            });
-        }
-    }
-    let total = Add(terms).simplify();
-    let loss_expr = match loss {
-        Loss::Sse => total,
-        Loss::HalfSse => Num(0.5).mul(total),
-        _ => Num(1.0 / count).mul(total),
+            .collect()
+    } else {
+        Vec::new()
     };
+
+    let tape = Tape::<f64>::new();
+    let bound = model.bind(&tape);
+    let input = tape.constant(x.clone());
+    let prediction = model.forward(&bound, input)?;
+    let c = loss.compute(prediction, target)?;
+    let leaves: BTreeMap<usize, Vec<Expr>> = bound
+        .iter()
+        .enumerate()
+        .filter_map(|(p, v)| Some((v.id(), symbols.get(&p)?.clone())))
+        .chain(symbolic_inputs.then(|| {
+            (
+                input.id(),
+                inputs.iter().map(|(s, _)| Sym(s.clone())).collect(),
+            )
+        }))
+        .collect();
+    let written = write_out(&tape, c.id(), |id| leaves.get(&id).cloned())?;
+    let width = prediction.value().len() / rows.max(1);
+    let outputs = written[prediction.id()]
+        .chunks(width.max(1))
+        .map(<[Expr]>::to_vec)
+        .collect();
+    let loss = written[c.id()].first().cloned().unwrap_or(Num(f64::NAN));
     Ok(Symbolic {
         outputs,
-        loss: loss_expr,
+        loss,
         params,
+        inputs,
     })
 }
 
 /// Converts the scalar computation recorded on `tape` up to `root` into an
 /// expression: leaves named in `names` become symbols, other leaves their numbers.
-/// Understands every operation with a formula ([`chainrule::autodiff::Op::formula`]:
-/// arithmetic and the element-wise table).
+/// Understands every operation with a formula
+/// ([`Op::formula_elements`](chainrule::autodiff::Op::formula_elements)).
 ///
 /// # Errors
-/// [`Error::InvalidValue`] for a node that is not a scalar or a rule it does not know.
+/// [`Error::InvalidValue`] for a root that is not a scalar or an operation without a
+/// formula.
 ///
 /// ```
 /// use chainrule::Tape;
@@ -686,38 +699,14 @@ pub fn from_scalar_tape(
     root: usize,
     names: &BTreeMap<usize, String>,
 ) -> Result<Expr> {
-    let mut memo: Vec<Option<Expr>> = vec![None; root + 1];
-    for id in 0..=root {
-        let value = tape.value(id).ok_or_else(|| Error::InvalidValue {
+    let written = write_out(tape, root, |id| {
+        names.get(&id).map(|n| vec![Sym(n.clone())])
+    })?;
+    match written[root].as_slice() {
+        [e] => Ok(e.clone()),
+        other => Err(Error::InvalidValue {
             field: "symbolic".into(),
-            message: format!("no node {id}"),
-        })?;
-        let inputs: Vec<Expr> = tape
-            .inputs(id)
-            .iter()
-            .map(|&i| memo[i].clone().expect("inputs come first"))
-            .collect();
-        let Some(label) = tape.label(id) else {
-            memo[id] = Some(
-                names
-                    .get(&id)
-                    .map_or_else(|| Num(value.item().unwrap_or(f64::NAN)), |n| Sym(n.clone())),
-            );
-            continue;
-        };
-        let Some(expr) = tape.op(id).and_then(|op| op.formula(&inputs)) else {
-            return Err(Error::InvalidValue {
-                field: "symbolic".into(),
-                message: format!("the operation {label:?} is not written out symbolically"),
-            });
-        };
-        if value.len() != 1 {
-            return Err(Error::InvalidValue {
-                field: "symbolic".into(),
-                message: format!("node {id} ({label}) is not a scalar"),
-            });
-        }
-        memo[id] = Some(expr);
+            message: format!("node {root} holds {} values, not one", other.len()),
+        }),
     }
-    Ok(memo[root].clone().expect("the root"))
 }

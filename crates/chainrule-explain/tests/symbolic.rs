@@ -74,3 +74,56 @@ fn notebook_003_shared_bias_network_is_written_out_and_differentiated() {
         close(loss_expr.diff(name).eval(&env).unwrap(), want, name);
     }
 }
+
+/// Every loss and a softmax layer are written out from the recorded graph, on
+/// several samples, with inputs as numbers or as one symbol per sample and feature.
+#[test]
+fn every_loss_is_written_out_and_its_derivatives_equal_autodiff() {
+    use chainrule::Tensor;
+    use chainrule::loss::{Loss, Target};
+    use chainrule::nn::Sequential;
+    let x = Tensor::<f64>::rand_uniform(&[3, 2], -1.0, 1.0, 1).unwrap();
+    let values = Target::Values(Tensor::rand_uniform(&[3, 2], 0.1, 0.9, 2).unwrap());
+    let classes = Target::Classes(vec![1, 0, 1]);
+    let model = |last: &str| {
+        Sequential::<f64>::from_json(
+            &format!(
+                r#"{{"layers": [{{"type": "linear", "in": 2, "out": 3}}, {{"type": "tanh"}}, {{"type": "linear", "in": 3, "out": 2}}{last}]}}"#
+            ),
+            4,
+        )
+        .unwrap()
+    };
+    let cases = [
+        (Loss::Mse, model(""), &values),
+        (Loss::Sse, model(""), &values),
+        (Loss::HalfSse, model(r#", {"type": "softmax"}"#), &values),
+        (Loss::Mae, model(""), &values),
+        (Loss::Huber, model(""), &values),
+        (Loss::Bce, model(r#", {"type": "sigmoid"}"#), &values),
+        (Loss::BceLogits, model(""), &values),
+        (Loss::CrossEntropy, model(""), &classes),
+        (Loss::CrossEntropy, model(""), &values),
+    ];
+    for (loss, m, y) in cases {
+        for symbolic_inputs in [false, true] {
+            let s = from_sequential(&m, &x, y, loss, symbolic_inputs).unwrap();
+            let env = s.env();
+            // One symbol per sample and feature (x_1_1 … x_3_2), each with its number.
+            assert_eq!(s.inputs.len(), if symbolic_inputs { 6 } else { 0 });
+            let (value, grads) = loss_and_grads(&m, &x, y, loss).unwrap();
+            close(s.loss.eval(&env).unwrap(), value, &format!("{loss:?} loss"));
+            let grads: Vec<f64> = grads
+                .iter()
+                .flat_map(|g| g.as_ref().unwrap().to_vec())
+                .collect();
+            for ((symbol, d), want) in s.derivatives().iter().zip(grads) {
+                close(
+                    d.eval(&env).unwrap(),
+                    want,
+                    &format!("{loss:?} ∂C/∂{symbol}"),
+                );
+            }
+        }
+    }
+}

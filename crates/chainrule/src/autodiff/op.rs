@@ -689,3 +689,389 @@ fn pick_larger<F: Float>(
         when(need[1], || share(false))?,
     ])
 }
+
+/// Row-major coordinates of element `flat` of `shape`.
+fn coordinates(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut c = vec![0; shape.len()];
+    for (d, &n) in shape.iter().enumerate().rev() {
+        c[d] = flat % n.max(1);
+        flat /= n.max(1);
+    }
+    c
+}
+
+/// The flat row-major index of coordinates `c` in `shape`.
+fn flat_index(c: &[usize], shape: &[usize]) -> usize {
+    c.iter().zip(shape).fold(0, |acc, (&i, &n)| acc * n + i)
+}
+
+/// The element of an input of shape `shape` that broadcasts to output coordinates `c`.
+fn broadcast_source(c: &[usize], shape: &[usize]) -> usize {
+    let skip = c.len() - shape.len();
+    let own: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| if n == 1 { 0 } else { c[skip + d] })
+        .collect();
+    flat_index(&own, shape)
+}
+
+/// The input's elements grouped by the output element they reduce into, for a
+/// reduction over `axes` (every axis when empty).
+fn reduction_groups(shape: &[usize], axes: &[usize]) -> Vec<Vec<usize>> {
+    let kept: Vec<usize> = (0..shape.len())
+        .filter(|d| !(axes.is_empty() || axes.contains(d)))
+        .collect();
+    let kept_shape: Vec<usize> = kept.iter().map(|&d| shape[d]).collect();
+    let mut groups = vec![Vec::new(); kept_shape.iter().product::<usize>().max(1)];
+    for flat in 0..shape.iter().product() {
+        let c = coordinates(flat, shape);
+        let own: Vec<usize> = kept.iter().map(|&d| c[d]).collect();
+        groups[flat_index(&own, &kept_shape)].push(flat);
+    }
+    groups
+}
+
+/// The input's elements along `axis`, one lane per position of the other axes, in
+/// row-major order of those positions.
+fn lanes(shape: &[usize], axis: usize) -> Vec<Vec<usize>> {
+    reduction_groups(shape, &[axis])
+}
+
+/// Σ of formulas, left to right (0 for none).
+fn total<E: Formula>(terms: impl IntoIterator<Item = E>) -> E {
+    terms
+        .into_iter()
+        .reduce(|a, b| a.plus(b))
+        .unwrap_or_else(|| E::number(0.0))
+}
+
+/// max(a, b) = b + relu(a − b) as a formula.
+fn larger<E: Formula>(a: E, b: E) -> E {
+    let minus = |e: E| E::number(-1.0).times(e);
+    b.clone().plus(Elementwise::Relu.formula(a.plus(minus(b))))
+}
+
+impl Op {
+    /// The operation's value element by element as formulas, from each input's shape
+    /// and its elements' formulas (row-major) and the recorded output's shape: how
+    /// the symbolic engine writes out a whole recorded graph, layers and losses
+    /// alike. `None` for what it does not write out (a batched matrix product).
+    ///
+    /// Kinks are written with the element-wise table's conventions; where PyTorch
+    /// splits a gradient between tied inputs (maximum, max), the formula sends it to
+    /// one of them.
+    ///
+    /// ```
+    /// use chainrule::autodiff::Op;
+    /// // x [1, 2] · Wᵀ with W [1, 2] and a bias: 1·3 + 2·4 + 0.5
+    /// let y = Op::Linear.formula_elements(
+    ///     &[(&[1, 2], &[1.0f64, 2.0]), (&[1, 2], &[3.0, 4.0]), (&[1], &[0.5])],
+    ///     &[1, 1],
+    /// );
+    /// assert_eq!(y, Some(vec![11.5]));
+    /// ```
+    pub fn formula_elements<E: Formula>(
+        &self,
+        x: &[(&[usize], &[E])],
+        out_shape: &[usize],
+    ) -> Option<Vec<E>> {
+        let minus = |e: E| E::number(-1.0).times(e);
+        let out_len: usize = out_shape.iter().product();
+        let elementwise = |f: &dyn Fn(E, E) -> E| -> Option<Vec<E>> {
+            let [(sa, a), (sb, b)] = x else { return None };
+            Some(
+                (0..out_len)
+                    .map(|i| {
+                        let c = coordinates(i, out_shape);
+                        f(
+                            a[broadcast_source(&c, sa)].clone(),
+                            b[broadcast_source(&c, sb)].clone(),
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        let (shape, values) = *x.first()?;
+        let at = |c: &[usize]| values[flat_index(c, shape)].clone();
+        Some(match self {
+            Op::Add => elementwise(&|a, b| a.plus(b))?,
+            Op::Sub => elementwise(&|a, b| a.plus(minus(b)))?,
+            Op::Mul => elementwise(&|a, b| a.times(b))?,
+            Op::Div => elementwise(&|a, b| a.times(b.power(-1.0)))?,
+            Op::Maximum => elementwise(&|a, b| larger(a, b))?,
+            // min(a, b) = a − relu(a − b)
+            Op::Minimum => elementwise(&|a, b| {
+                a.clone()
+                    .plus(minus(Elementwise::Relu.formula(a.plus(minus(b)))))
+            })?,
+            Op::Map(f) => values.iter().map(|v| f.formula(v.clone())).collect(),
+            Op::MatMul | Op::Linear | Op::LinearRelu => {
+                let transposed = !matches!(self, Op::MatMul);
+                let (ws, w) = *x.get(1)?;
+                if shape.len() != 2 || ws.len() != 2 {
+                    return None;
+                }
+                let (rows, inner) = (shape[0], shape[1]);
+                let columns = if transposed { ws[0] } else { ws[1] };
+                let weight = |k: usize, j: usize| {
+                    if transposed {
+                        w[j * inner + k].clone()
+                    } else {
+                        w[k * columns + j].clone()
+                    }
+                };
+                let mut out = Vec::with_capacity(rows * columns);
+                for n in 0..rows {
+                    for j in 0..columns {
+                        // A layer reads w·x, as the notebooks write it; a product a·b.
+                        let term = |k: usize| {
+                            if transposed {
+                                weight(k, j).times(at(&[n, k]))
+                            } else {
+                                at(&[n, k]).times(weight(k, j))
+                            }
+                        };
+                        let mut z = total((0..inner).map(term));
+                        if let Some((_, b)) = x.get(2).filter(|_| transposed) {
+                            z = z.plus(b[j].clone());
+                        }
+                        if matches!(self, Op::LinearRelu) {
+                            z = Elementwise::Relu.formula(z);
+                        }
+                        out.push(z);
+                    }
+                }
+                out
+            }
+            Op::Sum { axes, .. } | Op::Mean { axes, .. } | Op::Max { axes, .. } => {
+                reduction_groups(shape, axes)
+                    .into_iter()
+                    .map(|group| {
+                        let n = group.len() as f64;
+                        let items = group.into_iter().map(|i| values[i].clone());
+                        match self {
+                            Op::Sum { .. } => total(items),
+                            Op::Mean { .. } => total(items).times(E::number(1.0 / n)),
+                            _ => items.reduce(larger).unwrap_or_else(|| E::number(0.0)),
+                        }
+                    })
+                    .collect()
+            }
+            Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+                let mut out = vec![E::number(0.0); values.len()];
+                for lane in lanes(shape, *axis) {
+                    let exps = lane
+                        .iter()
+                        .map(|&i| Elementwise::Exp.formula(values[i].clone()));
+                    let sum = total(exps);
+                    for &i in &lane {
+                        out[i] = if matches!(self, Op::Softmax { .. }) {
+                            Elementwise::Exp
+                                .formula(values[i].clone())
+                                .times(sum.clone().power(-1.0))
+                        } else {
+                            values[i]
+                                .clone()
+                                .plus(minus(Elementwise::Log.formula(sum.clone())))
+                        };
+                    }
+                }
+                out
+            }
+            Op::Gather { indices } => {
+                let columns = *shape.get(1)?;
+                indices
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &c)| values[n * columns + c].clone())
+                    .collect()
+            }
+            Op::SelectRows { indices } => {
+                let width = values.len() / shape.first().copied()?.max(1);
+                indices
+                    .iter()
+                    .flat_map(|&r| values[r * width..(r + 1) * width].iter().cloned())
+                    .collect()
+            }
+            Op::Narrow { axis, start, .. } => (0..out_len)
+                .map(|i| {
+                    let mut c = coordinates(i, out_shape);
+                    c[*axis] += start;
+                    at(&c)
+                })
+                .collect(),
+            Op::Concat { axis } => (0..out_len)
+                .map(|i| {
+                    let mut c = coordinates(i, out_shape);
+                    let mut k = 0;
+                    while c[*axis] >= x[k].0[*axis] {
+                        c[*axis] -= x[k].0[*axis];
+                        k += 1;
+                    }
+                    x[k].1[flat_index(&c, x[k].0)].clone()
+                })
+                .collect(),
+            Op::Reshape { .. } => values.to_vec(),
+            Op::Permute { axes } => (0..out_len)
+                .map(|i| {
+                    let c = coordinates(i, out_shape);
+                    let mut source = vec![0; c.len()];
+                    for (d, &a) in axes.iter().enumerate() {
+                        source[a] = c[d];
+                    }
+                    at(&source)
+                })
+                .collect(),
+            Op::Transpose => (0..out_len)
+                .map(|i| {
+                    let mut c = coordinates(i, out_shape);
+                    let r = c.len();
+                    c.swap(r - 1, r - 2);
+                    at(&c)
+                })
+                .collect(),
+            // −(y·ln p + (1 − y)·ln(1 − p)) (the clamp at −100 is not written)
+            Op::BinaryCrossEntropy => elementwise(&|p, y| {
+                let log = |e: E| Elementwise::Log.formula(e);
+                let one_minus = |e: E| E::number(1.0).plus(minus(e));
+                minus(
+                    y.clone()
+                        .times(log(p.clone()))
+                        .plus(one_minus(y).times(log(one_minus(p)))),
+                )
+            })?,
+            // relu(x) − x·y + ln(1 + e^−|x|)
+            Op::BinaryCrossEntropyWithLogits => elementwise(&|x, y| {
+                let tail = E::number(1.0)
+                    .plus(Elementwise::Exp.formula(minus(Elementwise::Abs.formula(x.clone()))));
+                Elementwise::Relu
+                    .formula(x.clone())
+                    .plus(minus(x.times(y)))
+                    .plus(Elementwise::Log.formula(tail))
+            })?,
+            // (1/N) Σₙ (ln Σ_c e^{x_nc} − x_n,yₙ)
+            Op::SoftmaxCrossEntropy { classes } => {
+                let columns = *shape.get(1)?;
+                let rows = classes.len() as f64;
+                let terms = classes.iter().enumerate().map(|(n, &class)| {
+                    let row = &values[n * columns..(n + 1) * columns];
+                    let sum = total(row.iter().map(|v| Elementwise::Exp.formula(v.clone())));
+                    Elementwise::Log
+                        .formula(sum)
+                        .plus(minus(row[class].clone()))
+                });
+                vec![total(terms).times(E::number(1.0 / rows))]
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(shape: &[usize], seed: u64) -> Tensor<f64> {
+        Tensor::rand_uniform(shape, 0.1, 1.9, seed).unwrap()
+    }
+
+    #[test]
+    fn every_formula_written_element_by_element_equals_the_forward() {
+        let m = tensor(&[3, 4], 1);
+        let w = tensor(&[2, 4], 2);
+        let cases: Vec<(Op, Vec<Tensor<f64>>)> = vec![
+            (Op::Add, vec![m.clone(), tensor(&[4], 3)]),
+            (Op::Sub, vec![tensor(&[3, 1], 4), m.clone()]),
+            (Op::Mul, vec![m.clone(), tensor(&[3, 4], 5)]),
+            (Op::Div, vec![m.clone(), tensor(&[1, 4], 6)]),
+            (Op::Maximum, vec![m.clone(), tensor(&[3, 4], 7)]),
+            (Op::Minimum, vec![m.clone(), tensor(&[3, 4], 7)]),
+            (Op::Map(Elementwise::Tanh), vec![m.clone()]),
+            (Op::MatMul, vec![m.clone(), tensor(&[4, 2], 8)]),
+            (Op::Linear, vec![m.clone(), w.clone(), tensor(&[2], 9)]),
+            (
+                Op::LinearRelu,
+                vec![m.clone(), w.scale(-1.0), tensor(&[2], 9)],
+            ),
+            (
+                Op::Sum {
+                    axes: vec![1],
+                    keepdim: false,
+                },
+                vec![m.clone()],
+            ),
+            (
+                Op::Mean {
+                    axes: vec![0],
+                    keepdim: true,
+                },
+                vec![m.clone()],
+            ),
+            (
+                Op::Max {
+                    axes: vec![],
+                    keepdim: false,
+                },
+                vec![m.clone()],
+            ),
+            (Op::Softmax { axis: 1 }, vec![m.clone()]),
+            (Op::LogSoftmax { axis: 0 }, vec![m.clone()]),
+            (
+                Op::Gather {
+                    indices: vec![3, 0, 2],
+                },
+                vec![m.clone()],
+            ),
+            (
+                Op::SelectRows {
+                    indices: vec![2, 2, 0],
+                },
+                vec![m.clone()],
+            ),
+            (
+                Op::Narrow {
+                    axis: 1,
+                    start: 1,
+                    len: 2,
+                },
+                vec![m.clone()],
+            ),
+            (Op::Concat { axis: 0 }, vec![m.clone(), tensor(&[2, 4], 10)]),
+            (Op::Reshape { shape: vec![2, 6] }, vec![m.clone()]),
+            (Op::Permute { axes: vec![1, 0] }, vec![m.clone()]),
+            (Op::Transpose, vec![m.clone()]),
+            (
+                Op::BinaryCrossEntropy,
+                vec![m.scale(0.5), tensor(&[3, 4], 11).scale(0.5)],
+            ),
+            (
+                Op::BinaryCrossEntropyWithLogits,
+                vec![m.clone(), tensor(&[3, 4], 12)],
+            ),
+            (
+                Op::SoftmaxCrossEntropy {
+                    classes: vec![1, 3, 0],
+                },
+                vec![m.clone()],
+            ),
+        ];
+        for (op, inputs) in cases {
+            let refs: Vec<&Tensor<f64>> = inputs.iter().collect();
+            let out = op.forward(&refs).unwrap();
+            let values: Vec<Vec<f64>> = inputs.iter().map(Tensor::to_vec).collect();
+            let given: Vec<(&[usize], &[f64])> = inputs
+                .iter()
+                .zip(&values)
+                .map(|(t, v)| (t.shape(), v.as_slice()))
+                .collect();
+            let written = op.formula_elements(&given, out.shape()).unwrap();
+            assert_eq!(written.len(), out.len(), "{op:?}");
+            for (a, b) in written.iter().zip(out.to_vec()) {
+                assert!(
+                    (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                    "{op:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
