@@ -25,18 +25,26 @@
 #![warn(missing_docs)]
 
 pub mod autodiff;
+mod config;
 pub mod data;
 mod error;
 mod float;
 pub mod gradcheck;
 pub mod io;
-mod json;
 pub mod loss;
 pub mod nn;
 pub mod optim;
 mod parallel;
 pub mod tensor;
 pub mod train;
+
+/// The JSON helpers under the path `nn` imports them from (`crate::json::{Fields,
+/// invalid, parse}`), until `nn` imports them from [`config::json`] and
+/// [`error::invalid`] and this alias goes.
+mod json {
+    pub(crate) use crate::config::json::{Fields, parse};
+    pub(crate) use crate::error::invalid;
+}
 
 pub use autodiff::{Gradients, Tape, Var};
 pub use error::{Error, Result};

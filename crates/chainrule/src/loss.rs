@@ -17,7 +17,7 @@ use crate::autodiff::rules::{
     BinaryCrossEntropy, BinaryCrossEntropyWithLogits, SoftmaxCrossEntropy,
 };
 use crate::autodiff::scalar::{ScalarOp, ScalarTape, ScalarVar};
-use crate::json::invalid;
+use crate::error::invalid;
 use crate::{Error, Float, Result, Tensor, Var};
 
 /// A loss function; see the module table for the meanings.

@@ -6,8 +6,8 @@ pub mod synthetic;
 
 pub use scale::{MinMaxScaler, Standardizer};
 
+use crate::error::invalid;
 use crate::io::NpyArray;
-use crate::json::invalid;
 use crate::loss::Loss;
 use crate::{Error, Float, Result, Tensor};
 use rand::SeedableRng;

@@ -2,7 +2,7 @@
 
 use super::Optimizer;
 use super::state::{State, StateBuffer};
-use crate::json::invalid;
+use crate::error::invalid;
 use crate::nn::Param;
 use crate::{Float, Result, Tensor};
 use std::collections::BTreeMap;

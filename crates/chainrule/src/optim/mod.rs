@@ -20,16 +20,14 @@ mod adagrad;
 mod adam;
 mod checkpoint;
 mod clip;
-mod config;
 mod rmsprop;
 mod schedule;
 mod sgd;
 mod split;
 mod state;
 
+pub use crate::config::{OptimizerConfig, Schedule};
 pub use clip::clip_grad_norm;
-pub use config::OptimizerConfig;
-pub use schedule::Schedule;
 
 use crate::nn::Param;
 use crate::{Error, Float, Result, Tensor};

@@ -1,7 +1,8 @@
-//! The optimizers' hyper-parameters and their strict JSON reader.
+//! The contract's `optimizer` object: which optimizer, and its hyper-parameters.
 
+use super::json::Fields;
 use crate::Result;
-use crate::json::{Fields, invalid};
+use crate::error::invalid;
 use serde_json::Value;
 
 /// An optimizer and its hyper-parameters (PyTorch's names and defaults).
@@ -190,7 +191,7 @@ impl OptimizerConfig {
         }
     }
 
-    pub(super) fn lr_mut(&mut self) -> &mut f64 {
+    pub(crate) fn lr_mut(&mut self) -> &mut f64 {
         match self {
             OptimizerConfig::Sgd { lr, .. }
             | OptimizerConfig::Adam { lr, .. }
