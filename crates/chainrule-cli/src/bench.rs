@@ -192,8 +192,8 @@ pub fn run(
                 Ok(Dataset::new(x, d.target)?)
             };
             Some((
-                scale(chainrule::io::read_mnist(dir, "train")?)?,
-                scale(chainrule::io::read_mnist(dir, "t10k")?)?,
+                scale(chainrule::data::read_mnist(dir, "train")?)?,
+                scale(chainrule::data::read_mnist(dir, "t10k")?)?,
             ))
         }
         (true, None) => {
