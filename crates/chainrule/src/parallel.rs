@@ -3,10 +3,10 @@
 //!
 //! A training step of a small MLP takes a few hundred microseconds, with serial work
 //! (the optimizer, the next batch) between its parallel parts. Rayon's workers go to
-//! sleep in those gaps, and waking them costs about 100 µs on this machine's virtual
-//! CPUs (measured); a helper that spins for a while first takes a job in about a
-//! microsecond. Helpers spin for up to [`SPIN`] after their last job, then park until
-//! the next one, so an idle team does not burn a core for long.
+//! sleep in those gaps, and waking a sleeping thread costs a large share of such a
+//! part; a helper that spins for a while first takes a job almost at once (the
+//! figures: docs/performance.md). Helpers spin for up to [`SPIN`] after their last
+//! job, then park until the next one, so an idle team does not burn a core for long.
 //!
 //! Training runs inside [`Team::scope`]; matrix products find the team with
 //! [`with_current`] and give each member one block of their output, and large
@@ -46,8 +46,9 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Team>) -> R) -> R {
 }
 
 /// Element-wise passes (and the optimizer's updates) over at least this many values
-/// are cut among the current team; below it, handing out the blocks costs more than it saves (a pass over 2¹⁵
-/// `f32` takes about 10 µs here, and a spinning helper takes a job in about 1 µs).
+/// are cut among the current team; below it, handing out the blocks costs more than
+/// it saves: the value keeps a pass several times longer than the time a spinning
+/// helper takes to start a job (docs/performance.md).
 pub(crate) const ELEMENTWISE_SPLIT_MIN: usize = 1 << 15;
 
 /// Calls `f(start, block)` on consecutive blocks of `data` that together cover it,

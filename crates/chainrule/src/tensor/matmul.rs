@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
 /// Products with fewer multiply-adds than this run on the calling thread: below it,
-/// waking the pool costs more than it saves. Measured on 2 cores with `chainrule bench`
-/// (median of 3): W1 (64×784×128 products) took 0.47 s/epoch at 2¹⁸, 0.46 s at 2²²
-/// and 0.32 s at 2²⁴; W2's large products stay parallel.
+/// waking rayon's sleeping pool costs more than it saves. It keeps an MNIST layer's
+/// products at batch 64 (64 × 784 × 128) on one thread and lets products the size of
+/// W2's go parallel (docs/performance.md has the measurements behind the value).
 const PARALLEL_MIN_FLOPS: usize = 1 << 24;
 
 /// Inside a training loop, products with at least this many multiply-adds are cut
-/// among the loop's spinning threads ([`crate::parallel::Team`]), which take a job in
-/// about a microsecond where rayon's sleeping workers take about a hundred.
+/// among the loop's spinning threads ([`crate::parallel::Team`]), which take a job
+/// far sooner than rayon's sleeping workers wake, so much smaller products pay.
 const SPLIT_MIN_FLOPS: usize = 1 << 18;
 
 /// Sets how many threads large matrix products use (0: one per core).
@@ -156,9 +156,8 @@ fn matmul_into<F: Float>(
 /// `gemm` reads a right operand with unit row stride (the `Wᵀ` of a layer's `x·Wᵀ`)
 /// one column at a time from where it lies; when its columns are a multiple of this
 /// many bytes apart (a weight of 512, 1024, 1536 or 2048 inputs in `f32`) the reads
-/// contend for the same cache sets. Measured on one core, 256 × k × 512: 62–78
-/// GFLOP/s for k = 512, 1024, 1536 and 2048 against 90–105 for 640, 768, 1000, 1040
-/// and 1280 (and 92–96 once the columns are padded).
+/// contend for the same cache sets, and the product runs markedly slower than with
+/// the columns padded apart (docs/performance.md has the figures).
 const CONFLICTING_STRIDE_BYTES: usize = 2048;
 
 /// The padding that [`gemm_into`] puts between the columns of such an operand.
