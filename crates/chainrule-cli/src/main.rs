@@ -302,7 +302,8 @@ fn main() -> ExitCode {
     // (`chainrule explain ... | head`) instead of failing on a broken pipe.
     #[cfg(unix)]
     // SAFETY: restoring the default SIGPIPE disposition at startup, before any other
-    // thread exists, is what every C program starts with.
+    // thread exists, is what every C program starts with (std has no safe form of
+    // it). Tested by tests/interrupt.rs (a_reader_that_goes_away_ends_the_output_by_sigpipe).
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
