@@ -36,7 +36,9 @@ impl<A> Counting<A> {
     }
 }
 
-// SAFETY: every call is forwarded unchanged to the wrapped allocator.
+// SAFETY: every call is forwarded unchanged to the wrapped allocator (a
+// GlobalAlloc must be an unsafe impl; counting allocations is what `chainrule bench`
+// measures them with). Tested by the_counting_allocator_counts_and_forwards_every_call.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
@@ -192,8 +194,8 @@ pub fn run(
                 Ok(Dataset::new(x, d.target)?)
             };
             Some((
-                scale(chainrule::io::read_mnist(dir, "train")?)?,
-                scale(chainrule::io::read_mnist(dir, "t10k")?)?,
+                scale(chainrule::data::read_mnist(dir, "train")?)?,
+                scale(chainrule::data::read_mnist(dir, "t10k")?)?,
             ))
         }
         (true, None) => {
@@ -249,5 +251,39 @@ fn print_timing(t: &Timing) {
             t.units,
             t.allocations_per_step
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::System;
+
+    #[test]
+    fn the_counting_allocator_counts_and_forwards_every_call() {
+        let counting = Counting::new(System);
+        let layout = Layout::from_size_align(64, 16).unwrap();
+        let before = allocations();
+        // SAFETY: each pointer comes from `counting` with `layout` (its size updated
+        // by realloc) and is freed once, as GlobalAlloc requires.
+        unsafe {
+            let zeroed = counting.alloc_zeroed(layout);
+            assert!(!zeroed.is_null() && (zeroed as usize).is_multiple_of(16));
+            assert!((0..64).all(|i| *zeroed.add(i) == 0));
+            let p = counting.alloc(layout);
+            p.copy_from(zeroed.cast_const(), 64);
+            *p = 7;
+            counting.dealloc(zeroed, layout);
+            let grown = counting.realloc(p, layout, 4096);
+            assert_eq!(
+                (*grown, *grown.add(63)),
+                (7, 0),
+                "realloc keeps the contents"
+            );
+            counting.dealloc(grown, Layout::from_size_align(4096, 16).unwrap());
+        }
+        // alloc_zeroed, alloc and realloc; not the deallocations. (Other tests of
+        // this binary may allocate through the global allocator meanwhile.)
+        assert!(allocations() - before >= 3);
     }
 }

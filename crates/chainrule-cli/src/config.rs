@@ -4,8 +4,10 @@
 use anyhow::{Context, Result, anyhow, bail};
 use chainrule::Tensor;
 use chainrule::autodiff::Elementwise;
-use chainrule::data::{Dataset, MinMaxScaler, Standardizer, Target, synthetic};
-use chainrule::io::{NpyArray, TargetKind, read_csv, read_mnist, read_npy};
+use chainrule::data::{
+    Dataset, MinMaxScaler, Standardizer, Target, TargetKind, read_csv, read_mnist, synthetic,
+};
+use chainrule::io::{NpyArray, read_npy};
 use chainrule::loss::Loss;
 use chainrule::nn::{Init, Layer, Sequential};
 use chainrule::optim::{OptimizerConfig, Schedule};

@@ -20,8 +20,8 @@ use std::process::ExitCode;
 
 /// mimalloc keeps freed blocks for reuse: training allocates and frees the same
 /// tensor sizes every step, and the system allocator hands large ones back to the
-/// kernel, paying page faults to get them again. Measured with `chainrule bench`
-/// (median of 3): W3 6.3 → 5.7 µs/step, W1 0.324 → 0.313 s/epoch.
+/// kernel, paying page faults to get them again (docs/performance.md has the
+/// figures).
 /// Counted (see [`bench::Counting`]) so that `chainrule bench` can report the heap
 /// allocations of a training step.
 #[global_allocator]
@@ -302,7 +302,8 @@ fn main() -> ExitCode {
     // (`chainrule explain ... | head`) instead of failing on a broken pipe.
     #[cfg(unix)]
     // SAFETY: restoring the default SIGPIPE disposition at startup, before any other
-    // thread exists, is what every C program starts with.
+    // thread exists, is what every C program starts with (std has no safe form of
+    // it). Tested by tests/interrupt.rs (a_reader_that_goes_away_ends_the_output_by_sigpipe).
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

@@ -7,7 +7,9 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(signal: libc::c_int) {
     if STOP.swap(true, Ordering::SeqCst) {
-        // SAFETY: _exit is async-signal-safe; the user asked twice.
+        // SAFETY: _exit is async-signal-safe (exit, which runs destructors and
+        // flushes, would not be); the user asked twice. Tested by
+        // tests/interrupt.rs (a_second_signal_exits_at_once_with_the_signals_status).
         unsafe { libc::_exit(128 + signal) };
     }
 }
@@ -15,7 +17,9 @@ extern "C" fn on_signal(signal: libc::c_int) {
 /// Routes SIGINT and SIGTERM to the stop flag.
 pub fn install() {
     #[cfg(unix)]
-    // SAFETY: the handler only stores to an atomic (async-signal-safe) or calls _exit.
+    // SAFETY: installing a handler is an FFI call with no safe form in std; the
+    // handler only stores to an atomic (async-signal-safe) or calls _exit. Tested
+    // by tests/interrupt.rs (a run stopped by SIGTERM saves and resumes).
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);

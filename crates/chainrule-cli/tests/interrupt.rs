@@ -1,10 +1,22 @@
 //! A training run killed mid-epoch saves a checkpoint that loads, and resuming it
 //! ends with the same parameters, bit for bit, as a run never interrupted; two runs
-//! with the same seed, data, config and threads are bit-identical.
+//! with the same seed, data, config and threads are bit-identical. A second signal
+//! exits at once, and a reader that goes away stops the output quietly (the
+//! binary's signal handling, the only `unsafe` of the CLI besides its allocator).
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// Sends signal `name` (`TERM`, `INT`) to process `pid`, as the shell's `kill` does.
+fn signal(pid: u32, name: &str) {
+    let sent = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -s {name} {pid}");
+}
 
 fn scratch(name: &str) -> PathBuf {
     let dir =
@@ -52,8 +64,7 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_parameters() {
     // Kill a third run with SIGTERM while it trains, then resume it.
     let mut child = train(&dir, "part").spawn().unwrap();
     std::thread::sleep(Duration::from_millis(600));
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    signal(child.id(), "TERM");
     assert!(
         child.wait().unwrap().success(),
         "exits cleanly after the current step"
@@ -87,5 +98,64 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_parameters() {
         std::fs::read(dir.join("runs/part/params.safetensors")).unwrap(),
         whole,
         "bit-identical to the uninterrupted run"
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once_with_the_signals_status() {
+    let dir = scratch("twice");
+    let mut child = train(&dir, "twice").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    // Two different signals, so that the second cannot merge with a pending first.
+    signal(child.id(), "INT");
+    signal(child.id(), "TERM");
+    let status = child.wait().unwrap();
+    assert!(
+        matches!(status.code(), Some(130 | 143)),
+        "128 + the signal handled second, got {status:?}"
+    );
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_by_sigpipe() {
+    let dir = scratch("pipe");
+    let tiny = [
+        "train",
+        "--samples",
+        "60",
+        "--layers",
+        "2,4,3",
+        "--epochs",
+        "1",
+        "--name",
+        "tiny",
+        "--quiet",
+    ];
+    let trained = Command::new(env!("CARGO_BIN_EXE_chainrule"))
+        .current_dir(&dir)
+        .args(tiny)
+        .status()
+        .unwrap();
+    assert!(trained.success());
+    // 20,000 rows of predictions: far more than a pipe holds.
+    let rows: String = (0..20_000)
+        .map(|i| format!("{},{}\n", i % 7, i % 5))
+        .collect();
+    std::fs::write(dir.join("x.csv"), format!("a,b\n{rows}")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chainrule"))
+        .current_dir(&dir)
+        .args(["predict", "runs/tiny", "--x", "x.csv"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before reading anything
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "killed by SIGPIPE, not failing on a broken pipe: {:?}, {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -9,8 +9,8 @@
 //! DATA_DIR holds the four MNIST IDX files (plain or .gz); OUT_DIR defaults to
 //! `runs/mnist_mlp`.
 
-use chainrule::data::{Dataset, Standardizer, Target};
-use chainrule::io::{npy_bytes, read_mnist, write_atomic};
+use chainrule::data::{Dataset, Standardizer, Target, read_mnist};
+use chainrule::io::{npy_bytes, write_atomic};
 use chainrule::nn::Sequential;
 use chainrule::train::{Event, TrainConfig, fit, predict};
 use chainrule::{Error, Result, Tensor};

@@ -130,3 +130,12 @@ pub enum Error {
 
 /// `Result` with the library's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// [`Error::InvalidValue`] for `field`: the builder every module uses for a value
+/// out of range, a missing or unknown field, or a wrong JSON type.
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::InvalidValue {
+        field: field.into(),
+        message: message.into(),
+    }
+}

@@ -26,12 +26,12 @@
 #![warn(missing_docs)]
 
 pub mod autodiff;
+mod config;
 pub mod data;
 mod error;
 mod float;
 pub mod gradcheck;
 pub mod io;
-mod json;
 pub mod loss;
 pub mod nn;
 pub mod optim;

@@ -14,7 +14,7 @@
 pub use crate::data::Target;
 
 use crate::autodiff::Op;
-use crate::json::invalid;
+use crate::error::invalid;
 use crate::{Error, Float, Result, Tensor, Var};
 
 /// A loss function; see the module table for the meanings.

@@ -3,10 +3,10 @@
 //!
 //! A training step of a small MLP takes a few hundred microseconds, with serial work
 //! (the optimizer, the next batch) between its parallel parts. Rayon's workers go to
-//! sleep in those gaps, and waking them costs about 100 µs on this machine's virtual
-//! CPUs (measured); a helper that spins for a while first takes a job in about a
-//! microsecond. Helpers spin for up to [`SPIN`] after their last job, then park until
-//! the next one, so an idle team does not burn a core for long.
+//! sleep in those gaps, and waking a sleeping thread costs a large share of such a
+//! part; a helper that spins for a while first takes a job almost at once (the
+//! figures: docs/performance.md). Helpers spin for up to [`SPIN`] after their last
+//! job, then park until the next one, so an idle team does not burn a core for long.
 //!
 //! Training runs inside [`Team::scope`]; matrix products find the team with
 //! [`with_current`] and give each member one block of their output, and large
@@ -32,7 +32,9 @@ const QUIT: u8 = 3;
 type Task<'a> = &'a (dyn Fn(usize) + Sync);
 
 thread_local! {
-    /// The team of the [`Team::scope`] running on this thread, if any.
+    /// The team of the [`Team::scope`] running on this thread, if any. A raw pointer
+    /// because the team lives on the scope's stack: matrix products deep inside a
+    /// training step find it here instead of having it passed through every call.
     static CURRENT: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
 }
 
@@ -40,14 +42,35 @@ thread_local! {
 /// outside one, and on a helper).
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Team>) -> R) -> R {
     let team = CURRENT.with(Cell::get);
-    // SAFETY: CURRENT is set only for the duration of a Team::scope body on this
-    // thread, during which the team is alive and not moved.
+    // SAFETY: CURRENT points to a team only while a Team::scope body runs on this
+    // thread: the scope sets it after creating the team and its `Current` guard
+    // puts the previous value back before the team is dropped, also when the body
+    // panics. The team does not move meanwhile (it is borrowed by the scope's
+    // threads), and `f`'s borrow cannot outlive this call. Tested by
+    // `the_current_team_is_forgotten_when_its_scope_ends_even_by_a_panic`.
     f(unsafe { team.as_ref() })
 }
 
+/// Makes a team the current one on this thread until dropped, then puts back the
+/// one before it.
+struct Current(*const Team);
+
+impl Current {
+    fn set(team: &Team) -> Current {
+        Current(CURRENT.with(|c| c.replace(team)))
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
 /// Element-wise passes (and the optimizer's updates) over at least this many values
-/// are cut among the current team; below it, handing out the blocks costs more than it saves (a pass over 2¹⁵
-/// `f32` takes about 10 µs here, and a spinning helper takes a job in about 1 µs).
+/// are cut among the current team; below it, handing out the blocks costs more than
+/// it saves: the value keeps a pass several times longer than the time a spinning
+/// helper takes to start a job (docs/performance.md).
 pub(crate) const ELEMENTWISE_SPLIT_MIN: usize = 1 << 15;
 
 /// Calls `f(start, block)` on consecutive blocks of `data` that together cover it,
@@ -184,9 +207,9 @@ impl Team {
                 });
             }
             let stop = Stop(&team);
-            let before = CURRENT.with(|c| c.replace(&team as *const Team));
+            let current = Current::set(&team);
             let result = body(&team);
-            CURRENT.with(|c| c.set(before));
+            drop(current);
             drop(stop);
             result
         })
@@ -236,9 +259,15 @@ impl Team {
             let wait = Wait {
                 slots: &self.slots[..posted.len()],
             };
-            // SAFETY: the task borrows only what outlives this block, and `wait`
-            // (dropped at the end of the block, also on unwinding) does not return
-            // until every helper has finished with it.
+            // SAFETY: the helpers are threads of the enclosing Team::scope, which
+            // outlive this call, so their mailboxes want a task of any lifetime;
+            // handing them a borrowed one without allocating needs this lifetime
+            // cast (the team's speed depends on handing out work without
+            // allocating: docs/performance.md). The task borrows only what outlives
+            // this block, and `wait` (dropped at the end of the block, also when the
+            // caller's own job panics) does not return until every helper has
+            // finished with it. Tested by `the_callers_panic_waits_for_the_helpers`
+            // and `a_helpers_panic_reaches_the_caller_after_every_job_has_finished`.
             let task: Task<'static> = unsafe { std::mem::transmute(task) };
             for (i, slot) in self.slots[..posted.len()].iter().enumerate() {
                 slot.panicked.store(false, Ordering::Relaxed);
@@ -367,6 +396,46 @@ mod tests {
                 Box::new(|| *b = true),
             ]);
             assert_eq!(ran, [true, true]);
+        });
+    }
+
+    #[test]
+    fn the_callers_panic_waits_for_the_helpers() {
+        Team::scope(2, |team| {
+            let finished = AtomicBool::new(false);
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                team.run([
+                    // On the helper: still using its borrow when the caller panics.
+                    Box::new(|| {
+                        std::thread::sleep(Duration::from_millis(20));
+                        finished.store(true, Ordering::Relaxed);
+                    }) as Box<dyn FnOnce() + Send>,
+                    // On the caller.
+                    Box::new(|| panic!("caller")),
+                ]);
+            }));
+            // `finished` is still borrowed by the helper's job unless run waited.
+            assert!(caught.is_err() && finished.load(Ordering::Relaxed));
+        });
+    }
+
+    #[test]
+    fn the_current_team_is_forgotten_when_its_scope_ends_even_by_a_panic() {
+        let caught = std::panic::catch_unwind(|| {
+            Team::scope(2, |_| {
+                with_current(|team| assert!(team.is_some()));
+                panic!("inside the scope");
+            })
+        });
+        assert!(caught.is_err());
+        // The team is gone: a dangling current team would be used here.
+        with_current(|team| assert!(team.is_none()));
+        // Nested scopes put back the outer team.
+        Team::scope(2, |outer| {
+            Team::scope(3, |inner| {
+                with_current(|t| assert!(t.is_some_and(|t| std::ptr::eq(t, inner))));
+            });
+            with_current(|t| assert!(t.is_some_and(|t| std::ptr::eq(t, outer))));
         });
     }
 

@@ -1,9 +1,8 @@
 //! Every file of the malformed corpus (tests/corpus/, made by tools/make_corpus.py)
 //! through every reader: each must give an error, never a panic or a huge allocation.
 
-use chainrule::io::{
-    TargetKind, read_csv, read_idx, read_npy, read_safetensors, safetensors_dtype,
-};
+use chainrule::data::{TargetKind, read_csv};
+use chainrule::io::{read_idx, read_npy, read_safetensors, safetensors_dtype};
 use chainrule::nn::Sequential;
 use chainrule::train::TrainConfig;
 use std::panic::{AssertUnwindSafe, catch_unwind};

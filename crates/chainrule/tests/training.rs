@@ -3,8 +3,7 @@
 //! checks an invariant or a value computed independently.
 
 use chainrule::autodiff::Elementwise;
-use chainrule::data::{Batches, Dataset, MinMaxScaler, Standardizer, Target};
-use chainrule::io::{TargetKind, read_csv};
+use chainrule::data::{Batches, Dataset, MinMaxScaler, Standardizer, Target, TargetKind, read_csv};
 use chainrule::loss::Loss;
 use chainrule::nn::{Init, Layer, Module, Sequential};
 use chainrule::optim::{Schedule, clip_grad_norm};

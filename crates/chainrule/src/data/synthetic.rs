@@ -2,7 +2,7 @@
 //! toys and notebook 004's regression.
 
 use super::{Dataset, Target};
-use crate::json::invalid;
+use crate::error::invalid;
 use crate::{Float, Result, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -1,15 +1,15 @@
-//! Files: NumPy `.npy` arrays, safetensors parameter files, and atomic writes.
+//! Files: NumPy `.npy` arrays, IDX arrays, safetensors parameter files, and atomic
+//! writes. Turning files into data sets (CSV, MNIST) is [`crate::data`]'s job.
 //!
 //! Every reader checks a header's declared sizes against the bytes actually present
 //! before allocating, and names the file in its errors.
 
-mod csv;
 mod idx;
 mod npy;
 mod safetensors;
 
-pub use csv::{CsvData, TargetKind, read_csv, read_csv_bytes};
-pub use idx::{IdxArray, read_idx, read_idx_bytes, read_mnist};
+pub(crate) use idx::stream_idx;
+pub use idx::{IdxArray, read_idx, read_idx_bytes};
 pub use npy::{NpyArray, npy_bytes, read_npy, read_npy_bytes};
 pub use safetensors::{
     read_safetensors, safetensors_bytes, safetensors_dtype, safetensors_from_bytes,

@@ -2,7 +2,7 @@
 //!
 //! Fans follow PyTorch for a weight of shape `[out, in]`: fan_in = in, fan_out = out.
 
-use crate::json::invalid;
+use crate::error::invalid;
 use crate::{Float, Result, Tensor};
 
 /// How to draw a layer's initial weights.

@@ -3,8 +3,9 @@
 
 use super::{Init, Module, Param};
 use crate::autodiff::{Constant, Elementwise};
+use crate::config::json::{Fields, parse};
+use crate::error::invalid;
 use crate::io::{read_file, read_safetensors, write_atomic, write_safetensors};
-use crate::json::{Fields, invalid, parse};
 use crate::{Error, Float, Result, Tensor, Var};
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -7,21 +7,22 @@
 use super::Tensor;
 use crate::{Error, Float, Result};
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Axis, Ix2, IxDyn, ShapeBuilder};
-use std::mem::MaybeUninit;
+use std::any::Any;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Threads for large matrix products; 0 means rayon's default (one per core).
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
 /// Products with fewer multiply-adds than this run on the calling thread: below it,
-/// waking the pool costs more than it saves. Measured on 2 cores with `chainrule bench`
-/// (median of 3): W1 (64×784×128 products) took 0.47 s/epoch at 2¹⁸, 0.46 s at 2²²
-/// and 0.32 s at 2²⁴; W2's large products stay parallel.
+/// waking rayon's sleeping pool costs more than it saves. It keeps an MNIST layer's
+/// products at batch 64 (64 × 784 × 128) on one thread and lets products the size of
+/// W2's go parallel (docs/performance.md has the measurements behind the value).
 const PARALLEL_MIN_FLOPS: usize = 1 << 24;
 
 /// Inside a training loop, products with at least this many multiply-adds are cut
-/// among the loop's spinning threads ([`crate::parallel::Team`]), which take a job in
-/// about a microsecond where rayon's sleeping workers take about a hundred.
+/// among the loop's spinning threads ([`crate::parallel::Team`]), which take a job
+/// far sooner than rayon's sleeping workers wake, so much smaller products pay.
 const SPLIT_MIN_FLOPS: usize = 1 << 18;
 
 /// Sets how many threads large matrix products use (0: one per core).
@@ -84,12 +85,10 @@ impl<F: Float> Tensor<F> {
         }
         if a.len() == 2 && b.len() == 2 {
             let (lhs, rhs) = (self.matrix(None), other.matrix(None));
-            let fill = |values: &mut [MaybeUninit<F>]| {
+            return Ok(super::pool::filled(&[m, n], |values: &mut [F]| {
                 let dst = ArrayViewMut2::from_shape((m, n), values).expect("m·n values");
                 matmul_into(dst, &lhs, &rhs);
-            };
-            // SAFETY: matmul_into writes every element of its destination.
-            return Ok(unsafe { super::pool::take_filled(&[m, n], fill) });
+            }));
         }
         let batch = match (a.len(), b.len()) {
             (3, 3) if a[0] != b[0] => {
@@ -98,14 +97,13 @@ impl<F: Float> Tensor<F> {
             (3, _) => a[0],
             _ => b[0],
         };
-        let mut out = ArrayD::<F>::uninit(IxDyn(&[batch, m, n]));
+        let mut out = ArrayD::<F>::zeros(IxDyn(&[batch, m, n]));
         for (i, dst) in out.outer_iter_mut().enumerate() {
             let lhs = self.matrix((a.len() == 3).then_some(i));
             let rhs = other.matrix((b.len() == 3).then_some(i));
             matmul_into(dst.into_dimensionality().expect("2-D"), &lhs, &rhs);
         }
-        // SAFETY: matmul_into wrote every element of every matrix.
-        Ok(Tensor::from_array(unsafe { out.assume_init() }))
+        Ok(Tensor::from_array(out))
     }
 
     /// The 2-D view of this tensor, or of matrix `index` of a batch.
@@ -120,15 +118,15 @@ impl<F: Float> Tensor<F> {
 }
 
 /// `dst = lhs · rhs` for 2-D views of any strides, writing every element of `dst`
-/// (which may start uninitialised: gemm does not read the destination).
+/// (gemm does not read the destination's old values).
 fn matmul_into<F: Float>(
-    mut dst: ArrayViewMut2<'_, MaybeUninit<F>>,
+    mut dst: ArrayViewMut2<'_, F>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
 ) {
     let ((m, n), k) = (dst.dim(), lhs.ncols());
     if m == 0 || n == 0 || k == 0 {
-        dst.fill(MaybeUninit::new(F::zero()));
+        dst.fill(F::zero());
         return;
     }
     let work = m * n * k;
@@ -156,27 +154,52 @@ fn matmul_into<F: Float>(
 /// `gemm` reads a right operand with unit row stride (the `Wᵀ` of a layer's `x·Wᵀ`)
 /// one column at a time from where it lies; when its columns are a multiple of this
 /// many bytes apart (a weight of 512, 1024, 1536 or 2048 inputs in `f32`) the reads
-/// contend for the same cache sets. Measured on one core, 256 × k × 512: 62–78
-/// GFLOP/s for k = 512, 1024, 1536 and 2048 against 90–105 for 640, 768, 1000, 1040
-/// and 1280 (and 92–96 once the columns are padded).
+/// contend for the same cache sets, and the product runs markedly slower than with
+/// the columns padded apart (docs/performance.md has the figures).
 const CONFLICTING_STRIDE_BYTES: usize = 2048;
 
 /// The padding that [`gemm_into`] puts between the columns of such an operand.
 const COLUMN_PAD_BYTES: usize = 64;
 
 thread_local! {
-    /// Each thread's buffer for padded copies of right operands, kept between calls
-    /// (`f64` words, so that it is aligned for either float type).
-    static PADDED: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffers for padded copies of right operands, kept between calls,
+    /// one per element type.
+    static PADDED_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PADDED_F64: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with this thread's padding buffer for `F`, or with `None` when it is
+/// already in use on this thread (or the thread is ending).
+fn with_padded<F: Float, R>(f: impl FnOnce(Option<&mut Vec<F>>) -> R) -> R {
+    fn open<T: 'static, F: Float, R>(
+        buffer: &RefCell<Vec<T>>,
+        f: impl FnOnce(Option<&mut Vec<F>>) -> R,
+    ) -> R {
+        match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
+                let buffer: &mut dyn Any = &mut *buffer;
+                f(buffer.downcast_mut())
+            }
+            Err(_) => f(None),
+        }
+    }
+    let mut f = Some(f);
+    let mut call = |buffer: Option<&mut Vec<F>>| f.take().expect("called once")(buffer);
+    let result = if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
+        PADDED_F32.try_with(|b| open(b, &mut call))
+    } else {
+        PADDED_F64.try_with(|b| open(b, &mut call))
+    };
+    result.unwrap_or_else(|_| call(None))
 }
 
 /// `dst = lhs · rhs` through `gemm`, for views of any strides; every element of `dst`
-/// is written (gemm does not read the destination), so it may start uninitialised.
+/// is written (gemm does not read the destination's old values).
 /// A right operand whose column stride would make gemm's reads contend for cache sets
 /// ([`CONFLICTING_STRIDE_BYTES`]) is copied first, with padded columns, into this
 /// thread's buffer; the values and their order of summation are unchanged.
 fn gemm_into<F: Float>(
-    dst: ArrayViewMut2<'_, MaybeUninit<F>>,
+    dst: ArrayViewMut2<'_, F>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
     parallelism: gemm::Parallelism,
@@ -190,19 +213,15 @@ fn gemm_into<F: Float>(
     if !conflicting {
         return gemm_call(dst, lhs, rhs, parallelism);
     }
-    PADDED.with(|buffer| {
-        let Ok(mut buffer) = buffer.try_borrow_mut() else {
+    with_padded::<F, _>(|buffer| {
+        let Some(buffer) = buffer else {
             return gemm_call(dst, lhs, rhs, parallelism);
         };
         let stride = k + COLUMN_PAD_BYTES / size_of::<F>();
-        let words = (stride * n * size_of::<F>()).div_ceil(size_of::<f64>());
-        if buffer.len() < words {
-            buffer.resize(words, 0.0);
+        if buffer.len() < stride * n {
+            buffer.resize(stride * n, F::zero());
         }
-        // SAFETY: the buffer holds at least stride·n values of F (f32 or f64, whose
-        // alignment f64 words satisfy), and is borrowed mutably for this call only.
-        let padded: &mut [F] =
-            unsafe { std::slice::from_raw_parts_mut(buffer.as_mut_ptr().cast::<F>(), stride * n) };
+        let padded = &mut buffer[..stride * n];
         for (j, column) in rhs.columns().into_iter().enumerate() {
             let to = &mut padded[j * stride..j * stride + k];
             match column.as_slice() {
@@ -218,7 +237,7 @@ fn gemm_into<F: Float>(
 
 /// The one call of `gemm::gemm`: `dst = lhs · rhs` for views of any strides.
 fn gemm_call<F: Float>(
-    mut dst: ArrayViewMut2<'_, MaybeUninit<F>>,
+    mut dst: ArrayViewMut2<'_, F>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
     parallelism: gemm::Parallelism,
@@ -226,16 +245,22 @@ fn gemm_call<F: Float>(
     let ((m, n), k) = (dst.dim(), lhs.ncols());
     let (ds, ls, rs) = (dst.strides(), lhs.strides(), rhs.strides());
     let ds = [ds[0], ds[1]];
-    // SAFETY: the pointers and strides describe live views of exactly m×k, k×n and
-    // m×n elements (ndarray guarantees every in-range stride offset is valid); the
-    // destination is only written, does not alias the sources, and is a distinct
-    // block for each concurrent call; F is f32 or f64, which gemm supports.
+    // SAFETY: gemm takes raw pointers and strides; this call is the one place they
+    // are made. They describe live views of exactly m×k, k×n and m×n elements
+    // (ndarray guarantees every in-range stride offset is valid); the destination is
+    // borrowed mutably, so it aliases neither source, and split_gemm hands each
+    // concurrent call a disjoint block; F is f32 or f64, which gemm supports. Tests
+    // that would catch a wrong stride or block: gemm against a naive product for
+    // contiguous, transposed, padded and batched operands
+    // (`a_product_equals_the_naive_sum_for_every_layout` below, and
+    // tests/autodiff_conventions.rs), and split products against one thread
+    // (tests/threads.rs).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr().cast::<F>(),
+            dst.as_mut_ptr(),
             ds[1],
             ds[0],
             false,
@@ -261,7 +286,7 @@ fn gemm_call<F: Float>(
 /// result does not depend on the number of blocks.
 fn split_gemm<F: Float>(
     team: &crate::parallel::Team,
-    out: ArrayViewMut2<'_, MaybeUninit<F>>,
+    out: ArrayViewMut2<'_, F>,
     lhs: ArrayView2<'_, F>,
     rhs: ArrayView2<'_, F>,
 ) {
@@ -291,4 +316,64 @@ fn split_gemm<F: Float>(
         start = end;
     }
     team.run(jobs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `a · b` by the definition, in f64.
+    fn naive(a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize)) -> Vec<f64> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        out
+    }
+
+    fn check<F: Float>(got: &Tensor<F>, expected: &[f64], k: usize, what: &str) {
+        let tolerance = if size_of::<F>() == 4 { 1e-5 } else { 1e-12 } * k as f64;
+        let got = got.to_vec();
+        assert_eq!(got.len(), expected.len(), "{what}");
+        for (g, e) in got.iter().zip(expected) {
+            assert!(
+                (g.as_f64() - e).abs() < tolerance,
+                "{what}: {g} against {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_product_equals_the_naive_sum_for_every_layout() {
+        // k = 512 puts an f32 Wᵀ's columns 2 KiB apart, and k = 256 an f64 one's: both
+        // go through the padded copy, in turn on this thread's buffers of each type.
+        for &(m, k, n) in &[(7, 512, 33), (5, 256, 40), (3, 512, 64), (300, 20, 260)] {
+            let a = Tensor::<f64>::rand_uniform(&[m, k], -1.0, 1.0, 1).unwrap();
+            let w = Tensor::<f64>::rand_uniform(&[n, k], -1.0, 1.0, 2).unwrap();
+            let wt = w.t().unwrap(); // [k, n], unit row stride
+            let expected = naive(&a.to_vec(), &wt.to_vec(), (m, k, n));
+            check(&a.matmul(&wt).unwrap(), &expected, k, "f64 x·Wᵀ");
+            let (a32, wt32) = (a.cast::<f32>(), w.cast::<f32>().t().unwrap());
+            check(&a32.matmul(&wt32).unwrap(), &expected, k, "f32 x·Wᵀ");
+            // Kept storage poisoned with NaN: the product overwrites every element.
+            for _ in 0..2 {
+                super::super::pool::recycle(Tensor::<f32>::full(&[m, n], f32::NAN));
+            }
+            check(
+                &a32.matmul(&wt32).unwrap(),
+                &expected,
+                k,
+                "f32 on kept storage",
+            );
+            // Batched: a 3-D left operand against the shared 2-D right one.
+            let batch = Tensor::concat(&[&a, &a], 0)
+                .unwrap()
+                .reshape(&[2, m, k])
+                .unwrap();
+            let twice: Vec<f64> = expected.iter().chain(&expected).copied().collect();
+            check(&batch.matmul(&wt).unwrap(), &twice, k, "batched");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! CSV files with a header row: numeric feature columns and one target column.
 
-use crate::data::{Dataset, Target};
+use super::{Dataset, Target};
+use crate::io::read_file;
 use crate::{Error, Float, Result, Tensor};
 use std::path::Path;
 
@@ -34,7 +35,7 @@ pub struct CsvData<F: Float = f32> {
 /// exist.
 ///
 /// ```
-/// use chainrule::io::{read_csv, TargetKind};
+/// use chainrule::data::{read_csv, TargetKind};
 /// let dir = std::env::temp_dir().join(format!("chainrule-csv-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
 /// std::fs::write(dir.join("d.csv"), "a,b,species\n1,2,setosa\n3,4,virginica\n5,6,setosa\n").unwrap();
@@ -46,12 +47,7 @@ pub struct CsvData<F: Float = f32> {
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn read_csv<F: Float>(path: &Path, target: &str, kind: TargetKind) -> Result<CsvData<F>> {
-    read_csv_bytes(
-        &super::read_file(path)?,
-        &path.display().to_string(),
-        target,
-        kind,
-    )
+    read_csv_bytes(&read_file(path)?, &path.display().to_string(), target, kind)
 }
 
 /// Parses CSV bytes as [`read_csv`] does; `name` names the source.
@@ -60,7 +56,7 @@ pub fn read_csv<F: Float>(path: &Path, target: &str, kind: TargetKind) -> Result
 /// [`Error::Format`] as [`read_csv`].
 ///
 /// ```
-/// use chainrule::io::{read_csv_bytes, TargetKind};
+/// use chainrule::data::{read_csv_bytes, TargetKind};
 /// let d = read_csv_bytes::<f32>(b"a,y\n1,0\n", "d.csv", "y", TargetKind::Classes)?;
 /// assert_eq!(d.dataset.len(), 1);
 /// # Ok::<(), chainrule::Error>(())

@@ -1,6 +1,7 @@
 //! Strict reading of JSON objects: every field typed, every unknown field an error
 //! naming it (a typo must never be silently ignored).
 
+use crate::error::invalid;
 use crate::{Error, Result};
 use serde_json::{Map, Value};
 
@@ -9,13 +10,6 @@ use serde_json::{Map, Value};
 pub(crate) struct Fields {
     path: String,
     map: Map<String, Value>,
-}
-
-pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
-    Error::InvalidValue {
-        field: field.into(),
-        message: message.into(),
-    }
 }
 
 fn kind(value: &Value) -> &'static str {

@@ -1,0 +1,202 @@
+//! The contract's `optimizer` object: which optimizer, and its hyper-parameters.
+
+use super::json::Fields;
+use crate::Result;
+use crate::error::invalid;
+use serde_json::Value;
+
+/// An optimizer and its hyper-parameters (PyTorch's names and defaults).
+///
+/// ```
+/// use chainrule::optim::OptimizerConfig;
+/// let c = OptimizerConfig::from_json(&serde_json::json!({"type": "adam"}))?;
+/// assert_eq!(c, OptimizerConfig::Adam { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8,
+///                                       weight_decay: 0.0, amsgrad: false, decoupled: false });
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptimizerConfig {
+    /// `torch.optim.SGD`.
+    Sgd {
+        /// Learning rate (default 1e-3).
+        lr: f64,
+        /// Momentum factor (default 0).
+        momentum: f64,
+        /// Dampening for momentum (default 0).
+        dampening: f64,
+        /// Nesterov momentum (default false).
+        nesterov: bool,
+        /// L2 penalty added to the gradient (default 0).
+        weight_decay: f64,
+    },
+    /// `torch.optim.Adam`, or `AdamW` when `decoupled`.
+    Adam {
+        /// Learning rate (default 1e-3).
+        lr: f64,
+        /// Decay rates of the first and second moments (default (0.9, 0.999)).
+        betas: (f64, f64),
+        /// Added to the denominator (default 1e-8).
+        eps: f64,
+        /// Weight decay (default 0 for Adam, 1e-2 for AdamW).
+        weight_decay: f64,
+        /// Keep the running maximum of the second moment (default false).
+        amsgrad: bool,
+        /// AdamW: decay the weights directly instead of adding to the gradient.
+        decoupled: bool,
+    },
+    /// `torch.optim.RMSprop`.
+    RmsProp {
+        /// Learning rate (default 1e-2).
+        lr: f64,
+        /// Smoothing constant (default 0.99).
+        alpha: f64,
+        /// Added to the denominator (default 1e-8).
+        eps: f64,
+        /// Momentum factor (default 0).
+        momentum: f64,
+        /// Normalise by the centred second moment (default false).
+        centered: bool,
+        /// L2 penalty (default 0).
+        weight_decay: f64,
+    },
+    /// `torch.optim.Adagrad`.
+    Adagrad {
+        /// Learning rate (default 1e-2).
+        lr: f64,
+        /// Learning-rate decay (default 0).
+        lr_decay: f64,
+        /// Added to the denominator (default 1e-10).
+        eps: f64,
+        /// L2 penalty (default 0).
+        weight_decay: f64,
+        /// Starting value of the squared-gradient sums (default 0).
+        initial_accumulator_value: f64,
+    },
+}
+
+impl OptimizerConfig {
+    /// Reads the contract's `optimizer` object, applying PyTorch's defaults and
+    /// rejecting what PyTorch rejects.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the field: a missing or unknown `type`, an
+    /// unknown field, a wrong JSON type, a value out of range (negative lr, eps,
+    /// momentum, weight decay, alpha, lr_decay or initial accumulator; betas outside
+    /// [0, 1); nesterov without momentum or with dampening).
+    ///
+    /// ```
+    /// use chainrule::optim::OptimizerConfig;
+    /// let err = OptimizerConfig::from_json(&serde_json::json!({"type": "sgd", "lr": -1}))
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "optimizer.lr: must be ≥ 0, got -1");
+    /// ```
+    pub fn from_json(value: &Value) -> Result<OptimizerConfig> {
+        let mut f = Fields::new("optimizer", value.clone())?;
+        let kind = f.required_string("type")?;
+        let non_negative = |f: &mut Fields, key: &str, default: f64| -> Result<f64> {
+            let v = f.number(key)?.unwrap_or(default);
+            if v < 0.0 {
+                return Err(invalid(f.name(key), format!("must be ≥ 0, got {v}")));
+            }
+            Ok(v)
+        };
+        let config = match kind.as_str() {
+            "sgd" => {
+                let lr = non_negative(&mut f, "lr", 1e-3)?;
+                let momentum = non_negative(&mut f, "momentum", 0.0)?;
+                let dampening = f.number("dampening")?.unwrap_or(0.0);
+                let nesterov = f.boolean("nesterov")?.unwrap_or(false);
+                let weight_decay = non_negative(&mut f, "weight_decay", 0.0)?;
+                if nesterov && (momentum <= 0.0 || dampening != 0.0) {
+                    return Err(invalid(
+                        f.name("nesterov"),
+                        "Nesterov momentum requires a momentum > 0 and zero dampening",
+                    ));
+                }
+                OptimizerConfig::Sgd {
+                    lr,
+                    momentum,
+                    dampening,
+                    nesterov,
+                    weight_decay,
+                }
+            }
+            "adam" | "adamw" => {
+                let decoupled = kind == "adamw";
+                let lr = non_negative(&mut f, "lr", 1e-3)?;
+                let betas = f.pair("betas")?.unwrap_or((0.9, 0.999));
+                for (i, beta) in [betas.0, betas.1].into_iter().enumerate() {
+                    if !(0.0..1.0).contains(&beta) {
+                        return Err(invalid(
+                            f.name("betas"),
+                            format!("beta {i} must be in [0, 1), got {beta}"),
+                        ));
+                    }
+                }
+                let eps = non_negative(&mut f, "eps", 1e-8)?;
+                let weight_decay =
+                    non_negative(&mut f, "weight_decay", if decoupled { 1e-2 } else { 0.0 })?;
+                let amsgrad = f.boolean("amsgrad")?.unwrap_or(false);
+                OptimizerConfig::Adam {
+                    lr,
+                    betas,
+                    eps,
+                    weight_decay,
+                    amsgrad,
+                    decoupled,
+                }
+            }
+            "rmsprop" => OptimizerConfig::RmsProp {
+                lr: non_negative(&mut f, "lr", 1e-2)?,
+                alpha: non_negative(&mut f, "alpha", 0.99)?,
+                eps: non_negative(&mut f, "eps", 1e-8)?,
+                momentum: non_negative(&mut f, "momentum", 0.0)?,
+                centered: f.boolean("centered")?.unwrap_or(false),
+                weight_decay: non_negative(&mut f, "weight_decay", 0.0)?,
+            },
+            "adagrad" => OptimizerConfig::Adagrad {
+                lr: non_negative(&mut f, "lr", 1e-2)?,
+                lr_decay: non_negative(&mut f, "lr_decay", 0.0)?,
+                eps: non_negative(&mut f, "eps", 1e-10)?,
+                weight_decay: non_negative(&mut f, "weight_decay", 0.0)?,
+                initial_accumulator_value: non_negative(&mut f, "initial_accumulator_value", 0.0)?,
+            },
+            other => {
+                return Err(invalid(
+                    f.name("type"),
+                    format!(
+                        "unknown optimizer {other:?} (expected sgd, adam, adamw, rmsprop or adagrad)"
+                    ),
+                ));
+            }
+        };
+        f.finish()?;
+        Ok(config)
+    }
+
+    /// The learning rate.
+    ///
+    /// ```
+    /// use chainrule::optim::OptimizerConfig;
+    /// let c = OptimizerConfig::from_json(&serde_json::json!({"type": "rmsprop"}))?;
+    /// assert_eq!(c.lr(), 0.01);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn lr(&self) -> f64 {
+        match *self {
+            OptimizerConfig::Sgd { lr, .. }
+            | OptimizerConfig::Adam { lr, .. }
+            | OptimizerConfig::RmsProp { lr, .. }
+            | OptimizerConfig::Adagrad { lr, .. } => lr,
+        }
+    }
+
+    pub(crate) fn lr_mut(&mut self) -> &mut f64 {
+        match self {
+            OptimizerConfig::Sgd { lr, .. }
+            | OptimizerConfig::Adam { lr, .. }
+            | OptimizerConfig::RmsProp { lr, .. }
+            | OptimizerConfig::Adagrad { lr, .. } => lr,
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The contract's training config (`train.json`) and early stopping.
+
+use super::json::{Fields, parse};
+use super::{OptimizerConfig, Schedule};
+use crate::Result;
+use crate::error::invalid;
+use crate::loss::Loss;
+
+/// The contract's training config.
+///
+/// ```
+/// use chainrule::train::TrainConfig;
+/// let c = TrainConfig::from_json(r#"{"loss": "mse", "optimizer": {"type": "sgd", "lr": 0.1}}"#)?;
+/// assert_eq!((c.batch_size, c.epochs, c.shuffle, c.seed), (32, 1, false, 0));
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// The loss (required).
+    pub loss: Loss,
+    /// The optimizer (required).
+    pub optimizer: OptimizerConfig,
+    /// Rows per batch (default 32; the last batch may be smaller).
+    pub batch_size: usize,
+    /// Passes over the data (default 1; 0 leaves the parameters unchanged).
+    pub epochs: usize,
+    /// Reshuffle the rows every epoch (default false: file order).
+    pub shuffle: bool,
+    /// Seed of the shuffling (default 0).
+    pub seed: u64,
+    /// Drop a last batch smaller than `batch_size` (default false; not in the
+    /// contract's JSON).
+    pub drop_last: bool,
+    /// Learning-rate schedule, stepped per epoch (default constant).
+    pub schedule: Schedule,
+    /// Clip the gradients' global norm to this value before each step (default none).
+    pub clip_grad_norm: Option<f64>,
+    /// Stop when the monitored loss stops improving (default none).
+    pub early_stopping: Option<EarlyStopping>,
+    /// On a non-finite loss or gradient, skip that step instead of stopping with
+    /// [`crate::Error::NonFinite`] (default false).
+    pub skip_nonfinite: bool,
+}
+
+/// Early stopping: monitor the validation loss (the training loss when there is no
+/// validation set) and stop after `patience` epochs without an improvement larger
+/// than `min_delta` (Keras `EarlyStopping(monitor="val_loss")`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EarlyStopping {
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// The smallest decrease that counts as an improvement.
+    pub min_delta: f64,
+    /// Put back the parameters of the best epoch when stopping or finishing.
+    pub restore_best: bool,
+}
+
+impl TrainConfig {
+    /// Reads the contract's training config JSON.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidValue`] naming the field: a missing `loss` or
+    /// `optimizer`, an unknown field anywhere, a wrong type or an out-of-range value.
+    ///
+    /// ```
+    /// use chainrule::train::TrainConfig;
+    /// let err = TrainConfig::from_json(r#"{"loss": "mse", "optimizer": {"type": "sgd"}, "epoch": 2}"#)
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "epoch: unknown field");
+    /// ```
+    pub fn from_json(text: &str) -> Result<TrainConfig> {
+        let mut f = Fields::new("", parse(text)?)?;
+        let loss = Loss::from_name(&f.required_string("loss")?)?;
+        let optimizer = match f.take("optimizer") {
+            Some(v) => OptimizerConfig::from_json(&v)?,
+            None => return Err(invalid("optimizer", "is required")),
+        };
+        let batch_size = match f.count("batch_size")? {
+            Some(0) => return Err(invalid("batch_size", "must be at least 1")),
+            Some(n) => usize::try_from(n).map_err(|_| invalid("batch_size", "too large"))?,
+            None => 32,
+        };
+        let epochs = match f.count("epochs")? {
+            Some(n) => usize::try_from(n).map_err(|_| invalid("epochs", "too large"))?,
+            None => 1,
+        };
+        let shuffle = f.boolean("shuffle")?.unwrap_or(false);
+        let seed = f.count("seed")?.unwrap_or(0);
+        f.finish()?;
+        Ok(TrainConfig {
+            loss,
+            optimizer,
+            batch_size,
+            epochs,
+            shuffle,
+            seed,
+            drop_last: false,
+            schedule: Schedule::Constant,
+            clip_grad_norm: None,
+            early_stopping: None,
+            skip_nonfinite: false,
+        })
+    }
+}
