@@ -170,9 +170,10 @@ pub fn check_model<M: Module<f64> + Clone>(
 fn culprits(tape: &Tape<f64>, root: usize, tolerance: f64, step: f64) -> Result<Vec<OpCheck>> {
     let mut found = Vec::new();
     for node in 0..=root {
-        if let (Some(label), Some(error)) =
-            (tape.label(node), tape.check_local_derivative(node, step)?)
-            && error > tolerance
+        if let (Some(label), Some(error)) = (
+            tape.label(node),
+            chainrule::gradcheck::check_local_derivative(tape, node, step)?,
+        ) && error > tolerance
         {
             found.push(OpCheck { node, label, error });
         }

@@ -1,6 +1,7 @@
 //! Gradient checking: backprop against central finite differences, in `f64`.
 
-use crate::{Result, Tape, Tensor, Var};
+use crate::autodiff::local_backward;
+use crate::{Float, Result, Tape, Tensor, Var};
 
 /// The finite-difference step used by [`gradcheck`] when none is given: small enough
 /// that the truncation error (∝ h²) is ~1e-12, large enough that rounding
@@ -136,4 +137,77 @@ where
         checks.push(check);
     }
     Ok(GradCheck { inputs: checks })
+}
+
+/// Checks node `id`'s local derivative in isolation: its operation's backward against
+/// central finite differences of its forward, at the node's recorded inputs, with
+/// fixed pseudo-random output weights. Returns the worst error (as
+/// [`gradcheck`] defines it), or `None` for a leaf. This is how a
+/// failing gradient check names the operation at fault.
+///
+/// # Errors
+/// Only if the operation fails on its own recorded inputs.
+///
+/// ```
+/// let tape = chainrule::Tape::<f64>::new();
+/// let x = tape.param_scalar(0.3);
+/// let y = x.tanh();
+/// use chainrule::gradcheck::check_local_derivative;
+/// assert!(check_local_derivative(&tape, y.id(), 1e-6)?.unwrap() < 1e-8);
+/// assert!(check_local_derivative(&tape, x.id(), 1e-6)?.is_none());
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn check_local_derivative<F: Float>(
+    tape: &Tape<F>,
+    id: usize,
+    step: f64,
+) -> Result<Option<f64>> {
+    let (Some(op), Some(value)) = (tape.op(id), tape.value(id)) else {
+        return Ok(None);
+    };
+    let inputs: Vec<Tensor<F>> = tape
+        .inputs(id)
+        .iter()
+        .filter_map(|&i| tape.value(i))
+        .collect();
+    // Output weights: a fixed, irregular pattern, so every element's gradient counts.
+    let weights = Tensor::from_vec(
+        (0..value.len())
+            .map(|i| F::from_f64(((i * 7919 + 13) % 97) as f64 / 97.0 - 0.45))
+            .collect(),
+        value.shape(),
+    )?;
+    let refs: Vec<&Tensor<F>> = inputs.iter().collect();
+    let analytic = local_backward(&op, &refs, &value, &weights, &vec![true; inputs.len()])?;
+    let weighted = |values: &[Tensor<F>]| -> Result<f64> {
+        let refs: Vec<&Tensor<F>> = values.iter().collect();
+        let out = op.forward(&refs)?;
+        Ok(out
+            .to_vec()
+            .iter()
+            .zip(weights.to_vec())
+            .map(|(o, w)| o.as_f64() * w.as_f64())
+            .sum())
+    };
+    let mut worst: f64 = 0.0;
+    for (k, grad) in analytic.into_iter().enumerate() {
+        let Some(grad) = grad else { continue };
+        let grad = grad.sum_to_shape(inputs[k].shape())?.to_vec();
+        for (e, g) in grad.iter().enumerate() {
+            let mut nudged = inputs.clone();
+            let mut at = |delta: f64| -> Result<f64> {
+                let mut values = inputs[k].to_vec();
+                values[e] = F::from_f64(values[e].as_f64() + delta);
+                nudged[k] = Tensor::from_vec(values, inputs[k].shape())?;
+                weighted(&nudged)
+            };
+            let numeric = (at(step)? - at(-step)?) / (2.0 * step);
+            let g = g.as_f64();
+            let error = relative_error(g, numeric);
+            if error > worst || error.is_nan() {
+                worst = error;
+            }
+        }
+    }
+    Ok(Some(worst))
 }
