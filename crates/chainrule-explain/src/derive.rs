@@ -287,54 +287,6 @@ fn units(model: &Sequential<f64>, tape: &Tape<f64>, trace: &[Var<'_, f64>]) -> V
     units
 }
 
-/// The loss's ∂C/∂a in text, with `a` and `y` written as given (symbols or numbers).
-fn loss_text(loss: Loss, a: &str, y: &str, count: usize, rows: usize) -> String {
-    match loss {
-        Loss::Sse => format!("2({a} − {y})"),
-        Loss::HalfSse => format!("{a} − {y}"),
-        Loss::Mse => format!("2({a} − {y})/{count}"),
-        Loss::Mae => format!("sign({a} − {y})/{count}"),
-        Loss::Huber => format!("clamp({a} − {y}, −1, 1)/{count}"),
-        Loss::Bce => format!("({a} − {y})/max({a}(1 − {a}), ε)/{count}"),
-        Loss::BceLogits => format!("(σ({a}) − {y})/{count}"),
-        Loss::CrossEntropy => format!("(softmax({a}) − {y})/{rows}"),
-    }
-}
-
-/// The loss's ∂C/∂a at the output, written out (text, LaTeX), with the reduction.
-fn loss_formula(
-    loss: Loss,
-    a: &Symbol,
-    y: &Symbol,
-    count: usize,
-    rows: usize,
-) -> ((String, String), String) {
-    let text = loss_text(loss, &a.text(), &y.text(), count, rows);
-    let (al, yl) = (a.latex(), y.latex());
-    let (latex, reduction) = match loss {
-        Loss::Sse => (format!("2({al} - {yl})"), "C = Σ (a − y)² sums over every output of every sample: no 1/N; the 2 comes from the square.".to_string()),
-        Loss::HalfSse => (format!("{al} - {yl}"), "C = ½ Σ (a − y)²: the ½ cancels the square's 2; no 1/N.".into()),
-        Loss::Mse => (format!(r"\frac{{2({al} - {yl})}}{{{count}}}"), format!("C = (1/M) Σ (a − y)² averages over M = {count} outputs ({rows} samples): each ∂C/∂a carries 2/M.")),
-        Loss::Mae => (format!(r"\frac{{\operatorname{{sign}}({al} - {yl})}}{{{count}}}"), format!("C = (1/M) Σ |a − y| over M = {count} outputs; sign(0) = 0.")),
-        Loss::Huber => (format!(r"\frac{{\operatorname{{clamp}}({al} - {yl}, -1, 1)}}{{{count}}}"), format!("Huber (δ = 1) averages over M = {count} outputs.")),
-        Loss::Bce => (format!(r"\frac{{{al} - {yl}}}{{{count}\,\max({al}(1 - {al}), \epsilon)}}"), format!("BCE averages over M = {count} outputs (ε = 1e-12 as PyTorch).")),
-        Loss::BceLogits => (format!(r"\frac{{\sigma({al}) - {yl}}}{{{count}}}"), format!("BCE on logits averages over M = {count} outputs.")),
-        Loss::CrossEntropy => (format!(r"\frac{{\mathrm{{softmax}}({al}) - {yl}}}{{{rows}}}"), format!("Cross-entropy averages over the N = {rows} samples: ∂C/∂logit = (p − y)/N, y one-hot or probabilities.")),
-    };
-    ((text, latex), reduction)
-}
-
-/// The loss's ∂C/∂a with the numbers substituted (softmax couples a row, so its
-/// argument stays a placeholder).
-fn loss_substituted(loss: Loss, a: f64, y: f64, count: usize, rows: usize) -> String {
-    let a = if loss == Loss::CrossEntropy {
-        "·".to_string()
-    } else {
-        number(a)
-    };
-    loss_text(loss, &a, &operand(y), count, rows)
-}
-
 /// Explains ∂C/∂θ for parameter element `which` of `model` on the batch `(x, target)`,
 /// with learning rate `lr` for the update.
 ///
@@ -432,7 +384,13 @@ pub fn explain(
     let last = position + 1 == units.len() && unit.output + 1 == model.layers().len();
     let y = Symbol::new('y', None, &[j + 1]);
     let count = trace.last().map_or(1, |t| t.value().len());
-    let ((loss_text, loss_latex), reduction) = loss_formula(loss, &a, &y, count, rows);
+    let notation = loss.gradient_notation(
+        (&a.text(), &a.latex()),
+        (&y.text(), &y.latex()),
+        count,
+        rows,
+    );
+    let (loss_text, loss_latex, reduction) = (notation.text, notation.latex, notation.reduction);
 
     let mut samples = Vec::with_capacity(rows);
     for n in 0..rows {
@@ -477,7 +435,16 @@ pub fn explain(
                     };
                     (
                         (loss_text.clone(), loss_latex.clone()),
-                        Some(loss_substituted(loss, an, y_value, count, rows)),
+                        Some({
+                            // softmax couples a row: its argument stays a placeholder
+                            let a = if loss.couples_outputs() {
+                                "·".to_string()
+                            } else {
+                                number(an)
+                            };
+                            let y = operand(y_value);
+                            loss.gradient_notation((&a, &a), (&y, &y), count, rows).text
+                        }),
                     )
                 } else {
                     let next = &units[position + 1];

@@ -108,6 +108,51 @@ impl Loss {
             })
     }
 
+    /// How an explanation writes ∂C/∂a at an output `a` against its target `y` (each
+    /// given as text and LaTeX: symbols or numbers), with `count` outputs in all over
+    /// `rows` samples, and the reduction in words.
+    ///
+    /// ```
+    /// use chainrule::loss::Loss;
+    /// let n = Loss::Mse.gradient_notation(("a", "a"), ("y", "y"), 4, 2);
+    /// assert_eq!(n.text, "2(a − y)/4");
+    /// assert_eq!(n.latex, r"\frac{2(a - y)}{4}");
+    /// ```
+    pub fn gradient_notation(
+        self,
+        a: (&str, &str),
+        y: (&str, &str),
+        count: usize,
+        rows: usize,
+    ) -> GradientNotation {
+        let ((a, al), (y, yl)) = (a, y);
+        let (text, latex, reduction) = match self {
+            Loss::Sse => (format!("2({a} − {y})"), format!("2({al} - {yl})"), "C = Σ (a − y)² sums over every output of every sample: no 1/N; the 2 comes from the square.".to_string()),
+            Loss::HalfSse => (format!("{a} − {y}"), format!("{al} - {yl}"), "C = ½ Σ (a − y)²: the ½ cancels the square's 2; no 1/N.".into()),
+            Loss::Mse => (format!("2({a} − {y})/{count}"), format!(r"\frac{{2({al} - {yl})}}{{{count}}}"), format!("C = (1/M) Σ (a − y)² averages over M = {count} outputs ({rows} samples): each ∂C/∂a carries 2/M.")),
+            Loss::Mae => (format!("sign({a} − {y})/{count}"), format!(r"\frac{{\operatorname{{sign}}({al} - {yl})}}{{{count}}}"), format!("C = (1/M) Σ |a − y| over M = {count} outputs; sign(0) = 0.")),
+            Loss::Huber => (format!("clamp({a} − {y}, −1, 1)/{count}"), format!(r"\frac{{\operatorname{{clamp}}({al} - {yl}, -1, 1)}}{{{count}}}"), format!("Huber (δ = 1) averages over M = {count} outputs.")),
+            Loss::Bce => (format!("({a} − {y})/max({a}(1 − {a}), ε)/{count}"), format!(r"\frac{{{al} - {yl}}}{{{count}\,\max({al}(1 - {al}), \epsilon)}}"), format!("BCE averages over M = {count} outputs (ε = 1e-12 as PyTorch).")),
+            Loss::BceLogits => (format!("(σ({a}) − {y})/{count}"), format!(r"\frac{{\sigma({al}) - {yl}}}{{{count}}}"), format!("BCE on logits averages over M = {count} outputs.")),
+            Loss::CrossEntropy => (format!("(softmax({a}) − {y})/{rows}"), format!(r"\frac{{\mathrm{{softmax}}({al}) - {yl}}}{{{rows}}}"), format!("Cross-entropy averages over the N = {rows} samples: ∂C/∂logit = (p − y)/N, y one-hot or probabilities.")),
+        };
+        GradientNotation {
+            text,
+            latex,
+            reduction,
+        }
+    }
+
+    /// Whether ∂C/∂a at one output depends on the other outputs of its row (softmax
+    /// cross-entropy), so that it is not written with that output's number alone.
+    ///
+    /// ```
+    /// assert!(chainrule::loss::Loss::CrossEntropy.couples_outputs());
+    /// ```
+    pub fn couples_outputs(self) -> bool {
+        self == Loss::CrossEntropy
+    }
+
     /// The loss of `prediction` against `target`, reduced to a scalar as the module
     /// table says.
     ///
@@ -219,4 +264,20 @@ impl Loss {
             }
         })
     }
+}
+
+/// How an explanation writes a loss's ∂C/∂a: see [`Loss::gradient_notation`].
+///
+/// ```
+/// let n = chainrule::loss::Loss::Sse.gradient_notation(("a", "a"), ("y", "y"), 1, 1);
+/// assert!(n.reduction.contains("no 1/N"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GradientNotation {
+    /// In text.
+    pub text: String,
+    /// In LaTeX.
+    pub latex: String,
+    /// How the loss reduces over the batch, in words.
+    pub reduction: String,
 }
