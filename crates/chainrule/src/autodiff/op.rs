@@ -553,15 +553,18 @@ fn relu_masked<F: Float>(out: &Tensor<F>, g: &Tensor<F>) -> Tensor<F> {
     let g_values = g
         .as_slice()
         .map_or_else(|| Cow::Owned(g.to_vec()), Cow::Borrowed);
-    crate::tensor::pool::filled(out.shape(), |masked: &mut [F]| {
+    let fill = |masked: &mut [std::mem::MaybeUninit<F>]| {
         crate::parallel::for_each_block(masked, 1, |start, block| {
             let values = g_values[start..].iter().zip(&active[start..]);
             // A select, not a branch: the signs are random, and the loop vectorizes.
             for (m, (&g, &y)) in block.iter_mut().zip(values) {
-                *m = if y > F::zero() { g } else { F::zero() };
+                m.write(if y > F::zero() { g } else { F::zero() });
             }
         });
-    })
+    };
+    // SAFETY: the blocks cover the whole slice and each element is written once
+    // (tests/threads.rs trains fused layers bit for bit like unfused ones).
+    unsafe { crate::tensor::pool::filled_uninit(out.shape(), fill) }
 }
 
 /// ∂L/∂x of an element-wise function: the table's `grad` at each (x, out, g).

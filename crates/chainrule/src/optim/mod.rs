@@ -170,6 +170,7 @@ fn buffers(config: &OptimizerConfig) -> [Option<(state::StateBuffer, f64)>; 3] {
 
 /// One step of `config` on parameter `p` (a whole tensor, or a block of one) with
 /// gradient `g` and the matching blocks of its state.
+#[inline]
 fn update<F: Float>(config: &OptimizerConfig, state: Slices<'_, F>, p: &mut [F], g: Cow<'_, [F]>) {
     match config {
         OptimizerConfig::Sgd { .. } => sgd::update(config, state, p, g),
@@ -190,6 +191,7 @@ fn lerp<F: Float>(x: F, end: F, w: F) -> F {
 
 /// `g + wd·p` (PyTorch's `grad.add(param, alpha=weight_decay)`), copying `g` only
 /// when there is a decay to add.
+#[inline]
 fn with_weight_decay<F: Float>(g: &mut Cow<'_, [F]>, p: &[F], weight_decay: f64) {
     if weight_decay != 0.0 {
         g.to_mut()

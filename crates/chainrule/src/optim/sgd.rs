@@ -21,6 +21,7 @@ pub(super) fn buffers(momentum: f64) -> [Option<(StateBuffer, f64)>; 3] {
 }
 
 /// One SGD step on `p` (a parameter or a block of one).
+#[inline]
 pub(super) fn update<F: Float>(
     config: &OptimizerConfig,
     mut state: Slices<'_, F>,

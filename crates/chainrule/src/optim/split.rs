@@ -13,6 +13,7 @@ use std::borrow::Cow;
 /// element-wise (the same arithmetic on every element, whatever the block), so the
 /// result is the same, bit for bit, with any number of threads. The update is
 /// memory-bound, like the other element-wise passes the team splits.
+#[inline]
 pub(super) fn update_in_blocks<F: Float>(
     p: &mut [F],
     g: Cow<'_, [F]>,

@@ -71,6 +71,7 @@ impl<F: Float> State<F> {
     /// Counts a step and creates the buffers of `wanted` (each filled with its
     /// starting value) that do not exist yet, for `n` elements; returns the slices
     /// of this step.
+    #[inline]
     pub(super) fn begin_step(
         &mut self,
         wanted: [Option<(StateBuffer, f64)>; 3],
@@ -110,6 +111,7 @@ pub(super) struct Slices<'a, F> {
 
 impl<'a, F> Slices<'a, F> {
     /// Takes buffer `b` out, if the optimizer keeps it.
+    #[inline]
     pub(super) fn take(&mut self, b: StateBuffer) -> Option<&'a mut [F]> {
         self.buffers[b as usize].take()
     }

@@ -9,6 +9,7 @@ use crate::{Error, Float, Result};
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Axis, Ix2, IxDyn, ShapeBuilder};
 use std::any::Any;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Threads for large matrix products; 0 means rayon's default (one per core).
@@ -85,10 +86,14 @@ impl<F: Float> Tensor<F> {
         }
         if a.len() == 2 && b.len() == 2 {
             let (lhs, rhs) = (self.matrix(None), other.matrix(None));
-            return Ok(super::pool::filled(&[m, n], |values: &mut [F]| {
+            let fill = |values: &mut [MaybeUninit<F>]| {
                 let dst = ArrayViewMut2::from_shape((m, n), values).expect("m·n values");
                 matmul_into(dst, &lhs, &rhs);
-            }));
+            };
+            // SAFETY: matmul_into writes every element of its destination (and reads
+            // none): tests/autodiff_conventions.rs compares products on fresh and on
+            // NaN-poisoned kept storage with a naive loop.
+            return Ok(unsafe { super::pool::filled_uninit(&[m, n], fill) });
         }
         let batch = match (a.len(), b.len()) {
             (3, 3) if a[0] != b[0] => {
@@ -98,10 +103,15 @@ impl<F: Float> Tensor<F> {
             _ => b[0],
         };
         let mut out = ArrayD::<F>::zeros(IxDyn(&[batch, m, n]));
-        for (i, dst) in out.outer_iter_mut().enumerate() {
+        let values = out.as_slice_mut().expect("a fresh array is contiguous");
+        for (i, block) in values.chunks_mut((m * n).max(1)).take(batch).enumerate() {
             let lhs = self.matrix((a.len() == 3).then_some(i));
             let rhs = other.matrix((b.len() == 3).then_some(i));
-            matmul_into(dst.into_dimensionality().expect("2-D"), &lhs, &rhs);
+            // The batched product is rare (no layer records it): zeroed storage, seen
+            // as MaybeUninit only for the one destination type of the kernels.
+            let block = as_uninit(block);
+            let dst = ArrayViewMut2::from_shape((m, n), block).expect("m·n values");
+            matmul_into(dst, &lhs, &rhs);
         }
         Ok(Tensor::from_array(out))
     }
@@ -120,13 +130,13 @@ impl<F: Float> Tensor<F> {
 /// `dst = lhs · rhs` for 2-D views of any strides, writing every element of `dst`
 /// (gemm does not read the destination's old values).
 fn matmul_into<F: Float>(
-    mut dst: ArrayViewMut2<'_, F>,
+    mut dst: ArrayViewMut2<'_, MaybeUninit<F>>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
 ) {
     let ((m, n), k) = (dst.dim(), lhs.ncols());
     if m == 0 || n == 0 || k == 0 {
-        dst.fill(F::zero());
+        dst.fill(MaybeUninit::new(F::zero()));
         return;
     }
     let work = m * n * k;
@@ -199,7 +209,7 @@ fn with_padded<F: Float, R>(f: impl FnOnce(Option<&mut Vec<F>>) -> R) -> R {
 /// ([`CONFLICTING_STRIDE_BYTES`]) is copied first, with padded columns, into this
 /// thread's buffer; the values and their order of summation are unchanged.
 fn gemm_into<F: Float>(
-    dst: ArrayViewMut2<'_, F>,
+    dst: ArrayViewMut2<'_, MaybeUninit<F>>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
     parallelism: gemm::Parallelism,
@@ -237,7 +247,7 @@ fn gemm_into<F: Float>(
 
 /// The one call of `gemm::gemm`: `dst = lhs · rhs` for views of any strides.
 fn gemm_call<F: Float>(
-    mut dst: ArrayViewMut2<'_, F>,
+    mut dst: ArrayViewMut2<'_, MaybeUninit<F>>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
     parallelism: gemm::Parallelism,
@@ -260,7 +270,7 @@ fn gemm_call<F: Float>(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<F>(),
             ds[1],
             ds[0],
             false,
@@ -286,7 +296,7 @@ fn gemm_call<F: Float>(
 /// result does not depend on the number of blocks.
 fn split_gemm<F: Float>(
     team: &crate::parallel::Team,
-    out: ArrayViewMut2<'_, F>,
+    out: ArrayViewMut2<'_, MaybeUninit<F>>,
     lhs: ArrayView2<'_, F>,
     rhs: ArrayView2<'_, F>,
 ) {
@@ -316,6 +326,18 @@ fn split_gemm<F: Float>(
         start = end;
     }
     team.run(jobs);
+}
+
+/// Initialised values seen as possibly uninitialised ones, for a destination that
+/// is only written (safe: every `F` is a valid `MaybeUninit<F>`, and the kernels
+/// write only initialised values).
+fn as_uninit<F>(values: &mut [F]) -> &mut [MaybeUninit<F>] {
+    let len = values.len();
+    let pointer = values.as_mut_ptr().cast::<MaybeUninit<F>>();
+    // SAFETY: MaybeUninit<F> has F's size and alignment; the slice is borrowed
+    // mutably for as long as the result; writing a MaybeUninit::new value keeps every
+    // element initialised (matmul_into writes only such values).
+    unsafe { std::slice::from_raw_parts_mut(pointer, len) }
 }
 
 #[cfg(test)]

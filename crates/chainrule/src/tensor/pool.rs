@@ -9,9 +9,10 @@
 
 use super::Tensor;
 use crate::Float;
-use ndarray::{ArcArray, IxDyn};
+use ndarray::{ArcArray, ArrayD, IxDyn};
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// The most tensors a thread keeps per element type.
 const CAPACITY: usize = 32;
@@ -59,19 +60,32 @@ pub(crate) fn take<F: Float>(shape: &[usize]) -> Option<Tensor<F>> {
 }
 
 /// A tensor of `shape` whose elements `fill` writes (row-major): on kept storage when
-/// there is some (holding values of an earlier step), else on fresh zeroed storage.
-/// `fill` must write every element; the tests poison kept storage with NaN to catch
-/// one that does not.
+/// there is some (holding values of an earlier step), else on fresh storage that is
+/// not zeroed first. For the outputs the training loop makes every step (matrix
+/// products, the fused ReLU's mask): zeroing fresh storage on each pool miss cost W2
+/// about 5% (docs/performance.md). The tests poison kept storage with NaN, so that a
+/// `fill` that skips an element shows.
 ///
-/// Fresh storage is zeroed rather than left uninitialised: a large zeroed
-/// allocation comes from the allocator's zeroed pages (`calloc`), in training the
-/// pool serves the outputs from kept storage, and the zeroing measured as noise
-/// beside the product that fills it (docs/performance.md), so the speed does not
-/// need `unsafe` here.
-pub(crate) fn filled<F: Float>(shape: &[usize], fill: impl FnOnce(&mut [F])) -> Tensor<F> {
-    let mut tensor = take::<F>(shape).unwrap_or_else(|| Tensor::zeros(shape));
-    fill(tensor.as_mut_slice());
-    tensor
+/// # Safety
+/// `fill` must write every element of the slice it is given, each with an
+/// initialised value, and must not read it.
+pub(crate) unsafe fn filled_uninit<F: Float>(
+    shape: &[usize],
+    fill: impl FnOnce(&mut [MaybeUninit<F>]),
+) -> Tensor<F> {
+    if let Some(mut kept) = take::<F>(shape) {
+        let values: *mut [F] = kept.as_mut_slice();
+        // SAFETY: MaybeUninit<F> has F's layout, and the caller writes only
+        // initialised values, so every element stays initialised.
+        fill(unsafe { &mut *(values as *mut [MaybeUninit<F>]) });
+        return kept;
+    }
+    let len = shape.iter().product();
+    let mut fresh = Vec::with_capacity(len);
+    fill(&mut fresh.spare_capacity_mut()[..len]);
+    // SAFETY: the caller has initialised all `len` elements.
+    unsafe { fresh.set_len(len) };
+    Tensor::from_array(ArrayD::from_shape_vec(IxDyn(shape), fresh).expect("len values"))
 }
 
 /// Keeps `tensor`'s storage for a later [`take`] when nothing else shares it, it is
