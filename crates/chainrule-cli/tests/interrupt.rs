@@ -7,7 +7,6 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 /// Sends signal `name` (`TERM`, `INT`) to process `pid`, as the shell's `kill` does.
 fn signal(pid: u32, name: &str) {
@@ -26,34 +25,55 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-const RUN: [&str; 11] = [
-    "train",
-    "--samples",
-    "9000",
-    "--layers",
-    "2,128,128,3",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "2",
-    "--threads",
-    "1",
-];
+/// Epochs of the runs below: the interrupted runs are signalled once the first epoch
+/// has been reported, so that however fast the machine, they are still training.
+const EPOCHS: u64 = 8;
 
 fn train(dir: &PathBuf, name: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chainrule"));
+    let epochs = EPOCHS.to_string();
+    command.current_dir(dir).args([
+        "train",
+        "--samples",
+        "1200",
+        "--layers",
+        "2,64,3",
+        "--batch-size",
+        "16",
+        "--epochs",
+        &epochs,
+        "--threads",
+        "1",
+        "--name",
+        name,
+    ]);
     command
-        .current_dir(dir)
-        .args(RUN)
-        .args(["--name", name, "--quiet"]);
-    command
+}
+
+/// Starts a run and returns once it has reported its first epoch (in a pipe it
+/// prints one line per epoch on stderr); that output goes on being read, so that it never
+/// blocks on a full pipe or dies of a closed one.
+fn started(dir: &PathBuf, name: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = train(dir, name).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("epoch 1/") => break,
+            Some(Ok(_)) => {}
+            other => panic!("the run ended before its first epoch: {other:?}"),
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    child
 }
 
 #[test]
 fn a_run_killed_mid_epoch_resumes_to_the_same_parameters() {
     let dir = scratch("kill");
-    assert!(train(&dir, "whole").status().unwrap().success());
-    assert!(train(&dir, "again").status().unwrap().success());
+    let quiet = |name| train(&dir, name).arg("--quiet").status().unwrap().success();
+    assert!(quiet("whole"));
+    assert!(quiet("again"));
     let whole = std::fs::read(dir.join("runs/whole/params.safetensors")).unwrap();
     assert_eq!(
         whole,
@@ -61,9 +81,8 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_parameters() {
         "reproducible: the same seed gives the same bits"
     );
 
-    // Kill a third run with SIGTERM while it trains, then resume it.
-    let mut child = train(&dir, "part").spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    // Stop a third run with SIGTERM while it trains, then resume it.
+    let mut child = started(&dir, "part");
     signal(child.id(), "TERM");
     assert!(
         child.wait().unwrap().success(),
@@ -77,7 +96,7 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_parameters() {
         state["batches_done"].as_u64().unwrap(),
     );
     assert!(
-        epochs < 2 && (epochs, batches) != (0, 0),
+        epochs < EPOCHS && (epochs, batches) != (0, 0),
         "stopped part-way: epoch {epochs}, batch {batches}"
     );
     // The checkpoint written at the interruption loads.
@@ -104,8 +123,7 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_parameters() {
 #[test]
 fn a_second_signal_exits_at_once_with_the_signals_status() {
     let dir = scratch("twice");
-    let mut child = train(&dir, "twice").spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    let mut child = started(&dir, "twice");
     // Two different signals, so that the second cannot merge with a pending first.
     signal(child.id(), "INT");
     signal(child.id(), "TERM");
