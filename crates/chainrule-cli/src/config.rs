@@ -1,7 +1,7 @@
 //! The run configuration: a TOML or JSON file, overridden by flags, resolved with
 //! defaults into everything a training run needs.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use chainrule::Tensor;
 use chainrule::autodiff::Elementwise;
 use chainrule::data::{
@@ -75,7 +75,7 @@ pub struct RunConfig {
 impl RunConfig {
     /// Reads a TOML or JSON file (by extension; `.json` is JSON).
     pub fn read(path: &Path) -> Result<RunConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        let text = chainrule::io::read_text(path)?;
         if path.extension().is_some_and(|e| e == "json") {
             serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
         } else {
@@ -393,7 +393,7 @@ pub fn load_data(config: &RunConfig) -> Result<Splits> {
 }
 
 fn last_csv_column(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let text = chainrule::io::read_text(path)?;
     let header = text
         .lines()
         .next()

@@ -1,6 +1,6 @@
 //! `chainrule explain`: chain-rule derivations with numbers.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use chainrule::data::Target;
 use chainrule::io::{read_npy, read_safetensors};
 use chainrule::loss::Loss;
@@ -79,7 +79,7 @@ fn settings(args: &Inputs) -> Result<serde_json::Value> {
     Ok(match &args.dir {
         Some(dir) if dir.join("explain.json").is_file() => {
             let path = dir.join("explain.json");
-            serde_json::from_str(&std::fs::read_to_string(&path)?)
+            serde_json::from_str(&chainrule::io::read_text(&path)?)
                 .map_err(|e| anyhow!("{}: {e}", path.display()))?
         }
         _ => serde_json::json!({}),
@@ -113,8 +113,7 @@ pub fn load(args: &Inputs) -> Result<Problem> {
         .ok_or_else(|| anyhow!("--loss: needed"))?;
     let loss = Loss::from_name(&loss_name).map_err(|e| anyhow!("--{e}"))?;
 
-    let text = std::fs::read_to_string(&model_path)
-        .with_context(|| format!("{}", model_path.display()))?;
+    let text = chainrule::io::read_text(&model_path)?;
     let mut model = Sequential::<f64>::from_json(&text, 0)
         .map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
     model

@@ -3,7 +3,7 @@
 use crate::config::{self, RunConfig};
 use crate::plot;
 use crate::run::RunState;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use chainrule::Tensor;
 use chainrule::autodiff::Op;
 use chainrule::data::Target;
@@ -149,7 +149,7 @@ pub fn eval(dir: &Path, data: Option<String>, json: bool) -> Result<()> {
 /// Reads inputs for prediction from `.npy` or `.csv` (a header, every column a feature).
 fn read_inputs(path: &Path) -> Result<Tensor<f32>> {
     if path.extension().is_some_and(|e| e == "csv") {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        let text = chainrule::io::read_text(path)?;
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         let header = lines
             .next()
@@ -276,8 +276,7 @@ pub fn summary(target: &Path) -> Result<()> {
     } else {
         target.to_path_buf()
     };
-    let text = std::fs::read_to_string(&model_file)
-        .with_context(|| format!("{}", model_file.display()))?;
+    let text = chainrule::io::read_text(&model_file)?;
     let model = Sequential::<f32>::from_json(&text, 0)
         .map_err(|e| anyhow!("{}: {e}", model_file.display()))?;
     let mut width = model.input_features();

@@ -47,18 +47,49 @@ pub struct RunState {
 impl RunState {
     pub fn read(run: &Path) -> Result<RunState> {
         let path = run.join("state.json");
-        let text = std::fs::read_to_string(&path)
+        let text = chainrule::io::read_text(&path)
             .with_context(|| format!("{}: not a run folder", path.display()))?;
         serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
     }
 }
 
-/// The first free `runs_dir/<base>-NNN`.
-fn fresh_run_dir(runs_dir: &Path, base: &str) -> PathBuf {
-    (1..)
-        .map(|n| runs_dir.join(format!("{base}-{n:03}")))
-        .find(|p| !p.exists())
-        .expect("some number is free")
+/// Creates the run folder `runs_dir/name`, or with no name the first free
+/// `runs_dir/<base>-NNN`. Creating the folder is what claims the name (one atomic
+/// `mkdir`), so two runs started at once never share a folder: a named one that
+/// exists already is refused, an automatic number taken meanwhile is skipped.
+fn create_run_dir(runs_dir: &Path, name: Option<&str>, base: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(runs_dir).with_context(|| format!("{}", runs_dir.display()))?;
+    if let Some(name) = name {
+        let plain = Path::new(name).components().count() == 1
+            && matches!(
+                Path::new(name).components().next(),
+                Some(std::path::Component::Normal(_))
+            );
+        if !plain {
+            bail!(
+                "name: {name:?} must be a plain folder name inside {} (no '/', '..' or absolute path)",
+                runs_dir.display()
+            );
+        }
+        let dir = runs_dir.join(name);
+        return match std::fs::create_dir(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                "name: {} already exists (use --resume to continue it, or another --name)",
+                dir.display()
+            ),
+            Err(e) => Err(anyhow!("{}: {e}", dir.display())),
+        };
+    }
+    for n in 1..=u32::MAX {
+        let dir = runs_dir.join(format!("{base}-{n:03}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(anyhow!("{}: {e}", dir.display())),
+        }
+    }
+    bail!("{}: no free run number", runs_dir.display())
 }
 
 pub fn train(request: TrainRequest) -> Result<()> {
@@ -71,8 +102,7 @@ pub fn train(request: TrainRequest) -> Result<()> {
     };
     let mut cfg = base.overridden_by(request.overrides.clone());
     if let Some(model_file) = &request.model {
-        let text = std::fs::read_to_string(model_file)
-            .with_context(|| format!("{}", model_file.display()))?;
+        let text = chainrule::io::read_text(model_file)?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", model_file.display()))?;
         let layers = value
@@ -131,24 +161,11 @@ pub fn train(request: TrainRequest) -> Result<()> {
                     .map_err(|e| anyhow!("{}: {e}", params.display()))?;
             }
             let runs_dir = PathBuf::from(cfg.runs_dir.clone().unwrap_or_else(|| "runs".into()));
-            let dir = match &cfg.name {
-                Some(name) => {
-                    let dir = runs_dir.join(name);
-                    if dir.exists() {
-                        bail!(
-                            "name: {} already exists (use --resume to continue it, or another --name)",
-                            dir.display()
-                        );
-                    }
-                    dir
-                }
-                None => fresh_run_dir(
-                    &runs_dir,
-                    &config::data_name(cfg.data.as_deref().unwrap_or("data")),
-                ),
-            };
-            std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
-            dir
+            create_run_dir(
+                &runs_dir,
+                cfg.name.as_deref(),
+                &config::data_name(cfg.data.as_deref().unwrap_or("data")),
+            )?
         }
     };
 
@@ -388,7 +405,7 @@ fn save_run(
 
 /// The lr and seconds columns of an existing metrics.csv (for a resumed run).
 fn read_metric_rows(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path)?;
+    let text = chainrule::io::read_text(path)?;
     Ok(text
         .lines()
         .skip(1)
@@ -404,7 +421,7 @@ fn read_metric_rows(path: &Path) -> Result<Vec<(String, String)>> {
 
 /// The epochs recorded in an existing metrics.csv.
 fn read_metrics(path: &Path) -> Result<Vec<EpochPoint>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let text = chainrule::io::read_text(path)?;
     let num = |s: &str| s.parse::<f64>().ok();
     text.lines()
         .skip(1)

@@ -17,7 +17,7 @@ pub use safetensors::{
 };
 
 use crate::{Error, Result};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 pub(crate) fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -36,9 +36,16 @@ pub(crate) fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
 /// assert!(chainrule::io::read_file(std::path::Path::new("/no/such/file")).is_err());
 /// ```
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| io_error(path, e))?
-        .len();
+    let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+    // A FIFO or a character device (/dev/zero) has no size and may never end: only
+    // regular files are read, and never beyond the size they had when opened.
+    if !meta.is_file() {
+        return Err(io_error(
+            path,
+            "not a regular file (a folder, a FIFO or a device): refusing to read it",
+        ));
+    }
+    let len = meta.len();
     if let Some(available) = available_memory()
         && len > available
     {
@@ -49,7 +56,31 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
             ),
         ));
     }
-    std::fs::read(path).map_err(|e| io_error(path, e))
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(len.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, e))?;
+    if bytes.len() as u64 > len {
+        return Err(io_error(path, "the file grew while it was read"));
+    }
+    Ok(bytes)
+}
+
+/// [`read_file`] for a UTF-8 text file (a model, a config, a CSV).
+///
+/// # Errors
+/// As [`read_file`], and [`Error::Format`](crate::Error::Format) for bytes that
+/// are not UTF-8.
+///
+/// ```
+/// assert!(chainrule::io::read_text(std::path::Path::new("/dev/zero")).is_err());
+/// ```
+pub fn read_text(path: &Path) -> Result<String> {
+    String::from_utf8(read_file(path)?).map_err(|_| crate::Error::Format {
+        path: path.display().to_string(),
+        message: "not UTF-8 text".into(),
+    })
 }
 
 /// The memory the system can still give us (Linux's MemAvailable), if known: files
@@ -89,6 +120,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io_error(path, "not a file name"))?;
+    // Replace only a regular file: never a device node, a FIFO, a folder or a link
+    // (renaming over a link replaces the link, so writing "through" one could
+    // put a regular file where /dev/null was).
+    if let Ok(existing) = std::fs::symlink_metadata(path)
+        && !existing.file_type().is_file()
+    {
+        return Err(io_error(
+            path,
+            "exists and is not a regular file (a link, a device, a FIFO or a folder): refusing to replace it",
+        ));
+    }
     let temp = folder.join(format!(
         ".{}.tmp-{}",
         name.to_string_lossy(),

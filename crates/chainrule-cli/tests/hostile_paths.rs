@@ -1,0 +1,173 @@
+//! Hostile paths (issue 13, item 2): outputs never replace what is not a regular
+//! file, inputs that never end are refused, a run name cannot leave the runs folder,
+//! and two runs started with one name never share its folder.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chainrule-paths-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn case(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../chainrule/tests/reference/f64_loss_mse")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn chainrule(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chainrule"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A clean one-line refusal that names `what`.
+#[track_caller]
+fn refused(out: &Output, what: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    for w in what {
+        assert!(stderr.contains(w), "{w:?} in {stderr}");
+    }
+}
+
+fn grad_to(dir: &Path, out: &str) -> Output {
+    let (model, params, x, y) = (
+        case("model.json"),
+        case("params.safetensors"),
+        case("x.npy"),
+        case("y.npy"),
+    );
+    chainrule(
+        dir,
+        &[
+            "grad", "--model", &model, "--params", &params, "--x", &x, "--y", &y, "--loss", "mse",
+            "--out", out,
+        ],
+    )
+}
+
+#[test]
+fn an_output_that_is_a_link_or_a_fifo_is_refused_and_left_as_it_was() {
+    let dir = scratch("out");
+    // A link to a file elsewhere: replacing it would follow it out of the folder.
+    std::fs::write(dir.join("elsewhere"), b"keep").unwrap();
+    symlink(dir.join("elsewhere"), dir.join("link.safetensors")).unwrap();
+    refused(
+        &grad_to(&dir, "link.safetensors"),
+        &["link.safetensors", "not a regular file"],
+    );
+    assert!(
+        std::fs::symlink_metadata(dir.join("link.safetensors"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(dir.join("elsewhere")).unwrap(), b"keep");
+    // A FIFO stands in for a device node (mknod needs root).
+    let made = Command::new("mkfifo")
+        .arg(dir.join("fifo.safetensors"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    refused(
+        &grad_to(&dir, "fifo.safetensors"),
+        &["fifo.safetensors", "not a regular file"],
+    );
+    let kind = std::fs::symlink_metadata(dir.join("fifo.safetensors"))
+        .unwrap()
+        .file_type();
+    assert!(!kind.is_file(), "still the FIFO");
+    // A regular file is replaced, as before.
+    std::fs::write(dir.join("old.safetensors"), b"old").unwrap();
+    assert!(grad_to(&dir, "old.safetensors").status.success());
+    assert_ne!(std::fs::read(dir.join("old.safetensors")).unwrap(), b"old");
+}
+
+#[test]
+fn inputs_that_never_end_are_refused_instead_of_read_forever() {
+    let dir = scratch("in");
+    refused(
+        &chainrule(&dir, &["train", "--config", "/dev/zero"]),
+        &["/dev/zero", "not a regular file"],
+    );
+    let made = Command::new("mkfifo")
+        .arg(dir.join("config.toml"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Nobody writes to the FIFO: reading it would wait forever.
+    refused(
+        &chainrule(&dir, &["train", "--config", "config.toml"]),
+        &["config.toml", "not a regular file"],
+    );
+}
+
+#[test]
+fn a_run_name_cannot_leave_the_runs_folder() {
+    let dir = scratch("names");
+    for name in ["../escaped", "/tmp/absolute", "a/b", ".."] {
+        refused(
+            &chainrule(
+                &dir,
+                &["train", "--epochs", "1", "--samples", "60", "--name", name],
+            ),
+            &["name", "plain folder name"],
+        );
+    }
+    assert!(!dir.join("escaped").exists());
+    assert!(!Path::new("/tmp/absolute").join("model.json").exists());
+}
+
+#[test]
+fn two_runs_started_with_one_name_never_share_its_folder() {
+    let dir = scratch("race");
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_chainrule"))
+            .current_dir(&dir)
+            .args([
+                "train",
+                "--epochs",
+                "2",
+                "--samples",
+                "200",
+                "--name",
+                "same",
+                "--quiet",
+            ])
+            .output()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(start);
+        let b = s.spawn(start);
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    let wins = [&a, &b].iter().filter(|o| o.status.success()).count();
+    assert_eq!(wins, 1, "exactly one run takes the name");
+    let loser = if a.status.success() { &b } else { &a };
+    refused(loser, &["same", "already exists"]);
+    // Automatic names are claimed the same way: two runs, two folders.
+    let auto = || {
+        Command::new(env!("CARGO_BIN_EXE_chainrule"))
+            .current_dir(&dir)
+            .args(["train", "--epochs", "1", "--samples", "200", "--quiet"])
+            .status()
+    };
+    let both = std::thread::scope(|s| {
+        let a = s.spawn(auto);
+        let b = s.spawn(auto);
+        [a.join().unwrap().unwrap(), b.join().unwrap().unwrap()]
+    });
+    assert!(both.iter().all(|s| s.success()));
+    let folders = std::fs::read_dir(dir.join("runs")).unwrap().count();
+    assert_eq!(folders, 3, "same, and two numbered runs");
+}
