@@ -115,6 +115,11 @@ pub fn train(request: TrainRequest) -> Result<()> {
     }
     let cfg = config::resolve(cfg);
     let threads = cfg.threads.unwrap_or(0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads > cores && !request.quiet {
+        // Not an error: a config written on a larger machine still runs here.
+        eprintln!("chainrule: threads: {threads} asked, this machine has {cores}; using {cores}");
+    }
     chainrule::tensor::set_num_threads(threads);
 
     let splits = config::load_data(&cfg)?;

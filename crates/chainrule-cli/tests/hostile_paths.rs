@@ -1,6 +1,7 @@
-//! Hostile paths (issue 13, item 2): outputs never replace what is not a regular
-//! file, inputs that never end are refused, a run name cannot leave the runs folder,
-//! and two runs started with one name never share its folder.
+//! Hostile paths and requests (issue 13, items 2 and 4): outputs never replace what
+//! is not a regular file, inputs that never end are refused, a run name cannot leave
+//! the runs folder, two runs started with one name never share its folder, and a
+//! thread count beyond the machine's cores is capped.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -170,4 +171,33 @@ fn two_runs_started_with_one_name_never_share_its_folder() {
     assert!(both.iter().all(|s| s.success()));
     let folders = std::fs::read_dir(dir.join("runs")).unwrap().count();
     assert_eq!(folders, 3, "same, and two numbered runs");
+}
+
+#[test]
+fn a_hundred_thousand_threads_are_capped_at_the_machines_cores() {
+    // Before: 100,000 spinning threads made the machine unusable.
+    let dir = scratch("threads");
+    let out = chainrule(
+        &dir,
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--samples",
+            "200",
+            "--threads",
+            "100000",
+            "--name",
+            "t",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        stderr.contains(&format!(
+            "threads: 100000 asked, this machine has {cores}; using {cores}"
+        )),
+        "{stderr}"
+    );
 }

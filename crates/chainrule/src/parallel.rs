@@ -178,6 +178,9 @@ impl Slot {
 /// Helper threads, alive for one [`Team::scope`].
 pub(crate) struct Team {
     slots: Vec<Slot>,
+    /// How many of the slots have a thread: all of them, unless the system refused
+    /// to start some (then the team is smaller, never stuck on a missing helper).
+    live: std::sync::atomic::AtomicUsize,
     /// A [`Team::run`] is in progress: a job that runs parallel work of its own
     /// (on the calling thread) gets it done inline, not posted to busy helpers.
     running: AtomicBool,
@@ -185,7 +188,9 @@ pub(crate) struct Team {
 
 impl Team {
     /// Runs `body` with a team of `threads − 1` helpers (the caller is the last
-    /// member), then stops them.
+    /// member), then stops them. Helpers the system refuses to start are done
+    /// without: the team is smaller, and nothing waits for a thread that does not
+    /// exist. (Training asks for at most the machine's cores: `tensor::num_threads`.)
     pub(crate) fn scope<R>(threads: usize, body: impl FnOnce(&Team) -> R) -> R {
         let team = Team {
             slots: (1..threads.max(1))
@@ -196,15 +201,22 @@ impl Team {
                     thread: Mutex::new(None),
                 })
                 .collect(),
+            live: std::sync::atomic::AtomicUsize::new(0),
             running: AtomicBool::new(false),
         };
         thread::scope(|s| {
             for slot in &team.slots {
-                s.spawn(move || {
-                    *slot.thread.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(thread::current());
-                    serve(slot);
-                });
+                let started = thread::Builder::new()
+                    .name("chainrule-team".into())
+                    .spawn_scoped(s, move || {
+                        *slot.thread.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(thread::current());
+                        serve(slot);
+                    });
+                if started.is_err() {
+                    break;
+                }
+                team.live.fetch_add(1, Ordering::Relaxed);
             }
             let stop = Stop(&team);
             let current = Current::set(&team);
@@ -217,7 +229,7 @@ impl Team {
 
     /// The members, helpers and caller.
     pub(crate) fn size(&self) -> usize {
-        self.slots.len() + 1
+        self.live.load(Ordering::Relaxed) + 1
     }
 
     /// Runs every job of `jobs` (at most one per member), the last on the calling
@@ -295,13 +307,24 @@ struct Wait<'a> {
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
         for slot in self.slots {
+            // Spin briefly, then give the core away while waiting: on a shared CPU
+            // the helper may be waiting for this very core.
+            let mut spins = 0u32;
             while slot.state.load(Ordering::Acquire) == POSTED {
-                std::hint::spin_loop();
+                spins = spins.saturating_add(1);
+                if spins < WAIT_SPINS {
+                    std::hint::spin_loop();
+                } else {
+                    thread::yield_now();
+                }
             }
             slot.state.store(IDLE, Ordering::Release);
         }
     }
 }
+
+/// Spins the caller makes waiting for a helper before it yields its core instead.
+const WAIT_SPINS: u32 = 1 << 12;
 
 /// Tells the helpers to quit at the end of the scope.
 struct Stop<'a>(&'a Team);
@@ -332,13 +355,19 @@ fn serve(slot: &Slot) {
                 }
                 slot.state.store(DONE, Ordering::Release);
                 idle_since = Instant::now();
+                spins = 0;
             }
             QUIT => return,
             _ => {
-                // Reading the clock costs more than a spin: look every 1024 spins.
+                // Spin a little (a job usually follows within microseconds), then
+                // yield the core at each turn until SPIN is over (on a shared CPU
+                // another process or the caller may want it), then park. Reading
+                // the clock costs more than a spin: look every 1024 turns.
                 spins = spins.wrapping_add(1);
-                if !spins.is_multiple_of(1024) || idle_since.elapsed() < SPIN {
+                if spins < WAIT_SPINS {
                     std::hint::spin_loop();
+                } else if !spins.is_multiple_of(1024) || idle_since.elapsed() < SPIN {
+                    thread::yield_now();
                 } else {
                     thread::park_timeout(Duration::from_millis(10));
                 }

@@ -26,7 +26,8 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 24;
 /// far sooner than rayon's sleeping workers wake, so much smaller products pay.
 const SPLIT_MIN_FLOPS: usize = 1 << 18;
 
-/// Sets how many threads large matrix products use (0: one per core).
+/// Sets how many threads large matrix products and training use (0: one per core);
+/// more than the machine's available parallelism counts as that many.
 ///
 /// ```
 /// chainrule::tensor::set_num_threads(1);
@@ -37,11 +38,13 @@ pub fn set_num_threads(threads: usize) {
 }
 
 /// The threads large computations may use: [`set_num_threads`]'s setting, or one per
-/// core.
+/// core, and never more than the machine's available parallelism (more threads
+/// than cores only wait for each other, and a hostile config could ask for 100,000).
 pub(crate) fn num_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     match THREADS.load(Ordering::Relaxed) {
-        0 => rayon::current_num_threads(),
-        t => t,
+        0 => rayon::current_num_threads().min(cores),
+        t => t.min(cores),
     }
 }
 
