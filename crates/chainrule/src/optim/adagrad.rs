@@ -9,7 +9,6 @@
 use super::state::{Slices, StateBuffer};
 use super::{OptimizerConfig, with_weight_decay};
 use crate::Float;
-use std::borrow::Cow;
 
 /// Adagrad's state: the sum of squared gradients, from `initial_accumulator_value`.
 pub(super) fn buffers(initial_accumulator_value: f64) -> [Option<(StateBuffer, f64)>; 3] {
@@ -23,9 +22,9 @@ pub(super) fn buffers(initial_accumulator_value: f64) -> [Option<(StateBuffer, f
 /// One Adagrad step on `p` (a parameter or a block of one).
 pub(super) fn update<F: Float>(
     config: &OptimizerConfig,
-    mut state: Slices<'_, F>,
+    state: &mut Slices<'_, F>,
     p: &mut [F],
-    mut g: Cow<'_, [F]>,
+    g: &[F],
 ) {
     let OptimizerConfig::Adagrad {
         lr,
@@ -38,7 +37,7 @@ pub(super) fn update<F: Float>(
         unreachable!("Adagrad's update called for {config:?}")
     };
     let c = F::from_f64;
-    with_weight_decay(&mut g, p, weight_decay);
+    let g = with_weight_decay(g, p, weight_decay);
     let Some(sum) = state.take(StateBuffer::Sum) else {
         unreachable!("buffers() asks for sum")
     };

@@ -26,9 +26,9 @@ pub(super) fn buffers(amsgrad: bool) -> [Option<(StateBuffer, f64)>; 3] {
 /// One Adam or AdamW step on `p` (a parameter or a block of one).
 pub(super) fn update<F: Float>(
     config: &OptimizerConfig,
-    mut state: Slices<'_, F>,
+    state: &mut Slices<'_, F>,
     p: &mut [F],
-    mut g: Cow<'_, [F]>,
+    g: &[F],
 ) {
     let OptimizerConfig::Adam {
         lr,
@@ -42,11 +42,12 @@ pub(super) fn update<F: Float>(
         unreachable!("Adam's update called for {config:?}")
     };
     let c = F::from_f64;
-    if decoupled {
+    let g = if decoupled {
         p.iter_mut().for_each(|p| *p *= c(1.0 - lr * weight_decay));
+        Cow::Borrowed(g)
     } else {
-        with_weight_decay(&mut g, p, weight_decay);
-    }
+        with_weight_decay(g, p, weight_decay)
+    };
     let (Some(exp_avg), Some(exp_avg_sq)) = (
         state.take(StateBuffer::ExpAvg),
         state.take(StateBuffer::ExpAvgSq),

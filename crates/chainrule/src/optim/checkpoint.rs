@@ -105,7 +105,7 @@ impl<F: Float> Optimizer<F> {
                     ),
                 ));
             }
-            slot.buffers[buffer as usize] = Some(tensor.to_vec());
+            slot.set_buffer(buffer, tensor.to_vec());
         }
         self.states = states;
         Ok(())

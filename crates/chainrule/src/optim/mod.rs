@@ -126,6 +126,8 @@ impl<F: Float> Optimizer<F> {
         }
         self.states.resize_with(params.len(), State::default);
         let config = &self.config;
+        // The same for every parameter: read once, not per parameter.
+        let wanted = buffers(config);
         for ((param, grad), state) in params.iter_mut().zip(grads).zip(&mut self.states) {
             let Some(grad) = grad else { continue };
             if grad.shape() != param.value.shape() {
@@ -139,13 +141,17 @@ impl<F: Float> Optimizer<F> {
                     got: grad.shape().to_vec(),
                 });
             }
+            let copy;
             let g = match grad.as_slice() {
-                Some(g) => Cow::Borrowed(g),
-                None => Cow::Owned(grad.to_vec()),
+                Some(g) => g,
+                None => {
+                    copy = grad.to_vec();
+                    &copy
+                }
             };
             let p = param.value.as_mut_slice();
-            let slices = state.begin_step(buffers(config), p.len());
-            split::update_in_blocks(p, g, slices, |slices, p, g| {
+            let mut slices = state.begin_step(wanted, p.len());
+            split::update_in_blocks(p, g, &mut slices, |slices, p, g| {
                 update(config, slices, p, g);
             });
         }
@@ -170,8 +176,13 @@ fn buffers(config: &OptimizerConfig) -> [Option<(state::StateBuffer, f64)>; 3] {
 
 /// One step of `config` on parameter `p` (a whole tensor, or a block of one) with
 /// gradient `g` and the matching blocks of its state.
-#[inline]
-fn update<F: Float>(config: &OptimizerConfig, state: Slices<'_, F>, p: &mut [F], g: Cow<'_, [F]>) {
+///
+/// Never inlined: inlined, the four optimizers make the closure that calls this too
+/// large for LLVM to inline into [`Optimizer::step`], and the state was copied on
+/// every call; out of line, it is one call per parameter with the state passed by
+/// reference, as before the optimizers were split into files (docs/performance.md).
+#[inline(never)]
+fn update<F: Float>(config: &OptimizerConfig, state: &mut Slices<'_, F>, p: &mut [F], g: &[F]) {
     match config {
         OptimizerConfig::Sgd { .. } => sgd::update(config, state, p, g),
         OptimizerConfig::Adam { .. } => adam::update(config, state, p, g),
@@ -192,11 +203,13 @@ fn lerp<F: Float>(x: F, end: F, w: F) -> F {
 /// `g + wd·p` (PyTorch's `grad.add(param, alpha=weight_decay)`), copying `g` only
 /// when there is a decay to add.
 #[inline]
-fn with_weight_decay<F: Float>(g: &mut Cow<'_, [F]>, p: &[F], weight_decay: f64) {
-    if weight_decay != 0.0 {
-        g.to_mut()
-            .iter_mut()
-            .zip(p)
-            .for_each(|(g, &p)| *g += p * F::from_f64(weight_decay));
+fn with_weight_decay<'g, F: Float>(g: &'g [F], p: &[F], weight_decay: f64) -> Cow<'g, [F]> {
+    if weight_decay == 0.0 {
+        return Cow::Borrowed(g);
     }
+    let mut g = g.to_vec();
+    g.iter_mut()
+        .zip(p)
+        .for_each(|(g, &p)| *g += p * F::from_f64(weight_decay));
+    Cow::Owned(g)
 }

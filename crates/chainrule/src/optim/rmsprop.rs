@@ -12,7 +12,6 @@
 use super::state::{Slices, StateBuffer};
 use super::{OptimizerConfig, lerp, with_weight_decay};
 use crate::Float;
-use std::borrow::Cow;
 
 /// RMSprop's state: the squared average, with the momentum buffer when there is
 /// momentum and the gradient's average when centred.
@@ -27,9 +26,9 @@ pub(super) fn buffers(momentum: f64, centered: bool) -> [Option<(StateBuffer, f6
 /// One RMSprop step on `p` (a parameter or a block of one).
 pub(super) fn update<F: Float>(
     config: &OptimizerConfig,
-    mut state: Slices<'_, F>,
+    state: &mut Slices<'_, F>,
     p: &mut [F],
-    mut g: Cow<'_, [F]>,
+    g: &[F],
 ) {
     let OptimizerConfig::RmsProp {
         lr,
@@ -43,7 +42,7 @@ pub(super) fn update<F: Float>(
         unreachable!("RMSprop's update called for {config:?}")
     };
     let c = F::from_f64;
-    with_weight_decay(&mut g, p, weight_decay);
+    let g = with_weight_decay(g, p, weight_decay);
     let Some(square_avg) = state.take(StateBuffer::SquareAvg) else {
         unreachable!("buffers() asks for square_avg")
     };

@@ -9,7 +9,6 @@
 use super::state::{Slices, StateBuffer};
 use super::{OptimizerConfig, with_weight_decay};
 use crate::Float;
-use std::borrow::Cow;
 
 /// SGD's state: the momentum buffer, when there is momentum.
 pub(super) fn buffers(momentum: f64) -> [Option<(StateBuffer, f64)>; 3] {
@@ -24,9 +23,9 @@ pub(super) fn buffers(momentum: f64) -> [Option<(StateBuffer, f64)>; 3] {
 #[inline]
 pub(super) fn update<F: Float>(
     config: &OptimizerConfig,
-    mut state: Slices<'_, F>,
+    state: &mut Slices<'_, F>,
     p: &mut [F],
-    mut g: Cow<'_, [F]>,
+    g: &[F],
 ) {
     let OptimizerConfig::Sgd {
         lr,
@@ -39,7 +38,7 @@ pub(super) fn update<F: Float>(
         unreachable!("SGD's update called for {config:?}")
     };
     let c = F::from_f64;
-    with_weight_decay(&mut g, p, weight_decay);
+    let mut g = with_weight_decay(g, p, weight_decay);
     let Some(buf) = state.take(StateBuffer::MomentumBuffer) else {
         p.iter_mut()
             .zip(g.iter())

@@ -4,7 +4,6 @@ use super::state::Slices;
 use crate::Float;
 use crate::parallel::{ELEMENTWISE_SPLIT_MIN, with_current};
 use smallvec::SmallVec;
-use std::borrow::Cow;
 
 /// Runs `update` on parameter `p` with gradient `g` and state `state`: in one call
 /// on this thread, or, when `p` holds at least [`ELEMENTWISE_SPLIT_MIN`] values
@@ -16,9 +15,9 @@ use std::borrow::Cow;
 #[inline]
 pub(super) fn update_in_blocks<F: Float>(
     p: &mut [F],
-    g: Cow<'_, [F]>,
-    state: Slices<'_, F>,
-    update: impl Fn(Slices<'_, F>, &mut [F], Cow<'_, [F]>) + Sync,
+    g: &[F],
+    state: &mut Slices<'_, F>,
+    update: impl Fn(&mut Slices<'_, F>, &mut [F], &[F]) + Sync,
 ) {
     let parts = if p.len() >= ELEMENTWISE_SPLIT_MIN {
         with_current(|team| team.map_or(1, |t| t.size()))
@@ -31,13 +30,13 @@ pub(super) fn update_in_blocks<F: Float>(
     let n = p.len();
     let update = &update;
     let mut jobs: SmallVec<[_; 4]> = SmallVec::new();
-    let (mut p_rest, mut state_rest, mut start) = (p, state, 0);
+    let (mut p_rest, mut state_rest, mut start) = (p, state.reborrow(), 0);
     for i in 1..=parts {
         let end = n * i / parts;
         let (p_block, p_tail) = p_rest.split_at_mut(end - start);
-        let (state_block, state_tail) = state_rest.split_at(end - start);
+        let (mut state_block, state_tail) = state_rest.split_at(end - start);
         let g_block = &g[start..end];
-        jobs.push(move || update(state_block, p_block, Cow::Borrowed(g_block)));
+        jobs.push(move || update(&mut state_block, p_block, g_block));
         (p_rest, state_rest, start) = (p_tail, state_tail, end);
     }
     with_current(|team| team.expect("a team of `parts` threads").run(jobs));

@@ -22,7 +22,7 @@ pub(super) enum StateBuffer {
 }
 
 impl StateBuffer {
-    /// Every buffer, in the order of [`State`]'s slots.
+    /// Every buffer, in the order checkpoints list them.
     pub(super) const ALL: [StateBuffer; 7] = [
         StateBuffer::MomentumBuffer,
         StateBuffer::ExpAvg,
@@ -57,20 +57,44 @@ impl StateBuffer {
 pub(super) struct State<F> {
     /// Steps taken (PyTorch's `step`), 1 after the first.
     pub(super) step: u64,
-    /// The buffers the optimizer keeps, one slot per [`StateBuffer`] (in [`StateBuffer::ALL`]'s
-    /// order), `None` where it keeps none.
-    pub(super) buffers: [Option<Vec<F>>; 7],
+    /// The buffers the optimizer keeps, each under its name, in the order they were
+    /// created or restored: none for plain SGD, at most three for any optimizer (a
+    /// restored checkpoint may bring others, which are kept but not used).
+    buffers: Vec<(StateBuffer, Vec<F>)>,
 }
 
 impl<F: Float> State<F> {
     /// The buffer `b`, if kept.
     pub(super) fn buffer(&self, b: StateBuffer) -> Option<&Vec<F>> {
-        self.buffers[b as usize].as_ref()
+        self.buffers
+            .iter()
+            .find_map(|(name, values)| (*name == b).then_some(values))
+    }
+
+    /// Keeps `values` as buffer `b`, replacing any it had.
+    pub(super) fn set_buffer(&mut self, b: StateBuffer, values: Vec<F>) {
+        match self.buffers.iter_mut().find(|(name, _)| *name == b) {
+            Some((_, kept)) => *kept = values,
+            None => self.buffers.push((b, values)),
+        }
+    }
+
+    /// Creates buffer `b` of `n` elements, each `start` (at a parameter's first step,
+    /// or for a buffer a restored checkpoint lacked); says whether it is the momentum
+    /// buffer. Out of line: the steps after the first never come here.
+    #[cold]
+    fn create(&mut self, b: StateBuffer, start: f64, n: usize) -> bool {
+        self.buffers.push((b, vec![F::from_f64(start); n]));
+        b == StateBuffer::MomentumBuffer
     }
 
     /// Counts a step and creates the buffers of `wanted` (each filled with its
     /// starting value) that do not exist yet, for `n` elements; returns the slices
-    /// of this step.
+    /// of this step, those of `wanted` only.
+    ///
+    /// This runs once per parameter per step, so its cost is per-parameter overhead
+    /// on small networks (W3 has four parameters of one to four values): it touches
+    /// only the buffers kept, which for plain SGD are none.
     #[inline]
     pub(super) fn begin_step(
         &mut self,
@@ -79,41 +103,61 @@ impl<F: Float> State<F> {
     ) -> Slices<'_, F> {
         self.step += 1;
         let mut fresh = false;
-        for (b, start) in wanted.into_iter().flatten() {
-            let slot = &mut self.buffers[b as usize];
-            if slot.is_none() {
-                fresh |= b == StateBuffer::MomentumBuffer;
-                *slot = Some(vec![F::from_f64(start); n]);
+        for &slot in &wanted {
+            if let Some((b, start)) = slot
+                && self.buffer(b).is_none()
+            {
+                fresh |= self.create(b, start, n);
             }
         }
-        let mut buffers: [Option<&mut [F]>; 7] = Default::default();
-        for (slot, kept) in buffers.iter_mut().zip(&mut self.buffers) {
-            *slot = kept.as_deref_mut();
+        // Slot i holds wanted[i]; a kept buffer that is not wanted (restored from a
+        // checkpoint of another optimizer) stays out.
+        let names = wanted.map(|w| w.map(|(b, _)| b));
+        let mut buffers = [None, None, None];
+        for (b, values) in &mut self.buffers {
+            if let Some(i) = names.iter().position(|&name| name == Some(*b)) {
+                buffers[i] = Some(values.as_mut_slice());
+            }
         }
         Slices {
             step: self.step,
             fresh,
+            names,
             buffers,
         }
     }
 }
 
 /// A parameter's state for one step, as slices of a whole parameter or of one block
-/// of it.
+/// of it: the buffers the optimizer keeps, each with its name.
 pub(super) struct Slices<'a, F> {
     /// The step count, 1 at the first step.
     pub(super) step: u64,
     /// The momentum buffer was created for this step (SGD's first step copies the
     /// gradient into it).
     pub(super) fresh: bool,
-    buffers: [Option<&'a mut [F]>; 7],
+    /// The name of each slot of `buffers` (`None` for an unused slot).
+    names: [Option<StateBuffer>; 3],
+    buffers: [Option<&'a mut [F]>; 3],
 }
 
 impl<'a, F> Slices<'a, F> {
     /// Takes buffer `b` out, if the optimizer keeps it.
     #[inline]
     pub(super) fn take(&mut self, b: StateBuffer) -> Option<&'a mut [F]> {
-        self.buffers[b as usize].take()
+        let i = self.names.iter().position(|&name| name == Some(b))?;
+        self.buffers[i].take()
+    }
+
+    /// The same slices, borrowed from these for a shorter time (to split them while
+    /// these stay where they are).
+    pub(super) fn reborrow(&mut self) -> Slices<'_, F> {
+        Slices {
+            step: self.step,
+            fresh: self.fresh,
+            names: self.names,
+            buffers: self.buffers.each_mut().map(|b| b.as_deref_mut()),
+        }
     }
 
     /// The slices of elements `..mid` and `mid..`.
@@ -128,12 +172,13 @@ impl<'a, F> Slices<'a, F> {
         (head, tail)
     }
 
-    /// The same step with no buffers.
+    /// The same step and names with no buffers.
     fn empty(&self) -> Self {
         Slices {
             step: self.step,
             fresh: self.fresh,
-            buffers: Default::default(),
+            names: self.names,
+            buffers: [None, None, None],
         }
     }
 }
