@@ -361,12 +361,13 @@ fn serve(slot: &Slot) {
             _ => {
                 // Spin a little (a job usually follows within microseconds), then
                 // yield the core at each turn until SPIN is over (on a shared CPU
-                // another process or the caller may want it), then park. Reading
-                // the clock costs more than a spin: look every 1024 turns.
-                spins = spins.wrapping_add(1);
+                // another process or the caller may want it), then park. The clock
+                // is read only once spinning is over: next to a yield it costs
+                // nothing, and a helper woken from parking goes straight back.
+                spins = spins.saturating_add(1);
                 if spins < WAIT_SPINS {
                     std::hint::spin_loop();
-                } else if !spins.is_multiple_of(1024) || idle_since.elapsed() < SPIN {
+                } else if idle_since.elapsed() < SPIN {
                     thread::yield_now();
                 } else {
                     thread::park_timeout(Duration::from_millis(10));

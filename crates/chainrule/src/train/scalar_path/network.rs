@@ -12,6 +12,8 @@ use crate::{Float, Tensor};
 /// Linear layers and element-wise activations, one scalar node per multiply, add
 /// and activation; a linear unit sums Σₖ wⱼₖ·xₖ left to right, then adds bⱼ, as
 /// the tensor path does. Softmax layers are left to the tensor tape.
+// Kept out of line: inlined into the step, it measured 3% more instructions.
+#[inline(never)]
 pub(super) fn forward_scalar<F: Float>(
     model: &Sequential<F>,
     tape: &mut ScalarTape<F>,
@@ -70,6 +72,8 @@ pub(super) fn forward_scalar<F: Float>(
 /// [`Loss::compute`](crate::loss::Loss::compute), one number per node (training tests compare the two); `None`
 /// for the losses left to the tensor tape (bce, bce_logits, huber) and for
 /// targets that do not fit.
+// Kept out of line: inlined into the step, it measured 3% more instructions.
+#[inline(never)]
 pub(super) fn loss_scalar<F: Float>(
     loss: Loss,
     tape: &mut ScalarTape<F>,
