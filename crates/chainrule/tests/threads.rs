@@ -31,15 +31,18 @@ impl Module<f32> for OnePerLayer {
     }
 }
 
-fn train_one_node_per_layer(
-    json: &str,
+/// The thread count is process-wide and the tests run in parallel: one run at a time.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Trains `model` on `threads` threads and returns its parameters' values.
+fn trained<M: Module<f32>>(
+    mut model: M,
     data: &Dataset<f32>,
     config: &TrainConfig,
     threads: usize,
 ) -> Vec<f32> {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     set_num_threads(threads);
-    let mut model = OnePerLayer(Sequential::<f32>::from_json(json, 3).unwrap());
     fit(&mut model, data, None, config, |_| {}).unwrap();
     set_num_threads(0);
     model
@@ -49,20 +52,21 @@ fn train_one_node_per_layer(
         .collect()
 }
 
-/// The thread count is process-wide and the tests run in parallel: one run at a time.
-static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+fn model(json: &str) -> Sequential<f32> {
+    Sequential::<f32>::from_json(json, 3).unwrap()
+}
 
 fn train(json: &str, data: &Dataset<f32>, config: &TrainConfig, threads: usize) -> Vec<f32> {
-    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    set_num_threads(threads);
-    let mut model = Sequential::<f32>::from_json(json, 3).unwrap();
-    fit(&mut model, data, None, config, |_| {}).unwrap();
-    set_num_threads(0);
-    model
-        .params()
-        .iter()
-        .flat_map(|p| p.value.to_vec())
-        .collect()
+    trained(model(json), data, config, threads)
+}
+
+fn train_one_node_per_layer(
+    json: &str,
+    data: &Dataset<f32>,
+    config: &TrainConfig,
+    threads: usize,
+) -> Vec<f32> {
+    trained(OnePerLayer(model(json)), data, config, threads)
 }
 
 #[track_caller]
