@@ -508,6 +508,14 @@ pub fn train_config(config: &RunConfig, classification: bool) -> Result<TrainCon
     {
         bail!("validation_split: must be in [0, 1), got {split}");
     }
+    if let Some(epochs) = config.epochs
+        && epochs > chainrule::train::MAX_EPOCHS
+    {
+        bail!(
+            "epochs: {epochs} is more than {}",
+            chainrule::train::MAX_EPOCHS
+        );
+    }
     Ok(TrainConfig {
         loss,
         optimizer,

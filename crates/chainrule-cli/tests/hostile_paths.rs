@@ -201,3 +201,16 @@ fn a_hundred_thousand_threads_are_capped_at_the_machines_cores() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_absurd_number_of_epochs_is_refused_before_training() {
+    let dir = scratch("epochs");
+    let out = chainrule(
+        &dir,
+        &["train", "--epochs", "999999999999", "--samples", "60"],
+    );
+    refused(&out, &["epochs", "is more than 1000000"]);
+    assert!(
+        !dir.join("runs").exists() || std::fs::read_dir(dir.join("runs")).unwrap().count() == 0
+    );
+}

@@ -21,4 +21,4 @@ mod train;
 
 pub use optimizer::OptimizerConfig;
 pub use schedule::Schedule;
-pub use train::{EarlyStopping, TrainConfig};
+pub use train::{EarlyStopping, MAX_EPOCHS, TrainConfig};

@@ -6,6 +6,16 @@ use crate::Result;
 use crate::error::invalid;
 use crate::loss::Loss;
 
+/// The most epochs a config may ask for: more is a typo (or an attack on the
+/// machine's time), not a plan.
+///
+/// ```
+/// use chainrule::train::{TrainConfig, MAX_EPOCHS};
+/// let text = format!(r#"{{"loss": "mse", "optimizer": {{"type": "sgd"}}, "epochs": {}}}"#, MAX_EPOCHS + 1);
+/// assert!(TrainConfig::from_json(&text).unwrap_err().to_string().starts_with("epochs:"));
+/// ```
+pub const MAX_EPOCHS: usize = 1_000_000;
+
 /// The contract's training config.
 ///
 /// ```
@@ -81,6 +91,9 @@ impl TrainConfig {
             None => 32,
         };
         let epochs = match f.count("epochs")? {
+            Some(n) if n > MAX_EPOCHS as u64 => {
+                return Err(invalid("epochs", format!("{n} is more than {MAX_EPOCHS}")));
+            }
             Some(n) => usize::try_from(n).map_err(|_| invalid("epochs", "too large"))?,
             None => 1,
         };

@@ -113,6 +113,20 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
 /// assert_eq!(a, chainrule::io::NpyArray::F64(vec![2], vec![1.5, -2.0]));
 /// # Ok::<(), chainrule::Error>(())
 /// ```
+///
+/// A key given twice is refused (NumPy would read the last one, and the two readers
+/// would disagree about the array):
+///
+/// ```
+/// let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+/// let header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), 'shape': (1,), }";
+/// let padded = format!("{header:<117}\n");
+/// bytes.extend((padded.len() as u16).to_le_bytes());
+/// bytes.extend(padded.as_bytes());
+/// bytes.extend([0u8; 16]);
+/// let err = chainrule::io::read_npy_bytes(&bytes, "y.npy").unwrap_err();
+/// assert_eq!(err.to_string(), r#"y.npy: header has "shape" 2 times"#);
+/// ```
 pub fn read_npy_bytes(bytes: &[u8], name: &str) -> Result<NpyArray> {
     let bad = |message: String| Error::Format {
         path: name.to_string(),
@@ -135,6 +149,15 @@ pub fn read_npy_bytes(bytes: &[u8], name: &str) -> Result<NpyArray> {
         .ok_or_else(|| bad("truncated header".into()))?;
     let header = std::str::from_utf8(&bytes[start..header_end])
         .map_err(|_| bad("header is not UTF-8".into()))?;
+    // NumPy reads the last of a repeated key; a reader that took the first would see
+    // another array than NumPy does, so a repeated key is refused.
+    for key in ["descr", "fortran_order", "shape"] {
+        let times = header.matches(&format!("'{key}'")).count()
+            + header.matches(&format!("\"{key}\"")).count();
+        if times > 1 {
+            return Err(bad(format!("header has {key:?} {times} times")));
+        }
+    }
     let descr = dict_value(header, "descr").ok_or_else(|| bad("header has no 'descr'".into()))?;
     let fortran = match dict_value(header, "fortran_order") {
         Some("True") => true,

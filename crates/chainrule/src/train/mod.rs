@@ -7,7 +7,7 @@
 mod fused;
 mod scalar_path;
 
-pub use crate::config::{EarlyStopping, TrainConfig};
+pub use crate::config::{EarlyStopping, MAX_EPOCHS, TrainConfig};
 
 use crate::data::{Batches, Dataset, Target};
 use crate::loss::Loss;
