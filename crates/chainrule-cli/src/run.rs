@@ -49,9 +49,26 @@ impl RunState {
         let path = run.join("state.json");
         let text = chainrule::io::read_text(&path)
             .with_context(|| format!("{}: not a run folder", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+        let state: RunState =
+            serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        // Sizes from a file are checked before anything is sized by them (a hostile
+        // `classes` of 2⁶⁴ − 1 once overflowed the confusion matrix's allocation).
+        if let Some(classes) = state.classes {
+            let names = state.class_names.as_ref().map(Vec::len);
+            if classes == 0 || classes > MAX_CLASSES || names.is_some_and(|n| n != classes) {
+                bail!(
+                    "{}: classes: {classes} does not fit (1 to {MAX_CLASSES}, one per class name)",
+                    path.display()
+                );
+            }
+        }
+        Ok(state)
     }
 }
+
+/// The most classes a run may have: far beyond any classifier chainrule trains, far
+/// below what would exhaust memory in a confusion matrix's rows.
+const MAX_CLASSES: usize = 1 << 16;
 
 /// Creates the run folder `runs_dir/name`, or with no name the first free
 /// `runs_dir/<base>-NNN`. Creating the folder is what claims the name (one atomic

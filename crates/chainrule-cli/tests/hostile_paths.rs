@@ -214,3 +214,35 @@ fn an_absurd_number_of_epochs_is_refused_before_training() {
         !dir.join("runs").exists() || std::fs::read_dir(dir.join("runs")).unwrap().count() == 0
     );
 }
+
+#[test]
+fn a_hostile_class_count_in_state_json_is_refused_not_allocated() {
+    // Before: classes = 2⁶⁴ − 1 overflowed the confusion matrix's allocation (exit 101).
+    let dir = scratch("classes");
+    let trained = chainrule(
+        &dir,
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--samples",
+            "60",
+            "--name",
+            "r",
+            "--quiet",
+        ],
+    );
+    assert!(trained.status.success());
+    let path = dir.join("runs/r/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    state["classes"] = serde_json::json!(u64::MAX);
+    std::fs::write(&path, state.to_string()).unwrap();
+    for command in ["eval", "predict"] {
+        let mut args = vec![command, "runs/r"];
+        if command == "predict" {
+            args.extend(["--x", "none.csv"]);
+        }
+        refused(&chainrule(&dir, &args), &["state.json", "classes"]);
+    }
+}
