@@ -72,6 +72,29 @@ pub struct RunConfig {
     pub name: Option<String>,
 }
 
+/// The first float of `table` (dotted key, value) that is inf or nan, if any.
+fn first_nonfinite(table: &toml::Table, prefix: &str) -> Option<(String, f64)> {
+    table.iter().find_map(|(key, value)| {
+        let key = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Float(v) if !v.is_finite() => Some((key, *v)),
+            toml::Value::Table(inner) => first_nonfinite(inner, &key),
+            toml::Value::Array(items) => {
+                items.iter().enumerate().find_map(|(i, item)| match item {
+                    toml::Value::Float(v) if !v.is_finite() => Some((format!("{key}[{i}]"), *v)),
+                    toml::Value::Table(inner) => first_nonfinite(inner, &format!("{key}[{i}]")),
+                    _ => None,
+                })
+            }
+            _ => None,
+        }
+    })
+}
+
 impl RunConfig {
     /// Reads a TOML or JSON file (by extension; `.json` is JSON).
     pub fn read(path: &Path) -> Result<RunConfig> {
@@ -79,6 +102,13 @@ impl RunConfig {
         if path.extension().is_some_and(|e| e == "json") {
             serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
         } else {
+            // JSON (which the optimizer table becomes) has no inf or nan: name such
+            // a number here, before it turns into a null on the way.
+            if let Ok(table) = text.parse::<toml::Table>()
+                && let Some((key, value)) = first_nonfinite(&table, "")
+            {
+                bail!("{}: {key}: {value} is not a finite number", path.display());
+            }
             toml::from_str(&text).map_err(|e| {
                 let message = e.message().to_string();
                 let line = e.span().map(|s| text[..s.start].lines().count().max(1));

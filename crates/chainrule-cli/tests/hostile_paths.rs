@@ -246,3 +246,21 @@ fn a_hostile_class_count_in_state_json_is_refused_not_allocated() {
         refused(&chainrule(&dir, &args), &["state.json", "classes"]);
     }
 }
+
+#[test]
+fn an_infinite_learning_rate_in_toml_is_called_inf_not_null() {
+    // Before: `optimizer.lr: expected a number, got null` (JSON has no inf).
+    let dir = scratch("inf");
+    let sgd = "[optimizer]\ntype = \"sgd\"\nlr = inf\n";
+    std::fs::write(dir.join("c.toml"), sgd).unwrap();
+    refused(
+        &chainrule(&dir, &["train", "--config", "c.toml", "--samples", "60"]),
+        &["c.toml", "optimizer.lr: inf is not a finite number"],
+    );
+    let adam = "[optimizer]\ntype = \"adam\"\nbetas = [0.9, nan]\n";
+    std::fs::write(dir.join("d.toml"), adam).unwrap();
+    refused(
+        &chainrule(&dir, &["train", "--config", "d.toml", "--samples", "60"]),
+        &["d.toml", "optimizer.betas[1]: NaN is not a finite number"],
+    );
+}
