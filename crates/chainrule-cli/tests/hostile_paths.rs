@@ -132,43 +132,33 @@ fn a_run_name_cannot_leave_the_runs_folder() {
 #[test]
 fn two_runs_started_with_one_name_never_share_its_folder() {
     let dir = scratch("race");
-    let start = || {
-        Command::new(env!("CARGO_BIN_EXE_chainrule"))
-            .current_dir(&dir)
-            .args([
-                "train",
-                "--epochs",
-                "2",
-                "--samples",
-                "200",
-                "--name",
-                "same",
-                "--quiet",
-            ])
-            .output()
+    // Two runs of `args`, started at the same time.
+    let at_once = |args: &[&str]| {
+        let start = || chainrule(&dir, args);
+        std::thread::scope(|s| {
+            let a = s.spawn(start);
+            let b = s.spawn(start);
+            [a.join().unwrap(), b.join().unwrap()]
+        })
     };
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(start);
-        let b = s.spawn(start);
-        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
-    });
+    let named = [
+        "train",
+        "--epochs",
+        "2",
+        "--samples",
+        "200",
+        "--name",
+        "same",
+        "--quiet",
+    ];
+    let [a, b] = at_once(&named);
     let wins = [&a, &b].iter().filter(|o| o.status.success()).count();
     assert_eq!(wins, 1, "exactly one run takes the name");
     let loser = if a.status.success() { &b } else { &a };
     refused(loser, &["same", "already exists"]);
     // Automatic names are claimed the same way: two runs, two folders.
-    let auto = || {
-        Command::new(env!("CARGO_BIN_EXE_chainrule"))
-            .current_dir(&dir)
-            .args(["train", "--epochs", "1", "--samples", "200", "--quiet"])
-            .status()
-    };
-    let both = std::thread::scope(|s| {
-        let a = s.spawn(auto);
-        let b = s.spawn(auto);
-        [a.join().unwrap().unwrap(), b.join().unwrap().unwrap()]
-    });
-    assert!(both.iter().all(|s| s.success()));
+    let both = at_once(&["train", "--epochs", "1", "--samples", "200", "--quiet"]);
+    assert!(both.iter().all(|o| o.status.success()));
     let folders = std::fs::read_dir(dir.join("runs")).unwrap().count();
     assert_eq!(folders, 3, "same, and two numbered runs");
 }

@@ -733,12 +733,6 @@ fn reduction_groups(shape: &[usize], axes: &[usize]) -> Vec<Vec<usize>> {
     groups
 }
 
-/// The input's elements along `axis`, one lane per position of the other axes, in
-/// row-major order of those positions.
-fn lanes(shape: &[usize], axis: usize) -> Vec<Vec<usize>> {
-    reduction_groups(shape, &[axis])
-}
-
 /// Σ of formulas, left to right (0 for none).
 fn total<E: Formula>(terms: impl IntoIterator<Item = E>) -> E {
     terms
@@ -861,7 +855,8 @@ impl Op {
             }
             Op::Softmax { axis } | Op::LogSoftmax { axis } => {
                 let mut out = vec![E::number(0.0); values.len()];
-                for lane in lanes(shape, *axis) {
+                // One lane per position of the other axes: a reduction over `axis`.
+                for lane in reduction_groups(shape, &[*axis]) {
                     let exps = lane
                         .iter()
                         .map(|&i| Elementwise::Exp.formula(values[i].clone()));

@@ -6,7 +6,7 @@
 
 use super::Tensor;
 use crate::{Error, Float, Result};
-use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Axis, Ix2, IxDyn, ShapeBuilder};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, Ix2, ShapeBuilder};
 use std::any::Any;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -105,18 +105,17 @@ impl<F: Float> Tensor<F> {
             (3, _) => a[0],
             _ => b[0],
         };
-        let mut out = ArrayD::<F>::zeros(IxDyn(&[batch, m, n]));
-        let values = out.as_slice_mut().expect("a fresh array is contiguous");
-        for (i, block) in values.chunks_mut((m * n).max(1)).take(batch).enumerate() {
-            let lhs = self.matrix((a.len() == 3).then_some(i));
-            let rhs = other.matrix((b.len() == 3).then_some(i));
-            // The batched product is rare (no layer records it): zeroed storage, seen
-            // as MaybeUninit only for the one destination type of the kernels.
-            let block = as_uninit(block);
-            let dst = ArrayViewMut2::from_shape((m, n), block).expect("m·n values");
-            matmul_into(dst, &lhs, &rhs);
-        }
-        Ok(Tensor::from_array(out))
+        let fill = |values: &mut [MaybeUninit<F>]| {
+            for (i, block) in values.chunks_mut((m * n).max(1)).take(batch).enumerate() {
+                let lhs = self.matrix((a.len() == 3).then_some(i));
+                let rhs = other.matrix((b.len() == 3).then_some(i));
+                let dst = ArrayViewMut2::from_shape((m, n), block).expect("m·n values");
+                matmul_into(dst, &lhs, &rhs);
+            }
+        };
+        // SAFETY: the blocks cover all batch·m·n values (m·n each; none when m·n = 0)
+        // and matmul_into writes every element of each.
+        Ok(unsafe { super::pool::filled_uninit(&[batch, m, n], fill) })
     }
 
     /// The 2-D view of this tensor, or of matrix `index` of a batch.
@@ -329,18 +328,6 @@ fn split_gemm<F: Float>(
         start = end;
     }
     team.run(jobs);
-}
-
-/// Initialised values seen as possibly uninitialised ones, for a destination that
-/// is only written (safe: every `F` is a valid `MaybeUninit<F>`, and the kernels
-/// write only initialised values).
-fn as_uninit<F>(values: &mut [F]) -> &mut [MaybeUninit<F>] {
-    let len = values.len();
-    let pointer = values.as_mut_ptr().cast::<MaybeUninit<F>>();
-    // SAFETY: MaybeUninit<F> has F's size and alignment; the slice is borrowed
-    // mutably for as long as the result; writing a MaybeUninit::new value keeps every
-    // element initialised (matmul_into writes only such values).
-    unsafe { std::slice::from_raw_parts_mut(pointer, len) }
 }
 
 #[cfg(test)]
