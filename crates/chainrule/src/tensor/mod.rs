@@ -8,10 +8,15 @@
 //! Shapes follow NumPy: a 0-d tensor (shape `[]`) holds one number; binary
 //! element-wise operations broadcast (trailing axes aligned, size-1 axes stretched).
 
+mod conv;
 mod manipulate;
 mod math;
 mod matmul;
+mod norm;
 pub(crate) mod pool;
+mod pool2d;
+
+pub use conv::Window2d;
 
 pub use math::broadcast_shape;
 pub(crate) use math::sigmoid;

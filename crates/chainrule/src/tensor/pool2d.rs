@@ -1,0 +1,217 @@
+//! 2-D max and average pooling over `[N, C, H, W]` tensors (PyTorch `nn.MaxPool2d`,
+//! `nn.AvgPool2d` with `count_include_pad=True`).
+
+use super::Tensor;
+use super::conv::{Window2d, image_shape};
+use crate::{Error, Float, Result};
+
+/// The input and output sizes of a pooling, checked.
+fn pool_shapes(
+    op: &'static str,
+    shape: &[usize],
+    window: &Window2d,
+) -> Result<([usize; 4], [usize; 2])> {
+    let [n, c, h, w] = image_shape(op, shape)?;
+    let out = window.output_size([h, w]).ok_or_else(|| Error::Shape {
+        op,
+        message: format!("the window {window:?} does not fit the input"),
+        got: shape.to_vec(),
+    })?;
+    Ok(([n, c, h, w], out))
+}
+
+/// For every output element, the flat index (within its `[H, W]` plane) of the
+/// window's maximum: the first in the window's row-major order when tied (as
+/// PyTorch's CPU kernel), a NaN counting as larger than everything; `usize::MAX`
+/// when the window holds only padding.
+fn argmax<F: Float>(
+    x: &[F],
+    [n, c, h, w]: [usize; 4],
+    [oh, ow]: [usize; 2],
+    window: &Window2d,
+) -> Vec<usize> {
+    let mut out = vec![usize::MAX; n * c * oh * ow];
+    for plane in 0..n * c {
+        let xs = &x[plane * h * w..(plane + 1) * h * w];
+        for p in 0..oh {
+            for q in 0..ow {
+                let mut best: Option<(usize, F)> = None;
+                for i in 0..window.kernel[0] {
+                    let Some(r) = window.source(0, p, i, h) else {
+                        continue;
+                    };
+                    for j in 0..window.kernel[1] {
+                        let Some(col) = window.source(1, q, j, w) else {
+                            continue;
+                        };
+                        let v = xs[r * w + col];
+                        if best.is_none_or(|(_, m)| v > m || (v.is_nan() && !m.is_nan())) {
+                            best = Some((r * w + col, v));
+                        }
+                    }
+                }
+                out[(plane * oh + p) * ow + q] = best.map_or(usize::MAX, |(at, _)| at);
+            }
+        }
+    }
+    out
+}
+
+impl<F: Float> Tensor<F> {
+    /// Max pooling (PyTorch `max_pool2d`): each output element is the largest input
+    /// element in its window; padding counts as −∞.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `self` is not `[N, C, H, W]` or the window does not fit.
+    ///
+    /// ```
+    /// use chainrule::{tensor::Window2d, Tensor};
+    /// let x = Tensor::<f32>::from_vec(vec![1.0, 5.0, 3.0, 2.0], &[1, 1, 2, 2])?;
+    /// assert_eq!(x.max_pool2d(&Window2d::square(2))?.to_vec(), vec![5.0]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn max_pool2d(&self, window: &Window2d) -> Result<Tensor<F>> {
+        let ([n, c, h, w], [oh, ow]) = pool_shapes("max_pool2d", self.shape(), window)?;
+        let x = self.to_vec();
+        let at = argmax(&x, [n, c, h, w], [oh, ow], window);
+        let y = at
+            .iter()
+            .enumerate()
+            .map(|(o, &i)| {
+                let plane = o / (oh * ow);
+                if i == usize::MAX {
+                    F::neg_infinity()
+                } else {
+                    x[plane * h * w + i]
+                }
+            })
+            .collect();
+        Tensor::from_vec(y, &[n, c, oh, ow])
+    }
+
+    /// The gradient of [`Tensor::max_pool2d`] with respect to its input `x`: each
+    /// element of `grad` goes to its window's maximum (the first, when tied).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the shapes do not fit.
+    ///
+    /// ```
+    /// use chainrule::{tensor::Window2d, Tensor};
+    /// let x = Tensor::<f32>::from_vec(vec![5.0, 5.0, 3.0, 2.0], &[1, 1, 2, 2])?;
+    /// let g = Tensor::from_vec(vec![1.5], &[1, 1, 1, 1])?;
+    /// let dx = Tensor::max_pool2d_backward(&x, &g, &Window2d::square(2))?;
+    /// assert_eq!(dx.to_vec(), vec![1.5, 0.0, 0.0, 0.0]); // the first of the tied maxima
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn max_pool2d_backward(
+        x: &Tensor<F>,
+        grad: &Tensor<F>,
+        window: &Window2d,
+    ) -> Result<Tensor<F>> {
+        let ([n, c, h, w], [oh, ow]) = pool_shapes("max_pool2d", x.shape(), window)?;
+        check_grad("max_pool2d backward", grad, [n, c, oh, ow])?;
+        let at = argmax(&x.to_vec(), [n, c, h, w], [oh, ow], window);
+        let mut dx = vec![F::zero(); n * c * h * w];
+        for (o, (&i, &g)) in at.iter().zip(grad.to_vec().iter()).enumerate() {
+            if i != usize::MAX {
+                dx[o / (oh * ow) * h * w + i] += g;
+            }
+        }
+        Tensor::from_vec(dx, x.shape())
+    }
+
+    /// Average pooling (PyTorch `avg_pool2d` with `count_include_pad=True`): each
+    /// output element is the sum of its window divided by `kh·kw`, padded zeros
+    /// counted.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `self` is not `[N, C, H, W]` or the window does not fit.
+    ///
+    /// ```
+    /// use chainrule::{tensor::Window2d, Tensor};
+    /// let x = Tensor::<f32>::from_vec(vec![1.0, 5.0, 3.0, 3.0], &[1, 1, 2, 2])?;
+    /// assert_eq!(x.avg_pool2d(&Window2d::square(2))?.to_vec(), vec![3.0]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn avg_pool2d(&self, window: &Window2d) -> Result<Tensor<F>> {
+        let ([n, c, h, w], [oh, ow]) = pool_shapes("avg_pool2d", self.shape(), window)?;
+        let x = self.to_vec();
+        let scale = F::from_f64(1.0 / (window.kernel[0] * window.kernel[1]) as f64);
+        let mut y = vec![F::zero(); n * c * oh * ow];
+        for plane in 0..n * c {
+            for p in 0..oh {
+                for q in 0..ow {
+                    let mut s = F::zero();
+                    for i in 0..window.kernel[0] {
+                        let Some(r) = window.source(0, p, i, h) else {
+                            continue;
+                        };
+                        for j in 0..window.kernel[1] {
+                            if let Some(col) = window.source(1, q, j, w) {
+                                s += x[(plane * h + r) * w + col];
+                            }
+                        }
+                    }
+                    y[(plane * oh + p) * ow + q] = s * scale;
+                }
+            }
+        }
+        Tensor::from_vec(y, &[n, c, oh, ow])
+    }
+
+    /// The gradient of [`Tensor::avg_pool2d`] with respect to an input of `shape`:
+    /// each element of `grad`, divided by `kh·kw`, goes to every input of its window.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the shapes do not fit.
+    ///
+    /// ```
+    /// use chainrule::{tensor::Window2d, Tensor};
+    /// let g = Tensor::<f32>::from_vec(vec![4.0], &[1, 1, 1, 1])?;
+    /// let dx = Tensor::avg_pool2d_backward(&[1, 1, 2, 2], &g, &Window2d::square(2))?;
+    /// assert_eq!(dx.to_vec(), vec![1.0; 4]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn avg_pool2d_backward(
+        shape: &[usize],
+        grad: &Tensor<F>,
+        window: &Window2d,
+    ) -> Result<Tensor<F>> {
+        let ([n, c, h, w], [oh, ow]) = pool_shapes("avg_pool2d", shape, window)?;
+        check_grad("avg_pool2d backward", grad, [n, c, oh, ow])?;
+        let g = grad.to_vec();
+        let scale = F::from_f64(1.0 / (window.kernel[0] * window.kernel[1]) as f64);
+        let mut dx = vec![F::zero(); n * c * h * w];
+        for plane in 0..n * c {
+            for p in 0..oh {
+                for q in 0..ow {
+                    let gy = g[(plane * oh + p) * ow + q] * scale;
+                    for i in 0..window.kernel[0] {
+                        let Some(r) = window.source(0, p, i, h) else {
+                            continue;
+                        };
+                        for j in 0..window.kernel[1] {
+                            if let Some(col) = window.source(1, q, j, w) {
+                                dx[(plane * h + r) * w + col] += gy;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(dx, shape)
+    }
+}
+
+/// Checks that a pooling's incoming gradient has the output's shape.
+fn check_grad<F: Float>(op: &'static str, grad: &Tensor<F>, shape: [usize; 4]) -> Result<()> {
+    if grad.shape() == shape {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            op,
+            message: format!("the gradient must be {shape:?}"),
+            got: grad.shape().to_vec(),
+        })
+    }
+}
