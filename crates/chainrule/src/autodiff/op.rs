@@ -13,6 +13,7 @@
 //! code recognises an operation by its label text.
 
 use super::elementwise::{BCE_EPSILON, Elementwise, Formula};
+use crate::tensor::Window2d;
 use crate::{Error, Float, Result, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 use std::borrow::Cow;
@@ -174,6 +175,39 @@ pub enum Op {
         /// One class per row.
         classes: Vec<usize>,
     },
+    /// 2-D convolution of x `[N, C, H, W]` with W `[O, C, kh, kw]` (+ b `[O]`), as
+    /// PyTorch's `conv2d` (see [`Tensor::conv2d`]).
+    Conv2d {
+        /// Kernel size, stride, padding and dilation.
+        window: Window2d,
+    },
+    /// The maximum of each window of x `[N, C, H, W]`; a tied maximum sends its
+    /// gradient to the first in the window's row-major order (PyTorch's CPU kernel).
+    MaxPool2d {
+        /// Window size, stride and (−∞) padding.
+        window: Window2d,
+    },
+    /// The mean of each window of x `[N, C, H, W]`, padded zeros counted.
+    AvgPool2d {
+        /// Window size, stride and (zero) padding.
+        window: Window2d,
+    },
+    /// Batch norm with the batch's statistics (training mode): x `[N, C, ...]`
+    /// normalised per channel over the batch and the other axes, then scaled and
+    /// shifted per channel (inputs x, and optionally γ `[C]` and β `[C]`).
+    BatchNorm {
+        /// Added to the variance under the square root.
+        eps: f64,
+    },
+    /// Layer norm: each sample's last `trailing` axes normalised with their own
+    /// statistics, then scaled and shifted element-wise (inputs x, and optionally γ
+    /// and β shaped like those axes).
+    LayerNorm {
+        /// How many trailing axes are normalised together.
+        trailing: usize,
+        /// Added to the variance under the square root.
+        eps: f64,
+    },
 }
 
 impl Op {
@@ -212,6 +246,11 @@ impl Op {
             Op::BinaryCrossEntropy => "bce",
             Op::BinaryCrossEntropyWithLogits => "bce_logits",
             Op::SoftmaxCrossEntropy { .. } => "cross_entropy",
+            Op::Conv2d { .. } => "conv2d",
+            Op::MaxPool2d { .. } => "max_pool2d",
+            Op::AvgPool2d { .. } => "avg_pool2d",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::LayerNorm { .. } => "layer_norm",
         }
     }
 
@@ -245,6 +284,26 @@ impl Op {
             }
             Op::Reshape { shape } => format!("reshape{shape:?}"),
             Op::Permute { axes } => format!("permute{axes:?}"),
+            Op::Conv2d { window } | Op::MaxPool2d { window } | Op::AvgPool2d { window } => {
+                let Window2d {
+                    kernel: [kh, kw],
+                    stride: [sh, sw],
+                    padding: [ph, pw],
+                    dilation: [dh, dw],
+                } = window;
+                let mut text = format!("{}[{kh}×{kw}", self.name());
+                if [sh, sw] != [kh, kw] || matches!(self, Op::Conv2d { .. }) && [*sh, *sw] != [1, 1]
+                {
+                    text += &format!(", stride {sh}×{sw}");
+                }
+                if [*ph, *pw] != [0, 0] {
+                    text += &format!(", padding {ph}×{pw}");
+                }
+                if [*dh, *dw] != [1, 1] {
+                    text += &format!(", dilation {dh}×{dw}");
+                }
+                text + "]"
+            }
             _ => self.name().to_string(),
         }
     }
@@ -261,7 +320,8 @@ impl Op {
                 Arity::Exactly(2)
             }
             Op::BinaryCrossEntropy | Op::BinaryCrossEntropyWithLogits => Arity::Exactly(2),
-            Op::Linear | Op::LinearRelu => Arity::Between(2, 3),
+            Op::Linear | Op::LinearRelu | Op::Conv2d { .. } => Arity::Between(2, 3),
+            Op::BatchNorm { .. } | Op::LayerNorm { .. } => Arity::Between(1, 3),
             Op::Concat { .. } => Arity::AtLeastOne,
             _ => Arity::Exactly(1),
         }
@@ -357,6 +417,15 @@ impl Op {
                 x.max(F::zero()) - x * y + (-x.abs()).exp().ln_1p()
             }),
             // (1/N) Σₙ (ln Σ_c e^{x_nc} − x_n,yₙ)
+            Op::Conv2d { window } => x[0].conv2d(x[1], x.get(2).copied(), window),
+            Op::MaxPool2d { window } => x[0].max_pool2d(window),
+            Op::AvgPool2d { window } => x[0].avg_pool2d(window),
+            Op::BatchNorm { eps } => Ok(x[0]
+                .batch_norm(x.get(1).copied(), x.get(2).copied(), *eps)?
+                .0),
+            Op::LayerNorm { trailing, eps } => {
+                x[0].layer_norm(*trailing, x.get(1).copied(), x.get(2).copied(), *eps)
+            }
             Op::SoftmaxCrossEntropy { classes } => {
                 let picked = x[0].log_softmax(1)?.gather(classes)?;
                 let rows = F::from_f64(classes.len() as f64);
@@ -527,6 +596,46 @@ impl Op {
                 })?,
                 when(need[1], || g.mul(&x[0].scale(-F::one())))?,
             ],
+            Op::Conv2d { window } => {
+                let needs = [need[0], need[1], need.get(2) == Some(&true)];
+                let [dx, dw, db] = Tensor::conv2d_backward(x[0], x[1], g, window, needs)?;
+                let mut grads = vec![dx, dw];
+                if x.len() == 3 {
+                    grads.push(db);
+                }
+                grads
+            }
+            Op::MaxPool2d { window } => {
+                vec![Some(Tensor::max_pool2d_backward(x[0], g, window)?)]
+            }
+            Op::AvgPool2d { window } => {
+                vec![Some(Tensor::avg_pool2d_backward(x[0].shape(), g, window)?)]
+            }
+            Op::BatchNorm { eps } => {
+                let needs = [
+                    need[0],
+                    need.get(1) == Some(&true),
+                    need.get(2) == Some(&true),
+                ];
+                let grads = Tensor::batch_norm_backward(x[0], x.get(1).copied(), g, *eps, needs)?;
+                grads.into_iter().take(x.len()).collect()
+            }
+            Op::LayerNorm { trailing, eps } => {
+                let needs = [
+                    need[0],
+                    need.get(1) == Some(&true),
+                    need.get(2) == Some(&true),
+                ];
+                let grads = Tensor::layer_norm_backward(
+                    x[0],
+                    *trailing,
+                    x.get(1).copied(),
+                    g,
+                    *eps,
+                    needs,
+                )?;
+                grads.into_iter().take(x.len()).collect()
+            }
             // ∂/∂x = (softmax(x) − onehot(y)) / N, in one pass
             Op::SoftmaxCrossEntropy { classes } => {
                 let mut p = x[0].softmax(1)?;
@@ -946,6 +1055,99 @@ impl Op {
                     .plus(minus(x.times(y)))
                     .plus(Elementwise::Log.formula(tail))
             })?,
+            Op::Conv2d { window } => {
+                let (&[n, c, h, w], &[o, _, oh, ow]) = (shape, out_shape) else {
+                    return None;
+                };
+                let (kernel, bias) = (x.get(1)?.1, x.get(2).map(|b| b.1));
+                let [kh, kw] = window.kernel;
+                let mut out = Vec::with_capacity(out_len);
+                for (ni, oi, p, q) in grid4(n, o, oh, ow) {
+                    let mut terms = Vec::new();
+                    for (ci, i, j) in grid3(c, kh, kw) {
+                        if let (Some(r), Some(col)) =
+                            (window.source(0, p, i, h), window.source(1, q, j, w))
+                        {
+                            terms.push(
+                                kernel[((oi * c + ci) * kh + i) * kw + j]
+                                    .clone()
+                                    .times(at(&[ni, ci, r, col])),
+                            );
+                        }
+                    }
+                    let z = total(terms.into_iter());
+                    out.push(match bias {
+                        Some(b) => z.plus(b[oi].clone()),
+                        None => z,
+                    });
+                }
+                out
+            }
+            Op::MaxPool2d { window } | Op::AvgPool2d { window } => {
+                let (&[n, c, h, w], &[_, _, oh, ow]) = (shape, out_shape) else {
+                    return None;
+                };
+                let [kh, kw] = window.kernel;
+                let mut out = Vec::with_capacity(out_len);
+                for (ni, ci, p, q) in grid4(n, c, oh, ow) {
+                    let items = grid3(1, kh, kw).filter_map(|(_, i, j)| {
+                        Some(at(&[
+                            ni,
+                            ci,
+                            window.source(0, p, i, h)?,
+                            window.source(1, q, j, w)?,
+                        ]))
+                    });
+                    out.push(if matches!(self, Op::MaxPool2d { .. }) {
+                        items.reduce(larger)?
+                    } else {
+                        total(items).times(E::number(1.0 / (kh * kw) as f64))
+                    });
+                }
+                out
+            }
+            Op::BatchNorm { eps } | Op::LayerNorm { eps, .. } => {
+                // One group per normalisation set; `affine[i]` the γ and β index of
+                // element i.
+                let (groups, affine): (Vec<Vec<usize>>, Vec<usize>) = match self {
+                    Op::BatchNorm { .. } => {
+                        let inner: usize = shape.get(2..)?.iter().product();
+                        let channels = *shape.get(1)?;
+                        let axes: Vec<usize> = (0..shape.len()).filter(|&a| a != 1).collect();
+                        let affine = (0..values.len()).map(|i| i / inner % channels).collect();
+                        (reduction_groups(shape, &axes), affine)
+                    }
+                    Op::LayerNorm { trailing, .. } => {
+                        let axes: Vec<usize> =
+                            (shape.len().checked_sub(*trailing)?..shape.len()).collect();
+                        let size: usize = shape[shape.len() - trailing..].iter().product();
+                        (
+                            reduction_groups(shape, &axes),
+                            (0..values.len()).map(|i| i % size).collect(),
+                        )
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                let mut out = vec![E::number(0.0); values.len()];
+                for group in groups {
+                    let m = E::number(1.0 / group.len() as f64);
+                    let mean = total(group.iter().map(|&i| values[i].clone())).times(m.clone());
+                    let centred = |i: usize| values[i].clone().plus(minus(mean.clone()));
+                    let var = total(group.iter().map(|&i| centred(i).power(2.0))).times(m);
+                    let inv = var.plus(E::number(*eps)).power(-0.5);
+                    for &i in &group {
+                        let mut y = centred(i).times(inv.clone());
+                        if let Some((_, gamma)) = x.get(1) {
+                            y = gamma[affine[i]].clone().times(y);
+                        }
+                        if let Some((_, beta)) = x.get(2) {
+                            y = y.plus(beta[affine[i]].clone());
+                        }
+                        out[i] = y;
+                    }
+                }
+                out
+            }
             // (1/N) Σₙ (ln Σ_c e^{x_nc} − x_n,yₙ)
             Op::SoftmaxCrossEntropy { classes } => {
                 let columns = *shape.get(1)?;
@@ -963,6 +1165,21 @@ impl Op {
     }
 }
 
+/// Every `(a, b, c, d)` below the sizes, row-major.
+fn grid4(
+    a: usize,
+    b: usize,
+    c: usize,
+    d: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    grid3(a, b, c).flat_map(move |(i, j, k)| (0..d).map(move |l| (i, j, k, l)))
+}
+
+/// Every `(a, b, c)` below the sizes, row-major.
+fn grid3(a: usize, b: usize, c: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..a).flat_map(move |i| (0..b).flat_map(move |j| (0..c).map(move |k| (i, j, k))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -975,6 +1192,19 @@ mod tests {
     fn every_formula_written_element_by_element_equals_the_forward() {
         let m = tensor(&[3, 4], 1);
         let w = tensor(&[2, 4], 2);
+        let image = tensor(&[2, 3, 5, 6], 12);
+        let odd_window = Window2d {
+            kernel: [2, 3],
+            stride: [2, 1],
+            padding: [1, 0],
+            dilation: [1, 2],
+        };
+        let pool_window = Window2d {
+            kernel: [3, 2],
+            stride: [2, 2],
+            padding: [1, 1],
+            dilation: [1, 1],
+        };
         let cases: Vec<(Op, Vec<Tensor<f64>>)> = vec![
             (Op::Add, vec![m.clone(), tensor(&[4], 3)]),
             (Op::Sub, vec![tensor(&[3, 1], 4), m.clone()]),
@@ -1049,6 +1279,34 @@ mod tests {
                     classes: vec![1, 3, 0],
                 },
                 vec![m.clone()],
+            ),
+            (
+                Op::Conv2d { window: odd_window },
+                vec![image.clone(), tensor(&[2, 3, 2, 3], 13), tensor(&[2], 14)],
+            ),
+            (
+                Op::MaxPool2d {
+                    window: pool_window,
+                },
+                vec![image.clone()],
+            ),
+            (
+                Op::AvgPool2d {
+                    window: pool_window,
+                },
+                vec![image.clone()],
+            ),
+            (
+                Op::BatchNorm { eps: 1e-5 },
+                vec![image.clone(), tensor(&[3], 15), tensor(&[3], 16)],
+            ),
+            (Op::BatchNorm { eps: 1e-3 }, vec![m.clone()]),
+            (
+                Op::LayerNorm {
+                    trailing: 2,
+                    eps: 1e-5,
+                },
+                vec![image.clone(), tensor(&[5, 6], 17), tensor(&[5, 6], 18)],
             ),
         ];
         for (op, inputs) in cases {

@@ -1,0 +1,113 @@
+//! The backward of every convolution, pooling and normalisation operation against
+//! central finite differences of its forward, on seeded random inputs with odd
+//! shapes, strides, padding and dilation.
+
+use chainrule::autodiff::Op;
+use chainrule::gradcheck::gradcheck;
+use chainrule::tensor::Window2d;
+use chainrule::{Tape, Tensor};
+
+fn random(shape: &[usize], seed: u64) -> Tensor<f64> {
+    Tensor::rand_uniform(shape, -1.0, 1.0, seed).unwrap()
+}
+
+/// Σ r ⊙ op(inputs) for a fixed random r, so every output element's gradient is
+/// checked with its own weight.
+fn check(op: Op, inputs: Vec<Tensor<f64>>) {
+    let refs: Vec<&Tensor<f64>> = inputs.iter().collect();
+    let out_shape = op.forward(&refs).unwrap().shape().to_vec();
+    let r = random(&out_shape, 99);
+    let report = gradcheck(
+        |tape: &Tape<f64>, x| {
+            let y = tape.apply(op.clone(), x)?;
+            y.mul(tape.constant(r.clone()))?.sum(&[], false)
+        },
+        &inputs,
+        None,
+    )
+    .unwrap();
+    assert!(report.worst_error() < 1e-6, "{op:?}: {report:?}");
+}
+
+fn window(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+) -> Window2d {
+    Window2d {
+        kernel,
+        stride,
+        padding,
+        dilation,
+    }
+}
+
+#[test]
+fn convolution_gradients_match_finite_differences() {
+    let cases = [
+        ([1, 1, 5, 5], 2, window([3, 3], [1, 1], [0, 0], [1, 1])),
+        ([2, 3, 7, 6], 4, window([3, 2], [2, 1], [1, 2], [1, 1])),
+        ([2, 2, 9, 8], 3, window([2, 3], [3, 2], [2, 1], [2, 3])),
+        ([1, 2, 4, 4], 1, window([4, 4], [1, 1], [0, 0], [1, 1])),
+    ];
+    for (i, (shape, out, w)) in cases.into_iter().enumerate() {
+        let seed = 10 * i as u64;
+        let x = random(&shape, seed);
+        let k = random(&[out, shape[1], w.kernel[0], w.kernel[1]], seed + 1);
+        check(
+            Op::Conv2d { window: w },
+            vec![x.clone(), k.clone(), random(&[out], seed + 2)],
+        );
+        check(Op::Conv2d { window: w }, vec![x, k]);
+    }
+}
+
+#[test]
+fn pooling_gradients_match_finite_differences() {
+    for w in [
+        window([2, 2], [2, 2], [0, 0], [1, 1]),
+        window([3, 2], [1, 2], [1, 1], [1, 1]),
+        window([3, 3], [2, 2], [1, 1], [1, 1]),
+    ] {
+        // Distinct values, so that no window's maximum is tied and a step of h cannot
+        // change which element is the largest.
+        let x = random(&[2, 3, 7, 5], 5);
+        check(Op::MaxPool2d { window: w }, vec![x.clone()]);
+        check(Op::AvgPool2d { window: w }, vec![x]);
+    }
+}
+
+#[test]
+fn normalisation_gradients_match_finite_differences() {
+    let image = random(&[3, 2, 4, 5], 7);
+    let (g, b) = (random(&[2], 8), random(&[2], 9));
+    check(Op::BatchNorm { eps: 1e-5 }, vec![image.clone(), g, b]);
+    check(Op::BatchNorm { eps: 1e-5 }, vec![random(&[5, 3], 10)]);
+    let (g, b) = (random(&[4, 5], 11), random(&[4, 5], 12));
+    check(
+        Op::LayerNorm {
+            trailing: 2,
+            eps: 1e-5,
+        },
+        vec![image.clone(), g, b],
+    );
+    check(
+        Op::LayerNorm {
+            trailing: 1,
+            eps: 1e-5,
+        },
+        vec![image],
+    );
+}
+
+#[test]
+fn a_tied_maximum_sends_its_gradient_to_the_first_in_the_window() {
+    // Two windows of [[3, 3], [1, 3]] and [[0, 2], [2, 1]]: the first 3 and the first 2 win.
+    let x = Tensor::<f64>::from_vec(vec![3.0, 3.0, 0.0, 2.0, 1.0, 3.0, 2.0, 1.0], &[1, 1, 2, 4])
+        .unwrap();
+    let g = Tensor::from_vec(vec![10.0, 20.0], &[1, 1, 1, 2]).unwrap();
+    let w = window([2, 2], [2, 2], [0, 0], [1, 1]);
+    let dx = Tensor::max_pool2d_backward(&x, &g, &w).unwrap();
+    assert_eq!(dx.to_vec(), vec![10.0, 0.0, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0]);
+}
