@@ -128,7 +128,7 @@ fn mnist_epoch(
         fit(&mut model, train, None, &config, |_| {})?;
         seconds.push(started.elapsed().as_secs_f64());
         allocated = allocations() - before;
-        accuracy = evaluate(&model, test, config.loss)?.accuracy;
+        accuracy = evaluate(&mut model, test, config.loss)?.accuracy;
     }
     let samples = train.len() as f64;
     Ok(Timing {

@@ -55,7 +55,7 @@ fn argmax(row: &[f32]) -> usize {
 
 /// `chainrule eval RUN --data SOURCE`.
 pub fn eval(dir: &Path, data: Option<String>, json: bool) -> Result<()> {
-    let run = open_run(dir)?;
+    let mut run = open_run(dir)?;
     let mut source_config = run.config.clone();
     if let Some(data) = data {
         source_config.data = Some(data);
@@ -65,11 +65,11 @@ pub fn eval(dir: &Path, data: Option<String>, json: bool) -> Result<()> {
         .state
         .scaler
         .apply_to(source.test.unwrap_or(source.all))?;
-    let metrics = evaluate(&run.model, &data, run.loss)?;
+    let metrics = evaluate(&mut run.model, &data, run.loss)?;
     let mut report = serde_json::json!({ "rows": data.len(), "loss": metrics.loss, "accuracy": metrics.accuracy });
     let mut table = None;
     if let (Target::Classes(truth), Some(classes)) = (&data.target, run.state.classes) {
-        let out = predict(&run.model, &data.x)?;
+        let out = predict(&mut run.model, &data.x)?;
         let mut confusion = vec![vec![0usize; classes]; classes];
         for (row, &t) in out.to_vec().chunks_exact(out.shape()[1]).zip(truth) {
             if t >= classes {
@@ -202,7 +202,7 @@ fn read_inputs(path: &Path) -> Result<Tensor<f32>> {
 
 /// `chainrule predict RUN --x FILE [--out FILE]`.
 pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> {
-    let run = open_run(dir)?;
+    let mut run = open_run(dir)?;
     let x = read_inputs(x_path)?;
     let x = if x.ndim() == 1 {
         x.reshape(&[1, x.len()])?
@@ -214,7 +214,7 @@ pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> 
         .scaler
         .apply(&x)
         .map_err(|e| anyhow!("{}: {e}", x_path.display()))?;
-    let raw = predict(&run.model, &x)?;
+    let raw = predict(&mut run.model, &x)?;
     let columns = raw.shape()[1];
     // Report probabilities for losses that take logits.
     let outputs = match run.loss {

@@ -253,7 +253,10 @@ pub fn decision_boundary(
             grid.push((y0 + (y1 - y0) * (j as f64 + 0.5) / GRID as f64) as f32);
         }
     }
-    let out = predict(model, &Tensor::from_vec(grid, &[GRID * GRID, 2])?)?;
+    let out = predict(
+        &mut model.clone(),
+        &Tensor::from_vec(grid, &[GRID * GRID, 2])?,
+    )?;
     let width = out.shape()[1];
     let predicted: Vec<usize> = out
         .to_vec()

@@ -226,7 +226,7 @@ pub fn train(request: TrainRequest) -> Result<()> {
     let test = splits
         .test
         .as_ref()
-        .map(|t| chainrule::train::evaluate(&model, t, train_config.loss))
+        .map(|t| chainrule::train::evaluate(&mut model, t, train_config.loss))
         .transpose()?;
     save_run(
         &run_dir,

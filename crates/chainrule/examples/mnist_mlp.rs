@@ -84,7 +84,7 @@ fn main() -> Result<()> {
     write_atomic(&out_dir.join("sample_x.npy"), &npy_bytes(&sample))?;
     write_atomic(
         &out_dir.join("sample_logits.npy"),
-        &npy_bytes(&predict(&model, &sample)?),
+        &npy_bytes(&predict(&mut model, &sample)?),
     )?;
     println!("checkpoint written to {}", out_dir.display());
     Ok(())

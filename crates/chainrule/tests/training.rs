@@ -41,10 +41,10 @@ fn config(json: &str) -> TrainConfig {
 fn evaluate_gives_the_loss_of_the_whole_set_as_one_batch() {
     // 2500 rows: evaluate works in chunks of 1024 and must combine them exactly.
     let data = regression_data(2500, 3);
-    let model = mlp();
+    let mut model = mlp();
     for loss in [Loss::Mse, Loss::Sse, Loss::Mae, Loss::Huber] {
         let (whole, _) = loss_and_grads(&model, &data.x, &data.target, loss).unwrap();
-        let chunked = evaluate(&model, &data, loss).unwrap().loss;
+        let chunked = evaluate(&mut model, &data, loss).unwrap().loss;
         assert!(
             (chunked - whole).abs() <= 1e-12 * whole.abs().max(1.0),
             "{loss:?}: {chunked} vs {whole}"
@@ -55,13 +55,13 @@ fn evaluate_gives_the_loss_of_the_whole_set_as_one_batch() {
 #[test]
 fn accuracy_counts_the_arg_max_class() {
     // Logits chosen by hand: rows 0 and 2 predict their class, row 1 does not.
-    let model = Sequential::<f64>::new(vec![Layer::Identity], 0).unwrap();
+    let mut model = Sequential::<f64>::new(vec![Layer::Identity], 0).unwrap();
     let x = Tensor::from_vec(vec![2.0, 1.0, 0.0, 1.0, 1.0, 3.0], &[3, 2]).unwrap();
     let data = Dataset::new(x, Target::Classes(vec![0, 0, 1])).unwrap();
-    let metrics = evaluate(&model, &data, Loss::CrossEntropy).unwrap();
+    let metrics = evaluate(&mut model, &data, Loss::CrossEntropy).unwrap();
     assert_eq!(metrics.accuracy, Some(2.0 / 3.0));
     assert_eq!(
-        evaluate(&model, &data.clone(), Loss::CrossEntropy).unwrap(),
+        evaluate(&mut model, &data.clone(), Loss::CrossEntropy).unwrap(),
         metrics
     );
 }
@@ -88,7 +88,7 @@ fn fit_reports_validation_metrics_equal_to_evaluate_and_follows_the_schedule() {
     let lrs: Vec<f64> = history.epochs.iter().map(|m| m.lr).collect();
     assert_eq!(lrs, [0.01, 0.01, 0.005, 0.005]);
     let last = history.epochs.last().unwrap().validation.unwrap();
-    assert_eq!(last, evaluate(&model, &validation, Loss::Mse).unwrap());
+    assert_eq!(last, evaluate(&mut model, &validation, Loss::Mse).unwrap());
     assert!(
         last.loss < history.epochs[0].validation.unwrap().loss,
         "training should help"
@@ -140,7 +140,7 @@ fn early_stopping_stops_after_patience_and_restores_the_best_parameters() {
     );
     let best_loss = history.epochs[best].validation.unwrap().loss;
     assert_eq!(
-        evaluate(&model, &validation, Loss::Mse).unwrap().loss,
+        evaluate(&mut model, &validation, Loss::Mse).unwrap().loss,
         best_loss
     );
 }
@@ -148,9 +148,9 @@ fn early_stopping_stops_after_patience_and_restores_the_best_parameters() {
 #[test]
 fn predict_matches_the_forward_pass_row_by_row() {
     let data = regression_data(1500, 4);
-    let model = mlp();
-    let all = predict(&model, &data.x).unwrap();
-    let row = predict(&model, &data.x.narrow(0, 1234, 1).unwrap()).unwrap();
+    let mut model = mlp();
+    let all = predict(&mut model, &data.x).unwrap();
+    let row = predict(&mut model, &data.x.narrow(0, 1234, 1).unwrap()).unwrap();
     assert_eq!(all.narrow(0, 1234, 1).unwrap().to_vec(), row.to_vec());
 }
 

@@ -127,6 +127,26 @@ impl Fields {
         }
     }
 
+    /// An optional non-negative integer or array of them (`3` or `[3, 5]`).
+    pub(crate) fn counts(&mut self, key: &str) -> Result<Option<Vec<u64>>> {
+        let bad = |f: &Self| {
+            invalid(
+                f.name(key),
+                "expected a non-negative integer or an array of them",
+            )
+        };
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(|v| Some(vec![v])).ok_or_else(|| bad(self)),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_u64().ok_or_else(|| bad(self)))
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(_) => Err(bad(self)),
+        }
+    }
+
     /// Rejects any field not read.
     pub(crate) fn finish(self) -> Result<()> {
         match self.map.keys().next() {

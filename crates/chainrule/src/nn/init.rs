@@ -67,10 +67,12 @@ impl Init {
             })
     }
 
-    /// A weight tensor of `shape` `[out, in]`.
+    /// A weight tensor of `shape` `[out, in]`, or `[out, in, kh, kw]` for a
+    /// convolution, whose fans count the kernel's taps too (`in·kh·kw` and
+    /// `out·kh·kw`, as PyTorch's).
     ///
     /// # Errors
-    /// [`crate::Error::InvalidValue`] for a shape that is not 2-D or has a zero fan.
+    /// [`crate::Error::InvalidValue`] for a shape of rank below 2 or a zero fan.
     ///
     /// ```
     /// use chainrule::nn::Init;
@@ -80,12 +82,14 @@ impl Init {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn weight<F: Float>(self, shape: &[usize], seed: u64) -> Result<Tensor<F>> {
-        let &[fan_out, fan_in] = shape else {
+        let &[outputs, inputs, ref kernel @ ..] = shape else {
             return Err(invalid(
                 "init",
-                format!("weights must be [out, in], got {shape:?}"),
+                format!("weights must be [out, in] or [out, in, kh, kw], got {shape:?}"),
             ));
         };
+        let taps: usize = kernel.iter().product();
+        let (fan_in, fan_out) = (inputs * taps, outputs * taps);
         if fan_in == 0 || fan_out == 0 {
             return Err(invalid("init", format!("shape {shape:?} has a zero fan")));
         }

@@ -7,10 +7,12 @@
 //! [`Module`], including hand-written ones like notebook 003's shared-bias network.
 
 mod init;
+mod layer;
 mod sequential;
 
 pub use init::Init;
-pub use sequential::{Layer, Sequential};
+pub use layer::Layer;
+pub use sequential::{MAX_PARAMETERS, Sequential};
 
 use crate::{Float, Result, Tape, Tensor, Var};
 
@@ -44,6 +46,27 @@ impl<F: Float> Param<F> {
             value,
         }
     }
+}
+
+/// Whether a model computes as in training or in evaluation (PyTorch's
+/// `module.train()` / `module.eval()`): batch norm normalises with the batch's
+/// statistics and updates its running ones in training, and uses the running ones in
+/// evaluation; dropout drops in training and is the identity in evaluation.
+///
+/// ```
+/// use chainrule::nn::{Mode, Module, Sequential};
+/// let mut m = Sequential::<f32>::from_json(r#"{"layers": [{"type": "dropout"}]}"#, 0)?;
+/// assert_eq!(m.mode(), Mode::Train); // as a fresh PyTorch module
+/// m.set_mode(Mode::Eval);
+/// assert_eq!(m.mode(), Mode::Eval);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Training: batch statistics, dropout.
+    Train,
+    /// Evaluation: running statistics, no dropout.
+    Eval,
 }
 
 /// A differentiable model with named parameters.
@@ -82,6 +105,37 @@ pub trait Module<F: Float>: 'static {
     /// # Errors
     /// When `x`'s shape does not fit the model.
     fn forward<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>>;
+
+    /// The buffers: state that is not trained but saved with the parameters (batch
+    /// norm's running statistics), in a fixed order. None by default.
+    fn buffers(&self) -> &[Param<F>] {
+        &[]
+    }
+
+    /// The buffers, mutable (for loading).
+    fn buffers_mut(&mut self) -> &mut [Param<F>] {
+        &mut []
+    }
+
+    /// The current [`Mode`]; a model without mode-dependent layers is always in
+    /// training mode.
+    fn mode(&self) -> Mode {
+        Mode::Train
+    }
+
+    /// Switches between training and evaluation; [`crate::train::fit`] sets
+    /// training, [`crate::train::evaluate`] and [`crate::train::predict`] evaluation.
+    fn set_mode(&mut self, _mode: Mode) {}
+
+    /// Chooses the random draws of the next forward passes in training mode (the
+    /// dropout masks): the same key gives the same masks, on any number of threads.
+    /// Training sets one key per step, derived from the run's seed and the step.
+    fn set_noise_key(&mut self, _key: u64) {}
+
+    /// Folds the statistics that the last training-mode forward pass measured into
+    /// the buffers (batch norm's running mean and variance, and its batch count):
+    /// training calls it after each step it takes.
+    fn update_buffers(&mut self) {}
 
     /// Puts every parameter on `tape` as a leaf that requires a gradient.
     ///

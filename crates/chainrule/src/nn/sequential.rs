@@ -1,8 +1,9 @@
 //! [`Sequential`]: the layer stack of the interchange contract's model JSON, with
 //! PyTorch `nn.Sequential` parameter names.
 
-use super::{Init, Module, Param};
-use crate::autodiff::{Constant, Elementwise};
+use super::layer::too_large;
+use super::{Init, Layer, Mode, Module, Param};
+use crate::autodiff::Op;
 use crate::config::json::{Fields, parse};
 use crate::error::invalid;
 use crate::io::{read_file, read_safetensors, write_atomic, write_safetensors};
@@ -10,127 +11,7 @@ use crate::{Error, Float, Result, Tensor, Var};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// One layer of a [`Sequential`] model.
-///
-/// ```
-/// use chainrule::nn::Layer;
-/// use chainrule::autodiff::Elementwise;
-/// let l = Layer::Linear { inputs: 2, outputs: 3, bias: true };
-/// assert_eq!(l.type_name(), "linear");
-/// assert_eq!(Layer::Activation(Elementwise::Tanh).type_name(), "tanh");
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub enum Layer {
-    /// `y = x · Wᵀ + b`, W `[outputs, inputs]`, b `[outputs]` (PyTorch `nn.Linear`).
-    Linear {
-        /// Input features (`in`).
-        inputs: usize,
-        /// Output features (`out`).
-        outputs: usize,
-        /// Whether the layer has a bias.
-        bias: bool,
-    },
-    /// An activation: a function of the element-wise table applied to every element
-    /// (`relu`, `leaky_relu`, `sigmoid`, `tanh`, …; see [`Elementwise::is_layer`]).
-    Activation(Elementwise),
-    /// Softmax over the last axis.
-    Softmax,
-    /// y = x.
-    Identity,
-}
-
-impl Layer {
-    /// The layer's `type` in the model JSON.
-    ///
-    /// ```
-    /// use chainrule::{autodiff::Elementwise, nn::Layer};
-    /// assert_eq!(Layer::Activation(Elementwise::Relu).type_name(), "relu");
-    /// ```
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Layer::Linear { .. } => "linear",
-            Layer::Activation(f) => f.name(),
-            Layer::Softmax => "softmax",
-            Layer::Identity => "identity",
-        }
-    }
-
-    /// Reads one layer object; `index` names it in errors (`layers[2].out`).
-    fn from_json(index: usize, value: Value) -> Result<Layer> {
-        let mut f = Fields::new(&format!("layers[{index}]"), value)?;
-        let kind = f.required_string("type")?;
-        let layer = match kind.as_str() {
-            "linear" => {
-                let mut size = |key: &str| -> Result<usize> {
-                    match f.count(key)? {
-                        None => Err(invalid(f.name(key), "is required")),
-                        Some(0) => Err(invalid(f.name(key), "must be at least 1")),
-                        Some(n) => {
-                            usize::try_from(n).map_err(|_| invalid(f.name(key), "too large"))
-                        }
-                    }
-                };
-                let inputs = size("in")?;
-                let outputs = size("out")?;
-                let bias = f.boolean("bias")?.unwrap_or(true);
-                Layer::Linear {
-                    inputs,
-                    outputs,
-                    bias,
-                }
-            }
-            "softmax" => Layer::Softmax,
-            "identity" => Layer::Identity,
-            other => match Elementwise::from_name(other).filter(|a| a.is_layer()) {
-                Some(mut activation) => {
-                    // Each constant of the function is a key, with the table's default.
-                    for (key, default) in activation.constants() {
-                        let value = match default {
-                            Constant::Number(d) => Constant::Number(f.number(key)?.unwrap_or(d)),
-                            Constant::Choice(d) => match f.string(key)? {
-                                None => Constant::Choice(d),
-                                Some(name) => activation
-                                    .choices(key)
-                                    .iter()
-                                    .find(|c| **c == name)
-                                    .map(|c| Constant::Choice(c))
-                                    .ok_or_else(|| {
-                                        invalid(
-                                            f.name(key),
-                                            format!(
-                                                "{name:?} is not one of {:?}",
-                                                activation.choices(key)
-                                            ),
-                                        )
-                                    })?,
-                            },
-                        };
-                        activation = activation
-                            .with_constant(key, value)
-                            .map_err(|message| invalid(f.name(key), message))?;
-                    }
-                    Layer::Activation(activation)
-                }
-                None => {
-                    return Err(invalid(
-                        f.name("type"),
-                        format!(
-                            "unknown layer type {other:?} (expected linear, softmax, identity or an activation: {})",
-                            Elementwise::LAYERS
-                                .iter()
-                                .map(|a| a.name())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ));
-                }
-            },
-        };
-        f.finish()?;
-        Ok(layer)
-    }
-}
+use std::sync::Mutex;
 
 /// The most parameters a model may have (2³¹, 8 GiB in f32): larger sizes in a model
 /// file are refused before anything is allocated.
@@ -152,12 +33,44 @@ pub const MAX_PARAMETERS: usize = 1 << 31;
 /// assert_eq!(y.shape(), vec![4, 1]);
 /// # Ok::<(), chainrule::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Sequential<F: Float = f32> {
     layers: Vec<Layer>,
     params: Vec<Param<F>>,
     /// For each layer, the index of its first parameter in `params`.
     offsets: Vec<usize>,
+    /// The shape of one sample, when the model file gives it (`input`).
+    input: Option<Vec<usize>>,
+    /// The shape of one sample after each layer, where it is known.
+    shapes: Vec<Option<Vec<usize>>>,
+    /// Batch norm's running statistics and batch counts, PyTorch's buffers.
+    buffers: Vec<Param<F>>,
+    /// For each layer, the index of its first buffer in `buffers`.
+    buffer_offsets: Vec<usize>,
+    mode: Mode,
+    /// Chooses the dropout masks of training-mode forward passes.
+    noise_key: u64,
+    /// For each layer, the batch statistics (mean, biased variance, values per
+    /// channel) that the last training-mode forward pass measured, until
+    /// [`Module::update_buffers`] folds them into the running ones.
+    measured: Mutex<Vec<Option<(Vec<f64>, Vec<f64>, usize)>>>,
+}
+
+impl<F: Float> Clone for Sequential<F> {
+    fn clone(&self) -> Self {
+        Sequential {
+            layers: self.layers.clone(),
+            params: self.params.clone(),
+            offsets: self.offsets.clone(),
+            input: self.input.clone(),
+            shapes: self.shapes.clone(),
+            buffers: self.buffers.clone(),
+            buffer_offsets: self.buffer_offsets.clone(),
+            mode: self.mode,
+            noise_key: self.noise_key,
+            measured: Mutex::new(vec![None; self.layers.len()]),
+        }
+    }
 }
 
 impl<F: Float> Sequential<F> {
@@ -192,74 +105,117 @@ impl<F: Float> Sequential<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn with_init(layers: Vec<Layer>, init: Init, seed: u64) -> Result<Self> {
+        Self::with_input(None, layers, init, seed)
+    }
+
+    /// Builds a model whose samples have the shape `input` (channels, height, width
+    /// for images; `None` when the first layers fix it), checking every layer's input
+    /// shape against what the layers before it produce.
+    ///
+    /// # Errors
+    /// As [`Sequential::new`], and [`Error::InvalidValue`] naming the layer whose
+    /// input does not fit (a convolution's channels, a window larger than its padded
+    /// input, a linear layer's `in`), or a convolution with no known input shape.
+    ///
+    /// ```
+    /// use chainrule::nn::{Init, Layer, Module, Sequential};
+    /// use chainrule::tensor::Window2d;
+    /// let conv = Layer::Conv2d { in_channels: 1, out_channels: 4, window: Window2d::square(3), bias: true };
+    /// let m = Sequential::<f32>::with_input(Some(vec![1, 8, 8]), vec![conv, Layer::Flatten], Init::PytorchDefault, 0)?;
+    /// assert_eq!(m.output_shape(1), Some(&[4 * 6 * 6][..]));
+    /// assert_eq!(m.params()[0].value.shape(), &[4, 1, 3, 3]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn with_input(
+        input: Option<Vec<usize>>,
+        layers: Vec<Layer>,
+        init: Init,
+        seed: u64,
+    ) -> Result<Self> {
         if layers.is_empty() {
             return Err(invalid("layers", "must list at least one layer"));
+        }
+        if let Some(shape) = &input
+            && (shape.is_empty()
+                || shape.iter().any(|&d| d == 0)
+                || shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .is_none_or(|n| n > MAX_PARAMETERS))
+        {
+            return Err(invalid(
+                "input",
+                format!("{shape:?} must list sizes of at least 1, {MAX_PARAMETERS} values at most"),
+            ));
+        }
+        // Every layer's input shape, checked, before anything is allocated.
+        let mut shapes = Vec::with_capacity(layers.len());
+        let mut shape = input.clone();
+        let mut from = "the input".to_string();
+        for (i, layer) in layers.iter().enumerate() {
+            let next = layer.output_shape(i, shape.as_deref(), &from)?;
+            if let Some(n) = &next
+                && n.iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .is_none_or(|n| n > MAX_PARAMETERS)
+            {
+                return Err(invalid(
+                    format!("layers[{i}]"),
+                    format!("its output {n:?} is too large"),
+                ));
+            }
+            if next != shape {
+                from = format!("layers[{i}] ({})", layer.type_name());
+            }
+            shapes.push(next.clone());
+            shape = next;
         }
         // Refuse before allocating: a hostile model file could ask for terabytes.
         let mut total: usize = 0;
         for (i, layer) in layers.iter().enumerate() {
-            if let &Layer::Linear {
-                inputs, outputs, ..
-            } = layer
-            {
-                total = inputs
-                    .checked_mul(outputs)
-                    .and_then(|w| w.checked_add(outputs))
+            for (_, shape, _) in parameter_shapes(layer) {
+                total = shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
                     .and_then(|n| total.checked_add(n))
                     .filter(|&n| n <= MAX_PARAMETERS)
-                    .ok_or_else(|| {
-                        invalid(
-                            format!("layers[{i}]"),
-                            format!("the model would exceed {MAX_PARAMETERS} parameters"),
-                        )
-                    })?;
+                    .ok_or_else(|| too_large(i, MAX_PARAMETERS))?;
             }
         }
-        let mut previous: Option<(usize, usize)> = None;
         let mut params = Vec::new();
+        let mut buffers = Vec::new();
         let mut offsets = Vec::with_capacity(layers.len());
+        let mut buffer_offsets = Vec::with_capacity(layers.len());
         for (i, layer) in layers.iter().enumerate() {
             offsets.push(params.len());
-            if let &Layer::Linear {
-                inputs,
-                outputs,
-                bias,
-            } = layer
-            {
-                if inputs == 0 || outputs == 0 {
-                    return Err(invalid(
-                        format!("layers[{i}]"),
-                        "in and out must be at least 1",
-                    ));
-                }
-                if let Some((j, out)) = previous
-                    && out != inputs
-                {
-                    return Err(invalid(
-                        format!("layers[{i}].in"),
-                        format!(
-                            "is {inputs} but the previous linear layer, layers[{j}], has out {out}"
-                        ),
-                    ));
-                }
-                previous = Some((i, outputs));
-                let layer_seed = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
-                params.push(Param::new(
-                    format!("{i}.weight"),
-                    init.weight(&[outputs, inputs], layer_seed)?,
-                ));
-                if bias {
-                    params.push(Param::new(
-                        format!("{i}.bias"),
-                        init.bias(outputs, inputs, layer_seed ^ 0x5eed)?,
-                    ));
+            buffer_offsets.push(buffers.len());
+            let layer_seed = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+            for (name, shape, start) in parameter_shapes(layer) {
+                let value = match start {
+                    Start::Weight => init.weight(&shape, layer_seed)?,
+                    Start::Bias { fan_in } => init.bias(shape[0], fan_in, layer_seed ^ 0x5eed)?,
+                    Start::Fill(v) => Tensor::full(&shape, F::from_f64(v)),
+                };
+                let param = Param::new(format!("{i}.{name}"), value);
+                if matches!(start, Start::Fill(_)) && is_buffer(name) {
+                    buffers.push(param);
+                } else {
+                    params.push(param);
                 }
             }
         }
+        let count = layers.len();
         Ok(Sequential {
             layers,
             params,
             offsets,
+            input,
+            shapes,
+            buffers,
+            buffer_offsets,
+            mode: Mode::Train,
+            noise_key: 0,
+            measured: Mutex::new(vec![None; count]),
         })
     }
 
@@ -287,8 +243,16 @@ impl<F: Float> Sequential<F> {
             Some(_) => return Err(invalid("layers", "expected an array of layers")),
             None => return Err(invalid("layers", "is required")),
         };
+        let input = top
+            .counts("input")?
+            .map(|dims| {
+                dims.into_iter()
+                    .map(|d| usize::try_from(d).map_err(|_| invalid("input", "too large")))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
         top.finish()?;
-        Self::new(layers, seed)
+        Self::with_input(input, layers, Init::PytorchDefault, seed)
     }
 
     /// The model JSON of the interchange contract (defaults written out), which
@@ -303,36 +267,13 @@ impl<F: Float> Sequential<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn to_json(&self) -> String {
-        let layers: Vec<String> = self
-            .layers
-            .iter()
-            .map(|layer| match *layer {
-                Layer::Linear {
-                    inputs,
-                    outputs,
-                    bias,
-                } => {
-                    format!(
-                        r#"{{"type": "linear", "in": {inputs}, "out": {outputs}, "bias": {bias}}}"#
-                    )
-                }
-                Layer::Activation(f) => {
-                    let mut fields = vec![format!(r#""type": "{}""#, f.name())];
-                    for (key, value) in f.constants() {
-                        fields.push(match value {
-                            Constant::Number(v) => {
-                                format!(r#""{key}": {}"#, serde_json::Value::from(v))
-                            }
-                            Constant::Choice(name) => format!(r#""{key}": "{name}""#),
-                        });
-                    }
-                    format!("{{{}}}", fields.join(", "))
-                }
-                ref other => format!(r#"{{"type": "{}"}}"#, other.type_name()),
-            })
-            .collect();
+        let layers: Vec<String> = self.layers.iter().map(Layer::to_json).collect();
+        let input = self
+            .input
+            .as_ref()
+            .map_or(String::new(), |shape| format!("  \"input\": {shape:?},\n"));
         format!(
-            "{{\n  \"layers\": [\n    {}\n  ]\n}}\n",
+            "{{\n{input}  \"layers\": [\n    {}\n  ]\n}}\n",
             layers.join(",\n    ")
         )
     }
@@ -357,12 +298,26 @@ impl<F: Float> Sequential<F> {
     /// ```
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
         write_atomic(&dir.join("model.json"), self.to_json().as_bytes())?;
-        let named = self
-            .params
+        write_safetensors(&dir.join("params.safetensors"), &self.state_dict())
+    }
+
+    /// The parameters and the buffers by name, as PyTorch's `state_dict()` holds
+    /// them (a batch count as a scalar of `F`; the safetensors writer stores it as
+    /// I64, as PyTorch does).
+    ///
+    /// ```
+    /// use chainrule::nn::Sequential;
+    /// let m = Sequential::<f32>::from_json(r#"{"layers": [{"type": "batch_norm1d", "num_features": 3}]}"#, 0)?;
+    /// let names: Vec<_> = m.state_dict().into_keys().collect();
+    /// assert_eq!(names, ["0.bias", "0.num_batches_tracked", "0.running_mean", "0.running_var", "0.weight"]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn state_dict(&self) -> BTreeMap<String, Tensor<F>> {
+        self.params
             .iter()
+            .chain(&self.buffers)
             .map(|p| (p.name.clone(), p.value.clone()))
-            .collect();
-        write_safetensors(&dir.join("params.safetensors"), &named)
+            .collect()
     }
 
     /// Reads a checkpoint written by [`Sequential::save_checkpoint`] (or by PyTorch:
@@ -425,28 +380,110 @@ impl<F: Float> Sequential<F> {
     ) -> Result<Vec<Var<'t, F>>> {
         let mut outputs = Vec::with_capacity(self.layers.len());
         let mut h = x;
-        for (layer, &offset) in self.layers.iter().zip(&self.offsets) {
-            h = Self::layer_forward(layer, offset, params, h)?;
+        for index in 0..self.layers.len() {
+            h = self.layer_forward(index, params, h)?;
             outputs.push(h);
         }
         Ok(outputs)
     }
 
-    /// One layer's operation on `h`; its parameters start at `params[offset]`.
+    /// Layer `index`'s operation on `h`, in the model's mode; its parameters start at
+    /// `params[self.offsets[index]]`.
     pub(crate) fn layer_forward<'t>(
-        layer: &Layer,
-        offset: usize,
+        &self,
+        index: usize,
         params: &[Var<'t, F>],
         h: Var<'t, F>,
     ) -> Result<Var<'t, F>> {
-        Ok(match *layer {
-            Layer::Linear { bias, .. } => {
-                h.linear(params[offset], bias.then(|| params[offset + 1]))?
-            }
+        let offset = self.offsets[index];
+        let tape = h.tape();
+        // The layer's parameters after its first (weight), when it has them.
+        let after = |k: usize| params[offset + k];
+        Ok(match self.layers[index] {
+            Layer::Linear { bias, .. } => h.linear(after(0), bias.then(|| after(1)))?,
             Layer::Activation(f) => h.map(f),
             Layer::Softmax => h.softmax(h.shape().len().saturating_sub(1))?,
             Layer::Identity => h,
+            Layer::Conv2d { window, bias, .. } => {
+                let mut inputs = vec![h, after(0)];
+                if bias {
+                    inputs.push(after(1));
+                }
+                tape.apply(Op::Conv2d { window }, &inputs)?
+            }
+            Layer::MaxPool2d { window } => tape.apply(Op::MaxPool2d { window }, &[h])?,
+            Layer::AvgPool2d { window } => tape.apply(Op::AvgPool2d { window }, &[h])?,
+            Layer::Flatten => {
+                let shape = h.shape();
+                let rows = shape.first().copied().unwrap_or(1);
+                h.reshape(&[rows, shape.iter().skip(1).product()])?
+            }
+            Layer::Dropout { p } => {
+                if self.mode == Mode::Eval || p == 0.0 {
+                    h
+                } else {
+                    let mask = dropout_mask(&h.shape(), p, self.noise_key, index)?;
+                    h.mul(tape.constant(mask))?
+                }
+            }
+            Layer::BatchNorm { eps, affine, .. } => {
+                let mut inputs = vec![h];
+                if affine {
+                    inputs.extend([after(0), after(1)]);
+                }
+                match self.mode {
+                    Mode::Train => {
+                        let y = tape.apply(Op::BatchNorm { eps }, &inputs)?;
+                        let moments = channel_moments(&h.value());
+                        if let Ok(mut measured) = self.measured.lock() {
+                            measured[index] = Some(moments);
+                        }
+                        y
+                    }
+                    Mode::Eval => self.batch_norm_eval(index, &inputs, eps)?,
+                }
+            }
+            Layer::LayerNorm {
+                ref shape,
+                eps,
+                affine,
+            } => {
+                let mut inputs = vec![h];
+                if affine {
+                    inputs.extend([after(0), after(1)]);
+                }
+                let trailing = shape.len();
+                tape.apply(Op::LayerNorm { trailing, eps }, &inputs)?
+            }
         })
+    }
+
+    /// Batch norm in evaluation mode: (x − running mean) / √(running var + ε), then
+    /// γ and β, per channel, as operations on the tape.
+    fn batch_norm_eval<'t>(
+        &self,
+        index: usize,
+        inputs: &[Var<'t, F>],
+        eps: f64,
+    ) -> Result<Var<'t, F>> {
+        let h = inputs[0];
+        let tape = h.tape();
+        let rank = h.shape().len();
+        let first = self.buffer_offsets[index];
+        let (mean, var) = (&self.buffers[first].value, &self.buffers[first + 1].value);
+        // [1, C, 1, …]: one value per channel, broadcast over the batch and the image.
+        let mut per_channel = vec![1; rank.max(2)];
+        per_channel[1] = mean.len();
+        let inverse_sd = var.map(|v| F::one() / (v + F::from_f64(eps)).sqrt());
+        let mut y = h
+            .sub(tape.constant(mean.reshape(&per_channel)?))?
+            .mul(tape.constant(inverse_sd.reshape(&per_channel)?))?;
+        if let [_, gamma, beta] = *inputs {
+            y = y
+                .mul(gamma.reshape(&per_channel)?)?
+                .add(beta.reshape(&per_channel)?)?;
+        }
+        Ok(y)
     }
 
     /// The index in [`Module::params`] of layer `layer`'s first parameter (its
@@ -474,7 +511,42 @@ impl<F: Float> Sequential<F> {
         &self.layers
     }
 
-    /// The number of input features (the first linear layer's `in`), if any.
+    /// The shape of one sample: the model file's `input`, else what the first layers
+    /// fix (a linear layer's `in`, a `batch_norm1d`'s features, a `layer_norm`'s
+    /// shape), if any.
+    ///
+    /// ```
+    /// use chainrule::nn::Sequential;
+    /// let m = Sequential::<f32>::from_json(r#"{"layers": [{"type": "tanh"}, {"type": "linear", "in": 5, "out": 2}]}"#, 0)?;
+    /// assert_eq!(m.input_shape(), Some(vec![5]));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn input_shape(&self) -> Option<Vec<usize>> {
+        if self.input.is_some() {
+            return self.input.clone();
+        }
+        // Without `input`, the first layer whose output is known fixed it; the layers
+        // before it keep the shape.
+        let first = self.shapes.iter().position(Option::is_some)?;
+        match &self.layers[first] {
+            Layer::Linear { inputs, .. } => Some(vec![*inputs]),
+            _ => self.shapes[first].clone(),
+        }
+    }
+
+    /// The shape of one sample after layer `index`, when known.
+    ///
+    /// ```
+    /// use chainrule::nn::Sequential;
+    /// let m = Sequential::<f32>::from_json(r#"{"input": [1, 6, 6], "layers": [{"type": "max_pool2d", "kernel_size": 2}]}"#, 0)?;
+    /// assert_eq!(m.output_shape(0), Some(&[1, 3, 3][..]));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn output_shape(&self, index: usize) -> Option<&[usize]> {
+        self.shapes.get(index)?.as_deref()
+    }
+
+    /// The number of input features, when a sample is a vector.
     ///
     /// ```
     /// use chainrule::nn::Sequential;
@@ -483,13 +555,14 @@ impl<F: Float> Sequential<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn input_features(&self) -> Option<usize> {
-        self.layers.iter().find_map(|l| match l {
-            Layer::Linear { inputs, .. } => Some(*inputs),
+        match self.input_shape()?.as_slice() {
+            &[d] => Some(d),
             _ => None,
-        })
+        }
     }
 
-    /// The number of output features (the last linear layer's `out`), if any.
+    /// The number of output features, when the model's output is a vector per
+    /// sample of known size.
     ///
     /// ```
     /// use chainrule::{autodiff::Elementwise, nn::{Layer, Sequential}};
@@ -498,10 +571,10 @@ impl<F: Float> Sequential<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn output_features(&self) -> Option<usize> {
-        self.layers.iter().rev().find_map(|l| match l {
-            Layer::Linear { outputs, .. } => Some(*outputs),
+        match self.shapes.last()?.as_deref()? {
+            &[d] => Some(d),
             _ => None,
-        })
+        }
     }
 
     /// Replaces every parameter by the tensor of the same name.
@@ -521,8 +594,8 @@ impl<F: Float> Sequential<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn load(&mut self, mut named: BTreeMap<String, Tensor<F>>) -> Result<()> {
-        let mut loaded = Vec::with_capacity(self.params.len());
-        for p in &self.params {
+        let mut loaded = Vec::with_capacity(self.params.len() + self.buffers.len());
+        for p in self.params.iter().chain(&self.buffers) {
             let tensor = named
                 .remove(&p.name)
                 .ok_or_else(|| invalid(&p.name, "missing tensor"))?;
@@ -544,7 +617,29 @@ impl<F: Float> Sequential<F> {
                 "extra tensor: the model has no such parameter",
             ));
         }
-        for (p, t) in self.params.iter_mut().zip(loaded) {
+        if let Some(p) = self
+            .buffers
+            .iter()
+            .zip(&loaded[self.params.len()..])
+            .find_map(|(p, t)| {
+                let bad = if p.name.ends_with(".num_batches_tracked") {
+                    t.to_vec()
+                        .iter()
+                        .any(|v| *v < F::zero() || v.fract() != F::zero())
+                } else if p.name.ends_with(".running_var") {
+                    t.to_vec().iter().any(|v| *v < F::zero())
+                } else {
+                    false
+                };
+                bad.then_some(&p.name)
+            })
+        {
+            return Err(invalid(
+                p,
+                "is out of range (a negative variance or a count that is not a whole number ≥ 0)",
+            ));
+        }
+        for (p, t) in self.params.iter_mut().chain(&mut self.buffers).zip(loaded) {
             p.value = t;
         }
         Ok(())
@@ -564,24 +659,145 @@ impl<F: Float> Sequential<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn check_input(&self, x: &Tensor<F>) -> Result<()> {
-        let fits = match (x.shape(), self.input_features()) {
-            (&[n, _], None) => n >= 1,
-            (&[n, d], Some(inputs)) => n >= 1 && d == inputs,
-            _ => false,
+        let expected = self.input_shape();
+        let fits = match (x.shape().split_first(), &expected) {
+            (Some((&n, sample)), Some(shape)) => n >= 1 && sample == shape.as_slice(),
+            (Some((&n, sample)), None) => n >= 1 && sample.len() == 1,
+            (None, _) => false,
         };
         if fits {
             Ok(())
         } else {
+            let sample = expected.map_or("D".to_string(), |s| {
+                s.iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
             Err(Error::Shape {
                 op: "model input",
-                message: format!(
-                    "expected [N, {}] with N ≥ 1",
-                    self.input_features().map_or("D".into(), |d| d.to_string())
-                ),
+                message: format!("expected [N, {sample}] with N ≥ 1"),
                 got: x.shape().to_vec(),
             })
         }
     }
+}
+
+/// How a parameter or buffer starts.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// The initializer's weight.
+    Weight,
+    /// The initializer's bias for a layer of `fan_in` inputs.
+    Bias { fan_in: usize },
+    /// Every element this value (batch norm's and layer norm's γ = 1, β = 0, and
+    /// the running statistics).
+    Fill(f64),
+}
+
+/// Whether a layer's tensor of this name is a buffer rather than a parameter.
+fn is_buffer(name: &str) -> bool {
+    matches!(name, "running_mean" | "running_var" | "num_batches_tracked")
+}
+
+/// The tensors of a layer, in PyTorch's `state_dict()` order: name, shape and start.
+fn parameter_shapes(layer: &Layer) -> Vec<(&'static str, Vec<usize>, Start)> {
+    match *layer {
+        Layer::Linear {
+            inputs,
+            outputs,
+            bias,
+        } => {
+            let mut out = vec![("weight", vec![outputs, inputs], Start::Weight)];
+            if bias {
+                out.push(("bias", vec![outputs], Start::Bias { fan_in: inputs }));
+            }
+            out
+        }
+        Layer::Conv2d {
+            in_channels,
+            out_channels,
+            window,
+            bias,
+        } => {
+            let [kh, kw] = window.kernel;
+            let shape = vec![out_channels, in_channels, kh, kw];
+            let mut out = vec![("weight", shape, Start::Weight)];
+            if bias {
+                let fan_in = in_channels.saturating_mul(kh).saturating_mul(kw);
+                out.push(("bias", vec![out_channels], Start::Bias { fan_in }));
+            }
+            out
+        }
+        Layer::BatchNorm {
+            features, affine, ..
+        } => {
+            let mut out = Vec::new();
+            if affine {
+                out.push(("weight", vec![features], Start::Fill(1.0)));
+                out.push(("bias", vec![features], Start::Fill(0.0)));
+            }
+            out.push(("running_mean", vec![features], Start::Fill(0.0)));
+            out.push(("running_var", vec![features], Start::Fill(1.0)));
+            out.push(("num_batches_tracked", vec![], Start::Fill(0.0)));
+            out
+        }
+        Layer::LayerNorm {
+            ref shape, affine, ..
+        } if affine => vec![
+            ("weight", shape.clone(), Start::Fill(1.0)),
+            ("bias", shape.clone(), Start::Fill(0.0)),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// Each channel's (axis 1's) mean and biased variance over the other axes, in f64,
+/// and how many values each has.
+fn channel_moments<F: Float>(x: &Tensor<F>) -> (Vec<f64>, Vec<f64>, usize) {
+    let shape = x.shape();
+    let channels = shape.get(1).copied().unwrap_or(1);
+    let inner: usize = shape.iter().skip(2).product();
+    let count = x.len() / channels.max(1);
+    let values = x.to_vec();
+    let mut mean = vec![0.0; channels];
+    let mut var = vec![0.0; channels];
+    for (i, v) in values.iter().enumerate() {
+        mean[i / inner % channels] += v.as_f64();
+    }
+    mean.iter_mut().for_each(|m| *m /= count as f64);
+    for (i, v) in values.iter().enumerate() {
+        let c = i / inner % channels;
+        var[c] += (v.as_f64() - mean[c]).powi(2);
+    }
+    var.iter_mut().for_each(|s| *s /= count as f64);
+    (mean, var, count)
+}
+
+/// Dropout's mask for a tensor of `shape` in layer `layer`: each element 0 with
+/// probability `p`, else 1/(1 − p). Element `i`'s draw is a hash of (key, layer, i)
+/// (SplitMix64's finaliser), so the mask depends on nothing but those: not on the
+/// order or the threads that compute it.
+fn dropout_mask<F: Float>(shape: &[usize], p: f64, key: u64, layer: usize) -> Result<Tensor<F>> {
+    let len: usize = shape.iter().product();
+    let stream = mix(key ^ mix(layer as u64 + 0x9e37_79b9_7f4a_7c15));
+    let keep = F::from_f64(1.0 / (1.0 - p));
+    let values = (0..len as u64)
+        .map(|i| {
+            // The top 53 bits as a uniform number in [0, 1).
+            let u = (mix(stream.wrapping_add(i)) >> 11) as f64 / (1u64 << 53) as f64;
+            if u < p { F::zero() } else { keep }
+        })
+        .collect();
+    Tensor::from_vec(values, shape)
+}
+
+/// SplitMix64's finaliser: a bijection of u64 whose outputs for consecutive inputs
+/// look independent.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl<F: Float> Module<F> for Sequential<F> {
@@ -595,5 +811,55 @@ impl<F: Float> Module<F> for Sequential<F> {
 
     fn forward<'t>(&self, params: &[Var<'t, F>], x: Var<'t, F>) -> Result<Var<'t, F>> {
         Ok(self.forward_trace(params, x)?.pop().unwrap_or(x))
+    }
+
+    fn buffers(&self) -> &[Param<F>] {
+        &self.buffers
+    }
+
+    fn buffers_mut(&mut self) -> &mut [Param<F>] {
+        &mut self.buffers
+    }
+
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+    }
+
+    fn set_noise_key(&mut self, key: u64) {
+        self.noise_key = key;
+    }
+
+    /// PyTorch's update: running ← (1 − momentum)·running + momentum·batch, the
+    /// variance unbiased (·n/(n − 1)), and the batch count + 1.
+    fn update_buffers(&mut self) {
+        let measured = match self.measured.get_mut() {
+            Ok(measured) => std::mem::take(measured),
+            Err(_) => return,
+        };
+        for (index, moments) in measured.iter().enumerate() {
+            let (Some((mean, var, count)), Layer::BatchNorm { momentum, .. }) =
+                (moments, &self.layers[index])
+            else {
+                continue;
+            };
+            let first = self.buffer_offsets[index];
+            let unbiased = *count as f64 / (*count as f64 - 1.0).max(1.0);
+            let update = |running: &mut Tensor<F>, batch: &[f64], scale: f64| {
+                for (r, b) in running.as_mut_slice().iter_mut().zip(batch) {
+                    *r = F::from_f64((1.0 - momentum) * r.as_f64() + momentum * b * scale);
+                }
+            };
+            update(&mut self.buffers[first].value, mean, 1.0);
+            update(&mut self.buffers[first + 1].value, var, unbiased);
+            let tracked = &mut self.buffers[first + 2].value;
+            *tracked = tracked.map(|n| n + F::one());
+        }
+        if let Ok(slots) = self.measured.get_mut() {
+            *slots = vec![None; self.layers.len()];
+        }
     }
 }

@@ -15,18 +15,18 @@ pub(super) fn forward_fused<'t, F: Float>(
     x: Var<'t, F>,
 ) -> Result<Var<'t, F>> {
     let mut h = x;
-    let offsets = (0..model.layers().len()).map(|i| model.param_offset(i).unwrap_or(0));
-    let mut layers = model.layers().iter().zip(offsets).peekable();
-    while let Some((layer, offset)) = layers.next() {
+    let mut layers = model.layers().iter().enumerate().peekable();
+    while let Some((index, layer)) = layers.next() {
         h = match *layer {
             Layer::Linear { bias, .. }
                 if layers
-                    .next_if(|(next, _)| **next == Layer::Activation(Elementwise::Relu))
+                    .next_if(|(_, next)| **next == Layer::Activation(Elementwise::Relu))
                     .is_some() =>
             {
+                let offset = model.param_offset(index).unwrap_or(0);
                 h.linear_relu(params[offset], bias.then(|| params[offset + 1]))?
             }
-            _ => Sequential::layer_forward(layer, offset, params, h)?,
+            _ => model.layer_forward(index, params, h)?,
         };
     }
     Ok(h)

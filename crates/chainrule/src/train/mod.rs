@@ -11,7 +11,7 @@ pub use crate::config::{EarlyStopping, MAX_EPOCHS, TrainConfig};
 
 use crate::data::{Batches, Dataset, Target};
 use crate::loss::Loss;
-use crate::nn::{Module, Param, Sequential};
+use crate::nn::{Mode, Module, Param, Sequential};
 use crate::optim::{Optimizer, clip_grad_norm};
 use crate::parallel::Team;
 use crate::{Float, Result, Tape, Tensor};
@@ -352,12 +352,14 @@ const EVAL_BATCH: usize = 1024;
 /// ```
 /// use chainrule::nn::{Module, Sequential};
 /// use chainrule::{train, Tensor};
-/// let m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}, {"type": "softmax"}]}"#, 0)?;
-/// let p = train::predict(&m, &Tensor::zeros(&[5, 2]))?;
+/// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}, {"type": "softmax"}]}"#, 0)?;
+/// let p = train::predict(&mut m, &Tensor::zeros(&[5, 2]))?;
 /// assert_eq!(p.shape(), &[5, 3]);
 /// # Ok::<(), chainrule::Error>(())
 /// ```
-pub fn predict<F: Float, M: Module<F>>(model: &M, x: &Tensor<F>) -> Result<Tensor<F>> {
+pub fn predict<F: Float, M: Module<F>>(model: &mut M, x: &Tensor<F>) -> Result<Tensor<F>> {
+    model.set_mode(Mode::Eval);
+    let model = &*model;
     let rows = x.shape().first().copied().unwrap_or(0);
     let mut parts = Vec::new();
     for start in (0..rows).step_by(EVAL_BATCH) {
@@ -392,17 +394,19 @@ pub fn predict<F: Float, M: Module<F>>(model: &M, x: &Tensor<F>) -> Result<Tenso
 /// use chainrule::loss::Loss;
 /// use chainrule::nn::Sequential;
 /// use chainrule::{train, Tensor};
-/// let m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}]}"#, 0)?;
+/// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}]}"#, 0)?;
 /// let data = Dataset::new(Tensor::zeros(&[4, 2]), Target::Classes(vec![0, 1, 2, 0]))?;
-/// let metrics = train::evaluate(&m, &data, Loss::CrossEntropy)?;
+/// let metrics = train::evaluate(&mut m, &data, Loss::CrossEntropy)?;
 /// assert!(metrics.accuracy.is_some());
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn evaluate<F: Float, M: Module<F>>(
-    model: &M,
+    model: &mut M,
     data: &Dataset<F>,
     loss: Loss,
 ) -> Result<Metrics> {
+    model.set_mode(Mode::Eval);
+    let model = &*model;
     let mut tally = Tally::default();
     for start in (0..data.len()).step_by(EVAL_BATCH) {
         let rows: Vec<usize> = (start..data.len().min(start + EVAL_BATCH)).collect();
@@ -555,7 +559,7 @@ fn train_loop<F: Float, M: Module<F>>(
     };
     let mut history = History::default();
     let mut steps = start.epoch * order.count() + start.batch;
-    let mut best: Option<(f64, usize, Vec<Param<F>>)> = None;
+    let mut best: Option<(f64, usize, (Vec<Param<F>>, Vec<Param<F>>))> = None;
     let mut scalar = as_sequential(model)
         .and_then(|layers| scalar_path::ScalarPath::new(layers, config.batch_size));
     // Whether the scalar path has taken a step: until it has, a refusal means the
@@ -578,6 +582,8 @@ fn train_loop<F: Float, M: Module<F>>(
                 return Ok(history);
             }
             let batch = train.rows(rows)?;
+            model.set_mode(Mode::Train);
+            model.set_noise_key(noise_key(config.seed, steps));
             let BatchPass {
                 loss: value,
                 mut grads,
@@ -615,6 +621,7 @@ fn train_loop<F: Float, M: Module<F>>(
                 clip_grad_norm(&mut grads, max_norm);
             }
             optimizer.step(model.params_mut(), &grads)?;
+            model.update_buffers();
             tally.add(config.loss, value.as_f64(), &prediction, &batch.target);
             match scalar.as_mut() {
                 Some(s) => s.recycle(grads, prediction),
@@ -634,7 +641,7 @@ fn train_loop<F: Float, M: Module<F>>(
             });
         }
         let validation_metrics = validation
-            .map(|v| evaluate(model, v, config.loss))
+            .map(|v| evaluate(&mut *model, v, config.loss))
             .transpose()?;
         let metrics = EpochMetrics {
             epoch,
@@ -659,9 +666,9 @@ fn train_loop<F: Float, M: Module<F>>(
                 .is_none_or(|(b, _, _)| monitored < b - stopping.min_delta);
             if improved {
                 let snapshot = if stopping.restore_best {
-                    model.params().to_vec()
+                    (model.params().to_vec(), model.buffers().to_vec())
                 } else {
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 };
                 best = Some((monitored, epoch, snapshot));
             } else if epoch - best.as_ref().map_or(0, |b| b.1) >= stopping.patience {
@@ -673,10 +680,17 @@ fn train_loop<F: Float, M: Module<F>>(
     if let (Some(stopping), Some((_, epoch, snapshot))) = (config.early_stopping, best) {
         history.best_epoch = Some(epoch);
         if stopping.restore_best {
-            model.params_mut().clone_from_slice(&snapshot);
+            model.params_mut().clone_from_slice(&snapshot.0);
+            model.buffers_mut().clone_from_slice(&snapshot.1);
         }
     }
     Ok(history)
+}
+
+/// The key of step `step`'s random draws (dropout) in a run seeded with `seed`: a
+/// function of the two alone, so a resumed run draws what the uninterrupted one did.
+fn noise_key(seed: u64, step: usize) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (step as u64).wrapping_mul(0xd1b5_4a32_d192_ed03)
 }
 
 /// The model as a [`Sequential`] stack, which training runs on its fast paths (fused

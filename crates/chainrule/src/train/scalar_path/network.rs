@@ -54,13 +54,15 @@ pub(super) fn forward_scalar<F: Float>(
                 flat += outputs * (inputs + usize::from(bias));
             }
             Layer::Identity => continue,
-            Layer::Softmax => return false,
             Layer::Activation(f) => {
                 for k in 0..width {
                     let a = tape.unary(ScalarOp::Map(f), out[base + k]);
                     out.push(a);
                 }
             }
+            // Softmax couples a row's outputs; the image layers, dropout and the
+            // normalisations are the tensor tape's.
+            _ => return false,
         }
         out.drain(base..base + width);
     }
