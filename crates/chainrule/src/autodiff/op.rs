@@ -1075,7 +1075,7 @@ impl Op {
                             );
                         }
                     }
-                    let z = total(terms.into_iter());
+                    let z = total(terms);
                     out.push(match bias {
                         Some(b) => z.plus(b[oi].clone()),
                         None => z,

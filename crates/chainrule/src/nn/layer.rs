@@ -473,9 +473,9 @@ fn pair(f: &mut Fields, key: &str, default: Option<[usize; 2]>, min: u64) -> Res
     let Some(values) = f.counts(key)? else {
         return default.ok_or_else(|| invalid(f.name(key), "is required"));
     };
-    let [h, w] = match values.as_slice() {
-        &[v] => [v, v],
-        &[h, w] => [h, w],
+    let [h, w] = match *values.as_slice() {
+        [v] => [v, v],
+        [h, w] => [h, w],
         _ => {
             return Err(invalid(
                 f.name(key),

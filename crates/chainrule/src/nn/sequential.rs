@@ -53,7 +53,7 @@ pub struct Sequential<F: Float = f32> {
     /// For each layer, the batch statistics (mean, biased variance, values per
     /// channel) that the last training-mode forward pass measured, until
     /// [`Module::update_buffers`] folds them into the running ones.
-    measured: Mutex<Vec<Option<(Vec<f64>, Vec<f64>, usize)>>>,
+    measured: Mutex<Vec<Option<Moments>>>,
 }
 
 impl<F: Float> Clone for Sequential<F> {
@@ -137,7 +137,7 @@ impl<F: Float> Sequential<F> {
         }
         if let Some(shape) = &input
             && (shape.is_empty()
-                || shape.iter().any(|&d| d == 0)
+                || shape.contains(&0)
                 || shape
                     .iter()
                     .try_fold(1usize, |a, &d| a.checked_mul(d))
@@ -683,6 +683,10 @@ impl<F: Float> Sequential<F> {
     }
 }
 
+/// A batch's statistics per channel: mean, biased variance (both in f64), and how
+/// many values each channel has.
+type Moments = (Vec<f64>, Vec<f64>, usize);
+
 /// How a parameter or buffer starts.
 #[derive(Debug, Clone, Copy)]
 enum Start {
@@ -754,7 +758,7 @@ fn parameter_shapes(layer: &Layer) -> Vec<(&'static str, Vec<usize>, Start)> {
 
 /// Each channel's (axis 1's) mean and biased variance over the other axes, in f64,
 /// and how many values each has.
-fn channel_moments<F: Float>(x: &Tensor<F>) -> (Vec<f64>, Vec<f64>, usize) {
+fn channel_moments<F: Float>(x: &Tensor<F>) -> Moments {
     let shape = x.shape();
     let channels = shape.get(1).copied().unwrap_or(1);
     let inner: usize = shape.iter().skip(2).product();

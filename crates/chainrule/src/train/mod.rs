@@ -559,7 +559,7 @@ fn train_loop<F: Float, M: Module<F>>(
     };
     let mut history = History::default();
     let mut steps = start.epoch * order.count() + start.batch;
-    let mut best: Option<(f64, usize, (Vec<Param<F>>, Vec<Param<F>>))> = None;
+    let mut best: Option<(f64, usize, Snapshot<F>)> = None;
     let mut scalar = as_sequential(model)
         .and_then(|layers| scalar_path::ScalarPath::new(layers, config.batch_size));
     // Whether the scalar path has taken a step: until it has, a refusal means the
@@ -686,6 +686,9 @@ fn train_loop<F: Float, M: Module<F>>(
     }
     Ok(history)
 }
+
+/// A model's parameters and buffers, as early stopping keeps the best epoch's.
+type Snapshot<F> = (Vec<Param<F>>, Vec<Param<F>>);
 
 /// The key of step `step`'s random draws (dropout) in a run seeded with `seed`: a
 /// function of the two alone, so a resumed run draws what the uninterrupted one did.
