@@ -62,7 +62,34 @@ def build(layers, dtype):
             modules.append(torch.nn.ELU(alpha=layer.get("alpha", 1.0)))
         elif kind == "softplus":
             modules.append(torch.nn.Softplus(beta=layer.get("beta", 1.0), threshold=layer.get("threshold", 20.0)))
+        elif kind == "conv2d":
+            modules.append(torch.nn.Conv2d(layer["in_channels"], layer["out_channels"], pair(layer["kernel_size"]),
+                                           stride=pair(layer.get("stride", 1)), padding=pair(layer.get("padding", 0)),
+                                           dilation=pair(layer.get("dilation", 1)), bias=layer.get("bias", True)))
+        elif kind == "max_pool2d":
+            k = pair(layer["kernel_size"])
+            modules.append(torch.nn.MaxPool2d(k, stride=pair(layer.get("stride", list(k))), padding=pair(layer.get("padding", 0))))
+        elif kind == "avg_pool2d":
+            k = pair(layer["kernel_size"])
+            modules.append(torch.nn.AvgPool2d(k, stride=pair(layer.get("stride", list(k))), padding=pair(layer.get("padding", 0))))
+        elif kind == "flatten":
+            modules.append(torch.nn.Flatten())
+        elif kind == "dropout":
+            modules.append(torch.nn.Dropout(layer.get("p", 0.5)))
+        elif kind in ("batch_norm1d", "batch_norm2d"):
+            cls = torch.nn.BatchNorm1d if kind == "batch_norm1d" else torch.nn.BatchNorm2d
+            modules.append(cls(layer["num_features"], eps=layer.get("eps", 1e-5), momentum=layer.get("momentum", 0.1),
+                               affine=layer.get("affine", True)))
+        elif kind == "layer_norm":
+            modules.append(torch.nn.LayerNorm(layer["normalized_shape"], eps=layer.get("eps", 1e-5),
+                                              elementwise_affine=layer.get("elementwise_affine", True)))
+        else:
+            raise ValueError(kind)
     return torch.nn.Sequential(*modules).to(dtype)
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, list) else (v, v)
 
 
 def optimizer(params, config):
@@ -99,9 +126,11 @@ def make_scheduler(opt, schedule):
 
 
 def case(name, layers, x, y, loss, opt, *, dtype=torch.float64, batch_size=2, epochs=2, seed=0, setup=None,
-         schedule=None, clip=None):
+         schedule=None, clip=None, input_shape=None, eval_mode=False):
     torch.manual_seed(seed)
     model = build(layers, dtype)
+    if eval_mode:
+        model.eval()
     if setup:
         setup(model)
     npdtype = np.float64 if dtype == torch.float64 else np.float32
@@ -110,7 +139,8 @@ def case(name, layers, x, y, loss, opt, *, dtype=torch.float64, batch_size=2, ep
         y = np.asarray(y, dtype=npdtype)
     folder = ROOT / name
     folder.mkdir(parents=True)
-    (folder / "model.json").write_text(json.dumps({"layers": layers}, indent=1) + "\n")
+    spec = {"layers": layers} if input_shape is None else {"input": input_shape, "layers": layers}
+    (folder / "model.json").write_text(json.dumps(spec, indent=1) + "\n")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "params.safetensors"))
     np.save(folder / "x.npy", x)
     np.save(folder / "y.npy", y)
@@ -124,13 +154,22 @@ def case(name, layers, x, y, loss, opt, *, dtype=torch.float64, batch_size=2, ep
             t = t.reshape(-1, 1)
         return LOSSES[loss](pred, t)
 
+    # The gradient pass must not count as a training step: in training mode its
+    # forward updates batch norm's running statistics, which are put back after it.
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     value = loss_of(x, y)
     model.zero_grad()
     value.backward()
+    model.load_state_dict(before)
     grads = {k: p.grad.detach().clone() for k, p in model.named_parameters()}
     save_file(grads, str(folder / "grads.safetensors"))
     (folder / "expected.json").write_text(json.dumps({"loss": value.item(), "dtype": str(dtype)}) + "\n")
 
+    if eval_mode:
+        # Gradients in evaluation mode (`grad --eval`); chainrule trains in training
+        # mode only, so there is nothing to train against.
+        (folder / "extra.json").write_text(json.dumps({"eval": True}) + "\n")
+        return
     if schedule is not None or clip is not None:
         (folder / "extra.json").write_text(json.dumps({"schedule": schedule, "clip_grad_norm": clip}) + "\n")
     opt_ = optimizer(model.parameters(), opt)
@@ -152,6 +191,86 @@ def relu_at_zero(model):
     with torch.no_grad():
         model[0].weight[0] = torch.tensor([1.0, 1.0, 0.5], dtype=model[0].weight.dtype)
         model[0].bias[0] = 0.0
+
+
+def ones_kernel(model):
+    """A 2x2 kernel of ones over an integer image: equal window sums from different
+    patches, so a tied maximum's routing changes the kernel's gradient."""
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
+
+
+def random_running_statistics(model):
+    """Running statistics other than the fresh 0 and 1, for evaluation mode."""
+    g = torch.Generator().manual_seed(5)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.num_batches_tracked.fill_(7)
+
+
+def spatial_cases(dt, tag, rng):
+    n = 5
+    sgd = {"type": "sgd", "lr": 0.1, "momentum": 0.9}
+    adam = {"type": "adam", "lr": 0.01}
+    image = rng.uniform(-1, 1, size=(n, 2, 7, 7))
+    classes = np.array([0, 2, 1, 2, 0], dtype=np.int64)
+    case(f"{tag}_spatial_conv_stride_padding_maxpool", [
+        {"type": "conv2d", "in_channels": 2, "out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1},
+        {"type": "relu"}, {"type": "max_pool2d", "kernel_size": 2}, {"type": "flatten"},
+        {"type": "linear", "in": 12, "out": 3}], image, classes, "cross_entropy", sgd, dtype=dt,
+        input_shape=[2, 7, 7])
+    tall = rng.uniform(-1, 1, size=(n, 1, 9, 8))
+    case(f"{tag}_spatial_conv_dilation_avgpool", [
+        {"type": "conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": [3, 2], "stride": [1, 2],
+         "padding": [2, 1], "dilation": [2, 1], "bias": False},
+        {"type": "tanh"}, {"type": "avg_pool2d", "kernel_size": 3, "stride": 2, "padding": 1}, {"type": "flatten"},
+        {"type": "linear", "in": 30, "out": 2}], tall, rng.uniform(-1, 1, size=(n, 2)), "mse", adam, dtype=dt,
+        input_shape=[1, 9, 8])
+    ties = rng.integers(0, 3, size=(n, 1, 5, 5)).astype(np.float64)
+    case(f"{tag}_spatial_maxpool_tied", [
+        {"type": "conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 2},
+        {"type": "max_pool2d", "kernel_size": 2}, {"type": "flatten"}, {"type": "linear", "in": 4, "out": 2}],
+        ties, rng.uniform(-1, 1, size=(n, 2)), "mse", {"type": "sgd", "lr": 0.01}, dtype=dt, epochs=1,
+        setup=ones_kernel, input_shape=[1, 5, 5])
+    flat = rng.uniform(-1, 1, size=(n, 3))
+    # batch 3 of 5 rows: the last batch of each epoch has 2 rows. A bias just before
+    # batch norm gets a gradient of exactly 0 in theory and rounding noise in
+    # practice, which momentum and Adam would turn into steps that compare only
+    # noise: those layers have none (as is usual before batch norm).
+    case(f"{tag}_spatial_batch_norm1d", [
+        {"type": "linear", "in": 3, "out": 4, "bias": False}, {"type": "batch_norm1d", "num_features": 4},
+        {"type": "relu"},
+        {"type": "linear", "in": 4, "out": 2}], flat, rng.uniform(-1, 1, size=(n, 2)), "mse", sgd, dtype=dt,
+        batch_size=3, epochs=3)
+    case(f"{tag}_spatial_batch_norm1d_plain", [
+        {"type": "linear", "in": 3, "out": 4, "bias": False},
+        {"type": "batch_norm1d", "num_features": 4, "eps": 1e-3, "momentum": 0.3, "affine": False},
+        {"type": "tanh"}, {"type": "linear", "in": 4, "out": 2}], flat, rng.uniform(-1, 1, size=(n, 2)), "mse",
+        adam, dtype=dt, batch_size=3, epochs=3)
+    small = rng.uniform(-1, 1, size=(n, 2, 4, 4))
+    case(f"{tag}_spatial_batch_norm2d", [
+        {"type": "conv2d", "in_channels": 2, "out_channels": 3, "kernel_size": 3, "padding": 1, "bias": False},
+        {"type": "batch_norm2d", "num_features": 3, "momentum": 0.2}, {"type": "relu"},
+        {"type": "avg_pool2d", "kernel_size": 2}, {"type": "flatten"}, {"type": "linear", "in": 12, "out": 3}],
+        small, classes, "cross_entropy", sgd, dtype=dt, input_shape=[2, 4, 4])
+    case(f"{tag}_spatial_layer_norm", [
+        {"type": "linear", "in": 3, "out": 4}, {"type": "layer_norm", "normalized_shape": 4}, {"type": "gelu"},
+        {"type": "linear", "in": 4, "out": 2}], flat, rng.uniform(-1, 1, size=(n, 2)), "mse", adam, dtype=dt)
+    case(f"{tag}_spatial_layer_norm_image", [
+        {"type": "conv2d", "in_channels": 2, "out_channels": 3, "kernel_size": 3, "padding": 1},
+        {"type": "layer_norm", "normalized_shape": [4, 4], "eps": 1e-4}, {"type": "silu"}, {"type": "flatten"},
+        {"type": "linear", "in": 48, "out": 3}], small, classes, "cross_entropy", sgd, dtype=dt,
+        input_shape=[2, 4, 4])
+    # Evaluation mode: dropout is the identity, batch norm uses its running statistics.
+    case(f"{tag}_spatial_eval_dropout_batch_norm", [
+        {"type": "conv2d", "in_channels": 2, "out_channels": 3, "kernel_size": 3},
+        {"type": "batch_norm2d", "num_features": 3}, {"type": "relu"}, {"type": "dropout", "p": 0.25},
+        {"type": "flatten"}, {"type": "linear", "in": 12, "out": 4}, {"type": "batch_norm1d", "num_features": 4},
+        {"type": "dropout"}, {"type": "linear", "in": 4, "out": 3}], small, classes, "cross_entropy", sgd,
+        dtype=dt, setup=random_running_statistics, input_shape=[2, 4, 4], eval_mode=True)
 
 
 def main():
@@ -233,6 +352,10 @@ def main():
     for (dt, tag), (name, activation) in itertools.product([(torch.float64, "f64"), (torch.float32, "f32")], activations.items()):
         layers = [{"type": "linear", "in": 3, "out": 4}, activation, {"type": "linear", "in": 4, "out": 2}]
         case(f"{tag}_activation_{name}", layers, x * 2, y_reg, "mse", sgd, dtype=dt, setup=relu_at_zero)
+
+    # The layers of revision 2 (after every other case, for the same reason).
+    for dt, tag in [(torch.float64, "f64"), (torch.float32, "f32")]:
+        spatial_cases(dt, tag, np.random.default_rng(2))
 
     total = sum(f.stat().st_size for f in ROOT.rglob("*") if f.is_file())
     print(f"wrote {len(list(ROOT.iterdir()))} cases, {total / 1024:.0f} KiB, to {ROOT}")

@@ -4,8 +4,8 @@ use anyhow::{Result, anyhow, bail};
 use chainrule::data::{Dataset, Target};
 use chainrule::io::{read_npy, read_safetensors, safetensors_dtype, write_safetensors};
 use chainrule::loss::Loss;
-use chainrule::nn::{Module, Sequential};
-use chainrule::train::{TrainConfig, fit, loss_and_grads};
+use chainrule::nn::{Mode, Module, Sequential};
+use chainrule::train::{TrainConfig, fit, loss_and_grads, noise_key};
 use chainrule::{Error, Float, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -91,17 +91,34 @@ fn dtype(files: &Files) -> Result<&'static str> {
     safetensors_dtype(&files.params).map_err(in_file(&files.params))
 }
 
+/// How `chainrule grad` runs the model: evaluation mode (`--eval`), or training mode
+/// with dropout drawn from `seed` (`--seed`), as `train`'s first step with that seed
+/// would draw it.
+#[derive(Debug, Clone, Copy)]
+pub struct GradMode {
+    /// Evaluation mode.
+    pub eval: bool,
+    /// The seed of the dropout masks in training mode.
+    pub seed: u64,
+}
+
 /// `chainrule grad`.
-pub fn grad(files: &Files, loss: &str, out: &Path) -> Result<()> {
+pub fn grad(files: &Files, loss: &str, mode: GradMode, out: &Path) -> Result<()> {
     let loss = Loss::from_name(loss).map_err(|e| anyhow!("--{e}"))?;
     match dtype(files)? {
-        "F32" => grad_as::<f32>(files, loss, out),
-        _ => grad_as::<f64>(files, loss, out),
+        "F32" => grad_as::<f32>(files, loss, mode, out),
+        _ => grad_as::<f64>(files, loss, mode, out),
     }
 }
 
-fn grad_as<F: Float>(files: &Files, loss: Loss, out: &Path) -> Result<()> {
-    let problem = load::<F>(files, loss)?;
+fn grad_as<F: Float>(files: &Files, loss: Loss, mode: GradMode, out: &Path) -> Result<()> {
+    let mut problem = load::<F>(files, loss)?;
+    if mode.eval {
+        problem.model.set_mode(Mode::Eval);
+    } else {
+        problem.model.set_mode(Mode::Train);
+        problem.model.set_noise_key(noise_key(mode.seed, 0));
+    }
     let (value, grads) =
         loss_and_grads(&problem.model, &problem.data.x, &problem.data.target, loss)
             .map_err(|e| anyhow!("{e}"))?;
@@ -143,8 +160,8 @@ fn train_as<F: Float>(files: &Files, config: &TrainConfig, out: &Path) -> Result
             p.name
         );
     }
-    let values = problem.model.params().iter().map(|p| p.value.clone());
-    write_safetensors(out, &named(&problem.model, values)).map_err(in_file(out))?;
+    // Parameters and buffers, as PyTorch's state_dict() after the same steps.
+    write_safetensors(out, &problem.model.state_dict()).map_err(in_file(out))?;
     match history.epochs.last() {
         Some(last) => println!(
             "trained {} epoch(s); last epoch's training loss {}",

@@ -51,6 +51,13 @@ enum Command {
         /// Where to write the gradients (safetensors, same names as the parameters).
         #[arg(long)]
         out: PathBuf,
+        /// Run the model in evaluation mode (batch norm's running statistics, no
+        /// dropout) instead of training mode.
+        #[arg(long)]
+        eval: bool,
+        /// The seed of dropout's masks in training mode.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Loss, accuracy, per-class precision and recall and a confusion matrix of a run
     /// on data (default: the run's own data source; MNIST's test files for mnist).
@@ -333,7 +340,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Train(args) => train(*args),
-        Command::Grad { files, loss, out } => contract::grad(&files, &loss, &out),
+        Command::Grad {
+            files,
+            loss,
+            out,
+            eval,
+            seed,
+        } => contract::grad(&files, &loss, contract::GradMode { eval, seed }, &out),
         Command::Eval { run, data, json } => inspect::eval(&run, data, json),
         Command::Predict { run, x, out } => inspect::predict_cmd(&run, &x, out.as_deref()),
         Command::Summary { target } => inspect::summary(&target),

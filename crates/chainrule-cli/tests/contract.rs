@@ -71,8 +71,12 @@ fn check_case<F: Float>(case: &Path, out_dir: &Path, tol: f64) {
         serde_json::from_str(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
     let loss = config["loss"].as_str().unwrap();
     let grads_out = out_dir.join("g.safetensors");
+    // Cases in evaluation mode say so in extra.json (see tools/make_reference.py).
+    let eval = std::fs::read_to_string(case.join("extra.json"))
+        .is_ok_and(|text| text.contains(r#""eval": true"#));
     let out = Command::new(env!("CARGO_BIN_EXE_chainrule"))
         .args(grad_args(case, loss, &grads_out))
+        .args(eval.then_some("--eval"))
         .output()
         .unwrap();
     assert!(

@@ -86,7 +86,7 @@ impl<F: Float> Target<F> {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset<F: Float = f32> {
-    /// Inputs `[N, D]`.
+    /// Inputs `[N, D]`, or `[N, ...]` (images: `[N, C, H, W]`).
     pub x: Tensor<F>,
     /// Targets, N rows.
     pub target: Target<F>,
@@ -96,7 +96,7 @@ impl<F: Float> Dataset<F> {
     /// Pairs inputs with targets.
     ///
     /// # Errors
-    /// [`Error::Shape`] unless `x` is 2-D with as many rows as `target`.
+    /// [`Error::Shape`] unless `x` has at least 2 axes and as many rows as `target`.
     ///
     /// ```
     /// use chainrule::data::{Dataset, Target};
@@ -104,10 +104,13 @@ impl<F: Float> Dataset<F> {
     /// assert!(Dataset::new(Tensor::<f32>::zeros(&[3, 2]), Target::Classes(vec![0, 1])).is_err());
     /// ```
     pub fn new(x: Tensor<F>, target: Target<F>) -> Result<Self> {
-        if x.ndim() != 2 || x.shape()[0] != target.rows() {
+        if x.ndim() < 2 || x.shape()[0] != target.rows() {
             return Err(Error::Shape {
                 op: "dataset",
-                message: format!("x must be [N, D] with N = {} target rows", target.rows()),
+                message: format!(
+                    "x must be [N, D] or [N, ...] with N = {} target rows",
+                    target.rows()
+                ),
                 got: x.shape().to_vec(),
             });
         }

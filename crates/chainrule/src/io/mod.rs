@@ -12,7 +12,7 @@ pub(crate) use idx::stream_idx;
 pub use idx::{IdxArray, read_idx, read_idx_bytes};
 pub use npy::{NpyArray, npy_bytes, read_npy, read_npy_bytes};
 pub use safetensors::{
-    read_safetensors, safetensors_bytes, safetensors_dtype, safetensors_from_bytes,
+    COUNTER_SUFFIX, read_safetensors, safetensors_bytes, safetensors_dtype, safetensors_from_bytes,
     write_safetensors,
 };
 

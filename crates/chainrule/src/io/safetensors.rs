@@ -6,8 +6,13 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The suffix of PyTorch's batch-norm batch counters (`{i}.num_batches_tracked`): the
+/// one kind of tensor stored as I64 with shape `[]`, as PyTorch's `state_dict()` holds
+/// it. In memory it is a scalar of `F` (exact up to 2²⁴ batches in f32, 2⁵³ in f64).
+pub const COUNTER_SUFFIX: &str = ".num_batches_tracked";
+
 /// Reads every tensor of a safetensors file as `F`, which must be the file's dtype
-/// (all tensors alike).
+/// (all tensors alike, but for the I64 batch counters, see [`COUNTER_SUFFIX`]).
 ///
 /// # Errors
 /// [`Error::Io`] when unreadable; [`Error::Format`] when the file is not valid
@@ -54,6 +59,31 @@ pub fn safetensors_from_bytes<F: Float>(
     let mut out = BTreeMap::new();
     for (key, view) in file.tensors() {
         let values: Vec<F> = match (view.dtype(), F::DTYPE) {
+            (Dtype::I64, _) if key.ends_with(COUNTER_SUFFIX) => {
+                if !view.shape().is_empty() {
+                    return Err(bad(format!(
+                        "tensor {key:?} has shape {:?}; a batch counter is a scalar, shape []",
+                        view.shape()
+                    )));
+                }
+                let count = i64::from_le_bytes(
+                    view.data()
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| bad(format!("tensor {key:?} is truncated")))?,
+                );
+                let exact = if F::DTYPE == "F32" {
+                    1i64 << 24
+                } else {
+                    1i64 << 53
+                };
+                if !(0..=exact).contains(&count) {
+                    return Err(bad(format!(
+                        "tensor {key:?} counts {count} batches, outside 0..={exact}"
+                    )));
+                }
+                vec![F::from_f64(count as f64)]
+            }
             (Dtype::F32, "F32") => view
                 .data()
                 .chunks_exact(4)
@@ -106,9 +136,11 @@ pub fn safetensors_dtype(path: &Path) -> Result<&'static str> {
     };
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+    // The batch counters are I64 whatever the parameters' dtype.
     let mut dtypes = file
         .tensors()
         .into_iter()
+        .filter(|(k, v)| !(v.dtype() == Dtype::I64 && k.ends_with(COUNTER_SUFFIX)))
         .map(|(_, v)| v.dtype())
         .collect::<Vec<_>>();
     dtypes.dedup();
@@ -144,9 +176,13 @@ pub fn safetensors_bytes<F: Float>(named: &BTreeMap<String, Tensor<F>>) -> Resul
     } else {
         Dtype::F64
     };
-    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = named
+    let buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = named
         .iter()
         .map(|(k, t)| {
+            if k.ends_with(COUNTER_SUFFIX) && t.shape().is_empty() {
+                let count = t.to_vec()[0].as_f64() as i64;
+                return (k.clone(), Dtype::I64, vec![], count.to_le_bytes().to_vec());
+            }
             let bytes = t
                 .to_vec()
                 .iter()
@@ -158,13 +194,13 @@ pub fn safetensors_bytes<F: Float>(named: &BTreeMap<String, Tensor<F>>) -> Resul
                     }
                 })
                 .collect();
-            (k.clone(), t.shape().to_vec(), bytes)
+            (k.clone(), dtype, t.shape().to_vec(), bytes)
         })
         .collect();
     let views = buffers
         .iter()
-        .map(|(k, shape, bytes)| {
-            TensorView::new(dtype, shape.clone(), bytes).map(|v| (k.clone(), v))
+        .map(|(k, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes).map(|v| (k.clone(), v))
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Format {

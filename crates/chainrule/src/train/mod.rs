@@ -691,8 +691,15 @@ fn train_loop<F: Float, M: Module<F>>(
 type Snapshot<F> = (Vec<Param<F>>, Vec<Param<F>>);
 
 /// The key of step `step`'s random draws (dropout) in a run seeded with `seed`: a
-/// function of the two alone, so a resumed run draws what the uninterrupted one did.
-fn noise_key(seed: u64, step: usize) -> u64 {
+/// function of the two alone, so a resumed run draws what the uninterrupted one did
+/// (see [`Module::set_noise_key`]).
+///
+/// ```
+/// use chainrule::train::noise_key;
+/// assert_eq!(noise_key(7, 3), noise_key(7, 3));
+/// assert_ne!(noise_key(7, 3), noise_key(7, 4));
+/// ```
+pub fn noise_key(seed: u64, step: usize) -> u64 {
     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (step as u64).wrapping_mul(0xd1b5_4a32_d192_ed03)
 }
 
