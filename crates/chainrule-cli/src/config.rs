@@ -38,6 +38,9 @@ pub struct RunConfig {
     pub activation: Option<String>,
     /// Explicit layers, as the model JSON writes them (instead of `layers`).
     pub layer: Option<Vec<serde_json::Value>>,
+    /// The shape of one sample for `layer` (`[1, 28, 28]`: channels, height, width):
+    /// each row of the data is reshaped to it after scaling.
+    pub input: Option<Vec<usize>>,
     /// Weight initializer: `pytorch`, `xavier_uniform`, `xavier_normal`, `he_uniform`, `he_normal`.
     pub init: Option<String>,
     /// Loss name (default: `cross_entropy` for classification, `mse` for regression).
@@ -205,7 +208,27 @@ impl Scaler {
                     scale: s.range,
                 }
             }
-            other => bail!("scale: unknown scaling {other:?} (expected none, standard or minmax)"),
+            // One mean and standard deviation over every value (PyTorch's MNIST
+            // example's Normalize((0.1307,), (0.3081,)) is this, fitted on MNIST).
+            "global" => {
+                let values = x.to_vec();
+                let n = values.len().max(1) as f64;
+                let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+                let var = values
+                    .iter()
+                    .map(|&v| (f64::from(v) - mean).powi(2))
+                    .sum::<f64>()
+                    / n;
+                let std = if var > 0.0 { var.sqrt() } else { 1.0 };
+                Scaler {
+                    kind: kind.into(),
+                    shift: vec![mean; columns],
+                    scale: vec![std; columns],
+                }
+            }
+            other => bail!(
+                "scale: unknown scaling {other:?} (expected none, standard, minmax or global)"
+            ),
         })
     }
 
@@ -442,8 +465,11 @@ pub fn build_model(config: &RunConfig, splits: &Splits) -> Result<Sequential<f32
     let init = Init::from_name(config.init.as_deref().unwrap_or("pytorch"))?;
     let seed = config.seed.unwrap_or(0);
     let layers = if let Some(explicit) = &config.layer {
-        let json = serde_json::json!({ "layers": explicit }).to_string();
-        Sequential::<f32>::from_json(&json, seed)
+        let json = match &config.input {
+            Some(input) => serde_json::json!({ "input": input, "layers": explicit }),
+            None => serde_json::json!({ "layers": explicit }),
+        };
+        Sequential::<f32>::from_json(&json.to_string(), seed)
             .map_err(|e| anyhow!("layer: {e}"))?
             .layers()
             .to_vec()
@@ -496,16 +522,53 @@ pub fn build_model(config: &RunConfig, splits: &Splits) -> Result<Sequential<f32
         }
         layers
     };
-    let model = Sequential::with_init(layers, init, seed)?;
-    let first = model.input_features();
-    if first.is_some_and(|f| f != splits.features) {
-        bail!(
-            "layer: the first linear layer takes {} inputs but the data has {} features",
-            first.unwrap_or(0),
-            splits.features
-        );
+    if config.input.is_some() && config.layer.is_none() {
+        bail!("input: applies to explicit layers (`layer`), not to `layers` sizes");
     }
-    Ok(model)
+    let input = config.input.clone();
+    let model = Sequential::with_input(input, layers, init, seed)?;
+    match model.input_shape() {
+        Some(shape) if shape.iter().product::<usize>() != splits.features => bail!(
+            "{}: the model takes {shape:?} per sample ({} values) but the data has {} features",
+            if config.input.is_some() {
+                "input"
+            } else {
+                "layer"
+            },
+            shape.iter().product::<usize>(),
+            splits.features
+        ),
+        _ => Ok(model),
+    }
+}
+
+/// `x` `[N, D]` (scaled features) in the shape `model` takes, `[N, ...input]`: an
+/// image model's rows become images.
+pub fn to_model_input(model: &Sequential<f32>, x: Tensor<f32>) -> Result<Tensor<f32>> {
+    match model.input_shape() {
+        Some(shape) if shape.len() > 1 => {
+            let mut full = vec![x.shape()[0]];
+            full.extend(&shape);
+            Ok(x.reshape(&full).map_err(|_| {
+                anyhow!(
+                    "x: the model takes {shape:?} per sample, the data has {:?}",
+                    &x.shape()[1..]
+                )
+            })?)
+        }
+        _ => Ok(x),
+    }
+}
+
+/// The splits with their inputs in the shape `model` takes (see [`to_model_input`]).
+pub fn shaped_for(model: &Sequential<f32>, mut splits: Splits) -> Result<Splits> {
+    let shape = |data: Dataset<f32>| -> Result<Dataset<f32>> {
+        Ok(Dataset::new(to_model_input(model, data.x)?, data.target)?)
+    };
+    splits.train = shape(splits.train)?;
+    splits.validation = splits.validation.map(shape).transpose()?;
+    splits.test = splits.test.map(shape).transpose()?;
+    Ok(splits)
 }
 
 /// The training settings a config describes.

@@ -6,10 +6,10 @@ use crate::run::RunState;
 use anyhow::{Result, anyhow, bail};
 use chainrule::Tensor;
 use chainrule::autodiff::Op;
-use chainrule::data::Target;
+use chainrule::data::{Dataset, Target};
 use chainrule::io::{npy_bytes, read_npy, write_atomic};
 use chainrule::loss::Loss;
-use chainrule::nn::{Layer, Sequential};
+use chainrule::nn::{Layer, Module, Sequential};
 use chainrule::train::{evaluate, predict};
 use std::path::Path;
 
@@ -65,6 +65,7 @@ pub fn eval(dir: &Path, data: Option<String>, json: bool) -> Result<()> {
         .state
         .scaler
         .apply_to(source.test.unwrap_or(source.all))?;
+    let data = Dataset::new(config::to_model_input(&run.model, data.x)?, data.target)?;
     let metrics = evaluate(&mut run.model, &data, run.loss)?;
     let mut report = serde_json::json!({ "rows": data.len(), "loss": metrics.loss, "accuracy": metrics.accuracy });
     let mut table = None;
@@ -214,6 +215,8 @@ pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> 
         .scaler
         .apply(&x)
         .map_err(|e| anyhow!("{}: {e}", x_path.display()))?;
+    let x =
+        config::to_model_input(&run.model, x).map_err(|e| anyhow!("{}: {e}", x_path.display()))?;
     let raw = predict(&mut run.model, &x)?;
     let columns = raw.shape()[1];
     // Report probabilities for losses that take logits.
@@ -279,42 +282,108 @@ pub fn summary(target: &Path) -> Result<()> {
     let text = chainrule::io::read_text(&model_file)?;
     let model = Sequential::<f32>::from_json(&text, 0)
         .map_err(|e| anyhow!("{}: {e}", model_file.display()))?;
-    let mut width = model.input_features();
+    let shape_text = |shape: Option<&[usize]>| match shape {
+        Some(dims) => format!(
+            "[N, {}]",
+            dims.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "[N, D]".to_string(),
+    };
     println!(
-        "{:<4} {:<22} {:<16} {:>12}",
+        "{:<4} {:<34} {:<18} {:>12}",
         "#", "layer", "output shape", "parameters"
     );
-    println!("{}", "-".repeat(57));
+    println!("{}", "-".repeat(71));
+    let params = model.params();
     let mut total = 0;
     for (i, layer) in model.layers().iter().enumerate() {
-        let (name, params) = match layer {
-            Layer::Linear {
-                inputs,
-                outputs,
-                bias,
-            } => {
-                width = Some(*outputs);
-                (
-                    format!(
-                        "linear({inputs} → {outputs}{})",
-                        if *bias { "" } else { ", no bias" }
-                    ),
-                    inputs * outputs + if *bias { *outputs } else { 0 },
-                )
-            }
-            Layer::Activation(f) => (Op::Map(*f).label(), 0),
-            other => (other.type_name().to_string(), 0),
-        };
-        total += params;
-        let shape = width.map_or("[N, D]".into(), |w| format!("[N, {w}]"));
-        println!("{i:<4} {name:<22} {shape:<16} {:>12}", group(params));
+        let first = model.param_offset(i).unwrap_or(params.len());
+        let end = model.param_offset(i + 1).unwrap_or(params.len());
+        let count: usize = params[first..end].iter().map(|p| p.value.len()).sum();
+        total += count;
+        println!(
+            "{i:<4} {:<34} {:<18} {:>12}",
+            layer_label(layer),
+            shape_text(model.output_shape(i)),
+            group(count)
+        );
     }
-    println!("{}", "-".repeat(57));
+    println!("{}", "-".repeat(71));
     println!("total parameters: {}", group(total));
-    if let Some(w) = model.input_features() {
-        println!("input: [N, {w}]");
+    let buffers: usize = model.buffers().iter().map(|b| b.value.len()).sum();
+    if buffers > 0 {
+        println!(
+            "buffers (running statistics, batch counts): {}",
+            group(buffers)
+        );
+    }
+    if let Some(shape) = model.input_shape() {
+        println!("input: {}", shape_text(Some(&shape)));
     }
     Ok(())
+}
+
+/// A layer with its settings, as `summary` lists it.
+fn layer_label(layer: &Layer) -> String {
+    let pair = |[a, b]: [usize; 2]| {
+        if a == b {
+            a.to_string()
+        } else {
+            format!("{a}×{b}")
+        }
+    };
+    match layer {
+        Layer::Linear {
+            inputs,
+            outputs,
+            bias,
+        } => format!(
+            "linear({inputs} → {outputs}{})",
+            if *bias { "" } else { ", no bias" }
+        ),
+        Layer::Activation(f) => Op::Map(*f).label(),
+        Layer::Conv2d {
+            in_channels,
+            out_channels,
+            window,
+            bias,
+        } => {
+            let mut text = format!(
+                "conv2d({in_channels} → {out_channels}, {}×{}",
+                window.kernel[0], window.kernel[1]
+            );
+            if window.stride != [1, 1] {
+                text += &format!(", stride {}", pair(window.stride));
+            }
+            if window.padding != [0, 0] {
+                text += &format!(", pad {}", pair(window.padding));
+            }
+            if window.dilation != [1, 1] {
+                text += &format!(", dil {}", pair(window.dilation));
+            }
+            if !bias {
+                text += ", no bias";
+            }
+            text + ")"
+        }
+        Layer::MaxPool2d { window } | Layer::AvgPool2d { window } => {
+            let mut text = format!("{}({}", layer.type_name(), pair(window.kernel));
+            if window.stride != window.kernel {
+                text += &format!(", stride {}", pair(window.stride));
+            }
+            if window.padding != [0, 0] {
+                text += &format!(", pad {}", pair(window.padding));
+            }
+            text + ")"
+        }
+        Layer::Dropout { p } => format!("dropout({p})"),
+        Layer::BatchNorm { features, .. } => format!("{}({features})", layer.type_name()),
+        Layer::LayerNorm { shape, .. } => format!("layer_norm({shape:?})"),
+        other => other.type_name().to_string(),
+    }
 }
 
 /// 1234567 → "1,234,567".

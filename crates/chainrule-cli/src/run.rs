@@ -127,6 +127,11 @@ pub fn train(request: TrainRequest) -> Result<()> {
             .and_then(|l| l.as_array())
             .ok_or_else(|| anyhow!("{}: layers: is required", model_file.display()))?;
         cfg.layer = Some(layers.clone());
+        cfg.input = value
+            .get("input")
+            .map(|i| serde_json::from_value(i.clone()))
+            .transpose()
+            .map_err(|e| anyhow!("{}: input: {e}", model_file.display()))?;
         cfg.layers = None;
         cfg.activation = None;
     }
@@ -141,6 +146,7 @@ pub fn train(request: TrainRequest) -> Result<()> {
 
     let splits = config::load_data(&cfg)?;
     let mut model = config::build_model(&cfg, &splits)?;
+    let splits = config::shaped_for(&model, splits)?;
     let train_config = config::train_config(&cfg, splits.classes.is_some())?;
     let mut optimizer = Optimizer::new(train_config.optimizer.clone());
     let mut start = Position::default();
