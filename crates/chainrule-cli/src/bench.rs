@@ -5,6 +5,11 @@
 //! - W2: MLP 784-1024-1024-10, the same with batch 256.
 //! - W3: the 2-2-1 network (ReLU hidden layer, linear output, MSE), one sample per SGD
 //!   step (lr 0.05), cycling through the four XOR samples, 100,000 steps.
+//! - W4: the CNN of PyTorch's MNIST example ([`CNN`]: two 3×3 convolutions, max
+//!   pooling, dropout, two linear layers), Adadelta lr 1.0, batch 64, in training
+//!   mode: [`W4_BATCHES`] batches of MNIST timed and scaled to a 60,000-sample epoch
+//!   (tools/bench_pytorch.py times PyTorch alike). GFLOP/s counts 6 multiply-adds
+//!   per weight use (forward 2, backward 4), about 4.3 TFLOP per epoch.
 //!
 //! Only the training loop is timed; data is in memory before the clock starts. Heap
 //! allocations inside the loop are counted too (the CLI's allocator counts them).
@@ -141,6 +146,55 @@ fn mnist_epoch(
     })
 }
 
+/// The network of PyTorch's MNIST example (examples/configs/mnist_cnn.toml).
+pub const CNN: &str = r#"{"input": [1, 28, 28], "layers": [
+    {"type": "conv2d", "in_channels": 1, "out_channels": 32, "kernel_size": 3}, {"type": "relu"},
+    {"type": "conv2d", "in_channels": 32, "out_channels": 64, "kernel_size": 3}, {"type": "relu"},
+    {"type": "max_pool2d", "kernel_size": 2}, {"type": "dropout", "p": 0.25}, {"type": "flatten"},
+    {"type": "linear", "in": 9216, "out": 128}, {"type": "relu"}, {"type": "dropout", "p": 0.5},
+    {"type": "linear", "in": 128, "out": 10}]}"#;
+
+/// The batches W4 times (of 64 samples: 6,400 of MNIST's 60,000).
+pub const W4_BATCHES: usize = 100;
+
+/// Multiply-adds of [`CNN`]'s forward pass for one sample: each layer's weights
+/// times the positions they are applied at.
+const CNN_MACS: f64 = (32.0 * 9.0 * 676.0) + (64.0 * 288.0 * 576.0) + 9216.0 * 128.0 + 1280.0;
+
+fn cnn_epoch(train: &Dataset<f32>, runs: usize) -> Result<Timing> {
+    const BATCH: usize = 64;
+    let rows: Vec<usize> = (0..(W4_BATCHES * BATCH).min(train.len())).collect();
+    let part = train.rows(&rows)?;
+    // Normalised as the example normalises (its Normalize((0.1307,), (0.3081,))), as
+    // images.
+    let mut x = part.x.reshape(&[rows.len(), 1, 28, 28])?;
+    x.as_mut_slice()
+        .iter_mut()
+        .for_each(|v| *v = (*v - 0.1307) / 0.3081);
+    let data = Dataset::new(x, part.target)?;
+    let config = TrainConfig::from_json(&format!(
+        r#"{{"loss": "cross_entropy", "optimizer": {{"type": "adadelta", "lr": 1.0}}, "batch_size": {BATCH}, "epochs": 1}}"#
+    ))?;
+    let scale = 60_000.0 / rows.len() as f64;
+    let mut seconds = Vec::with_capacity(runs);
+    let mut allocated = 0;
+    for _ in 0..runs {
+        let mut model = Sequential::<f32>::from_json(CNN, 1)?;
+        let (started, before) = (Instant::now(), allocations());
+        fit(&mut model, &data, None, &config, |_| {})?;
+        seconds.push(started.elapsed().as_secs_f64() * scale);
+        allocated = allocations() - before;
+    }
+    Ok(Timing {
+        workload: "W4".into(),
+        seconds,
+        units: 60_000.0,
+        flops: Some(6.0 * CNN_MACS * 60_000.0),
+        accuracy: None,
+        allocations_per_step: allocated as f64 / W4_BATCHES as f64,
+    })
+}
+
 fn xor_steps(runs: usize) -> Result<Timing> {
     const STEPS: usize = 100_000;
     let x = Tensor::from_vec(vec![0.0f32, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0], &[4, 2])?;
@@ -183,7 +237,9 @@ pub fn run(
         bail!("--runs: must be at least 1");
     }
     chainrule::tensor::set_num_threads(threads);
-    let needs_mnist = workloads.iter().any(|w| w == "w1" || w == "w2");
+    let needs_mnist = workloads
+        .iter()
+        .any(|w| w == "w1" || w == "w2" || w == "w4");
     let mnist = match (needs_mnist, data) {
         (false, _) => None,
         (true, Some(dir)) => {
@@ -199,7 +255,7 @@ pub fn run(
             ))
         }
         (true, None) => {
-            bail!("--data: W1 and W2 train on MNIST; give its folder (IDX files, plain or .gz)")
+            bail!("--data: W1, W2 and W4 train on MNIST; give its folder (IDX files, plain or .gz)")
         }
     };
     let mut timings = Vec::new();
@@ -212,7 +268,10 @@ pub fn run(
                 mnist_epoch("W2", &[784, 1024, 1024, 10], 256, train, test, runs)?
             }
             ("w3", _) => xor_steps(runs)?,
-            (other, _) => bail!("--workloads: unknown workload {other:?} (expected w1, w2, w3)"),
+            ("w4", Some((train, _))) => cnn_epoch(train, runs)?,
+            (other, _) => {
+                bail!("--workloads: unknown workload {other:?} (expected w1, w2, w3, w4)")
+            }
         };
         if !json {
             print_timing(&timing);
@@ -233,12 +292,16 @@ fn print_timing(t: &Timing) {
     );
     match t.flops {
         Some(flops) => println!(
-            "{}: {med:.3} s/epoch (min {min:.3}, max {max:.3}, {} runs)  {:.0} samples/s  {:.1} GFLOP/s  test accuracy {:.2}%  {:.0} allocations/step",
+            "{}: {med:.3} s/epoch (min {min:.3}, max {max:.3}, {} runs)  {:.0} samples/s  {:.1} GFLOP/s  {}  {:.0} allocations/step",
             t.workload,
             t.seconds.len(),
             t.units / med,
             flops / med / 1e9,
-            100.0 * t.accuracy.unwrap_or(0.0),
+            t.accuracy
+                .map_or("(timed part of an epoch)".to_string(), |a| format!(
+                    "test accuracy {:.2}%",
+                    100.0 * a
+                )),
             t.allocations_per_step
         ),
         None => println!(

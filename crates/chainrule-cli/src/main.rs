@@ -95,13 +95,14 @@ enum Command {
     /// and every partial derivative, simplified (text, LaTeX, sympy or JSON).
     Symbolic(explain::SymbolicArgs),
     /// Time the speed workloads (W1, W2: one MNIST epoch of two MLPs; W3: 100,000
-    /// single-sample steps of the 2-2-1 network): median, min and max over runs.
+    /// single-sample steps of the 2-2-1 network; W4: PyTorch's MNIST example CNN,
+    /// seconds per epoch scaled from 100 batches): median, min and max over runs.
     Bench {
-        /// The MNIST folder (for W1 and W2).
+        /// The MNIST folder (for W1, W2 and W4).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Which workloads, e.g. w1,w3.
-        #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3")]
+        /// Which workloads, e.g. w1,w3 (W4 takes about a minute a run).
+        #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4")]
         workloads: Vec<String>,
         /// Runs per workload.
         #[arg(long, default_value_t = 3)]
