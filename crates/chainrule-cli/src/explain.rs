@@ -1,12 +1,14 @@
 //! `chainrule explain`: chain-rule derivations with numbers.
 
 use anyhow::{Result, anyhow, bail};
+use chainrule::Tensor;
 use chainrule::data::Target;
 use chainrule::io::{read_npy, read_safetensors};
 use chainrule::loss::Loss;
 use chainrule::nn::Sequential;
 use chainrule_explain::derive::{ParamElement, all_elements, explain};
 use chainrule_explain::formula::Formula;
+use chainrule_explain::spatial;
 use std::path::PathBuf;
 
 /// A model, its parameters, a batch and a loss: a folder with model.json,
@@ -163,6 +165,9 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             x.shape()[0]
         );
     }
+    if spatial::is_tensor_network(&model) {
+        return explain_sums(&model, &x, &y, loss, lr, args);
+    }
     let elements = match &args.param {
         Some(p) => vec![ParamElement::parse(p).map_err(|e| anyhow!("--{e}"))?],
         None => all_elements(&model),
@@ -189,6 +194,59 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     if let Some(bad) = derivations.iter().find(|d| !d.verified()) {
         bail!(
             "{}: the chain's product {} differs from autodiff's {}",
+            bad.param,
+            bad.gradient,
+            bad.autodiff
+        );
+    }
+    Ok(())
+}
+
+/// `chainrule explain` on a network of tensor layers (convolution, pooling,
+/// normalisation, dropout): each gradient as its sum over samples and positions; with
+/// no `--param`, each parameter tensor's element with the largest gradient.
+fn explain_sums(
+    model: &Sequential<f64>,
+    x: &Tensor<f64>,
+    y: &Target<f64>,
+    loss: Loss,
+    lr: f64,
+    args: &ExplainArgs,
+) -> Result<()> {
+    let elements = match &args.param {
+        Some(p) => vec![p.clone()],
+        None => spatial::largest_elements(model, x, y, loss)?,
+    };
+    let derivations = elements
+        .iter()
+        .map(|e| spatial::explain_element(model, x, y, loss, lr, e).map_err(|e| anyhow!("--{e}")))
+        .collect::<Result<Vec<_>>>()?;
+    match args.format.as_str() {
+        "text" => print!(
+            "{}",
+            derivations
+                .iter()
+                .map(|d| d.text())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        "markdown" => print!(
+            "{}",
+            derivations
+                .iter()
+                .map(|d| d.markdown())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        "json" => println!(
+            "{}",
+            serde_json::Value::Array(derivations.iter().map(|d| d.json()).collect())
+        ),
+        other => bail!("--format: {other:?} must be text, markdown or json"),
+    }
+    if let Some(bad) = derivations.iter().find(|d| !d.verified()) {
+        bail!(
+            "{}: the sum {} differs from autodiff's {}",
             bad.param,
             bad.gradient,
             bad.autodiff

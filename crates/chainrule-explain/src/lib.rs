@@ -14,4 +14,5 @@ pub mod derive;
 pub mod formula;
 pub mod graph;
 pub mod notation;
+pub mod spatial;
 pub mod symbolic;

@@ -292,8 +292,13 @@ impl Op {
                     dilation: [dh, dw],
                 } = window;
                 let mut text = format!("{}[{kh}×{kw}", self.name());
-                if [sh, sw] != [kh, kw] || matches!(self, Op::Conv2d { .. }) && [*sh, *sw] != [1, 1]
-                {
+                // A convolution's stride is 1 unless said; a pooling's, its window.
+                let usual = if matches!(self, Op::Conv2d { .. }) {
+                    [1, 1]
+                } else {
+                    [*kh, *kw]
+                };
+                if [*sh, *sw] != usual {
                     text += &format!(", stride {sh}×{sw}");
                 }
                 if [*ph, *pw] != [0, 0] {

@@ -64,8 +64,16 @@ impl Window2d {
     }
 
     /// The input row (or column, for `axis` 1) that output position `o` reads with
-    /// kernel tap `k`, or `None` when it falls in the padding.
-    pub(crate) fn source(&self, axis: usize, o: usize, k: usize, size: usize) -> Option<usize> {
+    /// kernel tap `k`, in an input of `size` rows (columns), or `None` when it falls
+    /// in the padding.
+    ///
+    /// ```
+    /// use chainrule::tensor::Window2d;
+    /// let w = Window2d { kernel: [3, 3], stride: [2, 2], padding: [1, 1], dilation: [1, 1] };
+    /// assert_eq!(w.source(0, 0, 0, 5), None);    // row −1: padding
+    /// assert_eq!(w.source(0, 1, 2, 5), Some(3)); // 1·2 + 2 − 1
+    /// ```
+    pub fn source(&self, axis: usize, o: usize, k: usize, size: usize) -> Option<usize> {
         (o * self.stride[axis] + k * self.dilation[axis])
             .checked_sub(self.padding[axis])
             .filter(|&i| i < size)
