@@ -98,7 +98,7 @@ def optimizer(params, config):
     if "betas" in c:
         c["betas"] = tuple(c["betas"])
     cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-           "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}[kind]
+           "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta}[kind]
     return cls(params, **c)
 
 
@@ -317,6 +317,10 @@ def main():
             "rmsprop_centered_momentum_wd": {"type": "rmsprop", "lr": 0.01, "alpha": 0.9, "momentum": 0.5, "centered": True, "weight_decay": 0.02},
             "adagrad": {"type": "adagrad", "lr": 0.1},
             "adagrad_decay_wd_init": {"type": "adagrad", "lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.02, "initial_accumulator_value": 0.1, "eps": 1e-8},
+            # Revision 2's optimizer. Optimizer cases draw nothing from `rng` and each
+            # case seeds torch itself, so adding these left every other case as it was.
+            "adadelta": {"type": "adadelta"},
+            "adadelta_rho_eps_wd": {"type": "adadelta", "lr": 0.5, "rho": 0.8, "eps": 1e-4, "weight_decay": 0.05},
         }
         for name, opt in optimizers.items():
             case(f"{tag}_optim_{name}", regression, x, y_reg, "mse", opt, dtype=dt, epochs=3, setup=relu_at_zero)
@@ -330,6 +334,9 @@ def main():
         for name, schedule in schedules.items():
             case(f"{tag}_schedule_{name}", regression, x, y_reg, "mse", {"type": "sgd", "lr": 0.1, "momentum": 0.5},
                  dtype=dt, epochs=5, schedule=schedule)
+        # The PyTorch MNIST example's optimizer: Adadelta at lr 1.0, StepLR(step_size=1, gamma=0.7).
+        case(f"{tag}_schedule_step_adadelta", regression, x, y_reg, "mse", {"type": "adadelta", "lr": 1.0},
+             dtype=dt, epochs=5, schedule={"type": "step", "step_size": 1, "gamma": 0.7})
         # Clipping that binds (large gradients from sse on scaled targets) and one that does not.
         case(f"{tag}_clip_binding", regression, x, y_reg * 10, "sse", {"type": "adam", "lr": 0.05}, dtype=dt,
              epochs=3, clip=0.5)

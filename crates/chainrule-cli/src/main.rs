@@ -172,7 +172,7 @@ struct TrainArgs {
     /// Loss name.
     #[arg(long)]
     loss: Option<String>,
-    /// Optimizer type (sgd, adam, adamw, rmsprop, adagrad); its other settings come from the config.
+    /// Optimizer type (sgd, adam, adamw, rmsprop, adagrad, adadelta); its other settings come from the config.
     #[arg(long)]
     optimizer: Option<String>,
     /// Learning rate.

@@ -145,26 +145,62 @@ fn flags_override_the_config_file_and_the_resolved_config_is_saved() {
 #[test]
 fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     let dir = scratch("resume");
-    let common = ["--data", "builtin:xor", "--layers", "2,8,2", "--quiet"];
-    let mut args = vec!["train", "--epochs", "4", "--name", "whole"];
-    args.extend(common);
-    ok(&chainrule(&dir, &args));
-    let mut args = vec!["train", "--epochs", "2", "--name", "part"];
-    args.extend(common);
-    ok(&chainrule(&dir, &args));
-    ok(&chainrule(
-        &dir,
-        &["train", "--resume", "runs/part", "--epochs", "4", "--quiet"],
-    ));
-    assert_eq!(metrics(&dir.join("runs/part")).len(), 4);
+    // The PyTorch MNIST example's optimizer: Adadelta at lr 1.0, the rate multiplied
+    // by 0.7 after every epoch (StepLR(step_size=1, gamma=0.7)).
+    std::fs::write(
+        dir.join("adadelta.toml"),
+        "[optimizer]\ntype = \"adadelta\"\nlr = 1.0\n\n[schedule]\ntype = \"step\"\nstep_size = 1\ngamma = 0.7\n",
+    )
+    .unwrap();
+    let setups: [(&str, &[&str]); 2] =
+        [("adam", &[]), ("adadelta", &["--config", "adadelta.toml"])];
+    for (optimizer, config) in setups {
+        let (whole, part) = (format!("whole-{optimizer}"), format!("part-{optimizer}"));
+        let mut common = vec!["--data", "builtin:xor", "--layers", "2,8,2", "--quiet"];
+        common.extend(config);
+        let mut args = vec!["train", "--epochs", "4", "--name", &whole];
+        args.extend(&common);
+        ok(&chainrule(&dir, &args));
+        let mut args = vec!["train", "--epochs", "2", "--name", &part];
+        args.extend(&common);
+        ok(&chainrule(&dir, &args));
+        let part_dir = format!("runs/{part}");
+        ok(&chainrule(
+            &dir,
+            &["train", "--resume", &part_dir, "--epochs", "4", "--quiet"],
+        ));
+        assert_eq!(metrics(&dir.join(&part_dir)).len(), 4, "{optimizer}");
+        assert_eq!(
+            std::fs::read(dir.join(&part_dir).join("params.safetensors")).unwrap(),
+            std::fs::read(dir.join("runs").join(&whole).join("params.safetensors")).unwrap(),
+            "{optimizer}: bit-identical parameters"
+        );
+        fails_with(
+            &chainrule(&dir, &["train", "--resume", &part_dir, "--quiet"]),
+            &["epochs", "already has 4"],
+        );
+    }
+    // PyTorch's StepLR rates, epoch by epoch, across the resumption.
+    let rates: Vec<f64> = metrics(&dir.join("runs/part-adadelta"))
+        .iter()
+        .map(|row| row[5].parse().unwrap())
+        .collect();
+    for (got, want) in rates.iter().zip([1.0, 0.7, 0.49, 0.343]) {
+        assert!((got - want).abs() < 1e-12, "lr {rates:?}");
+    }
+    // Adadelta's state is saved under torch.optim's names.
+    let state = chainrule::io::read_safetensors::<f32>(
+        &dir.join("runs/part-adadelta/optimizer.safetensors"),
+    )
+    .unwrap();
+    let keys: Vec<&str> = state
+        .keys()
+        .filter(|k| k.starts_with("0.weight."))
+        .map(String::as_str)
+        .collect();
     assert_eq!(
-        std::fs::read(dir.join("runs/part/params.safetensors")).unwrap(),
-        std::fs::read(dir.join("runs/whole/params.safetensors")).unwrap(),
-        "bit-identical parameters"
-    );
-    fails_with(
-        &chainrule(&dir, &["train", "--resume", "runs/part", "--quiet"]),
-        &["epochs", "already has 4"],
+        keys,
+        ["0.weight.acc_delta", "0.weight.square_avg", "0.weight.step"]
     );
 }
 

@@ -154,7 +154,7 @@ fn binary_matches_pytorch_on_every_reference_case() {
         .map(|e| e.unwrap().path())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 56);
+    assert!(cases.len() >= 76);
     for case in &cases {
         if case
             .file_name()
@@ -340,7 +340,7 @@ fn data_errors_name_the_data_file() {
 fn config_errors_name_the_field() {
     let dir = copy_case("config");
     assert_bad_input(&dir, "l2", false, &["loss", "l2"]);
-    let cases: [(&str, &[&str]); 7] = [
+    let cases: [(&str, &[&str]); 9] = [
         (
             r#"{"loss": "mse", "optimizer": {"type": "sgd"}, "epoch": 2}"#,
             &["config.json", "epoch", "unknown"],
@@ -356,6 +356,14 @@ fn config_errors_name_the_field() {
         (
             r#"{"loss": "mse", "optimizer": {"type": "adam", "betas": [0.9, 1.0]}}"#,
             &["config.json", "optimizer.betas"],
+        ),
+        (
+            r#"{"loss": "mse", "optimizer": {"type": "adadelta", "rho": 1.5}}"#,
+            &["config.json", "optimizer.rho", "[0, 1]"],
+        ),
+        (
+            r#"{"loss": "mse", "optimizer": {"type": "adadelta", "momentum": 0.9}}"#,
+            &["config.json", "optimizer.momentum", "unknown"],
         ),
         (
             r#"{"loss": "mse", "optimizer": {"type": "lbfgs"}}"#,

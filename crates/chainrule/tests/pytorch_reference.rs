@@ -22,7 +22,7 @@ fn cases() -> Vec<PathBuf> {
         .collect();
     cases.sort();
     assert!(
-        cases.len() >= 56,
+        cases.len() >= 76,
         "expected the committed reference cases in {root:?}"
     );
     cases

@@ -92,6 +92,7 @@ fn every_optimizer_trains_the_same_on_one_two_and_three_threads() {
         r#"{"type": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": true, "weight_decay": 0.01}"#,
         r#"{"type": "rmsprop", "lr": 0.001, "momentum": 0.5, "centered": true}"#,
         r#"{"type": "adagrad", "lr": 0.01}"#,
+        r#"{"type": "adadelta", "rho": 0.8, "weight_decay": 0.01}"#,
     ] {
         let config = TrainConfig::from_json(&format!(
             r#"{{"loss": "cross_entropy", "optimizer": {optimizer}, "batch_size": 256, "epochs": 2}}"#

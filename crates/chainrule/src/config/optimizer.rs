@@ -72,6 +72,18 @@ pub enum OptimizerConfig {
         /// Starting value of the squared-gradient sums (default 0).
         initial_accumulator_value: f64,
     },
+    /// `torch.optim.Adadelta` (revision 2 of the contract).
+    Adadelta {
+        /// Learning rate, scaling the update (default 1.0).
+        lr: f64,
+        /// Decay of the running means of the squared gradient and update, in [0, 1]
+        /// (default 0.9).
+        rho: f64,
+        /// Added inside both square roots (default 1e-6).
+        eps: f64,
+        /// L2 penalty (default 0).
+        weight_decay: f64,
+    },
 }
 
 impl OptimizerConfig {
@@ -82,13 +94,19 @@ impl OptimizerConfig {
     /// [`Error::InvalidValue`] naming the field: a missing or unknown `type`, an
     /// unknown field, a wrong JSON type, a value out of range (negative lr, eps,
     /// momentum, weight decay, alpha, lr_decay or initial accumulator; betas outside
-    /// [0, 1); nesterov without momentum or with dampening).
+    /// [0, 1); rho outside [0, 1]; nesterov without momentum or with dampening).
     ///
     /// ```
     /// use chainrule::optim::OptimizerConfig;
     /// let err = OptimizerConfig::from_json(&serde_json::json!({"type": "sgd", "lr": -1}))
     ///     .unwrap_err();
     /// assert_eq!(err.to_string(), "optimizer.lr: must be ≥ 0, got -1");
+    /// let adadelta = OptimizerConfig::from_json(&serde_json::json!({"type": "adadelta"}))?;
+    /// assert_eq!(adadelta, OptimizerConfig::Adadelta { lr: 1.0, rho: 0.9, eps: 1e-6, weight_decay: 0.0 });
+    /// let err = OptimizerConfig::from_json(&serde_json::json!({"type": "adadelta", "rho": 1.5}))
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "optimizer.rho: must be in [0, 1], got 1.5");
+    /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn from_json(value: &Value) -> Result<OptimizerConfig> {
         let mut f = Fields::new("optimizer", value.clone())?;
@@ -161,11 +179,27 @@ impl OptimizerConfig {
                 weight_decay: non_negative(&mut f, "weight_decay", 0.0)?,
                 initial_accumulator_value: non_negative(&mut f, "initial_accumulator_value", 0.0)?,
             },
+            "adadelta" => {
+                let lr = non_negative(&mut f, "lr", 1.0)?;
+                let rho = f.number("rho")?.unwrap_or(0.9);
+                if !(0.0..=1.0).contains(&rho) {
+                    return Err(invalid(
+                        f.name("rho"),
+                        format!("must be in [0, 1], got {rho}"),
+                    ));
+                }
+                OptimizerConfig::Adadelta {
+                    lr,
+                    rho,
+                    eps: non_negative(&mut f, "eps", 1e-6)?,
+                    weight_decay: non_negative(&mut f, "weight_decay", 0.0)?,
+                }
+            }
             other => {
                 return Err(invalid(
                     f.name("type"),
                     format!(
-                        "unknown optimizer {other:?} (expected sgd, adam, adamw, rmsprop or adagrad)"
+                        "unknown optimizer {other:?} (expected sgd, adam, adamw, rmsprop, adagrad or adadelta)"
                     ),
                 ));
             }
@@ -187,7 +221,8 @@ impl OptimizerConfig {
             OptimizerConfig::Sgd { lr, .. }
             | OptimizerConfig::Adam { lr, .. }
             | OptimizerConfig::RmsProp { lr, .. }
-            | OptimizerConfig::Adagrad { lr, .. } => lr,
+            | OptimizerConfig::Adagrad { lr, .. }
+            | OptimizerConfig::Adadelta { lr, .. } => lr,
         }
     }
 
@@ -196,7 +231,91 @@ impl OptimizerConfig {
             OptimizerConfig::Sgd { lr, .. }
             | OptimizerConfig::Adam { lr, .. }
             | OptimizerConfig::RmsProp { lr, .. }
-            | OptimizerConfig::Adagrad { lr, .. } => lr,
+            | OptimizerConfig::Adagrad { lr, .. }
+            | OptimizerConfig::Adadelta { lr, .. } => lr,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OptimizerConfig;
+    use serde_json::json;
+
+    fn error(config: serde_json::Value) -> String {
+        OptimizerConfig::from_json(&config).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn adadelta_takes_torch_optims_defaults_and_settings() {
+        // torch.optim.Adadelta(params): lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.
+        assert_eq!(
+            OptimizerConfig::from_json(&json!({"type": "adadelta"})).unwrap(),
+            OptimizerConfig::Adadelta {
+                lr: 1.0,
+                rho: 0.9,
+                eps: 1e-6,
+                weight_decay: 0.0
+            }
+        );
+        let set =
+            json!({"type": "adadelta", "lr": 0.5, "rho": 0.8, "eps": 1e-4, "weight_decay": 0.05});
+        assert_eq!(
+            OptimizerConfig::from_json(&set).unwrap(),
+            OptimizerConfig::Adadelta {
+                lr: 0.5,
+                rho: 0.8,
+                eps: 1e-4,
+                weight_decay: 0.05
+            }
+        );
+    }
+
+    #[test]
+    fn adadelta_rejects_what_torch_optim_rejects_naming_the_field() {
+        // PyTorch: `0 <= lr`, `0 <= rho <= 1`, `0 <= eps`, `0 <= weight_decay`; the
+        // ends of rho's range are accepted (PyTorch accepts them too).
+        for rho in [0.0, 1.0] {
+            assert!(OptimizerConfig::from_json(&json!({"type": "adadelta", "rho": rho})).is_ok());
+        }
+        let cases = [
+            (json!({"lr": -1.0}), "optimizer.lr: must be ≥ 0, got -1"),
+            (
+                json!({"rho": -0.1}),
+                "optimizer.rho: must be in [0, 1], got -0.1",
+            ),
+            (
+                json!({"rho": 1.5}),
+                "optimizer.rho: must be in [0, 1], got 1.5",
+            ),
+            (
+                json!({"eps": -1e-6}),
+                "optimizer.eps: must be ≥ 0, got -0.000001",
+            ),
+            (
+                json!({"weight_decay": -0.5}),
+                "optimizer.weight_decay: must be ≥ 0, got -0.5",
+            ),
+            (
+                json!({"rho": "0.9"}),
+                "optimizer.rho: expected a number, got a string",
+            ),
+            (json!({"momentum": 0.9}), "optimizer.momentum"),
+        ];
+        for (fields, message) in cases {
+            let mut config = fields.clone();
+            config["type"] = json!("adadelta");
+            let err = error(config);
+            assert!(err.starts_with(message), "{fields}: {err}");
+        }
+        assert!(error(json!({"type": "adadelta", "momentum": 0.9})).contains("unknown"));
+    }
+
+    #[test]
+    fn an_unknown_type_lists_every_optimizer() {
+        let err = error(json!({"type": "lbfgs"}));
+        for name in ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"] {
+            assert!(err.contains(name), "{name} in {err}");
         }
     }
 }

@@ -11,7 +11,7 @@ impl<F: Float> Optimizer<F> {
     /// The optimizer's state as named tensors, for checkpoints: for parameter `name`,
     /// `"{name}.step"` (a scalar) and `"{name}.{buffer}"` for each buffer the
     /// optimizer keeps, under `torch.optim`'s names (`momentum_buffer`, `exp_avg`,
-    /// `exp_avg_sq`, `max_exp_avg_sq`, `square_avg`, `grad_avg`, `sum`; see the
+    /// `exp_avg_sq`, `max_exp_avg_sq`, `square_avg`, `grad_avg`, `sum`, `acc_delta`; see the
     /// [module table](crate::optim)). Parameters not stepped yet have no entries.
     ///
     /// ```
@@ -150,6 +150,10 @@ mod tests {
                 vec!["grad_avg", "momentum_buffer", "square_avg", "step"],
             ),
             (json!({"type": "adagrad"}), vec!["step", "sum"]),
+            (
+                json!({"type": "adadelta"}),
+                vec!["acc_delta", "square_avg", "step"],
+            ),
         ];
         for (config, names) in cases {
             let expected: Vec<String> = names.iter().map(|n| format!("0.weight.{n}")).collect();
@@ -173,32 +177,39 @@ mod tests {
 
     #[test]
     fn a_restored_state_continues_bit_for_bit() {
-        let config = OptimizerConfig::from_json(
-            &serde_json::json!({"type": "rmsprop", "lr": 0.01, "momentum": 0.5, "centered": true}),
-        )
-        .unwrap();
-        let grad = |s: u64| Some(Tensor::<f64>::rand_uniform(&[3, 4], -1.0, 1.0, s).unwrap());
-        let start = vec![Param::new(
-            "w",
-            Tensor::<f64>::rand_uniform(&[3, 4], -1.0, 1.0, 9).unwrap(),
-        )];
-        let (mut whole, mut part) = (start.clone(), start);
-        let mut opt = Optimizer::new(config.clone());
-        for s in 0..4 {
-            opt.step(&mut whole, &[grad(s)]).unwrap();
+        use serde_json::json;
+        for config in [
+            json!({"type": "rmsprop", "lr": 0.01, "momentum": 0.5, "centered": true}),
+            json!({"type": "adadelta", "rho": 0.8, "weight_decay": 0.01}),
+        ] {
+            let config = OptimizerConfig::from_json(&config).unwrap();
+            let grad = |s: u64| Some(Tensor::<f64>::rand_uniform(&[3, 4], -1.0, 1.0, s).unwrap());
+            let start = vec![Param::new(
+                "w",
+                Tensor::<f64>::rand_uniform(&[3, 4], -1.0, 1.0, 9).unwrap(),
+            )];
+            let (mut whole, mut part) = (start.clone(), start);
+            let mut opt = Optimizer::new(config.clone());
+            for s in 0..4 {
+                opt.step(&mut whole, &[grad(s)]).unwrap();
+            }
+            let mut first = Optimizer::new(config.clone());
+            for s in 0..2 {
+                first.step(&mut part, &[grad(s)]).unwrap();
+            }
+            let mut second = Optimizer::new(config.clone());
+            second
+                .load_state_dict(&part, &first.state_dict(&part))
+                .unwrap();
+            for s in 2..4 {
+                second.step(&mut part, &[grad(s)]).unwrap();
+            }
+            assert_eq!(whole, part, "{config:?}");
+            assert_eq!(
+                opt.state_dict(&whole),
+                second.state_dict(&part),
+                "{config:?}"
+            );
         }
-        let mut first = Optimizer::new(config.clone());
-        for s in 0..2 {
-            first.step(&mut part, &[grad(s)]).unwrap();
-        }
-        let mut second = Optimizer::new(config);
-        second
-            .load_state_dict(&part, &first.state_dict(&part))
-            .unwrap();
-        for s in 2..4 {
-            second.step(&mut part, &[grad(s)]).unwrap();
-        }
-        assert_eq!(whole, part);
-        assert_eq!(opt.state_dict(&whole), second.state_dict(&part));
     }
 }

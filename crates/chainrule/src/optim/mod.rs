@@ -7,6 +7,7 @@
 //! | `Adam`, `AdamW` | `adam.rs` | `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq` (amsgrad) |
 //! | `RMSprop` | `rmsprop.rs` | `square_avg`, `momentum_buffer` (momentum > 0), `grad_avg` (centered) |
 //! | `Adagrad` | `adagrad.rs` | `sum` |
+//! | `Adadelta` | `adadelta.rs` | `square_avg`, `acc_delta` |
 //!
 //! Every parameter's state also counts its `step`s (PyTorch's SGD keeps no `step`;
 //! ours does, so that every checkpoint says how far it got).
@@ -16,6 +17,7 @@
 //! `split.rs` cuts a large parameter's update among the training threads, and
 //! `checkpoint.rs` saves and restores the state.
 
+mod adadelta;
 mod adagrad;
 mod adam;
 mod checkpoint;
@@ -171,13 +173,14 @@ fn buffers(config: &OptimizerConfig) -> [Option<(state::StateBuffer, f64)>; 3] {
             initial_accumulator_value,
             ..
         } => adagrad::buffers(initial_accumulator_value),
+        OptimizerConfig::Adadelta { .. } => adadelta::buffers(),
     }
 }
 
 /// One step of `config` on parameter `p` (a whole tensor, or a block of one) with
 /// gradient `g` and the matching blocks of its state.
 ///
-/// Never inlined: inlined, the four optimizers make the closure that calls this too
+/// Never inlined: inlined, the optimizers make the closure that calls this too
 /// large for LLVM to inline into [`Optimizer::step`], and the state was copied on
 /// every call; out of line, it is one call per parameter with the state passed by
 /// reference, as before the optimizers were split into files (docs/performance.md).
@@ -188,6 +191,7 @@ fn update<F: Float>(config: &OptimizerConfig, state: &mut Slices<'_, F>, p: &mut
         OptimizerConfig::Adam { .. } => adam::update(config, state, p, g),
         OptimizerConfig::RmsProp { .. } => rmsprop::update(config, state, p, g),
         OptimizerConfig::Adagrad { .. } => adagrad::update(config, state, p, g),
+        OptimizerConfig::Adadelta { .. } => adadelta::update(config, state, p, g),
     }
 }
 

@@ -13,17 +13,19 @@ pub(super) enum StateBuffer {
     ExpAvgSq,
     /// AMSGrad's running maximum of `exp_avg_sq`.
     MaxExpAvgSq,
-    /// RMSprop's running mean of the squared gradient.
+    /// RMSprop's and Adadelta's running mean of the squared gradient.
     SquareAvg,
     /// Centred RMSprop's running mean of the gradient.
     GradAvg,
     /// Adagrad's sum of squared gradients.
     Sum,
+    /// Adadelta's running mean of the squared updates.
+    AccDelta,
 }
 
 impl StateBuffer {
     /// Every buffer, in the order checkpoints list them.
-    pub(super) const ALL: [StateBuffer; 7] = [
+    pub(super) const ALL: [StateBuffer; 8] = [
         StateBuffer::MomentumBuffer,
         StateBuffer::ExpAvg,
         StateBuffer::ExpAvgSq,
@@ -31,6 +33,7 @@ impl StateBuffer {
         StateBuffer::SquareAvg,
         StateBuffer::GradAvg,
         StateBuffer::Sum,
+        StateBuffer::AccDelta,
     ];
 
     /// PyTorch's name.
@@ -43,6 +46,7 @@ impl StateBuffer {
             StateBuffer::SquareAvg => "square_avg",
             StateBuffer::GradAvg => "grad_avg",
             StateBuffer::Sum => "sum",
+            StateBuffer::AccDelta => "acc_delta",
         }
     }
 
@@ -199,7 +203,8 @@ mod tests {
                 "max_exp_avg_sq",
                 "square_avg",
                 "grad_avg",
-                "sum"
+                "sum",
+                "acc_delta"
             ]
         );
         for (i, b) in StateBuffer::ALL.into_iter().enumerate() {
