@@ -262,3 +262,212 @@ impl<F: Float> Tensor<F> {
         ])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::naive::{
+        self, Shapes, assert_close, for_f32_and_f64, on_1_and_2_threads, poison, sum_tolerance,
+    };
+    use super::*;
+
+    /// One convolution to check: input `[n, c, h, w]`, `o` output channels.
+    #[derive(Debug, Clone, Copy)]
+    struct Case {
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        o: usize,
+        window: Window2d,
+        bias: bool,
+    }
+
+    fn window(
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Window2d {
+        Window2d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+        }
+    }
+
+    /// The shapes named in the kernels' brief, then seeded random ones.
+    fn cases() -> Vec<Case> {
+        let case = |[n, c, h, w, o]: [usize; 5], window: Window2d, bias: bool| Case {
+            n,
+            c,
+            h,
+            w,
+            o,
+            window,
+            bias,
+        };
+        let mut cases = vec![
+            // The MNIST network's first layer (C = 1), smaller.
+            case([2, 1, 10, 10, 4], Window2d::square(3), true),
+            // Stride 2 with padding, odd sizes.
+            case(
+                [2, 3, 7, 9, 5],
+                window([3, 3], [2, 2], [1, 1], [1, 1]),
+                true,
+            ),
+            // A non-square kernel, dilated, unequal strides and paddings, batch 1.
+            case(
+                [1, 2, 9, 8, 3],
+                window([2, 3], [1, 2], [0, 2], [2, 1]),
+                false,
+            ),
+            // The kernel as large as the input: one output position.
+            case(
+                [3, 2, 5, 4, 2],
+                window([5, 4], [1, 1], [0, 0], [1, 1]),
+                true,
+            ),
+            // Batch 1, one channel in and out, a 1×1 kernel, no bias.
+            case([1, 1, 3, 5, 1], Window2d::square(1), false),
+            // Padding wider than the kernel: some windows read only zeros.
+            case(
+                [1, 2, 3, 3, 2],
+                window([1, 1], [2, 2], [2, 2], [1, 1]),
+                true,
+            ),
+            // Large stride and dilation with padding.
+            case(
+                [2, 2, 11, 13, 3],
+                window([2, 2], [3, 3], [1, 1], [3, 3]),
+                true,
+            ),
+        ];
+        let mut r = Shapes::new(14);
+        while cases.len() < 40 {
+            let window = window(
+                [r.pick(1, 4), r.pick(1, 4)],
+                [r.pick(1, 3), r.pick(1, 3)],
+                [r.pick(0, 2), r.pick(0, 2)],
+                [r.pick(1, 2), r.pick(1, 2)],
+            );
+            let (h, w) = (r.pick(1, 12), r.pick(1, 12));
+            if window.output_size([h, w]).is_some() {
+                let dims = [r.pick(1, 3), r.pick(1, 4), h, w, r.pick(1, 5)];
+                cases.push(case(dims, window, r.pick(0, 1) == 1));
+            }
+        }
+        cases
+    }
+
+    struct Inputs<F: Float> {
+        x: Tensor<F>,
+        weight: Tensor<F>,
+        bias: Option<Tensor<F>>,
+        grad: Tensor<F>,
+    }
+
+    fn inputs<F: Float>(case: &Case, seed: u64) -> Inputs<F> {
+        let [kh, kw] = case.window.kernel;
+        let [oh, ow] = case.window.output_size([case.h, case.w]).unwrap();
+        let rand =
+            |shape: &[usize], seed| Tensor::<F>::rand_uniform(shape, -1.0, 1.0, seed).unwrap();
+        Inputs {
+            x: rand(&[case.n, case.c, case.h, case.w], seed),
+            weight: rand(&[case.o, case.c, kh, kw], seed + 1),
+            bias: case.bias.then(|| rand(&[case.o], seed + 2)),
+            grad: rand(&[case.n, case.o, oh, ow], seed + 3),
+        }
+    }
+
+    for_f32_and_f64!(convolution_and_its_gradients_match_the_naive_loops, |F| {
+        for (i, case) in cases().iter().enumerate() {
+            let Inputs {
+                x,
+                weight,
+                bias,
+                grad,
+            } = inputs::<F>(case, 100 * i as u64);
+            let what = |op: &str| format!("{op} of {case:?}");
+            let [kh, kw] = case.window.kernel;
+            poison::<F>(grad.shape());
+            let y = x.conv2d(&weight, bias.as_ref(), &case.window).unwrap();
+            let expected = naive::conv2d(&x, &weight, bias.as_ref(), &case.window);
+            let terms = case.c * kh * kw;
+            assert_close(&y, &expected, sum_tolerance::<F>(terms), &what("conv2d"));
+            let [ex, ew, eb] = naive::conv2d_backward(&x, &weight, &grad, &case.window, [true; 3]);
+            let positions = grad.len() / (case.n * case.o);
+            let tolerances = [
+                sum_tolerance::<F>(case.o * kh * kw),
+                sum_tolerance::<F>(case.n * positions),
+                sum_tolerance::<F>(case.n * positions),
+            ];
+            for need in [
+                [true; 3],
+                [false, true, true],
+                [true, false, false],
+                [false; 3],
+            ] {
+                poison::<F>(x.shape());
+                poison::<F>(weight.shape());
+                let got = Tensor::conv2d_backward(&x, &weight, &grad, &case.window, need).unwrap();
+                for (a, ((got, expected), tolerance)) in
+                    got.iter().zip([&ex, &ew, &eb]).zip(tolerances).enumerate()
+                {
+                    assert_eq!(got.is_some(), need[a], "{}", what("need"));
+                    if let (Some(got), Some(expected)) = (got, expected) {
+                        assert_close(got, expected, tolerance, &what(&format!("gradient {a}")));
+                    }
+                }
+            }
+        }
+    });
+
+    for_f32_and_f64!(convolution_gives_the_same_bits_on_1_and_2_threads, |F| {
+        // Large enough for every product to be split among the team.
+        for case in [
+            Case {
+                n: 8,
+                c: 1,
+                h: 28,
+                w: 28,
+                o: 32,
+                window: Window2d::square(3),
+                bias: true,
+            },
+            Case {
+                n: 5,
+                c: 16,
+                h: 14,
+                w: 12,
+                o: 24,
+                window: window([3, 3], [1, 1], [1, 1], [1, 1]),
+                bias: true,
+            },
+            Case {
+                n: 3,
+                c: 6,
+                h: 31,
+                w: 17,
+                o: 9,
+                window: window([3, 2], [2, 1], [1, 0], [1, 2]),
+                bias: false,
+            },
+        ] {
+            let Inputs {
+                x,
+                weight,
+                bias,
+                grad,
+            } = inputs::<F>(&case, 7);
+            let run = || {
+                let y = x.conv2d(&weight, bias.as_ref(), &case.window).unwrap();
+                let grads =
+                    Tensor::conv2d_backward(&x, &weight, &grad, &case.window, [true; 3]).unwrap();
+                (y, grads)
+            };
+            let (one, two) = on_1_and_2_threads(run);
+            assert!(one == two, "{case:?}");
+        }
+    });
+}

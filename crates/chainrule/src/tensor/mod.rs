@@ -12,6 +12,8 @@ mod conv;
 mod manipulate;
 mod math;
 mod matmul;
+#[cfg(test)]
+mod naive;
 mod norm;
 pub(crate) mod pool;
 mod pool2d;

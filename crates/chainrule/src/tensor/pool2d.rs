@@ -215,3 +215,162 @@ fn check_grad<F: Float>(op: &'static str, grad: &Tensor<F>, shape: [usize; 4]) -
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::naive::{
+        self, Shapes, assert_close, for_f32_and_f64, on_1_and_2_threads, poison, sum_tolerance,
+    };
+    use super::*;
+
+    fn window(
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Window2d {
+        Window2d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+        }
+    }
+
+    /// Input shapes and windows: the named ones, then seeded random ones.
+    fn cases() -> Vec<([usize; 4], Window2d)> {
+        let two = window([2, 2], [2, 2], [0, 0], [1, 1]);
+        let mut cases = vec![
+            // The MNIST network's pooling (stride = kernel), smaller; odd sizes leave a
+            // row and a column out.
+            ([2, 3, 8, 8], two),
+            ([1, 2, 7, 9], two),
+            // Overlapping windows with padding (−∞ for max, zeros for the average).
+            ([2, 2, 7, 6], window([3, 3], [2, 2], [1, 1], [1, 1])),
+            // Non-square, dilated, unequal strides.
+            ([1, 3, 9, 10], window([2, 3], [1, 2], [1, 1], [2, 1])),
+            // The window as large as the input.
+            ([3, 1, 5, 4], window([5, 4], [1, 1], [0, 0], [1, 1])),
+            // Windows of padding only.
+            ([1, 1, 3, 3], window([1, 1], [2, 2], [1, 1], [1, 1])),
+            // stride = kernel but not 2, and stride = kernel with padding.
+            ([2, 2, 9, 9], window([3, 3], [3, 3], [0, 0], [1, 1])),
+            ([1, 2, 6, 7], window([2, 2], [2, 2], [1, 1], [1, 1])),
+        ];
+        let mut r = Shapes::new(2);
+        while cases.len() < 40 {
+            let window = window(
+                [r.pick(1, 4), r.pick(1, 4)],
+                [r.pick(1, 3), r.pick(1, 3)],
+                [r.pick(0, 2), r.pick(0, 2)],
+                [r.pick(1, 2), r.pick(1, 2)],
+            );
+            let shape = [r.pick(1, 3), r.pick(1, 3), r.pick(1, 11), r.pick(1, 11)];
+            if window.output_size([shape[2], shape[3]]).is_some() {
+                cases.push((shape, window));
+            }
+        }
+        cases
+    }
+
+    /// Values in {−1, −½, 0, ½, 1}, so that most windows hold a tie for the maximum,
+    /// and, when `nans`, a NaN every 37 values.
+    fn tied<F: Float>(shape: &[usize], seed: u64, nans: bool) -> Tensor<F> {
+        let x = Tensor::<F>::rand_uniform(shape, -1.0, 1.0, seed).unwrap();
+        let values = (x.to_vec().into_iter().enumerate())
+            .map(|(i, v)| match nans && i % 37 == 36 {
+                true => F::nan(),
+                false => (v * F::from_f64(2.0)).round() / F::from_f64(2.0),
+            })
+            .collect();
+        Tensor::from_vec(values, shape).unwrap()
+    }
+
+    for_f32_and_f64!(max_pooling_and_its_gradient_match_the_naive_loops, |F| {
+        for (i, &(shape, window)) in cases().iter().enumerate() {
+            for nans in [false, true] {
+                let x = tied::<F>(&shape, i as u64, nans);
+                let [oh, ow] = window.output_size([shape[2], shape[3]]).unwrap();
+                let out = [shape[0], shape[1], oh, ow];
+                let grad = Tensor::<F>::rand_uniform(&out, -1.0, 1.0, 50 + i as u64).unwrap();
+                let what = |op: &str| format!("{op}, {shape:?}, {window:?}, NaN: {nans}");
+                poison::<F>(&out);
+                let y = x.max_pool2d(&window).unwrap();
+                assert_close(
+                    &y,
+                    &naive::max_pool2d(&x, &window),
+                    0.0,
+                    &what("max_pool2d"),
+                );
+                poison::<F>(&shape);
+                let dx = Tensor::max_pool2d_backward(&x, &grad, &window).unwrap();
+                let expected = naive::max_pool2d_backward(&x, &grad, &window);
+                // Overlapping windows add up their gradients at a shared maximum.
+                let overlap = window.kernel[0] * window.kernel[1];
+                assert_close(
+                    &dx,
+                    &expected,
+                    sum_tolerance::<F>(overlap),
+                    &what("backward"),
+                );
+            }
+        }
+    });
+
+    for_f32_and_f64!(
+        average_pooling_and_its_gradient_match_the_naive_loops,
+        |F| {
+            for (i, &(shape, window)) in cases().iter().enumerate() {
+                let x = Tensor::<F>::rand_uniform(&shape, -1.0, 1.0, i as u64).unwrap();
+                let [oh, ow] = window.output_size([shape[2], shape[3]]).unwrap();
+                let out = [shape[0], shape[1], oh, ow];
+                let grad = Tensor::<F>::rand_uniform(&out, -1.0, 1.0, 50 + i as u64).unwrap();
+                let what = |op: &str| format!("{op}, {shape:?}, {window:?}");
+                let terms = window.kernel[0] * window.kernel[1];
+                poison::<F>(&out);
+                let y = x.avg_pool2d(&window).unwrap();
+                let tolerance = sum_tolerance::<F>(terms);
+                assert_close(
+                    &y,
+                    &naive::avg_pool2d(&x, &window),
+                    tolerance,
+                    &what("avg_pool2d"),
+                );
+                poison::<F>(&shape);
+                let dx = Tensor::avg_pool2d_backward(&shape, &grad, &window).unwrap();
+                let expected = naive::avg_pool2d_backward(&shape, &grad, &window);
+                assert_close(&dx, &expected, tolerance, &what("backward"));
+            }
+        }
+    );
+
+    for_f32_and_f64!(pooling_gives_the_same_bits_on_1_and_2_threads, |F| {
+        for (shape, window) in [
+            ([16, 64, 24, 24], window([2, 2], [2, 2], [0, 0], [1, 1])),
+            ([4, 8, 33, 35], window([3, 3], [2, 2], [1, 1], [1, 1])),
+        ] {
+            let x = tied::<F>(&shape, 3, true);
+            let [oh, ow] = window.output_size([shape[2], shape[3]]).unwrap();
+            let grad =
+                Tensor::<F>::rand_uniform(&[shape[0], shape[1], oh, ow], -1.0, 1.0, 4).unwrap();
+            let run = || {
+                [
+                    x.max_pool2d(&window).unwrap(),
+                    Tensor::max_pool2d_backward(&x, &grad, &window).unwrap(),
+                    x.avg_pool2d(&window).unwrap(),
+                    Tensor::avg_pool2d_backward(&shape, &grad, &window).unwrap(),
+                ]
+            };
+            let (one, two) = on_1_and_2_threads(run);
+            for (a, b) in one.iter().zip(&two) {
+                let bits = |t: &Tensor<F>| {
+                    t.to_vec()
+                        .iter()
+                        .map(|v| v.as_f64().to_bits())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(bits(a), bits(b), "{shape:?}, {window:?}");
+            }
+        }
+    });
+}
