@@ -26,6 +26,15 @@ pub(crate) use matmul::num_threads;
 pub use matmul::set_num_threads;
 
 use crate::{Error, Float, Result};
+
+/// Runs `f` with a training team of `threads` threads (the caller one of them), as
+/// `train::fit` runs its loop, so that convolution and the large products inside `f`
+/// are shared among them; for the benchmarks of those kernels. Denormals are
+/// flushed meanwhile, as in training.
+#[doc(hidden)]
+pub fn with_training_team<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    crate::parallel::Team::scope(threads, |_| f())
+}
 use ndarray::{ArcArray, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
