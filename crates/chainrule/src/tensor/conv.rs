@@ -70,6 +70,7 @@ impl Window2d {
 
     /// The input row (or column, for `axis` 1) that output position `o` reads with
     /// kernel tap `k`, or `None` when it falls in the padding.
+    #[cfg(test)]
     pub(crate) fn source(&self, axis: usize, o: usize, k: usize, size: usize) -> Option<usize> {
         (o * self.stride[axis] + k * self.dilation[axis])
             .checked_sub(self.padding[axis])
@@ -98,6 +99,12 @@ impl Window2d {
             _ => 0,
         };
         (start.min(end)..end, offset)
+    }
+
+    /// Whether the windows tile the input without overlap or padding (stride =
+    /// kernel, no padding, no dilation): every input value is in at most one window.
+    pub(crate) fn tiles(&self) -> bool {
+        self.stride == self.kernel && self.padding == [0, 0] && self.dilation == [1, 1]
     }
 }
 
@@ -363,12 +370,6 @@ fn col2im<F: Float>(g: &Geometry, dcols: &[F], dx: &mut [F]) {
     }
 }
 
-/// The values of `t` in row-major order, borrowed when it is stored that way.
-fn contiguous<F: Float>(t: &Tensor<F>) -> Cow<'_, [F]> {
-    t.as_slice()
-        .map_or_else(|| Cow::Owned(t.to_vec()), Cow::Borrowed)
-}
-
 /// [`Tensor::conv2d`] on checked shapes.
 fn forward<F: Float>(
     g: &Geometry,
@@ -384,9 +385,9 @@ fn forward<F: Float>(
     // W, with the bias as one more column.
     let k = taps + usize::from(bias.is_some());
     let kernel = match bias {
-        None => contiguous(weight),
+        None => weight.values(),
         Some(bias) => {
-            let (weight, bias) = (contiguous(weight), contiguous(bias));
+            let (weight, bias) = (weight.values(), bias.values());
             let mut kernel = Vec::with_capacity(g.o * k);
             for (o, &b) in bias.iter().enumerate() {
                 kernel.extend_from_slice(&weight[o * taps..(o + 1) * taps]);
@@ -396,7 +397,7 @@ fn forward<F: Float>(
         }
     };
     let kernel = ArrayView2::from_shape((g.o, k), &kernel[..]).expect("O·k values");
-    let x = contiguous(x);
+    let x = x.values();
     let per_sample = g.o * positions;
     let split = g.n * per_sample * k >= parallel::WORK_SPLIT_MIN;
     parallel::for_each_block_if(y.as_mut_slice(), per_sample, split, |start, block| {
@@ -422,11 +423,11 @@ fn input_gradient<F: Float>(g: &Geometry, weight: &Tensor<F>, grad: &Tensor<F>) 
     if dx.is_empty() {
         return dx;
     }
-    let weight = contiguous(weight);
+    let weight = weight.values();
     let weight_t = ArrayView2::from_shape((g.o, taps), &weight[..])
         .expect("O·taps values")
         .reversed_axes();
-    let grad = contiguous(grad);
+    let grad = grad.values();
     let per_sample = g.o * positions;
     let split = g.n * taps * per_sample >= parallel::WORK_SPLIT_MIN;
     parallel::for_each_block_if(dx.as_mut_slice(), g.sample(), split, |start, block| {
@@ -473,7 +474,7 @@ fn parameter_gradients<F: Float>(
         Vec::new()
     } else {
         let groups = group_count(g.n, per_group);
-        let (x, grad) = (contiguous(x), contiguous(grad));
+        let (x, grad) = (x.values(), grad.values());
         let per_sample = g.o * positions;
         let split = g.n * per_sample * k >= parallel::WORK_SPLIT_MIN;
         pool::with_scratch(groups * per_group, |partial: &mut [F]| {

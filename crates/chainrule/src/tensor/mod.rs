@@ -350,6 +350,14 @@ impl<F: Float> Tensor<F> {
         self.data.as_slice()
     }
 
+    /// The elements in row-major order: borrowed when they are stored that way,
+    /// else copied (for kernels that read a whole tensor as one slice).
+    pub(crate) fn values(&self) -> std::borrow::Cow<'_, [F]> {
+        self.data
+            .as_slice()
+            .map_or_else(|| self.to_vec().into(), Into::into)
+    }
+
     /// The elements as a mutable row-major slice, copying them first only if they are
     /// shared with another tensor or not stored contiguously.
     ///

@@ -3,7 +3,9 @@
 
 use super::Tensor;
 use super::conv::{Window2d, image_shape};
-use crate::{Error, Float, Result};
+use super::pool;
+use crate::{Error, Float, Result, parallel};
+use smallvec::SmallVec;
 
 /// The input and output sizes of a pooling, checked.
 fn pool_shapes(
@@ -20,41 +22,116 @@ fn pool_shapes(
     Ok(([n, c, h, w], out))
 }
 
-/// For every output element, the flat index (within its `[H, W]` plane) of the
-/// window's maximum: the first in the window's row-major order when tied (as
-/// PyTorch's CPU kernel), a NaN counting as larger than everything; `usize::MAX`
-/// when the window holds only padding.
-fn argmax<F: Float>(
-    x: &[F],
-    [n, c, h, w]: [usize; 4],
-    [oh, ow]: [usize; 2],
-    window: &Window2d,
-) -> Vec<usize> {
-    let mut out = vec![usize::MAX; n * c * oh * ow];
-    for plane in 0..n * c {
-        let xs = &x[plane * h * w..(plane + 1) * h * w];
-        for p in 0..oh {
-            for q in 0..ow {
-                let mut best: Option<(usize, F)> = None;
-                for i in 0..window.kernel[0] {
-                    let Some(r) = window.source(0, p, i, h) else {
-                        continue;
-                    };
-                    for j in 0..window.kernel[1] {
-                        let Some(col) = window.source(1, q, j, w) else {
-                            continue;
-                        };
-                        let v = xs[r * w + col];
-                        if best.is_none_or(|(_, m)| v > m || (v.is_nan() && !m.is_nan())) {
-                            best = Some((r * w + col, v));
-                        }
+/// The sizes of one pooling's planes (`[H, W]` in, `[OH, OW]` out) and its window.
+#[derive(Debug, Clone, Copy)]
+struct Planes {
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    window: Window2d,
+}
+
+impl Planes {
+    fn new([_, _, h, w]: [usize; 4], [oh, ow]: [usize; 2], window: &Window2d) -> Planes {
+        Planes {
+            h,
+            w,
+            oh,
+            ow,
+            window: *window,
+        }
+    }
+
+    /// Calls `f(position, taps)` for every output position of a plane, in order,
+    /// with the flat indices (within the input plane) of the window's taps that lie
+    /// inside the input, in the window's row-major order.
+    fn for_each_window(&self, mut f: impl FnMut(usize, &[usize])) {
+        let Window2d {
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            ..
+        } = self.window;
+        let rows: SmallVec<[_; 8]> = (0..kh)
+            .map(|i| self.window.reach(0, i, self.oh, self.h))
+            .collect();
+        let cols: SmallVec<[_; 8]> = (0..kw)
+            .map(|j| self.window.reach(1, j, self.ow, self.w))
+            .collect();
+        let mut taps: SmallVec<[usize; 16]> = SmallVec::new();
+        for p in 0..self.oh {
+            for q in 0..self.ow {
+                taps.clear();
+                for (_, row_offset) in rows.iter().filter(|(ps, _)| ps.contains(&p)) {
+                    let r = (p * sh) as isize + row_offset;
+                    for (_, offset) in cols.iter().filter(|(qs, _)| qs.contains(&q)) {
+                        let column = (q * sw) as isize + offset;
+                        taps.push((r * self.w as isize + column) as usize);
                     }
                 }
-                out[(plane * oh + p) * ow + q] = best.map_or(usize::MAX, |(at, _)| at);
+                f(p * self.ow + q, &taps);
             }
         }
     }
-    out
+
+    /// [`Planes::for_each_maximum`] for windows that tile the input (all inside it).
+    #[inline(always)]
+    fn tiled_maxima<F: Float>(
+        &self,
+        plane: &[F],
+        [kh, kw]: [usize; 2],
+        f: &mut impl FnMut(usize, Option<(usize, F)>),
+    ) {
+        for p in 0..self.oh {
+            for q in 0..self.ow {
+                let first = p * kh * self.w + q * kw;
+                let (mut at, mut m) = (first, plane[first]);
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let k = first + i * self.w + j;
+                        if beats(plane[k], m) {
+                            (at, m) = (k, plane[k]);
+                        }
+                    }
+                }
+                f(p * self.ow + q, Some((at, m)));
+            }
+        }
+    }
+
+    /// Calls `f(position, maximum)` for every output position of `plane`, in order,
+    /// with the flat index and value of its window's maximum: the first in the
+    /// window's row-major order when tied (as PyTorch's CPU kernel), a NaN counting
+    /// as larger than everything; `None` for a window of padding only.
+    fn for_each_maximum<F: Float>(
+        &self,
+        plane: &[F],
+        mut f: impl FnMut(usize, Option<(usize, F)>),
+    ) {
+        if self.window.tiles() {
+            // The common case: 2×2 windows (the MNIST network's) get a loop of their
+            // own, unrolled.
+            return match self.window.kernel {
+                [2, 2] => self.tiled_maxima(plane, [2, 2], &mut f),
+                kernel => self.tiled_maxima(plane, kernel, &mut f),
+            };
+        }
+        self.for_each_window(|position, taps| {
+            let mut best: Option<(usize, F)> = None;
+            for &at in taps {
+                if best.is_none_or(|(_, m)| beats(plane[at], m)) {
+                    best = Some((at, plane[at]));
+                }
+            }
+            f(position, best);
+        });
+    }
+}
+
+/// Whether `v` replaces `m` as a window's maximum: larger, or a NaN over a number.
+/// Ties keep the first (in the window's row-major order, as PyTorch's CPU kernel).
+fn beats<F: Float>(v: F, m: F) -> bool {
+    v > m || (v.is_nan() && !m.is_nan())
 }
 
 impl<F: Float> Tensor<F> {
@@ -71,22 +148,19 @@ impl<F: Float> Tensor<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn max_pool2d(&self, window: &Window2d) -> Result<Tensor<F>> {
-        let ([n, c, h, w], [oh, ow]) = pool_shapes("max_pool2d", self.shape(), window)?;
-        let x = self.to_vec();
-        let at = argmax(&x, [n, c, h, w], [oh, ow], window);
-        let y = at
-            .iter()
-            .enumerate()
-            .map(|(o, &i)| {
-                let plane = o / (oh * ow);
-                if i == usize::MAX {
-                    F::neg_infinity()
-                } else {
-                    x[plane * h * w + i]
-                }
-            })
-            .collect();
-        Tensor::from_vec(y, &[n, c, oh, ow])
+        let (dims, [oh, ow]) = pool_shapes("max_pool2d", self.shape(), window)?;
+        let g = Planes::new(dims, [oh, ow], window);
+        let x = self.values();
+        let mut y = pool::reused::<F>(&[dims[0], dims[1], oh, ow]);
+        parallel::for_each_block(y.as_mut_slice(), oh * ow, |start, block| {
+            for (i, out) in block.chunks_exact_mut(oh * ow).enumerate() {
+                let plane = &x[(start / (oh * ow) + i) * g.h * g.w..][..g.h * g.w];
+                g.for_each_maximum(plane, |k, best| {
+                    out[k] = best.map_or(F::neg_infinity(), |(_, v)| v);
+                });
+            }
+        });
+        Ok(y)
     }
 
     /// The gradient of [`Tensor::max_pool2d`] with respect to its input `x`: each
@@ -108,16 +182,25 @@ impl<F: Float> Tensor<F> {
         grad: &Tensor<F>,
         window: &Window2d,
     ) -> Result<Tensor<F>> {
-        let ([n, c, h, w], [oh, ow]) = pool_shapes("max_pool2d", x.shape(), window)?;
-        check_grad("max_pool2d backward", grad, [n, c, oh, ow])?;
-        let at = argmax(&x.to_vec(), [n, c, h, w], [oh, ow], window);
-        let mut dx = vec![F::zero(); n * c * h * w];
-        for (o, (&i, &g)) in at.iter().zip(grad.to_vec().iter()).enumerate() {
-            if i != usize::MAX {
-                dx[o / (oh * ow) * h * w + i] += g;
+        let (dims, [oh, ow]) = pool_shapes("max_pool2d", x.shape(), window)?;
+        check_grad("max_pool2d backward", grad, [dims[0], dims[1], oh, ow])?;
+        let g = Planes::new(dims, [oh, ow], window);
+        let (xv, gv) = (x.values(), grad.values());
+        let mut dx = pool::reused::<F>(x.shape());
+        let size = g.h * g.w;
+        parallel::for_each_block(dx.as_mut_slice(), size, |start, block| {
+            for (i, dx) in block.chunks_exact_mut(size).enumerate() {
+                let plane = start / size + i;
+                let gy = &gv[plane * oh * ow..][..oh * ow];
+                dx.fill(F::zero());
+                g.for_each_maximum(&xv[plane * size..][..size], |k, best| {
+                    if let Some((at, _)) = best {
+                        dx[at] += gy[k];
+                    }
+                });
             }
-        }
-        Tensor::from_vec(dx, x.shape())
+        });
+        Ok(dx)
     }
 
     /// Average pooling (PyTorch `avg_pool2d` with `count_include_pad=True`): each
@@ -134,29 +217,20 @@ impl<F: Float> Tensor<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn avg_pool2d(&self, window: &Window2d) -> Result<Tensor<F>> {
-        let ([n, c, h, w], [oh, ow]) = pool_shapes("avg_pool2d", self.shape(), window)?;
-        let x = self.to_vec();
+        let (dims, [oh, ow]) = pool_shapes("avg_pool2d", self.shape(), window)?;
+        let g = Planes::new(dims, [oh, ow], window);
+        let x = self.values();
         let scale = F::from_f64(1.0 / (window.kernel[0] * window.kernel[1]) as f64);
-        let mut y = vec![F::zero(); n * c * oh * ow];
-        for plane in 0..n * c {
-            for p in 0..oh {
-                for q in 0..ow {
-                    let mut s = F::zero();
-                    for i in 0..window.kernel[0] {
-                        let Some(r) = window.source(0, p, i, h) else {
-                            continue;
-                        };
-                        for j in 0..window.kernel[1] {
-                            if let Some(col) = window.source(1, q, j, w) {
-                                s += x[(plane * h + r) * w + col];
-                            }
-                        }
-                    }
-                    y[(plane * oh + p) * ow + q] = s * scale;
-                }
+        let mut y = pool::reused::<F>(&[dims[0], dims[1], oh, ow]);
+        parallel::for_each_block(y.as_mut_slice(), oh * ow, |start, block| {
+            for (i, out) in block.chunks_exact_mut(oh * ow).enumerate() {
+                let plane = &x[(start / (oh * ow) + i) * g.h * g.w..][..g.h * g.w];
+                g.for_each_window(|k, taps| {
+                    out[k] = taps.iter().fold(F::zero(), |s, &at| s + plane[at]) * scale;
+                });
             }
-        }
-        Tensor::from_vec(y, &[n, c, oh, ow])
+        });
+        Ok(y)
     }
 
     /// The gradient of [`Tensor::avg_pool2d`] with respect to an input of `shape`:
@@ -177,29 +251,24 @@ impl<F: Float> Tensor<F> {
         grad: &Tensor<F>,
         window: &Window2d,
     ) -> Result<Tensor<F>> {
-        let ([n, c, h, w], [oh, ow]) = pool_shapes("avg_pool2d", shape, window)?;
-        check_grad("avg_pool2d backward", grad, [n, c, oh, ow])?;
-        let g = grad.to_vec();
+        let (dims, [oh, ow]) = pool_shapes("avg_pool2d", shape, window)?;
+        check_grad("avg_pool2d backward", grad, [dims[0], dims[1], oh, ow])?;
+        let g = Planes::new(dims, [oh, ow], window);
+        let gv = grad.values();
         let scale = F::from_f64(1.0 / (window.kernel[0] * window.kernel[1]) as f64);
-        let mut dx = vec![F::zero(); n * c * h * w];
-        for plane in 0..n * c {
-            for p in 0..oh {
-                for q in 0..ow {
-                    let gy = g[(plane * oh + p) * ow + q] * scale;
-                    for i in 0..window.kernel[0] {
-                        let Some(r) = window.source(0, p, i, h) else {
-                            continue;
-                        };
-                        for j in 0..window.kernel[1] {
-                            if let Some(col) = window.source(1, q, j, w) {
-                                dx[(plane * h + r) * w + col] += gy;
-                            }
-                        }
-                    }
-                }
+        let mut dx = pool::reused::<F>(shape);
+        let size = g.h * g.w;
+        parallel::for_each_block(dx.as_mut_slice(), size, |start, block| {
+            for (i, dx) in block.chunks_exact_mut(size).enumerate() {
+                let gy = &gv[(start / size + i) * oh * ow..][..oh * ow];
+                dx.fill(F::zero());
+                g.for_each_window(|k, taps| {
+                    let share = gy[k] * scale;
+                    taps.iter().for_each(|&at| dx[at] += share);
+                });
             }
-        }
-        Tensor::from_vec(dx, shape)
+        });
+        Ok(dx)
     }
 }
 
