@@ -84,8 +84,29 @@ pub(crate) fn for_each_block<T: Send>(
     row: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
+    for_each_block_if(data, row, data.len() >= ELEMENTWISE_SPLIT_MIN, f);
+}
+
+/// Work (in multiply-adds) from which a kernel that computes more than element-wise
+/// passes do per value (a convolution) cuts it among the current team, as matrix
+/// products are (`SPLIT_MIN_FLOPS` in `tensor/matmul.rs`).
+pub(crate) const WORK_SPLIT_MIN: usize = 1 << 18;
+
+/// [`for_each_block`] cutting `data` among the current team when `split` holds
+/// (whatever its length), for kernels that decide by their work; still never more
+/// blocks than rows.
+pub(crate) fn for_each_block_if<T: Send>(
+    data: &mut [T],
+    row: usize,
+    split: bool,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
     let len = data.len();
-    with_current(|team| match team.map(|t| (t, block_count(t, len, row))) {
+    let count = |team: &Team| match split {
+        true => team.size().min(len / row.max(1)).max(1),
+        false => 1,
+    };
+    with_current(|team| match team.map(|t| (t, count(t))) {
         Some((team, parts)) if parts > 1 => {
             let mut jobs: SmallVec<[_; 4]> = SmallVec::new();
             let (mut rest, mut start) = (data, 0);

@@ -160,7 +160,60 @@ fn matmul_into<F: Float>(
     } else {
         gemm::Parallelism::None
     };
-    gemm_into(dst, lhs, rhs, parallelism);
+    gemm_into(dst, lhs, rhs, parallelism, false);
+}
+
+/// The element types a product can be written into: `F` itself, or storage for an
+/// `F` not yet initialised (`MaybeUninit<F>`, the same layout).
+pub(crate) trait Slot<F>: Send {
+    /// Whether the destination holds initialised values, so that a product may be
+    /// added to them.
+    const INITIALISED: bool;
+    /// A slot holding 0.
+    fn zero() -> Self;
+}
+
+impl<F: Float> Slot<F> for F {
+    const INITIALISED: bool = true;
+    fn zero() -> Self {
+        F::zero()
+    }
+}
+
+impl<F: Float> Slot<F> for MaybeUninit<F> {
+    const INITIALISED: bool = false;
+    fn zero() -> Self {
+        MaybeUninit::new(F::zero())
+    }
+}
+
+/// `dst = lhs · rhs` on the calling thread, for views of any strides (every element
+/// of `dst` is written, none read): for kernels that cut their own work among the
+/// training team (convolution), so that each product has the same shape, and thus
+/// the same order of summation, whatever the number of threads.
+pub(crate) fn product_into<F: Float, D: Slot<F>>(
+    dst: ArrayViewMut2<'_, D>,
+    lhs: &ArrayView2<'_, F>,
+    rhs: &ArrayView2<'_, F>,
+) {
+    if dst.is_empty() {
+        return;
+    }
+    if lhs.ncols() == 0 {
+        return dst.into_iter().for_each(|d| *d = D::zero());
+    }
+    gemm_into(dst, lhs, rhs, gemm::Parallelism::None, false);
+}
+
+/// `dst += lhs · rhs` on the calling thread, for views of any strides.
+pub(crate) fn add_product_into<F: Float>(
+    dst: ArrayViewMut2<'_, F>,
+    lhs: &ArrayView2<'_, F>,
+    rhs: &ArrayView2<'_, F>,
+) {
+    if !dst.is_empty() && lhs.ncols() > 0 {
+        gemm_into(dst, lhs, rhs, gemm::Parallelism::None, true);
+    }
 }
 
 /// `gemm` reads a right operand with unit row stride (the `Wᵀ` of a layer's `x·Wᵀ`)
@@ -210,11 +263,12 @@ fn with_padded<F: Float, R>(f: impl FnOnce(Option<&mut Vec<F>>) -> R) -> R {
 /// A right operand whose column stride would make gemm's reads contend for cache sets
 /// ([`CONFLICTING_STRIDE_BYTES`]) is copied first, with padded columns, into this
 /// thread's buffer; the values and their order of summation are unchanged.
-fn gemm_into<F: Float>(
-    dst: ArrayViewMut2<'_, MaybeUninit<F>>,
+fn gemm_into<F: Float, D: Slot<F>>(
+    dst: ArrayViewMut2<'_, D>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
     parallelism: gemm::Parallelism,
+    accumulate: bool,
 ) {
     let (k, n) = rhs.dim();
     let column_bytes = rhs.strides()[1].unsigned_abs() * size_of::<F>();
@@ -223,11 +277,11 @@ fn gemm_into<F: Float>(
         && n > 1
         && column_bytes.is_multiple_of(CONFLICTING_STRIDE_BYTES);
     if !conflicting {
-        return gemm_call(dst, lhs, rhs, parallelism);
+        return gemm_call(dst, lhs, rhs, parallelism, accumulate);
     }
     with_padded::<F, _>(|buffer| {
         let Some(buffer) = buffer else {
-            return gemm_call(dst, lhs, rhs, parallelism);
+            return gemm_call(dst, lhs, rhs, parallelism, accumulate);
         };
         let stride = k + COLUMN_PAD_BYTES / size_of::<F>();
         if buffer.len() < stride * n {
@@ -243,17 +297,23 @@ fn gemm_into<F: Float>(
         }
         let padded = ArrayView2::from_shape((k, n).strides((1, stride)), &*padded)
             .expect("k·n values with columns `stride` apart fit the buffer");
-        gemm_call(dst, lhs, &padded, parallelism);
+        gemm_call(dst, lhs, &padded, parallelism, accumulate);
     });
 }
 
-/// The one call of `gemm::gemm`: `dst = lhs · rhs` for views of any strides.
-fn gemm_call<F: Float>(
-    mut dst: ArrayViewMut2<'_, MaybeUninit<F>>,
+/// The one call of `gemm::gemm`: `dst = lhs · rhs` (or `dst += lhs · rhs` when
+/// `accumulate`, for an initialised destination only) for views of any strides.
+fn gemm_call<F: Float, D: Slot<F>>(
+    mut dst: ArrayViewMut2<'_, D>,
     lhs: &ArrayView2<'_, F>,
     rhs: &ArrayView2<'_, F>,
     parallelism: gemm::Parallelism,
+    accumulate: bool,
 ) {
+    assert!(
+        D::INITIALISED || !accumulate,
+        "gemm reads only initialised values"
+    );
     let ((m, n), k) = (dst.dim(), lhs.ncols());
     let (ds, ls, rs) = (dst.strides(), lhs.strides(), rhs.strides());
     let ds = [ds[0], ds[1]];
@@ -261,7 +321,9 @@ fn gemm_call<F: Float>(
     // are made. They describe live views of exactly m×k, k×n and m×n elements
     // (ndarray guarantees every in-range stride offset is valid); the destination is
     // borrowed mutably, so it aliases neither source, and split_gemm hands each
-    // concurrent call a disjoint block; F is f32 or f64, which gemm supports. Tests
+    // concurrent call a disjoint block; its elements are F or MaybeUninit<F> (Slot),
+    // both F's layout, and gemm reads them only when accumulating, which the assert
+    // above allows for initialised ones only; F is f32 or f64, which gemm supports. Tests
     // that would catch a wrong stride or block: gemm against a naive product for
     // contiguous, transposed, padded and batched operands
     // (`a_product_equals_the_naive_sum_for_every_layout` below, and
@@ -275,14 +337,14 @@ fn gemm_call<F: Float>(
             dst.as_mut_ptr().cast::<F>(),
             ds[1],
             ds[0],
-            false,
+            accumulate,
             lhs.as_ptr(),
             ls[1],
             ls[0],
             rhs.as_ptr(),
             rs[1],
             rs[0],
-            F::zero(),
+            if accumulate { F::one() } else { F::zero() },
             F::one(),
             false,
             false,
@@ -324,7 +386,7 @@ fn split_gemm<F: Float>(
             lhs_rest = tail;
             (l, rhs)
         };
-        jobs.push(move || gemm_into(block, &l, &r, gemm::Parallelism::None));
+        jobs.push(move || gemm_into(block, &l, &r, gemm::Parallelism::None, false));
         start = end;
     }
     team.run(jobs);
@@ -386,6 +448,39 @@ mod tests {
                 .unwrap();
             let twice: Vec<f64> = expected.iter().chain(&expected).copied().collect();
             check(&batch.matmul(&wt).unwrap(), &twice, k, "batched");
+        }
+    }
+
+    #[test]
+    fn products_into_given_storage_overwrite_or_add_to_it() {
+        for &(m, k, n) in &[(64, 289, 576), (32, 676, 10), (5, 0, 7), (3, 1, 4)] {
+            let a = Tensor::<f64>::rand_uniform(&[m, k], -1.0, 1.0, 1).unwrap();
+            let b = Tensor::<f64>::rand_uniform(&[n, k], -1.0, 1.0, 2).unwrap();
+            let bt = b.t().unwrap(); // strided, as the weight gradient's colsᵀ
+            let expected = naive(&a.to_vec(), &bt.to_vec(), (m, k, n));
+            let (a, bt) = (a.matrix(None), bt.matrix(None));
+            // Overwritten: NaN before.
+            let mut out = vec![f64::NAN; m * n];
+            product_into(
+                ArrayViewMut2::from_shape((m, n), &mut out[..]).unwrap(),
+                &a,
+                &bt,
+            );
+            let got = Tensor::from_vec(out.clone(), &[m, n]).unwrap();
+            check(&got, &expected, k.max(1), "product_into");
+            // Added to: the product again on top of the first.
+            add_product_into(
+                ArrayViewMut2::from_shape((m, n), &mut out[..]).unwrap(),
+                &a,
+                &bt,
+            );
+            let twice: Vec<f64> = expected.iter().map(|v| 2.0 * v).collect();
+            check(
+                &Tensor::from_vec(out, &[m, n]).unwrap(),
+                &twice,
+                2 * k + 1,
+                "add_product_into",
+            );
         }
     }
 }

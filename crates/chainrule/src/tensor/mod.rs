@@ -12,6 +12,8 @@ mod conv;
 mod manipulate;
 mod math;
 mod matmul;
+#[cfg(test)]
+mod naive;
 mod norm;
 pub(crate) mod pool;
 mod pool2d;
@@ -24,6 +26,15 @@ pub(crate) use matmul::num_threads;
 pub use matmul::set_num_threads;
 
 use crate::{Error, Float, Result};
+
+/// Runs `f` with a training team of `threads` threads (the caller one of them), as
+/// `train::fit` runs its loop, so that convolution and the large products inside `f`
+/// are shared among them; for the benchmarks of those kernels. Denormals are
+/// flushed meanwhile, as in training.
+#[doc(hidden)]
+pub fn with_training_team<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    crate::parallel::Team::scope(threads, |_| f())
+}
 use ndarray::{ArcArray, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -337,6 +348,14 @@ impl<F: Float> Tensor<F> {
     /// ```
     pub fn as_slice(&self) -> Option<&[F]> {
         self.data.as_slice()
+    }
+
+    /// The elements in row-major order: borrowed when they are stored that way,
+    /// else copied (for kernels that read a whole tensor as one slice).
+    pub(crate) fn values(&self) -> std::borrow::Cow<'_, [F]> {
+        self.data
+            .as_slice()
+            .map_or_else(|| self.to_vec().into(), Into::into)
     }
 
     /// The elements as a mutable row-major slice, copying them first only if they are

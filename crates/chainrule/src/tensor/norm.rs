@@ -368,3 +368,162 @@ fn check_same<F: Float>(op: &'static str, grad: &Tensor<F>, x: &Tensor<F>) -> Re
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::naive::{self, assert_close, for_f32_and_f64, on_1_and_2_threads, poison};
+    use super::*;
+
+    /// Within 1e-5 (f32) or 1e-12 (f64) of the naive f64 statistics, relative to
+    /// `max(1, |value|)`.
+    fn tolerance<F: Float>() -> f64 {
+        if size_of::<F>() == 4 { 1e-5 } else { 1e-12 }
+    }
+
+    /// Inputs centred on `offset` (a large offset tests the statistics' numerical
+    /// safety: a one-pass Σx² − (Σx)²/m would lose the variance to cancellation).
+    fn input<F: Float>(shape: &[usize], offset: f64, seed: u64) -> Tensor<F> {
+        Tensor::rand_uniform(shape, offset - 1.0, offset + 1.0, seed).unwrap()
+    }
+
+    fn to_t<F: Float>(v: Vec<F>, shape: &[usize]) -> Tensor<F> {
+        Tensor::from_vec(v, shape).unwrap()
+    }
+
+    const BATCH_SHAPES: [&[usize]; 6] = [
+        &[4, 3],
+        &[2, 1],
+        &[3, 2, 5],
+        &[2, 3, 4, 5],
+        &[1, 2, 3, 3],
+        &[5, 4, 1, 7],
+    ];
+
+    for_f32_and_f64!(batch_norm_and_its_gradients_match_the_naive_loops, |F| {
+        for (i, &shape) in BATCH_SHAPES.iter().enumerate() {
+            for (offset, affine) in [(0.0, true), (0.0, false), (100.0, true)] {
+                let seed = 10 * i as u64;
+                let x = input::<F>(shape, offset, seed);
+                let c = [shape[1]];
+                let weight = affine.then(|| input::<F>(&c, 1.0, seed + 1));
+                let bias = affine.then(|| input::<F>(&c, 0.0, seed + 2));
+                let grad = input::<F>(shape, 0.0, seed + 3);
+                let what = |op: &str| format!("{op}, {shape:?}, offset {offset}, affine {affine}");
+                poison::<F>(shape);
+                let (y, mean, var) = x.batch_norm(weight.as_ref(), bias.as_ref(), 1e-5).unwrap();
+                let (ey, emean, evar) = naive::batch_norm(&x, weight.as_ref(), bias.as_ref(), 1e-5);
+                let stat = |v: Vec<f64>| to_t(v.into_iter().map(F::from_f64).collect(), &c);
+                assert_close(&y, &ey, tolerance::<F>(), &what("batch_norm"));
+                assert_close(&mean, &stat(emean), tolerance::<F>(), &what("mean"));
+                assert_close(&var, &stat(evar), tolerance::<F>(), &what("variance"));
+                let expected = naive::batch_norm_backward(&x, weight.as_ref(), &grad, 1e-5);
+                for need in [[true; 3], [true, false, false], [false, true, true]] {
+                    poison::<F>(shape);
+                    let got = Tensor::batch_norm_backward(&x, weight.as_ref(), &grad, 1e-5, need)
+                        .unwrap();
+                    for (a, (got, expected)) in got.into_iter().zip(&expected).enumerate() {
+                        assert_eq!(got.is_some(), need[a]);
+                        if let Some(got) = got {
+                            let shape = if a == 0 { shape } else { &c[..] };
+                            let expected = to_t(expected.clone(), shape);
+                            assert_close(
+                                &got,
+                                &expected,
+                                tolerance::<F>(),
+                                &what(&format!("gradient {a}")),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    for_f32_and_f64!(layer_norm_and_its_gradients_match_the_naive_loops, |F| {
+        for (i, (shape, trailing)) in [
+            (&[4, 6][..], 1),
+            (&[2, 3, 5], 1),
+            (&[2, 3, 5], 2),
+            (&[3, 2, 4, 5], 3),
+            (&[3, 2, 4, 5], 4),
+            (&[5, 1], 1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for (offset, affine) in [(0.0, true), (0.0, false), (100.0, true)] {
+                let seed = 10 * i as u64;
+                let x = input::<F>(shape, offset, seed);
+                let normalised = &shape[shape.len() - trailing..];
+                let weight = affine.then(|| input::<F>(normalised, 1.0, seed + 1));
+                let bias = affine.then(|| input::<F>(normalised, 0.0, seed + 2));
+                let grad = input::<F>(shape, 0.0, seed + 3);
+                let what = |op: &str| {
+                    format!("{op}, {shape:?}/{trailing}, offset {offset}, affine {affine}")
+                };
+                poison::<F>(shape);
+                let y = x
+                    .layer_norm(trailing, weight.as_ref(), bias.as_ref(), 1e-5)
+                    .unwrap();
+                let ey = naive::layer_norm(&x, trailing, weight.as_ref(), bias.as_ref(), 1e-5);
+                assert_close(&y, &ey, tolerance::<F>(), &what("layer_norm"));
+                let expected =
+                    naive::layer_norm_backward(&x, trailing, weight.as_ref(), &grad, 1e-5);
+                for need in [[true; 3], [true, false, false], [false, true, true]] {
+                    poison::<F>(shape);
+                    let got = Tensor::layer_norm_backward(
+                        &x,
+                        trailing,
+                        weight.as_ref(),
+                        &grad,
+                        1e-5,
+                        need,
+                    )
+                    .unwrap();
+                    for (a, (got, expected)) in got.into_iter().zip(&expected).enumerate() {
+                        assert_eq!(got.is_some(), need[a]);
+                        if let Some(got) = got {
+                            let shape = if a == 0 { shape } else { normalised };
+                            let expected = to_t(expected.clone(), shape);
+                            assert_close(
+                                &got,
+                                &expected,
+                                tolerance::<F>(),
+                                &what(&format!("gradient {a}")),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    for_f32_and_f64!(normalisation_gives_the_same_bits_on_1_and_2_threads, |F| {
+        let x = input::<F>(&[16, 8, 20, 20], 3.0, 1);
+        let grad = input::<F>(x.shape(), 0.0, 2);
+        let (w8, b8) = (input::<F>(&[8], 1.0, 3), input::<F>(&[8], 0.0, 4));
+        let (w400, b400) = (input::<F>(&[20, 20], 1.0, 5), input::<F>(&[20, 20], 0.0, 6));
+        let run = || {
+            let (y, mean, var) = x.batch_norm(Some(&w8), Some(&b8), 1e-5).unwrap();
+            let [a, b, c] =
+                Tensor::batch_norm_backward(&x, Some(&w8), &grad, 1e-5, [true; 3]).unwrap();
+            let z = x.layer_norm(2, Some(&w400), Some(&b400), 1e-5).unwrap();
+            let [d, e, f] =
+                Tensor::layer_norm_backward(&x, 2, Some(&w400), &grad, 1e-5, [true; 3]).unwrap();
+            [
+                y,
+                mean,
+                var,
+                a.unwrap(),
+                b.unwrap(),
+                c.unwrap(),
+                z,
+                d.unwrap(),
+                e.unwrap(),
+                f.unwrap(),
+            ]
+        };
+        let (one, two) = on_1_and_2_threads(run);
+        assert!(one == two);
+    });
+}

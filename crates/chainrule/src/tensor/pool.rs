@@ -88,6 +88,25 @@ pub(crate) unsafe fn filled_uninit<F: Float>(
     Tensor::from_array(ArrayD::from_shape_vec(IxDyn(shape), fresh).expect("len values"))
 }
 
+/// Storage for a result of `shape` whose every element the caller then writes: kept
+/// storage (values of an earlier step) when there is some, else zeros. For kernels
+/// that write their output in parts, on several threads ([`filled_uninit`]'s
+/// storage cannot be handed out that way without more `unsafe`).
+pub(crate) fn reused<F: Float>(shape: &[usize]) -> Tensor<F> {
+    take(shape).unwrap_or_else(|| Tensor::zeros(shape))
+}
+
+/// Calls `f` with a scratch buffer of `len` values on kept storage (their values
+/// unspecified: `f` writes what it reads), and keeps the storage again afterwards.
+/// Each thread has its own, so the helpers of a training team reuse theirs from one
+/// step to the next.
+pub(crate) fn with_scratch<F: Float, R>(len: usize, f: impl FnOnce(&mut [F]) -> R) -> R {
+    let mut buffer = reused::<F>(&[len]);
+    let result = f(buffer.as_mut_slice());
+    recycle(buffer);
+    result
+}
+
 /// Keeps `tensor`'s storage for a later [`take`] when nothing else shares it, it is
 /// large enough and contiguous, and the store has room; otherwise drops it.
 pub(crate) fn recycle<F: Float>(tensor: Tensor<F>) {

@@ -3,7 +3,9 @@
 
 use super::Tensor;
 use super::conv::{Window2d, image_shape};
-use crate::{Error, Float, Result};
+use super::pool;
+use crate::{Error, Float, Result, parallel};
+use smallvec::SmallVec;
 
 /// The input and output sizes of a pooling, checked.
 fn pool_shapes(
@@ -20,41 +22,116 @@ fn pool_shapes(
     Ok(([n, c, h, w], out))
 }
 
-/// For every output element, the flat index (within its `[H, W]` plane) of the
-/// window's maximum: the first in the window's row-major order when tied (as
-/// PyTorch's CPU kernel), a NaN counting as larger than everything; `usize::MAX`
-/// when the window holds only padding.
-fn argmax<F: Float>(
-    x: &[F],
-    [n, c, h, w]: [usize; 4],
-    [oh, ow]: [usize; 2],
-    window: &Window2d,
-) -> Vec<usize> {
-    let mut out = vec![usize::MAX; n * c * oh * ow];
-    for plane in 0..n * c {
-        let xs = &x[plane * h * w..(plane + 1) * h * w];
-        for p in 0..oh {
-            for q in 0..ow {
-                let mut best: Option<(usize, F)> = None;
-                for i in 0..window.kernel[0] {
-                    let Some(r) = window.source(0, p, i, h) else {
-                        continue;
-                    };
-                    for j in 0..window.kernel[1] {
-                        let Some(col) = window.source(1, q, j, w) else {
-                            continue;
-                        };
-                        let v = xs[r * w + col];
-                        if best.is_none_or(|(_, m)| v > m || (v.is_nan() && !m.is_nan())) {
-                            best = Some((r * w + col, v));
-                        }
+/// The sizes of one pooling's planes (`[H, W]` in, `[OH, OW]` out) and its window.
+#[derive(Debug, Clone, Copy)]
+struct Planes {
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    window: Window2d,
+}
+
+impl Planes {
+    fn new([_, _, h, w]: [usize; 4], [oh, ow]: [usize; 2], window: &Window2d) -> Planes {
+        Planes {
+            h,
+            w,
+            oh,
+            ow,
+            window: *window,
+        }
+    }
+
+    /// Calls `f(position, taps)` for every output position of a plane, in order,
+    /// with the flat indices (within the input plane) of the window's taps that lie
+    /// inside the input, in the window's row-major order.
+    fn for_each_window(&self, mut f: impl FnMut(usize, &[usize])) {
+        let Window2d {
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            ..
+        } = self.window;
+        let rows: SmallVec<[_; 8]> = (0..kh)
+            .map(|i| self.window.reach(0, i, self.oh, self.h))
+            .collect();
+        let cols: SmallVec<[_; 8]> = (0..kw)
+            .map(|j| self.window.reach(1, j, self.ow, self.w))
+            .collect();
+        let mut taps: SmallVec<[usize; 16]> = SmallVec::new();
+        for p in 0..self.oh {
+            for q in 0..self.ow {
+                taps.clear();
+                for (_, row_offset) in rows.iter().filter(|(ps, _)| ps.contains(&p)) {
+                    let r = (p * sh) as isize + row_offset;
+                    for (_, offset) in cols.iter().filter(|(qs, _)| qs.contains(&q)) {
+                        let column = (q * sw) as isize + offset;
+                        taps.push((r * self.w as isize + column) as usize);
                     }
                 }
-                out[(plane * oh + p) * ow + q] = best.map_or(usize::MAX, |(at, _)| at);
+                f(p * self.ow + q, &taps);
             }
         }
     }
-    out
+
+    /// [`Planes::for_each_maximum`] for windows that tile the input (all inside it).
+    #[inline(always)]
+    fn tiled_maxima<F: Float>(
+        &self,
+        plane: &[F],
+        [kh, kw]: [usize; 2],
+        f: &mut impl FnMut(usize, Option<(usize, F)>),
+    ) {
+        for p in 0..self.oh {
+            for q in 0..self.ow {
+                let first = p * kh * self.w + q * kw;
+                let (mut at, mut m) = (first, plane[first]);
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let k = first + i * self.w + j;
+                        if beats(plane[k], m) {
+                            (at, m) = (k, plane[k]);
+                        }
+                    }
+                }
+                f(p * self.ow + q, Some((at, m)));
+            }
+        }
+    }
+
+    /// Calls `f(position, maximum)` for every output position of `plane`, in order,
+    /// with the flat index and value of its window's maximum: the first in the
+    /// window's row-major order when tied (as PyTorch's CPU kernel), a NaN counting
+    /// as larger than everything; `None` for a window of padding only.
+    fn for_each_maximum<F: Float>(
+        &self,
+        plane: &[F],
+        mut f: impl FnMut(usize, Option<(usize, F)>),
+    ) {
+        if self.window.tiles() {
+            // The common case: 2×2 windows (the MNIST network's) get a loop of their
+            // own, unrolled.
+            return match self.window.kernel {
+                [2, 2] => self.tiled_maxima(plane, [2, 2], &mut f),
+                kernel => self.tiled_maxima(plane, kernel, &mut f),
+            };
+        }
+        self.for_each_window(|position, taps| {
+            let mut best: Option<(usize, F)> = None;
+            for &at in taps {
+                if best.is_none_or(|(_, m)| beats(plane[at], m)) {
+                    best = Some((at, plane[at]));
+                }
+            }
+            f(position, best);
+        });
+    }
+}
+
+/// Whether `v` replaces `m` as a window's maximum: larger, or a NaN over a number.
+/// Ties keep the first (in the window's row-major order, as PyTorch's CPU kernel).
+fn beats<F: Float>(v: F, m: F) -> bool {
+    v > m || (v.is_nan() && !m.is_nan())
 }
 
 impl<F: Float> Tensor<F> {
@@ -71,22 +148,19 @@ impl<F: Float> Tensor<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn max_pool2d(&self, window: &Window2d) -> Result<Tensor<F>> {
-        let ([n, c, h, w], [oh, ow]) = pool_shapes("max_pool2d", self.shape(), window)?;
-        let x = self.to_vec();
-        let at = argmax(&x, [n, c, h, w], [oh, ow], window);
-        let y = at
-            .iter()
-            .enumerate()
-            .map(|(o, &i)| {
-                let plane = o / (oh * ow);
-                if i == usize::MAX {
-                    F::neg_infinity()
-                } else {
-                    x[plane * h * w + i]
-                }
-            })
-            .collect();
-        Tensor::from_vec(y, &[n, c, oh, ow])
+        let (dims, [oh, ow]) = pool_shapes("max_pool2d", self.shape(), window)?;
+        let g = Planes::new(dims, [oh, ow], window);
+        let x = self.values();
+        let mut y = pool::reused::<F>(&[dims[0], dims[1], oh, ow]);
+        parallel::for_each_block(y.as_mut_slice(), oh * ow, |start, block| {
+            for (i, out) in block.chunks_exact_mut(oh * ow).enumerate() {
+                let plane = &x[(start / (oh * ow) + i) * g.h * g.w..][..g.h * g.w];
+                g.for_each_maximum(plane, |k, best| {
+                    out[k] = best.map_or(F::neg_infinity(), |(_, v)| v);
+                });
+            }
+        });
+        Ok(y)
     }
 
     /// The gradient of [`Tensor::max_pool2d`] with respect to its input `x`: each
@@ -108,16 +182,25 @@ impl<F: Float> Tensor<F> {
         grad: &Tensor<F>,
         window: &Window2d,
     ) -> Result<Tensor<F>> {
-        let ([n, c, h, w], [oh, ow]) = pool_shapes("max_pool2d", x.shape(), window)?;
-        check_grad("max_pool2d backward", grad, [n, c, oh, ow])?;
-        let at = argmax(&x.to_vec(), [n, c, h, w], [oh, ow], window);
-        let mut dx = vec![F::zero(); n * c * h * w];
-        for (o, (&i, &g)) in at.iter().zip(grad.to_vec().iter()).enumerate() {
-            if i != usize::MAX {
-                dx[o / (oh * ow) * h * w + i] += g;
+        let (dims, [oh, ow]) = pool_shapes("max_pool2d", x.shape(), window)?;
+        check_grad("max_pool2d backward", grad, [dims[0], dims[1], oh, ow])?;
+        let g = Planes::new(dims, [oh, ow], window);
+        let (xv, gv) = (x.values(), grad.values());
+        let mut dx = pool::reused::<F>(x.shape());
+        let size = g.h * g.w;
+        parallel::for_each_block(dx.as_mut_slice(), size, |start, block| {
+            for (i, dx) in block.chunks_exact_mut(size).enumerate() {
+                let plane = start / size + i;
+                let gy = &gv[plane * oh * ow..][..oh * ow];
+                dx.fill(F::zero());
+                g.for_each_maximum(&xv[plane * size..][..size], |k, best| {
+                    if let Some((at, _)) = best {
+                        dx[at] += gy[k];
+                    }
+                });
             }
-        }
-        Tensor::from_vec(dx, x.shape())
+        });
+        Ok(dx)
     }
 
     /// Average pooling (PyTorch `avg_pool2d` with `count_include_pad=True`): each
@@ -134,29 +217,20 @@ impl<F: Float> Tensor<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn avg_pool2d(&self, window: &Window2d) -> Result<Tensor<F>> {
-        let ([n, c, h, w], [oh, ow]) = pool_shapes("avg_pool2d", self.shape(), window)?;
-        let x = self.to_vec();
+        let (dims, [oh, ow]) = pool_shapes("avg_pool2d", self.shape(), window)?;
+        let g = Planes::new(dims, [oh, ow], window);
+        let x = self.values();
         let scale = F::from_f64(1.0 / (window.kernel[0] * window.kernel[1]) as f64);
-        let mut y = vec![F::zero(); n * c * oh * ow];
-        for plane in 0..n * c {
-            for p in 0..oh {
-                for q in 0..ow {
-                    let mut s = F::zero();
-                    for i in 0..window.kernel[0] {
-                        let Some(r) = window.source(0, p, i, h) else {
-                            continue;
-                        };
-                        for j in 0..window.kernel[1] {
-                            if let Some(col) = window.source(1, q, j, w) {
-                                s += x[(plane * h + r) * w + col];
-                            }
-                        }
-                    }
-                    y[(plane * oh + p) * ow + q] = s * scale;
-                }
+        let mut y = pool::reused::<F>(&[dims[0], dims[1], oh, ow]);
+        parallel::for_each_block(y.as_mut_slice(), oh * ow, |start, block| {
+            for (i, out) in block.chunks_exact_mut(oh * ow).enumerate() {
+                let plane = &x[(start / (oh * ow) + i) * g.h * g.w..][..g.h * g.w];
+                g.for_each_window(|k, taps| {
+                    out[k] = taps.iter().fold(F::zero(), |s, &at| s + plane[at]) * scale;
+                });
             }
-        }
-        Tensor::from_vec(y, &[n, c, oh, ow])
+        });
+        Ok(y)
     }
 
     /// The gradient of [`Tensor::avg_pool2d`] with respect to an input of `shape`:
@@ -177,29 +251,24 @@ impl<F: Float> Tensor<F> {
         grad: &Tensor<F>,
         window: &Window2d,
     ) -> Result<Tensor<F>> {
-        let ([n, c, h, w], [oh, ow]) = pool_shapes("avg_pool2d", shape, window)?;
-        check_grad("avg_pool2d backward", grad, [n, c, oh, ow])?;
-        let g = grad.to_vec();
+        let (dims, [oh, ow]) = pool_shapes("avg_pool2d", shape, window)?;
+        check_grad("avg_pool2d backward", grad, [dims[0], dims[1], oh, ow])?;
+        let g = Planes::new(dims, [oh, ow], window);
+        let gv = grad.values();
         let scale = F::from_f64(1.0 / (window.kernel[0] * window.kernel[1]) as f64);
-        let mut dx = vec![F::zero(); n * c * h * w];
-        for plane in 0..n * c {
-            for p in 0..oh {
-                for q in 0..ow {
-                    let gy = g[(plane * oh + p) * ow + q] * scale;
-                    for i in 0..window.kernel[0] {
-                        let Some(r) = window.source(0, p, i, h) else {
-                            continue;
-                        };
-                        for j in 0..window.kernel[1] {
-                            if let Some(col) = window.source(1, q, j, w) {
-                                dx[(plane * h + r) * w + col] += gy;
-                            }
-                        }
-                    }
-                }
+        let mut dx = pool::reused::<F>(shape);
+        let size = g.h * g.w;
+        parallel::for_each_block(dx.as_mut_slice(), size, |start, block| {
+            for (i, dx) in block.chunks_exact_mut(size).enumerate() {
+                let gy = &gv[(start / size + i) * oh * ow..][..oh * ow];
+                dx.fill(F::zero());
+                g.for_each_window(|k, taps| {
+                    let share = gy[k] * scale;
+                    taps.iter().for_each(|&at| dx[at] += share);
+                });
             }
-        }
-        Tensor::from_vec(dx, shape)
+        });
+        Ok(dx)
     }
 }
 
@@ -214,4 +283,163 @@ fn check_grad<F: Float>(op: &'static str, grad: &Tensor<F>, shape: [usize; 4]) -
             got: grad.shape().to_vec(),
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::naive::{
+        self, Shapes, assert_close, for_f32_and_f64, on_1_and_2_threads, poison, sum_tolerance,
+    };
+    use super::*;
+
+    fn window(
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Window2d {
+        Window2d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+        }
+    }
+
+    /// Input shapes and windows: the named ones, then seeded random ones.
+    fn cases() -> Vec<([usize; 4], Window2d)> {
+        let two = window([2, 2], [2, 2], [0, 0], [1, 1]);
+        let mut cases = vec![
+            // The MNIST network's pooling (stride = kernel), smaller; odd sizes leave a
+            // row and a column out.
+            ([2, 3, 8, 8], two),
+            ([1, 2, 7, 9], two),
+            // Overlapping windows with padding (−∞ for max, zeros for the average).
+            ([2, 2, 7, 6], window([3, 3], [2, 2], [1, 1], [1, 1])),
+            // Non-square, dilated, unequal strides.
+            ([1, 3, 9, 10], window([2, 3], [1, 2], [1, 1], [2, 1])),
+            // The window as large as the input.
+            ([3, 1, 5, 4], window([5, 4], [1, 1], [0, 0], [1, 1])),
+            // Windows of padding only.
+            ([1, 1, 3, 3], window([1, 1], [2, 2], [1, 1], [1, 1])),
+            // stride = kernel but not 2, and stride = kernel with padding.
+            ([2, 2, 9, 9], window([3, 3], [3, 3], [0, 0], [1, 1])),
+            ([1, 2, 6, 7], window([2, 2], [2, 2], [1, 1], [1, 1])),
+        ];
+        let mut r = Shapes::new(2);
+        while cases.len() < 40 {
+            let window = window(
+                [r.pick(1, 4), r.pick(1, 4)],
+                [r.pick(1, 3), r.pick(1, 3)],
+                [r.pick(0, 2), r.pick(0, 2)],
+                [r.pick(1, 2), r.pick(1, 2)],
+            );
+            let shape = [r.pick(1, 3), r.pick(1, 3), r.pick(1, 11), r.pick(1, 11)];
+            if window.output_size([shape[2], shape[3]]).is_some() {
+                cases.push((shape, window));
+            }
+        }
+        cases
+    }
+
+    /// Values in {−1, −½, 0, ½, 1}, so that most windows hold a tie for the maximum,
+    /// and, when `nans`, a NaN every 37 values.
+    fn tied<F: Float>(shape: &[usize], seed: u64, nans: bool) -> Tensor<F> {
+        let x = Tensor::<F>::rand_uniform(shape, -1.0, 1.0, seed).unwrap();
+        let values = (x.to_vec().into_iter().enumerate())
+            .map(|(i, v)| match nans && i % 37 == 36 {
+                true => F::nan(),
+                false => (v * F::from_f64(2.0)).round() / F::from_f64(2.0),
+            })
+            .collect();
+        Tensor::from_vec(values, shape).unwrap()
+    }
+
+    for_f32_and_f64!(max_pooling_and_its_gradient_match_the_naive_loops, |F| {
+        for (i, &(shape, window)) in cases().iter().enumerate() {
+            for nans in [false, true] {
+                let x = tied::<F>(&shape, i as u64, nans);
+                let [oh, ow] = window.output_size([shape[2], shape[3]]).unwrap();
+                let out = [shape[0], shape[1], oh, ow];
+                let grad = Tensor::<F>::rand_uniform(&out, -1.0, 1.0, 50 + i as u64).unwrap();
+                let what = |op: &str| format!("{op}, {shape:?}, {window:?}, NaN: {nans}");
+                poison::<F>(&out);
+                let y = x.max_pool2d(&window).unwrap();
+                assert_close(
+                    &y,
+                    &naive::max_pool2d(&x, &window),
+                    0.0,
+                    &what("max_pool2d"),
+                );
+                poison::<F>(&shape);
+                let dx = Tensor::max_pool2d_backward(&x, &grad, &window).unwrap();
+                let expected = naive::max_pool2d_backward(&x, &grad, &window);
+                // Overlapping windows add up their gradients at a shared maximum.
+                let overlap = window.kernel[0] * window.kernel[1];
+                assert_close(
+                    &dx,
+                    &expected,
+                    sum_tolerance::<F>(overlap),
+                    &what("backward"),
+                );
+            }
+        }
+    });
+
+    for_f32_and_f64!(
+        average_pooling_and_its_gradient_match_the_naive_loops,
+        |F| {
+            for (i, &(shape, window)) in cases().iter().enumerate() {
+                let x = Tensor::<F>::rand_uniform(&shape, -1.0, 1.0, i as u64).unwrap();
+                let [oh, ow] = window.output_size([shape[2], shape[3]]).unwrap();
+                let out = [shape[0], shape[1], oh, ow];
+                let grad = Tensor::<F>::rand_uniform(&out, -1.0, 1.0, 50 + i as u64).unwrap();
+                let what = |op: &str| format!("{op}, {shape:?}, {window:?}");
+                let terms = window.kernel[0] * window.kernel[1];
+                poison::<F>(&out);
+                let y = x.avg_pool2d(&window).unwrap();
+                let tolerance = sum_tolerance::<F>(terms);
+                assert_close(
+                    &y,
+                    &naive::avg_pool2d(&x, &window),
+                    tolerance,
+                    &what("avg_pool2d"),
+                );
+                poison::<F>(&shape);
+                let dx = Tensor::avg_pool2d_backward(&shape, &grad, &window).unwrap();
+                let expected = naive::avg_pool2d_backward(&shape, &grad, &window);
+                assert_close(&dx, &expected, tolerance, &what("backward"));
+            }
+        }
+    );
+
+    for_f32_and_f64!(pooling_gives_the_same_bits_on_1_and_2_threads, |F| {
+        for (shape, window) in [
+            ([16, 64, 24, 24], window([2, 2], [2, 2], [0, 0], [1, 1])),
+            ([4, 8, 33, 35], window([3, 3], [2, 2], [1, 1], [1, 1])),
+        ] {
+            let x = tied::<F>(&shape, 3, true);
+            let [oh, ow] = window.output_size([shape[2], shape[3]]).unwrap();
+            let grad =
+                Tensor::<F>::rand_uniform(&[shape[0], shape[1], oh, ow], -1.0, 1.0, 4).unwrap();
+            let run = || {
+                [
+                    x.max_pool2d(&window).unwrap(),
+                    Tensor::max_pool2d_backward(&x, &grad, &window).unwrap(),
+                    x.avg_pool2d(&window).unwrap(),
+                    Tensor::avg_pool2d_backward(&shape, &grad, &window).unwrap(),
+                ]
+            };
+            let (one, two) = on_1_and_2_threads(run);
+            for (a, b) in one.iter().zip(&two) {
+                let bits = |t: &Tensor<F>| {
+                    t.to_vec()
+                        .iter()
+                        .map(|v| v.as_f64().to_bits())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(bits(a), bits(b), "{shape:?}, {window:?}");
+            }
+        }
+    });
 }
