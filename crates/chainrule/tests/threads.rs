@@ -166,3 +166,22 @@ fn fused_layers_train_bit_for_bit_like_one_node_per_layer() {
         }
     }
 }
+
+#[test]
+fn a_convolutional_network_with_dropout_and_batch_norm_trains_alike_on_one_and_two_threads() {
+    // The kernels cut their work by samples and planes, and dropout's masks are a
+    // function of the run's seed, the step and the element: not of the threads.
+    let json = r#"{"input": [2, 12, 12], "layers": [
+        {"type": "conv2d", "in_channels": 2, "out_channels": 8, "kernel_size": 3, "padding": 1},
+        {"type": "batch_norm2d", "num_features": 8}, {"type": "relu"},
+        {"type": "conv2d", "in_channels": 8, "out_channels": 16, "kernel_size": 3, "stride": 2},
+        {"type": "relu"}, {"type": "max_pool2d", "kernel_size": 2}, {"type": "dropout", "p": 0.3},
+        {"type": "flatten"}, {"type": "linear", "in": 64, "out": 10}]}"#;
+    let x = Tensor::<f32>::rand_uniform(&[192, 2, 12, 12], -1.0, 1.0, 6).unwrap();
+    let data = Dataset::new(x, Target::Classes((0..192).map(|i| i % 10).collect())).unwrap();
+    let config = TrainConfig::from_json(r#"{"loss": "cross_entropy", "optimizer": {"type": "adadelta"}, "batch_size": 64, "epochs": 2, "shuffle": true}"#).unwrap();
+    let one = train(json, &data, &config, 1);
+    let two = train(json, &data, &config, 2);
+    close(&two, &one, 1e-6, "CNN, 2 threads against 1");
+    assert_eq!(two, train(json, &data, &config, 2), "CNN, 2 threads, twice");
+}

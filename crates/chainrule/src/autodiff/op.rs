@@ -396,7 +396,10 @@ impl Op {
                 "minimum",
                 |a, b| if a <= b || a.is_nan() { a } else { b },
             ),
-            Op::Map(f) => Ok(x[0].map(|v| f.value(v))),
+            // The ReLU with its function known at compile time (what convolutional
+            // networks record after each convolution); the others through the table.
+            Op::Map(Elementwise::Relu) => Ok(map_blocks(x[0], |v| Elementwise::Relu.value(v))),
+            Op::Map(f) => Ok(map_blocks(x[0], |v| f.value(v))),
             Op::MatMul => x[0].matmul(x[1]),
             Op::Linear => linear_forward(x, false),
             Op::LinearRelu => linear_forward(x, true),
@@ -492,6 +495,10 @@ impl Op {
             Op::Maximum => pick_larger(x, g, need, |a, b| a > b)?,
             Op::Minimum => pick_larger(x, g, need, |a, b| a < b)?,
             // ∂L/∂x = g·f′(x), from the element-wise table
+            // relu′ is 1 where the output is positive, else 0 (0 at 0, as PyTorch).
+            Op::Map(Elementwise::Relu) if g.shape() == out.shape() => {
+                vec![Some(relu_masked(out, g))]
+            }
             Op::Map(f) => vec![Some(map_backward(*f, x[0], out, g)?)],
             // ∂/∂a = g · bᵀ, ∂/∂b = aᵀ · g
             Op::MatMul => vec![
@@ -656,6 +663,25 @@ impl Op {
         };
         Ok(grads)
     }
+}
+
+/// `f` of every element of `x`, in blocks shared among the training team, into
+/// storage from the pool.
+fn map_blocks<F: Float>(x: &Tensor<F>, f: impl Fn(F) -> F + Sync) -> Tensor<F> {
+    let values = x
+        .as_slice()
+        .map_or_else(|| Cow::Owned(x.to_vec()), Cow::Borrowed);
+    let fill = |out: &mut [std::mem::MaybeUninit<F>]| {
+        crate::parallel::for_each_block(out, 1, |start, block| {
+            for (o, &v) in block.iter_mut().zip(&values[start..]) {
+                o.write(f(v));
+            }
+        });
+    };
+    // SAFETY: the blocks cover the whole slice and each element is written once.
+    // Every element-wise test (the table's gradient checks, the PyTorch reference
+    // cases) goes through here, on fresh and on kept storage.
+    unsafe { crate::tensor::pool::filled_uninit(x.shape(), fill) }
 }
 
 /// g where `out` > 0, else 0: the ReLU's mask applied to the incoming gradient, in
