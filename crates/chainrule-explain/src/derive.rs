@@ -364,15 +364,16 @@ pub fn explain(
     };
     let z = Symbol::new('z', Some(l), &[j + 1]);
     let a = Symbol::new('a', Some(l), &[j + 1]);
-    let prev = if position == 0 {
-        Symbol::new('x', None, &[k + 1])
-    } else {
-        Symbol::new('a', Some(l - 1), &[k + 1])
+    // ∂z/∂w is the linear layer's own input: x itself only when nothing comes before
+    // the layer; an activation before the first linear layer gives a⁽⁰⁾ = f(x).
+    let prev = match (position, unit.linear) {
+        (0, 0) => Symbol::new('x', None, &[k + 1]),
+        (0, _) => Symbol::new('a', Some(0), &[k + 1]),
+        _ => Symbol::new('a', Some(l - 1), &[k + 1]),
     };
-    let prev_values = if position == 0 {
-        x.clone()
-    } else {
-        value(units[position - 1].output)
+    let prev_values = match unit.linear {
+        0 => x.clone(),
+        before => value(before - 1),
     };
     let (z_values, a_values, dc_da, dc_dz) = (
         value(unit.linear),
