@@ -64,7 +64,13 @@ fn load<F: Float>(files: &Files, loss: Loss) -> Result<Problem<F>> {
     if !x.all_finite() {
         bail!("{}: holds a non-finite number", files.x.display());
     }
-    model.check_input(&x).map_err(in_file(&files.x))?;
+    model.check_input(&x).map_err(|e| {
+        anyhow!(
+            "{}: {e}, as {} says",
+            files.x.display(),
+            files.model.display()
+        )
+    })?;
     let rows = x.shape()[0];
     let outputs = model.output_features().unwrap_or(x.shape()[1]);
 

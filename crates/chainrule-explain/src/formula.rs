@@ -38,6 +38,22 @@ pub const MAX_PATHS: usize = 64;
 /// Statements a formula file may hold.
 pub const MAX_STATEMENTS: usize = 1_000;
 
+/// How deep parentheses, calls and signs may nest in one expression: deeper nesting
+/// is refused before anything recurses over it (and a closed form's simplification
+/// grows with the nesting's cube).
+pub const MAX_NESTING: usize = 64;
+
+/// Operations (numbers, names, operators, calls) one statement may hold: every walk
+/// over a statement recurses at most this deep, and a longer statement is better
+/// split into named quantities anyway.
+pub const MAX_STATEMENT_NODES: usize = 2_000;
+
+/// A consumer's statement above this many operations gets its local derivative's
+/// value from backprop over that statement alone, not from a symbolic derivative
+/// (whose simplification grows faster than the statement), so that explaining every
+/// parameter stays linear in the file.
+const SYMBOLIC_FACTOR_NODES: usize = 100;
+
 /// Terms a closed form may grow to (each statement may use the ones before it more
 /// than once, so closed forms can grow exponentially).
 pub const MAX_TERMS: usize = 100_000;
@@ -92,6 +108,8 @@ struct Parser<'a> {
     line: usize,
     known: &'a BTreeMap<String, usize>,
     depth: usize,
+    /// Nodes made so far, against [`MAX_STATEMENT_NODES`].
+    nodes: usize,
 }
 
 impl Parser<'_> {
@@ -109,14 +127,34 @@ impl Parser<'_> {
         )
     }
 
-    fn sum(&mut self) -> Result<Node> {
+    /// Enters one level of nesting (a parenthesis, a call, a sign, an exponent).
+    fn enter(&mut self) -> Result<()> {
         self.depth += 1;
-        if self.depth > 200 {
-            return Err(self.error("expression nested too deeply"));
+        if self.depth > MAX_NESTING {
+            return Err(self.error(&format!(
+                "the expression nests more than {MAX_NESTING} deep (parentheses, calls and signs); name its inner parts (z1 = …) and use the names"
+            )));
         }
+        Ok(())
+    }
+
+    /// Counts one node against [`MAX_STATEMENT_NODES`].
+    fn count(&mut self) -> Result<()> {
+        self.nodes += 1;
+        if self.nodes > MAX_STATEMENT_NODES {
+            return Err(self.error(&format!(
+                "the statement has more than {MAX_STATEMENT_NODES} operations; split it into named quantities"
+            )));
+        }
+        Ok(())
+    }
+
+    fn sum(&mut self) -> Result<Node> {
+        self.enter()?;
         let mut left = self.product()?;
         while let Some(op @ ('+' | '-')) = self.peek() {
             self.at += 1;
+            self.count()?;
             left = Node::Binary(op, Box::new(left), Box::new(self.product()?));
         }
         self.depth -= 1;
@@ -133,19 +171,24 @@ impl Parser<'_> {
             }
             let op = self.chars[self.at];
             self.at += 1;
+            self.count()?;
             left = Node::Binary(op, Box::new(left), Box::new(self.unary()?));
         }
     }
 
     fn unary(&mut self) -> Result<Node> {
         match self.peek() {
-            Some('-') => {
+            Some(sign @ ('-' | '+')) => {
                 self.at += 1;
-                Ok(Node::Neg(Box::new(self.unary()?)))
-            }
-            Some('+') => {
-                self.at += 1;
-                self.unary()
+                self.enter()?;
+                self.count()?;
+                let inner = self.unary()?;
+                self.depth -= 1;
+                Ok(if sign == '-' {
+                    Node::Neg(Box::new(inner))
+                } else {
+                    inner
+                })
             }
             _ => self.power(),
         }
@@ -159,6 +202,7 @@ impl Parser<'_> {
             return Ok(base);
         }
         self.at += if caret { 1 } else { 2 };
+        self.count()?;
         let exponent = match self.unary()? {
             Node::Num(p) => p,
             Node::Neg(inner) => match *inner {
@@ -171,6 +215,7 @@ impl Parser<'_> {
     }
 
     fn atom(&mut self) -> Result<Node> {
+        self.count()?;
         match self.peek() {
             Some('(') => {
                 self.at += 1;
@@ -390,6 +435,7 @@ impl Formula {
                         line,
                         known: &known,
                         depth: 0,
+                        nodes: 0,
                     };
                     let node = parser.sum()?;
                     if parser.peek().is_some() {
@@ -555,6 +601,12 @@ impl Formula {
             let var = match &q.role {
                 Role::Input(v) => tape.constant_scalar(*v),
                 Role::Param(v) => tape.param_scalar(*v),
+                // An alias (`a0 = w`) is a node of its own, so that backprop's
+                // ∂L/∂a0 is the gradient through a0 alone, not all of w's.
+                Role::Defined(Node::Name(n)) => {
+                    let same: Var<'t, f64> = vars[n];
+                    same.reshape(&[]).unwrap_or(same)
+                }
                 Role::Defined(node) => to_var(node, tape, &vars),
             };
             vars.insert(q.name.clone(), var);
@@ -655,6 +707,19 @@ impl Formula {
                     value: f.derivative(z, a),
                 };
             }
+        }
+        if let Role::Defined(node) = &self.quantities[c].role
+            && size(node) > SYMBOLIC_FACTOR_NODES
+        {
+            return Factor {
+                name,
+                formula: (
+                    format!("backprop through {cn}'s own statement"),
+                    r"\text{backprop through the statement}".into(),
+                ),
+                substituted: None,
+                value: local_gradient(node, pn, env),
+            };
         }
         let derivative = self.local(c).expect("a consumer is defined").diff(pn);
         let value = derivative.eval(env).unwrap_or(f64::NAN);
@@ -785,6 +850,35 @@ impl Formula {
         }
         true
     }
+}
+
+/// The number of nodes of a parsed statement.
+fn size(node: &Node) -> usize {
+    1 + match node {
+        Node::Num(_) | Node::Name(_) => 0,
+        Node::Neg(x) | Node::Pow(x, _) | Node::Call(_, x) => size(x),
+        Node::Binary(_, l, r) => size(l) + size(r),
+    }
+}
+
+/// ∂(statement)/∂`name` at the values `env`, by backprop over the statement alone,
+/// every other name held at its value.
+fn local_gradient(node: &Node, name: &str, env: &BTreeMap<String, f64>) -> f64 {
+    let mut names = BTreeSet::new();
+    names_in(node, &mut names);
+    let tape = Tape::new();
+    let leaves: BTreeMap<String, Var<'_, f64>> = names
+        .into_iter()
+        .map(|n| {
+            let v = env.get(&n).copied().unwrap_or(f64::NAN);
+            (n, tape.param_scalar(v))
+        })
+        .collect();
+    let out = to_var(node, &tape, &leaves);
+    out.backward()
+        .ok()
+        .and_then(|g| g.wrt(leaves[name]).and_then(|t| t.item().ok()))
+        .unwrap_or(0.0)
 }
 
 /// The number of nodes of `e`.
