@@ -88,7 +88,9 @@ def main():
         x = x.reshape(-1, *input_shape)
     with torch.no_grad():
         theirs = torch.softmax(model(x), dim=1).numpy()
-    report(float(np.abs(theirs - ours).max()), bool((theirs.argmax(1) == ours.argmax(1)).all()), len(x),
+    # predict's columns: the class, then one probability per class.
+    classes, probabilities = ours[:, 0].astype(np.int64), ours[:, 1:]
+    report(float(np.abs(theirs - probabilities).max()), bool((theirs.argmax(1) == classes).all()), len(x),
            "probability")
 
 

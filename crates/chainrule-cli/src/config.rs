@@ -73,6 +73,9 @@ pub struct RunConfig {
     pub runs_dir: Option<String>,
     /// The run folder's name (default: the data set's name and a number).
     pub name: Option<String>,
+    /// Save the checkpoint after every this many epochs (default 1), besides at
+    /// the end and when a signal stops training: what a crash can lose at most.
+    pub checkpoint_every: Option<usize>,
 }
 
 /// The first float of `table` (dotted key, value) that is inf or nan, if any.
@@ -157,7 +160,8 @@ impl RunConfig {
             seed,
             threads,
             runs_dir,
-            name
+            name,
+            checkpoint_every
         );
         self
     }
@@ -651,6 +655,7 @@ pub fn resolve(mut config: RunConfig) -> RunConfig {
     config.init.get_or_insert_with(|| "pytorch".into());
     config.threads.get_or_insert(0);
     config.runs_dir.get_or_insert_with(|| "runs".into());
+    config.checkpoint_every.get_or_insert(1);
     if config.layer.is_none() {
         config.activation.get_or_insert_with(|| "relu".into());
     }

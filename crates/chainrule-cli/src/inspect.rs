@@ -21,17 +21,19 @@ struct Run {
     loss: Loss,
 }
 
+/// Run `dir`'s checkpoint, checked (see [`crate::run::run_files`]).
 fn open_run(dir: &Path) -> Result<Run> {
-    let state = RunState::read(dir)?;
-    let config = RunConfig::read(&dir.join("config.toml"))?;
-    let model = Sequential::<f32>::load_checkpoint(dir)?;
+    let files = crate::run::run_files(dir)?;
+    let state = RunState::read(&files.join("state.json"))?;
+    let config = RunConfig::read(&files.join("config.toml"))?;
+    let model = Sequential::<f32>::load_checkpoint(&files)?;
     let default = if state.classes.is_some() {
         "cross_entropy"
     } else {
         "mse"
     };
     let loss = Loss::from_name(config.loss.as_deref().unwrap_or(default))
-        .map_err(|e| anyhow!("{}: {e}", dir.join("config.toml").display()))?;
+        .map_err(|e| anyhow!("{}: {e}", files.join("config.toml").display()))?;
     Ok(Run {
         model,
         config,
@@ -275,7 +277,7 @@ pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> 
 /// `chainrule summary RUN|MODEL.json`.
 pub fn summary(target: &Path) -> Result<()> {
     let model_file = if target.is_dir() {
-        target.join("model.json")
+        crate::run::run_files(target)?.join("model.json")
     } else {
         target.to_path_buf()
     };

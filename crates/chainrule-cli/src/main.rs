@@ -205,6 +205,10 @@ struct TrainArgs {
     /// Folder for run folders (default runs).
     #[arg(long)]
     runs_dir: Option<String>,
+    /// Save the checkpoint every N epochs (default 1), besides at the end and on
+    /// Ctrl-C: a crash loses at most N epochs.
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<usize>,
     /// No progress and no summary.
     #[arg(long)]
     quiet: bool,
@@ -262,6 +266,7 @@ impl TrainArgs {
             threads: self.threads,
             name: self.name.clone(),
             runs_dir: self.runs_dir.clone(),
+            checkpoint_every: self.checkpoint_every,
             ..RunConfig::default()
         }
     }
@@ -288,7 +293,9 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         anyhow::bail!("--x and --y go together");
     }
     let base_optimizer = match (&args.resume, &args.config) {
-        (Some(run), _) => RunConfig::read(&run.join("config.toml"))?.optimizer,
+        (Some(run), _) => {
+            RunConfig::read(&run::open_checkpoint(run)?.file("config.toml")?)?.optimizer
+        }
         (None, Some(file)) => RunConfig::read(file)?.optimizer,
         _ => None,
     };

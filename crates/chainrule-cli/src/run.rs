@@ -1,17 +1,33 @@
 //! `chainrule train` in its richer form: a run from a config and flags, with live
 //! progress, a summary, and a run folder holding everything needed to inspect,
 //! reproduce or resume it.
+//!
+//! A run folder holds one checkpoint, `checkpoint/`, replaced as a whole at every
+//! save (see [`chainrule::io::CheckpointDir`]: a fresh save folder, flushed, then
+//! one atomic rename of the `checkpoint` link): the model, its parameters, the
+//! optimizer's state, the config, `state.json` (the position and early stopping's
+//! record) and `metrics.csv` up to that position. A save happens after every
+//! `checkpoint_every` epochs, when a signal stops training, and at the end, so a
+//! kill at any moment loses at most that many epochs and never leaves a mix of two
+//! saves. The plots and `audit.json` beside it are drawn from the checkpoint when
+//! training ends. While a run trains, it holds the folder's lock: a second
+//! `--resume` of it, or a run started with its name, is refused.
 
 use crate::config::{self, RunConfig, Scaler, Splits};
 use crate::plot::{self, EpochPoint};
 use anyhow::{Context, Result, anyhow, bail};
 use chainrule::data::Target;
-use chainrule::io::{read_safetensors, write_atomic, write_safetensors};
-use chainrule::nn::{Module, Sequential};
+use chainrule::io::{
+    CheckpointDir, SavedCheckpoint, read_safetensors, safetensors_bytes, write_atomic,
+};
+use chainrule::nn::{Module, Param, Sequential};
 use chainrule::optim::Optimizer;
-use chainrule::train::{Event, History, Position, Session, fit_from};
+use chainrule::train::{
+    Best, Checkpoint, Event, History, Moment, Session, Tally, TrainState, fit_checkpointed,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -42,12 +58,74 @@ pub struct RunState {
     pub seed: u64,
     pub threads: usize,
     pub scaler: Scaler,
+    /// Early stopping's record, with `patience` (its parameters are
+    /// `best.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<BestRecord>,
+    /// The training sums of the batches done in an interrupted epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_so_far: Option<EpochSoFar>,
+    /// Whether early stopping ended the run (there is then nothing to resume).
+    #[serde(default)]
+    pub stopped_early: bool,
+}
+
+/// Early stopping's record in `state.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BestRecord {
+    /// The lowest monitored loss so far.
+    #[serde(with = "float_or_text")]
+    pub best_loss: f64,
+    /// Its epoch, from 1 (as in metrics.csv).
+    pub best_epoch: usize,
+}
+
+/// [`Tally`] in `state.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EpochSoFar {
+    #[serde(with = "float_or_text")]
+    pub weighted_loss: f64,
+    pub rows: usize,
+    pub correct: usize,
+    pub judged: usize,
+    pub classification: bool,
+}
+
+/// An f64 in JSON, which has no inf or NaN: those are written as the strings
+/// `"inf"`, `"-inf"` and `"NaN"`. (A finite f64 goes through JSON exactly: the
+/// workspace's serde_json parses with `float_roundtrip`, which a resumed run's early
+/// stopping needs to compare the same numbers as a run never stopped.)
+mod float_or_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            s.serialize_f64(*value)
+        } else {
+            s.serialize_str(&value.to_string())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Number {
+            Finite(f64),
+            Text(String),
+        }
+        match Number::deserialize(d)? {
+            Number::Finite(v) => Ok(v),
+            Number::Text(t) => t
+                .parse()
+                .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a number"))),
+        }
+    }
 }
 
 impl RunState {
-    pub fn read(run: &Path) -> Result<RunState> {
-        let path = run.join("state.json");
-        let text = chainrule::io::read_text(&path)
+    /// Reads `state.json` at `path`.
+    pub fn read(path: &Path) -> Result<RunState> {
+        let text = chainrule::io::read_text(path)
             .with_context(|| format!("{}: not a run folder", path.display()))?;
         let state: RunState =
             serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -70,11 +148,68 @@ impl RunState {
 /// below what would exhaust memory in a confusion matrix's rows.
 const MAX_CLASSES: usize = 1 << 16;
 
+/// The complete checkpoint of run folder `run`, checked against its manifest, for
+/// `--resume`; one line saying why there is none otherwise.
+pub fn open_checkpoint(run: &Path) -> Result<SavedCheckpoint> {
+    if let Some(saved) = SavedCheckpoint::open(run)? {
+        return Ok(saved);
+    }
+    if !run.is_dir() {
+        bail!("{}: not a run folder", run.display());
+    }
+    if run.join("state.json").exists() {
+        bail!(
+            "{}: saved file by file by an earlier chainrule (no checkpoint/), so it may be torn: it cannot be resumed (eval, predict and summary still read it)",
+            run.display()
+        );
+    }
+    let name = run.file_name().map_or_else(
+        || run.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let runs_dir = match run.parent() {
+        Some(p) if !p.as_os_str().is_empty() && p != Path::new("runs") => {
+            format!(" --runs-dir {}", p.display())
+        }
+        _ => String::new(),
+    };
+    bail!(
+        "{}: no complete checkpoint yet (training stopped before its first save); start it again with --name {name}{runs_dir}",
+        run.display()
+    )
+}
+
+/// The folder that holds the files of run `dir` for `eval`, `predict` and
+/// `summary`: its checkpoint, checked; a run folder of an earlier chainrule, read
+/// as it is (it has nothing to check against); or a folder with a `model.json`.
+pub fn run_files(dir: &Path) -> Result<PathBuf> {
+    match SavedCheckpoint::open(dir)? {
+        Some(saved) => Ok(saved.dir().to_path_buf()),
+        None if dir.join("model.json").exists() => Ok(dir.to_path_buf()),
+        None => open_checkpoint(dir).map(|saved| saved.dir().to_path_buf()),
+    }
+}
+
+/// Whether folder `dir` holds a run: a checkpoint (or a broken link where one
+/// should be), or the files of an earlier chainrule's run folder.
+fn holds_a_run(dir: &Path) -> bool {
+    ["checkpoint", "state.json", "model.json"]
+        .iter()
+        .any(|f| std::fs::symlink_metadata(dir.join(f)).is_ok())
+}
+
 /// Creates the run folder `runs_dir/name`, or with no name the first free
-/// `runs_dir/<base>-NNN`. Creating the folder is what claims the name (one atomic
-/// `mkdir`), so two runs started at once never share a folder: a named one that
-/// exists already is refused, an automatic number taken meanwhile is skipped.
-fn create_run_dir(runs_dir: &Path, name: Option<&str>, base: &str) -> Result<PathBuf> {
+/// `runs_dir/<base>-NNN`, and takes its lock. Creating the folder is what claims the
+/// name (one atomic `mkdir`), so two runs started at once never share a folder: a
+/// named one that holds a run already is refused, an automatic number taken
+/// meanwhile is skipped. A named folder that holds no complete checkpoint (a run
+/// killed before its first save) is taken over, unless a run holds its lock.
+fn create_run_dir(
+    runs_dir: &Path,
+    name: Option<&str>,
+    base: &str,
+    quiet: bool,
+) -> Result<(PathBuf, CheckpointDir)> {
     std::fs::create_dir_all(runs_dir).with_context(|| format!("{}", runs_dir.display()))?;
     if let Some(name) = name {
         let plain = Path::new(name).components().count() == 1
@@ -89,19 +224,50 @@ fn create_run_dir(runs_dir: &Path, name: Option<&str>, base: &str) -> Result<Pat
             );
         }
         let dir = runs_dir.join(name);
-        return match std::fs::create_dir(&dir) {
-            Ok(()) => Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+        let fresh = match std::fs::create_dir(&dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(anyhow!("{}: {e}", dir.display())),
+        };
+        let in_use = || {
+            anyhow!(
+                "name: {} already exists (another chainrule train is writing to it)",
+                dir.display()
+            )
+        };
+        let taken = || {
+            anyhow!(
                 "name: {} already exists (use --resume to continue it, or another --name)",
                 dir.display()
-            ),
-            Err(e) => Err(anyhow!("{}: {e}", dir.display())),
+            )
         };
+        if !fresh && holds_a_run(&dir) {
+            return Err(taken());
+        }
+        let lock = CheckpointDir::try_lock(&dir)?.ok_or_else(in_use)?;
+        if !fresh {
+            // Looked at again under the lock: a run may have saved and ended since.
+            if holds_a_run(&dir) {
+                return Err(taken());
+            }
+            if !quiet {
+                eprintln!(
+                    "chainrule: {} holds no complete checkpoint (a run stopped before its first save): starting it afresh",
+                    dir.display()
+                );
+            }
+        }
+        return Ok((dir, lock));
     }
     for n in 1..=u32::MAX {
         let dir = runs_dir.join(format!("{base}-{n:03}"));
         match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
+            // Locked by someone else between our mkdir and now (a run given this
+            // name took the empty folder over): leave it to them.
+            Ok(()) => match CheckpointDir::try_lock(&dir)? {
+                Some(lock) => return Ok((dir, lock)),
+                None => continue,
+            },
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(anyhow!("{}: {e}", dir.display())),
         }
@@ -109,11 +275,174 @@ fn create_run_dir(runs_dir: &Path, name: Option<&str>, base: &str) -> Result<Pat
     bail!("{}: no free run number", runs_dir.display())
 }
 
+/// What a resumed run brings from its checkpoint.
+struct Resumed {
+    model: Sequential<f32>,
+    state: TrainState<f32>,
+    /// metrics.csv's rows (without the header), one per epoch done.
+    metrics: Vec<String>,
+    /// The same rows, read.
+    points: Vec<EpochPoint>,
+}
+
+/// Reads the checkpoint `saved` of run `run` into the optimizer and a [`Resumed`],
+/// checking that its files agree with each other and with `model` (built from its
+/// config), `optimizer` (its optimizer) and the `train_rows` rows of its data.
+fn resume_from(
+    run: &Path,
+    saved: &SavedCheckpoint,
+    model: &Sequential<f32>,
+    optimizer: &mut Optimizer<f32>,
+    train_config: &chainrule::train::TrainConfig,
+    train_rows: usize,
+) -> Result<Resumed> {
+    let state_path = saved.file("state.json")?;
+    let state = RunState::read(&state_path)?;
+    if state.stopped_early {
+        bail!(
+            "{}: early stopping ended this run after epoch {}: there is nothing to resume",
+            run.display(),
+            state.epochs_done
+        );
+    }
+    let loaded = Sequential::<f32>::load_checkpoint(saved.dir())?;
+    if loaded.layers() != model.layers() {
+        bail!(
+            "{}: the checkpoint's layers differ from its config.toml",
+            run.display()
+        );
+    }
+    let opt_path = saved.file("optimizer.safetensors")?;
+    optimizer
+        .load_state_dict(loaded.params(), &read_safetensors(&opt_path)?)
+        .map_err(|e| anyhow!("{}: {e}", opt_path.display()))?;
+    let metrics_path = saved.file("metrics.csv")?;
+    let metrics: Vec<String> = chainrule::io::read_text(&metrics_path)?
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    // One row per epoch done, as the save wrote them: anything else is a checkpoint
+    // whose files disagree.
+    if metrics.len() != state.epochs_done {
+        bail!(
+            "{}: {} rows, but {} says {} epochs are done",
+            metrics_path.display(),
+            metrics.len(),
+            state_path.display(),
+            state.epochs_done
+        );
+    }
+    let points = parse_metrics(&metrics_path, &metrics)?;
+    let restores = train_config.early_stopping.is_some_and(|e| e.restore_best);
+    let best = match &state.early_stopping {
+        Some(record) if record.best_epoch == 0 || record.best_epoch > state.epochs_done => bail!(
+            "{}: early_stopping.best_epoch: {} is not one of the {} epochs done",
+            state_path.display(),
+            record.best_epoch,
+            state.epochs_done
+        ),
+        Some(record) => Some(Best {
+            loss: record.best_loss,
+            epoch: record.best_epoch - 1,
+            params: if restores {
+                best_params(saved, &loaded)?
+            } else {
+                Vec::new()
+            },
+        }),
+        None => None,
+    };
+    let batches = chainrule::data::Batches {
+        rows: train_rows,
+        batch_size: train_config.batch_size,
+        shuffle: train_config.shuffle,
+        seed: train_config.seed,
+        drop_last: train_config.drop_last,
+    }
+    .count();
+    if state.batches_done >= batches.max(1) {
+        bail!(
+            "{}: batches_done: {} is not a batch of an epoch of {batches}",
+            state_path.display(),
+            state.batches_done
+        );
+    }
+    let epoch_so_far = match &state.epoch_so_far {
+        Some(t) => Tally {
+            weighted_loss: t.weighted_loss,
+            rows: t.rows,
+            correct: t.correct,
+            judged: t.judged,
+            classification: t.classification,
+        },
+        None => Tally::default(),
+    };
+    Ok(Resumed {
+        model: loaded,
+        state: TrainState {
+            position: chainrule::train::Position {
+                epoch: state.epochs_done,
+                batch: state.batches_done,
+            },
+            best,
+            epoch_so_far,
+        },
+        metrics,
+        points,
+    })
+}
+
+/// Early stopping's best parameters from `best.safetensors`, in the model's order.
+fn best_params(saved: &SavedCheckpoint, model: &Sequential<f32>) -> Result<Vec<Param<f32>>> {
+    let path = saved.file("best.safetensors")?;
+    let mut named = read_safetensors::<f32>(&path)?;
+    // The parameters, then the buffers (batch norm's running statistics).
+    let params = model
+        .params()
+        .iter()
+        .chain(model.buffers())
+        .map(|p| {
+            let value = named
+                .remove(&p.name)
+                .ok_or_else(|| anyhow!("{}: {}: missing", path.display(), p.name))?;
+            if value.shape() != p.value.shape() {
+                bail!(
+                    "{}: {}: shape {:?}, the model's is {:?}",
+                    path.display(),
+                    p.name,
+                    value.shape(),
+                    p.value.shape()
+                );
+            }
+            Ok(Param::new(p.name.clone(), value))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(extra) = named.keys().next() {
+        bail!("{}: {extra}: not a parameter of the model", path.display());
+    }
+    Ok(params)
+}
+
 pub fn train(request: TrainRequest) -> Result<()> {
     // From the start, so a signal during loading still ends in a clean stop.
     crate::signals::install();
-    let base = match (&request.resume, &request.config_file) {
-        (Some(run), _) => RunConfig::read(&run.join("config.toml"))?,
+    // A resumed run's folder is locked before anything is read from it, so that
+    // what is read is not replaced meanwhile by a save of another run of it.
+    let resumed = match &request.resume {
+        Some(run) => {
+            let folder = CheckpointDir::try_lock(run)?.ok_or_else(|| {
+                anyhow!(
+                    "{}: another chainrule train is writing to this run folder",
+                    run.display()
+                )
+            })?;
+            Some((run.clone(), folder, open_checkpoint(run)?))
+        }
+        None => None,
+    };
+    let base = match (&resumed, &request.config_file) {
+        (Some((_, _, saved)), _) => RunConfig::read(&saved.file("config.toml")?)?,
         (None, Some(file)) => RunConfig::read(file)?,
         (None, None) => RunConfig::default(),
     };
@@ -136,6 +465,10 @@ pub fn train(request: TrainRequest) -> Result<()> {
         cfg.activation = None;
     }
     let cfg = config::resolve(cfg);
+    let every = cfg.checkpoint_every.unwrap_or(1);
+    if every == 0 {
+        bail!("checkpoint_every: must be at least 1");
+    }
     let threads = cfg.threads.unwrap_or(0);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads > cores && !request.quiet {
@@ -149,38 +482,31 @@ pub fn train(request: TrainRequest) -> Result<()> {
     let splits = config::shaped_for(&model, splits)?;
     let train_config = config::train_config(&cfg, splits.classes.is_some())?;
     let mut optimizer = Optimizer::new(train_config.optimizer.clone());
-    let mut start = Position::default();
-    let mut earlier: Vec<EpochPoint> = Vec::new();
+    let mut start = TrainState::default();
+    let mut earlier: Vec<String> = Vec::new();
+    let mut points: Vec<EpochPoint> = Vec::new();
 
-    let run_dir = match &request.resume {
-        Some(run) => {
-            let state = RunState::read(run)?;
-            let loaded = Sequential::<f32>::load_checkpoint(run)?;
-            if loaded.layers() != model.layers() {
-                bail!(
-                    "{}: the checkpoint's layers differ from its config.toml",
-                    run.display()
-                );
-            }
-            model = loaded;
-            let opt_path = run.join("optimizer.safetensors");
-            if opt_path.exists() {
-                optimizer
-                    .load_state_dict(model.params(), &read_safetensors(&opt_path)?)
-                    .map_err(|e| anyhow!("{}: {e}", opt_path.display()))?;
-            }
-            start = Position {
-                epoch: state.epochs_done,
-                batch: state.batches_done,
-            };
-            earlier = read_metrics(&run.join("metrics.csv"))?;
-            if start.epoch >= train_config.epochs {
+    let (run_dir, mut folder) = match resumed {
+        Some((run, folder, saved)) => {
+            let resumed = resume_from(
+                &run,
+                &saved,
+                &model,
+                &mut optimizer,
+                &train_config,
+                splits.train.len(),
+            )?;
+            if resumed.state.position.epoch >= train_config.epochs {
                 bail!(
                     "epochs: the run already has {} epochs; ask for more with --epochs",
-                    start.epoch
+                    resumed.state.position.epoch
                 );
             }
-            run.clone()
+            model = resumed.model;
+            start = resumed.state;
+            earlier = resumed.metrics;
+            points = resumed.points;
+            (run, folder)
         }
         None => {
             if let Some(params) = &request.params {
@@ -193,11 +519,12 @@ pub fn train(request: TrainRequest) -> Result<()> {
                 &runs_dir,
                 cfg.name.as_deref(),
                 &config::data_name(cfg.data.as_deref().unwrap_or("data")),
+                request.quiet,
             )?
         }
     };
 
-    let first_epoch = start.epoch;
+    let first_epoch = start.position.epoch;
     let mut progress = Progress::new(
         &splits,
         &train_config,
@@ -210,18 +537,32 @@ pub fn train(request: TrainRequest) -> Result<()> {
         start,
         stop: Some(crate::signals::stop_flag()),
     };
-    let history = fit_from(
+    let run = RunFacts {
+        cfg: &cfg,
+        splits: &splits,
+        earlier: &earlier,
+    };
+    let history = fit_checkpointed(
         &mut model,
         &splits.train,
         splits.validation.as_ref(),
         &train_config,
         session,
         |event| progress.on(event),
+        |checkpoint| {
+            // Every `every` epochs counted from the run's start (not from a resume),
+            // and whenever training stops.
+            let due = checkpoint.moment != Moment::Epoch
+                || checkpoint.state.position.epoch.is_multiple_of(every);
+            if due {
+                save_checkpoint(&mut folder, &run, checkpoint)?;
+            }
+            Ok::<(), anyhow::Error>(())
+        },
     )?;
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
 
-    let mut points = earlier;
     points.extend(history.epochs.iter().map(|m| EpochPoint {
         epoch: m.epoch + 1,
         train_loss: m.train.loss,
@@ -234,16 +575,7 @@ pub fn train(request: TrainRequest) -> Result<()> {
         .as_ref()
         .map(|t| chainrule::train::evaluate(&mut model, t, train_config.loss))
         .transpose()?;
-    save_run(
-        &run_dir,
-        &cfg,
-        &splits,
-        &model,
-        &optimizer,
-        &history,
-        &points,
-        first_epoch,
-    )?;
+    draw_plots(&run_dir, &splits, &model, &points)?;
 
     let findings = if request.audit {
         let rows: Vec<usize> = (0..splits.train.len().min(1024)).collect();
@@ -346,70 +678,123 @@ fn print_summary(summary: &serde_json::Value, history: &History) {
     println!("Run folder: {}", summary["run"].as_str().unwrap_or(""));
 }
 
-/// Writes everything a run folder holds (each file atomically).
-#[allow(clippy::too_many_arguments)]
-fn save_run(
-    dir: &Path,
-    cfg: &RunConfig,
-    splits: &Splits,
-    model: &Sequential<f32>,
-    optimizer: &Optimizer<f32>,
-    history: &History,
-    points: &[EpochPoint],
-    first_epoch: usize,
+/// What every save of a run writes besides the training state: its settings, its
+/// data's facts, and the metrics rows of the epochs before this session.
+struct RunFacts<'a> {
+    cfg: &'a RunConfig,
+    splits: &'a Splits,
+    earlier: &'a [String],
+}
+
+/// The header of metrics.csv.
+const METRICS_HEADER: &str =
+    "epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,lr,seconds";
+
+/// Saves `checkpoint` as the run folder's checkpoint, as a whole (see the module
+/// documentation).
+fn save_checkpoint(
+    folder: &mut CheckpointDir,
+    run: &RunFacts<'_>,
+    checkpoint: &Checkpoint<'_, f32, Sequential<f32>>,
 ) -> Result<()> {
-    model.save_checkpoint(dir)?;
-    write_safetensors(
-        &dir.join("optimizer.safetensors"),
-        &optimizer.state_dict(model.params()),
+    let Checkpoint {
+        model,
+        optimizer,
+        state,
+        history,
+        ..
+    } = *checkpoint;
+    let mut save = folder.save()?;
+    model.save_checkpoint(save.dir())?;
+    // Whatever files save_checkpoint writes (model.json and params.safetensors
+    // today) are part of the checkpoint and listed in its manifest.
+    let mut written: Vec<String> = std::fs::read_dir(save.dir())
+        .with_context(|| format!("{}", save.dir().display()))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("{}", save.dir().display()))?;
+    written.sort();
+    for name in &written {
+        save.add(name)?;
+    }
+    save.write(
+        "optimizer.safetensors",
+        &safetensors_bytes(&optimizer.state_dict(model.params()))?,
     )?;
+    if let Some(best) = &state.best
+        && !best.params.is_empty()
+    {
+        let named: BTreeMap<String, chainrule::Tensor<f32>> = best
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.value.clone()))
+            .collect();
+        save.write("best.safetensors", &safetensors_bytes(&named)?)?;
+    }
     let header = "# chainrule run configuration: every setting, defaults filled in.\n# Reproduce with: chainrule train --config config.toml\n";
-    let toml_text = toml::to_string(cfg).map_err(|e| anyhow!("config.toml: {e}"))?;
-    write_atomic(
-        &dir.join("config.toml"),
-        format!("{header}{toml_text}").as_bytes(),
-    )?;
-    let state = RunState {
+    let toml_text = toml::to_string(run.cfg).map_err(|e| anyhow!("config.toml: {e}"))?;
+    save.write("config.toml", format!("{header}{toml_text}").as_bytes())?;
+    let splits = run.splits;
+    let tally = state.epoch_so_far;
+    let run_state = RunState {
         chainrule_version: env!("CARGO_PKG_VERSION").into(),
-        epochs_done: history
-            .interrupted
-            .map_or(first_epoch + history.epochs.len(), |p| p.epoch),
-        batches_done: history.interrupted.map_or(0, |p| p.batch),
+        epochs_done: state.position.epoch,
+        batches_done: state.position.batch,
         features: splits.features,
         classes: splits.classes,
         class_names: splits.class_names.clone(),
-        seed: cfg.seed.unwrap_or(0),
-        threads: cfg.threads.unwrap_or(0),
+        seed: run.cfg.seed.unwrap_or(0),
+        threads: run.cfg.threads.unwrap_or(0),
         scaler: splits.scaler.clone(),
+        early_stopping: state.best.as_ref().map(|b| BestRecord {
+            best_loss: b.loss,
+            best_epoch: b.epoch + 1,
+        }),
+        epoch_so_far: (state.position.batch > 0).then_some(EpochSoFar {
+            weighted_loss: tally.weighted_loss,
+            rows: tally.rows,
+            correct: tally.correct,
+            judged: tally.judged,
+            classification: tally.classification,
+        }),
+        stopped_early: checkpoint.moment == Moment::Finished && history.stopped_early,
     };
-    write_atomic(
-        &dir.join("state.json"),
-        serde_json::to_string_pretty(&state)?.as_bytes(),
+    save.write(
+        "state.json",
+        serde_json::to_string_pretty(&run_state)?.as_bytes(),
     )?;
-    let mut csv = String::from(
-        "epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,lr,seconds\n",
-    );
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
-    let lrs: Vec<(f64, f64)> = history.epochs.iter().map(|m| (m.lr, m.seconds)).collect();
-    let earlier = read_metric_rows(&dir.join("metrics.csv")).unwrap_or_default();
-    for (i, p) in points.iter().enumerate() {
-        let (lr, secs) = if i >= first_epoch {
-            lrs.get(i - first_epoch)
-                .map(|&(l, s)| (l.to_string(), s.to_string()))
-                .unwrap_or_default()
-        } else {
-            earlier.get(i).cloned().unwrap_or_default()
-        };
+    let mut csv = format!("{METRICS_HEADER}\n");
+    for row in run.earlier {
+        csv.push_str(row);
+        csv.push('\n');
+    }
+    for m in &history.epochs {
         csv.push_str(&format!(
-            "{},{},{},{},{},{lr},{secs}\n",
-            p.epoch,
-            p.train_loss,
-            opt(p.train_accuracy),
-            opt(p.validation_loss),
-            opt(p.validation_accuracy)
+            "{},{},{},{},{},{},{}\n",
+            m.epoch + 1,
+            m.train.loss,
+            opt(m.train.accuracy),
+            opt(m.validation.map(|v| v.loss)),
+            opt(m.validation.and_then(|v| v.accuracy)),
+            m.lr,
+            m.seconds
         ));
     }
-    write_atomic(&dir.join("metrics.csv"), csv.as_bytes())?;
+    save.write("metrics.csv", csv.as_bytes())?;
+    save.commit()?;
+    Ok(())
+}
+
+/// The training curves, and for 2-D classification the decision boundary, beside
+/// the checkpoint (each file atomically). Drawn once training ends: they are views
+/// of the checkpoint's metrics.csv and parameters, not part of it.
+fn draw_plots(
+    dir: &Path,
+    splits: &Splits,
+    model: &Sequential<f32>,
+    points: &[EpochPoint],
+) -> Result<()> {
     plot::training_curves(&dir.join("training"), points)?;
     if splits.features == 2
         && let Target::Classes(classes) = &splits.train.target
@@ -431,28 +816,10 @@ fn save_run(
     Ok(())
 }
 
-/// The lr and seconds columns of an existing metrics.csv (for a resumed run).
-fn read_metric_rows(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = chainrule::io::read_text(path)?;
-    Ok(text
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (
-                f.get(5).unwrap_or(&"").to_string(),
-                f.get(6).unwrap_or(&"").to_string(),
-            )
-        })
-        .collect())
-}
-
-/// The epochs recorded in an existing metrics.csv.
-fn read_metrics(path: &Path) -> Result<Vec<EpochPoint>> {
-    let text = chainrule::io::read_text(path)?;
+/// The epochs in the rows (without the header) of metrics.csv at `path`.
+fn parse_metrics(path: &Path, rows: &[String]) -> Result<Vec<EpochPoint>> {
     let num = |s: &str| s.parse::<f64>().ok();
-    text.lines()
-        .skip(1)
+    rows.iter()
         .enumerate()
         .map(|(i, line)| {
             let f: Vec<&str> = line.split(',').collect();

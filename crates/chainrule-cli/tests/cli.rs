@@ -41,7 +41,7 @@ fn fails_with(out: &Output, needles: &[&str]) {
 }
 
 fn metrics(run: &Path) -> Vec<Vec<String>> {
-    std::fs::read_to_string(run.join("metrics.csv"))
+    std::fs::read_to_string(run.join("checkpoint/metrics.csv"))
         .unwrap()
         .lines()
         .skip(1)
@@ -69,8 +69,9 @@ fn train_with_no_arguments_learns_the_spiral_and_fills_the_run_folder() {
         "config.toml",
         "state.json",
         "metrics.csv",
+        "manifest.json",
     ] {
-        assert!(run.join(file).is_file(), "{file}");
+        assert!(run.join("checkpoint").join(file).is_file(), "{file}");
     }
     for plot in ["training", "decision_boundary"] {
         let png = std::fs::read(run.join(format!("{plot}.png"))).unwrap();
@@ -109,7 +110,7 @@ fn flags_override_the_config_file_and_the_resolved_config_is_saved() {
     ));
     let run = dir.join("runs/p");
     assert_eq!(metrics(&run).len(), 2, "--epochs wins over the file");
-    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let saved = std::fs::read_to_string(run.join("checkpoint/config.toml")).unwrap();
     for line in [
         "data = \"builtin:moons\"",
         "epochs = 2",
@@ -130,15 +131,15 @@ fn flags_override_the_config_file_and_the_resolved_config_is_saved() {
         &[
             "train",
             "--config",
-            "runs/p/config.toml",
+            "runs/p/checkpoint/config.toml",
             "--name",
             "again",
             "--quiet",
         ],
     ));
     assert_eq!(
-        std::fs::read(run.join("params.safetensors")).unwrap(),
-        std::fs::read(dir.join("runs/again/params.safetensors")).unwrap()
+        std::fs::read(run.join("checkpoint/params.safetensors")).unwrap(),
+        std::fs::read(dir.join("runs/again/checkpoint/params.safetensors")).unwrap()
     );
 }
 
@@ -171,8 +172,13 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
         ));
         assert_eq!(metrics(&dir.join(&part_dir)).len(), 4, "{optimizer}");
         assert_eq!(
-            std::fs::read(dir.join(&part_dir).join("params.safetensors")).unwrap(),
-            std::fs::read(dir.join("runs").join(&whole).join("params.safetensors")).unwrap(),
+            std::fs::read(dir.join(&part_dir).join("checkpoint/params.safetensors")).unwrap(),
+            std::fs::read(
+                dir.join("runs")
+                    .join(&whole)
+                    .join("checkpoint/params.safetensors")
+            )
+            .unwrap(),
             "{optimizer}: bit-identical parameters"
         );
         fails_with(
@@ -190,7 +196,7 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     }
     // Adadelta's state is saved under torch.optim's names.
     let state = chainrule::io::read_safetensors::<f32>(
-        &dir.join("runs/part-adadelta/optimizer.safetensors"),
+        &dir.join("runs/part-adadelta/checkpoint/optimizer.safetensors"),
     )
     .unwrap();
     let keys: Vec<&str> = state

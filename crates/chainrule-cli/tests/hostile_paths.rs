@@ -223,11 +223,13 @@ fn a_hostile_class_count_in_state_json_is_refused_not_allocated() {
         ],
     );
     assert!(trained.status.success());
-    let path = dir.join("runs/r/state.json");
+    let path = dir.join("runs/r/checkpoint/state.json");
     let mut state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     state["classes"] = serde_json::json!(u64::MAX);
     std::fs::write(&path, state.to_string()).unwrap();
+    // A hostile file comes with a manifest that agrees with it.
+    reseal(&dir.join("runs/r/checkpoint"));
     for command in ["eval", "predict"] {
         let mut args = vec![command, "runs/r"];
         if command == "predict" {
@@ -253,4 +255,23 @@ fn an_infinite_learning_rate_in_toml_is_called_inf_not_null() {
         &chainrule(&dir, &["train", "--config", "d.toml", "--samples", "60"]),
         &["d.toml", "optimizer.betas[1]: NaN is not a finite number"],
     );
+}
+
+/// Rewrites the manifest of checkpoint folder `dir` to list its files as they are
+/// now: what someone who edits a checkpoint on purpose would do.
+fn reseal(dir: &Path) {
+    use sha2::Digest;
+    let path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for entry in manifest["files"].as_array_mut().unwrap() {
+        let bytes = std::fs::read(dir.join(entry["name"].as_str().unwrap())).unwrap();
+        let sha: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        entry["bytes"] = bytes.len().into();
+        entry["sha256"] = sha.into();
+    }
+    std::fs::write(&path, manifest.to_string()).unwrap();
 }

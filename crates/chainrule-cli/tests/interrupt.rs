@@ -74,10 +74,10 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_parameters() {
     let quiet = |name| train(&dir, name).arg("--quiet").status().unwrap().success();
     assert!(quiet("whole"));
     assert!(quiet("again"));
-    let whole = std::fs::read(dir.join("runs/whole/params.safetensors")).unwrap();
+    let whole = std::fs::read(dir.join("runs/whole/checkpoint/params.safetensors")).unwrap();
     assert_eq!(
         whole,
-        std::fs::read(dir.join("runs/again/params.safetensors")).unwrap(),
+        std::fs::read(dir.join("runs/again/checkpoint/params.safetensors")).unwrap(),
         "reproducible: the same seed gives the same bits"
     );
 
@@ -88,9 +88,10 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_parameters() {
         child.wait().unwrap().success(),
         "exits cleanly after the current step"
     );
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("runs/part/state.json")).unwrap())
-            .unwrap();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("runs/part/checkpoint/state.json")).unwrap(),
+    )
+    .unwrap();
     let (epochs, batches) = (
         state["epochs_done"].as_u64().unwrap(),
         state["batches_done"].as_u64().unwrap(),
@@ -114,7 +115,7 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_parameters() {
         .unwrap();
     assert!(resumed.success());
     assert_eq!(
-        std::fs::read(dir.join("runs/part/params.safetensors")).unwrap(),
+        std::fs::read(dir.join("runs/part/checkpoint/params.safetensors")).unwrap(),
         whole,
         "bit-identical to the uninterrupted run"
     );

@@ -6,7 +6,7 @@
 use chainrule::data::{Dataset, Target};
 use chainrule::nn::{Mode, Module, Sequential};
 use chainrule::optim::Optimizer;
-use chainrule::train::{Position, Session, TrainConfig, fit, fit_from};
+use chainrule::train::{Position, Session, TrainConfig, TrainState, fit, fit_from};
 use chainrule::{Tape, Tensor};
 
 fn forward(model: &Sequential<f64>, x: &Tensor<f64>) -> Tensor<f64> {
@@ -96,13 +96,13 @@ fn a_resumed_run_with_dropout_and_batch_norm_continues_bit_for_bit() {
     let mut optimizer = Optimizer::new(config.optimizer.clone());
     let session = Session {
         optimizer: &mut optimizer,
-        start: Position::default(),
+        start: TrainState::at(Position::default()),
         stop: None,
     };
     fit_from(&mut resumed, &data, None, &first, session, |_| {}).unwrap();
     let session = Session {
         optimizer: &mut optimizer,
-        start: Position { epoch: 1, batch: 0 },
+        start: TrainState::at(Position { epoch: 1, batch: 0 }),
         stop: None,
     };
     fit_from(&mut resumed, &data, None, &config, session, |_| {}).unwrap();

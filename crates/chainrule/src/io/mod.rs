@@ -1,13 +1,16 @@
-//! Files: NumPy `.npy` arrays, IDX arrays, safetensors parameter files, and atomic
-//! writes. Turning files into data sets (CSV, MNIST) is [`crate::data`]'s job.
+//! Files: NumPy `.npy` arrays, IDX arrays, safetensors parameter files, atomic
+//! writes, and checkpoint folders that are replaced as a whole. Turning files into
+//! data sets (CSV, MNIST) is [`crate::data`]'s job.
 //!
 //! Every reader checks a header's declared sizes against the bytes actually present
 //! before allocating, and names the file in its errors.
 
+mod checkpoint;
 mod idx;
 mod npy;
 mod safetensors;
 
+pub use checkpoint::{CheckpointDir, CheckpointSave, SavedCheckpoint};
 pub(crate) use idx::stream_idx;
 pub use idx::{IdxArray, read_idx, read_idx_bytes};
 pub use npy::{NpyArray, npy_bytes, read_npy, read_npy_bytes};

@@ -89,14 +89,30 @@ impl Loss {
     }
 }
 
-/// Combines per-batch losses (and correct counts) into the loss over all rows.
-#[derive(Debug, Default)]
-struct Tally {
-    weighted_loss: f64,
-    rows: usize,
-    correct: usize,
-    judged: usize,
-    classification: bool,
+/// Combines per-batch losses (and correct counts) into the loss over all rows: the
+/// running sums behind an epoch's training [`Metrics`]. Part of a [`TrainState`], so
+/// that an epoch resumed part-way reports the metrics of all its batches, and early
+/// stopping without a validation set sees the same loss as a run never stopped.
+///
+/// ```
+/// use chainrule::train::Tally;
+/// let t = Tally { weighted_loss: 3.0, rows: 4, correct: 3, judged: 4, classification: true };
+/// let m = t.metrics(chainrule::loss::Loss::CrossEntropy);
+/// assert_eq!((m.loss, m.accuracy), (0.75, Some(0.75)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Tally {
+    /// The sum of the batch losses, each times its rows (for a loss that averages)
+    /// or as it is (for one that sums, see [`Loss::sums`]).
+    pub weighted_loss: f64,
+    /// Rows added.
+    pub rows: usize,
+    /// Correct predictions, for a classification loss.
+    pub correct: usize,
+    /// Predictions judged (rows, or elements for `bce`).
+    pub judged: usize,
+    /// Whether the loss is a classification loss (so that there is an accuracy).
+    pub classification: bool,
 }
 
 impl Tally {
@@ -121,7 +137,16 @@ impl Tally {
         }
     }
 
-    fn metrics(&self, loss: Loss) -> Metrics {
+    /// The loss over the rows added so far, and the accuracy for classification.
+    ///
+    /// ```
+    /// use chainrule::{loss::Loss, train::Tally};
+    /// let t = Tally { weighted_loss: 6.0, rows: 3, ..Tally::default() };
+    /// assert_eq!(t.metrics(Loss::Mse).loss, 2.0);   // averaged over the rows
+    /// assert_eq!(t.metrics(Loss::Sse).loss, 6.0);   // summed
+    /// assert_eq!(Tally::default().metrics(Loss::Mse).accuracy, None);
+    /// ```
+    pub fn metrics(&self, loss: Loss) -> Metrics {
         let rows = self.rows.max(1) as f64;
         Metrics {
             loss: if loss.sums() {
@@ -458,7 +483,7 @@ pub fn fit<F: Float, M: Module<F>>(
     let mut optimizer = Optimizer::new(config.optimizer.clone());
     let session = Session {
         optimizer: &mut optimizer,
-        start: Position::default(),
+        start: TrainState::default(),
         stop: None,
     };
     fit_from(model, train, validation, config, session, on_event)
@@ -473,22 +498,143 @@ pub struct Position {
     pub batch: usize,
 }
 
+/// Early stopping's record: the lowest monitored loss so far, the epoch that reached
+/// it, and (with [`EarlyStopping::restore_best`]) the parameters after that epoch.
+///
+/// ```
+/// use chainrule::nn::Param;
+/// use chainrule::train::Best;
+/// use chainrule::Tensor;
+/// let best = Best { loss: 0.25, epoch: 3, params: vec![Param::new("w", Tensor::<f32>::zeros(&[2]))] };
+/// assert_eq!(best.epoch, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Best<F: Float> {
+    /// The monitored loss (validation, else training) of `epoch`.
+    pub loss: f64,
+    /// The epoch, from 0.
+    pub epoch: usize,
+    /// The parameters after `epoch`, followed by the buffers (batch norm's running
+    /// statistics); empty when they are not to be restored.
+    pub params: Vec<Param<F>>,
+}
+
+/// Where training is and what it remembers there, besides the model and the
+/// optimizer: all that a run continued from it needs to take exactly the steps of a
+/// run never stopped (the batch order and learning rates follow from the epoch
+/// number alone).
+///
+/// ```
+/// use chainrule::train::{Position, TrainState};
+/// let state = TrainState::<f32>::at(Position { epoch: 2, batch: 5 });
+/// assert!(state.best.is_none());
+/// assert_eq!(state.epoch_so_far.rows, 0);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState<F: Float> {
+    /// The first step not yet taken.
+    pub position: Position,
+    /// Early stopping's record so far (`None` before the first epoch ends, or
+    /// without early stopping).
+    pub best: Option<Best<F>>,
+    /// The training metrics' sums over the batches of `position.epoch` taken
+    /// before `position.batch`.
+    pub epoch_so_far: Tally,
+}
+
+impl<F: Float> TrainState<F> {
+    /// The state at `position` with nothing remembered: a new run, or one continued
+    /// without early stopping's record (whose count then starts again).
+    ///
+    /// ```
+    /// use chainrule::train::{Position, TrainState};
+    /// assert_eq!(TrainState::<f64>::at(Position::default()), TrainState::default());
+    /// ```
+    pub fn at(position: Position) -> Self {
+        TrainState {
+            position,
+            best: None,
+            epoch_so_far: Tally::default(),
+        }
+    }
+}
+
+impl<F: Float> Default for TrainState<F> {
+    fn default() -> Self {
+        Self::at(Position::default())
+    }
+}
+
 /// What a continued or interruptible run of [`fit_from`] brings along.
 pub struct Session<'a, F: Float> {
     /// The optimizer, with whatever state it has (see [`Optimizer::load_state_dict`]).
     pub optimizer: &'a mut Optimizer<F>,
-    /// Where to start: the first step not yet taken.
-    pub start: Position,
+    /// Where to start, and what the run had recorded there
+    /// ([`TrainState::default`] for a new run).
+    pub start: TrainState<F>,
     /// When set (by a signal handler, say), training stops after the current step and
     /// [`History::interrupted`] says where to continue.
     pub stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
+/// Why [`fit_checkpointed`] hands over a [`Checkpoint`].
+///
+/// ```
+/// use chainrule::train::Moment;
+/// // A caller that keeps a checkpoint every 5 epochs, and always when training stops:
+/// let due = |moment: Moment, epochs_done: usize| moment != Moment::Epoch || epochs_done % 5 == 0;
+/// assert!(due(Moment::Finished, 3) && due(Moment::Epoch, 10) && !due(Moment::Epoch, 3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// An epoch ended (early stopping has taken it into account) and training goes on.
+    Epoch,
+    /// [`Session::stop`] ended training part-way; `state.position` is where to go on.
+    Interrupted,
+    /// Training ended: all epochs done or stopped early (best parameters restored).
+    Finished,
+}
+
+/// Everything a run needs to continue from a point of [`fit_checkpointed`]: what a
+/// checkpoint saves.
+///
+/// ```
+/// use chainrule::data::{Dataset, Target};
+/// use chainrule::nn::Sequential;
+/// use chainrule::optim::Optimizer;
+/// use chainrule::train::{self, Moment, Session, TrainConfig, TrainState};
+/// use chainrule::Tensor;
+/// let data = Dataset::new(Tensor::<f64>::zeros(&[4, 1]), Target::Values(Tensor::zeros(&[4, 1])))?;
+/// let config = TrainConfig::from_json(r#"{"loss": "mse", "optimizer": {"type": "sgd"}, "epochs": 3}"#)?;
+/// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 1, "out": 1}]}"#, 0)?;
+/// let mut opt = Optimizer::new(config.optimizer.clone());
+/// let session = Session { optimizer: &mut opt, start: TrainState::default(), stop: None };
+/// let mut seen = Vec::new();
+/// train::fit_checkpointed(&mut m, &data, None, &config, session, |_| {}, |c| {
+///     seen.push((c.moment, c.state.position.epoch, c.history.epochs.len()));
+///     Ok::<(), chainrule::Error>(())
+/// })?;
+/// assert_eq!(seen, [(Moment::Epoch, 1, 1), (Moment::Epoch, 2, 2), (Moment::Finished, 3, 3)]);
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub struct Checkpoint<'c, F: Float, M> {
+    /// The model as it is now.
+    pub model: &'c M,
+    /// The optimizer, whose [`Optimizer::state_dict`] continues it.
+    pub optimizer: &'c Optimizer<F>,
+    /// The position and what training remembers there.
+    pub state: &'c TrainState<F>,
+    /// The epochs run in this call so far.
+    pub history: &'c History,
+    /// Why now.
+    pub moment: Moment,
+}
+
 /// [`fit`] continuing a run from `session.start` with an optimizer that already holds
 /// its state, and stopping early when `session.stop` is set. Batch order and learning
-/// rates depend only on the epoch number, so a run resumed at any step takes the same
-/// steps as one never stopped, and ends with bit-identical parameters. (Early stopping
-/// restarts its count; a resumed epoch's training metrics cover its remaining batches.)
+/// rates depend only on the epoch number, and `session.start` carries early stopping's
+/// record and the partial epoch's metrics, so a run resumed at any step takes the
+/// same steps as one never stopped, and ends with bit-identical parameters.
 ///
 /// # Errors
 /// As [`fit`].
@@ -497,7 +643,7 @@ pub struct Session<'a, F: Float> {
 /// use chainrule::data::{Dataset, Target};
 /// use chainrule::nn::{Module, Sequential};
 /// use chainrule::optim::Optimizer;
-/// use chainrule::train::{self, Position, Session, TrainConfig};
+/// use chainrule::train::{self, Position, Session, TrainConfig, TrainState};
 /// use chainrule::Tensor;
 /// let data = Dataset::new(Tensor::<f64>::rand_uniform(&[20, 2], -1.0, 1.0, 0)?, Target::Classes(vec![0, 1].repeat(10)))?;
 /// let config = TrainConfig::from_json(r#"{"loss": "cross_entropy", "optimizer": {"type": "adam"}, "batch_size": 4, "epochs": 4, "shuffle": true}"#)?;
@@ -508,14 +654,14 @@ pub struct Session<'a, F: Float> {
 /// let mut part = Sequential::<f64>::from_json(json, 1)?;
 /// let mut opt = Optimizer::new(config.optimizer.clone());
 /// let stop = std::sync::atomic::AtomicBool::new(false);
-/// let session = Session { optimizer: &mut opt, start: Position::default(), stop: Some(&stop) };
+/// let session = Session { optimizer: &mut opt, start: TrainState::default(), stop: Some(&stop) };
 /// let mut steps = 0;
 /// let history = train::fit_from(&mut part, &data, None, &config, session, |e| {
 ///     if let train::Event::Step { .. } = e { steps += 1; if steps == 2 { stop.store(true, std::sync::atomic::Ordering::Relaxed); } }
 /// })?;
 /// let at = history.interrupted.unwrap();
 /// assert_eq!(at, Position { epoch: 0, batch: 2 });
-/// let session = Session { optimizer: &mut opt, start: at, stop: None };
+/// let session = Session { optimizer: &mut opt, start: TrainState::at(at), stop: None };
 /// train::fit_from(&mut part, &data, None, &config, session, |_| {})?;
 /// assert_eq!(part.params(), whole.params());
 /// # Ok::<(), chainrule::Error>(())
@@ -528,26 +674,96 @@ pub fn fit_from<F: Float, M: Module<F>>(
     session: Session<'_, F>,
     on_event: impl FnMut(&Event<'_>),
 ) -> Result<History> {
-    // Threads that spin between the steps' matrix products (see crate::parallel).
-    Team::scope(crate::tensor::num_threads(), |_| {
-        train_loop(model, train, validation, config, session, on_event)
+    fit_checkpointed(model, train, validation, config, session, on_event, |_| {
+        Ok::<(), crate::Error>(())
     })
 }
 
-/// [`fit_from`]'s loop.
-fn train_loop<F: Float, M: Module<F>>(
+/// [`fit_from`] that hands `save` a [`Checkpoint`] after every epoch that training
+/// goes on from, when a stop request ends it part-way, and when it ends (after early
+/// stopping has restored the best parameters). What `save` keeps of it (the model,
+/// [`Optimizer::state_dict`], the [`TrainState`]) continues the run exactly; it
+/// decides itself how often to keep anything. An error from `save` ends training
+/// and is returned.
+///
+/// # Errors
+/// As [`fit`], and whatever `save` returns.
+///
+/// ```
+/// use chainrule::data::{Dataset, Target};
+/// use chainrule::nn::{Module, Sequential};
+/// use chainrule::optim::Optimizer;
+/// use chainrule::train::{self, EarlyStopping, Moment, Session, TrainConfig, TrainState};
+/// use chainrule::Tensor;
+/// let data = Dataset::new(Tensor::<f64>::rand_uniform(&[20, 2], -1.0, 1.0, 0)?, Target::Classes(vec![0, 1].repeat(10)))?;
+/// let mut config = TrainConfig::from_json(r#"{"loss": "cross_entropy", "optimizer": {"type": "adam", "lr": 0.5}, "batch_size": 4, "epochs": 30, "shuffle": true}"#)?;
+/// config.early_stopping = Some(EarlyStopping { patience: 2, min_delta: 0.0, restore_best: true });
+/// let json = r#"{"layers": [{"type": "linear", "in": 2, "out": 2}]}"#;
+/// // A whole run that keeps what a checkpoint after its third epoch would hold.
+/// let mut whole = Sequential::<f64>::from_json(json, 1)?;
+/// let mut opt = Optimizer::new(config.optimizer.clone());
+/// let mut kept = None;
+/// let session = Session { optimizer: &mut opt, start: TrainState::default(), stop: None };
+/// let history = train::fit_checkpointed(&mut whole, &data, None, &config, session, |_| {}, |c| {
+///     if c.moment == Moment::Epoch && c.state.position.epoch == 3 {
+///         kept = Some((c.model.clone(), c.optimizer.state_dict(c.model.params()), c.state.clone()));
+///     }
+///     Ok::<(), chainrule::Error>(())
+/// })?;
+/// // Continued from there, it stops early at the same epoch with the same parameters.
+/// let (mut part, optimizer_state, state) = kept.unwrap();
+/// let mut opt = Optimizer::new(config.optimizer.clone());
+/// opt.load_state_dict(part.params(), &optimizer_state)?;
+/// let session = Session { optimizer: &mut opt, start: state, stop: None };
+/// let rest = train::fit_from(&mut part, &data, None, &config, session, |_| {})?;
+/// assert_eq!(part.params(), whole.params());
+/// assert_eq!((rest.stopped_early, rest.best_epoch), (history.stopped_early, history.best_epoch));
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn fit_checkpointed<F: Float, M: Module<F>, E: From<crate::Error>>(
+    model: &mut M,
+    train: &Dataset<F>,
+    validation: Option<&Dataset<F>>,
+    config: &TrainConfig,
+    session: Session<'_, F>,
+    on_event: impl FnMut(&Event<'_>),
+    save: impl FnMut(&Checkpoint<'_, F, M>) -> std::result::Result<(), E>,
+) -> std::result::Result<History, E> {
+    // Threads that spin between the steps' matrix products (see crate::parallel).
+    Team::scope(crate::tensor::num_threads(), |_| {
+        train_loop(model, train, validation, config, session, on_event, save)
+    })
+}
+
+/// [`fit_checkpointed`]'s loop.
+fn train_loop<F: Float, M: Module<F>, E: From<crate::Error>>(
     model: &mut M,
     train: &Dataset<F>,
     validation: Option<&Dataset<F>>,
     config: &TrainConfig,
     session: Session<'_, F>,
     mut on_event: impl FnMut(&Event<'_>),
-) -> Result<History> {
+    mut save: impl FnMut(&Checkpoint<'_, F, M>) -> std::result::Result<(), E>,
+) -> std::result::Result<History, E> {
     let Session {
         optimizer,
-        start,
+        start: mut state,
         stop,
     } = session;
+    // The record comes from a file: its parameters must fit before anything is
+    // trained (restoring them at the end copies them over the model's).
+    let restores = config.early_stopping.is_some_and(|e| e.restore_best);
+    if let Some(best) = &state.best
+        && restores
+        && !same_names_and_shapes(&best.params, &snapshot(model))
+    {
+        return Err(crate::error::invalid(
+            "early stopping's best parameters",
+            "do not match the model's names and shapes",
+        )
+        .into());
+    }
+    let start = state.position;
     let stopping = || stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
     let base_lr = config.optimizer.lr();
     let order = Batches {
@@ -557,9 +773,23 @@ fn train_loop<F: Float, M: Module<F>>(
         seed: config.seed,
         drop_last: config.drop_last,
     };
+    if start.batch > order.count() {
+        return Err(crate::error::invalid(
+            "start position",
+            format!(
+                "batch {} of an epoch of {} batches",
+                start.batch,
+                order.count()
+            ),
+        )
+        .into());
+    }
     let mut history = History::default();
-    let mut steps = start.epoch * order.count() + start.batch;
-    let mut best: Option<(f64, usize, Snapshot<F>)> = None;
+    // Only for messages; saturating, since a start position may come from a file.
+    let mut steps = start
+        .epoch
+        .saturating_mul(order.count())
+        .saturating_add(start.batch);
     let mut scalar = as_sequential(model)
         .and_then(|layers| scalar_path::ScalarPath::new(layers, config.batch_size));
     // Whether the scalar path has taken a step: until it has, a refusal means the
@@ -571,14 +801,27 @@ fn train_loop<F: Float, M: Module<F>>(
         let lr = config.schedule.lr(base_lr, epoch);
         optimizer.set_lr(lr);
         let batches = order.epoch(epoch);
-        let mut tally = Tally::default();
-        let skip = if epoch == start.epoch { start.batch } else { 0 };
+        let (skip, mut tally) = if epoch == start.epoch {
+            (start.batch, state.epoch_so_far)
+        } else {
+            (0, Tally::default())
+        };
         for (batch_index, rows) in batches.iter().enumerate().skip(skip) {
             if batch_index > skip && stopping() {
-                history.interrupted = Some(Position {
+                let at = Position {
                     epoch,
                     batch: batch_index,
-                });
+                };
+                history.interrupted = Some(at);
+                state.position = at;
+                state.epoch_so_far = tally;
+                save(&Checkpoint {
+                    model,
+                    optimizer,
+                    state: &state,
+                    history: &history,
+                    moment: Moment::Interrupted,
+                })?;
                 return Ok(history);
             }
             let batch = train.rows(rows)?;
@@ -605,7 +848,7 @@ fn train_loop<F: Float, M: Module<F>>(
                     step_on_batch(model, &batch.x, &batch.target, config.loss, &mut tape, true)?
                 }
             };
-            steps += 1;
+            steps = steps.saturating_add(1);
             if let Some(location) = anomaly {
                 if config.skip_nonfinite {
                     continue;
@@ -615,7 +858,8 @@ fn train_loop<F: Float, M: Module<F>>(
                     batch: batch_index + 1,
                     step: steps,
                     location,
-                });
+                }
+                .into());
             }
             if let Some(max_norm) = config.clip_grad_norm {
                 clip_grad_norm(&mut grads, max_norm);
@@ -653,42 +897,85 @@ fn train_loop<F: Float, M: Module<F>>(
         on_event(&Event::Epoch(&metrics));
         let monitored = metrics.validation.map_or(metrics.train.loss, |m| m.loss);
         history.epochs.push(metrics);
-        if epoch + 1 < config.epochs && stopping() {
-            history.interrupted = Some(Position {
-                epoch: epoch + 1,
-                batch: 0,
-            });
-            return Ok(history);
-        }
+        // Early stopping counts this epoch before anything is saved or a stop request
+        // is honoured: a run continued from here must not count it again, nor miss it.
+        let mut out_of_patience = false;
         if let Some(stopping) = config.early_stopping {
-            let improved = best
+            let improved = state
+                .best
                 .as_ref()
-                .is_none_or(|(b, _, _)| monitored < b - stopping.min_delta);
+                .is_none_or(|b| monitored < b.loss - stopping.min_delta);
             if improved {
-                let snapshot = if stopping.restore_best {
-                    (model.params().to_vec(), model.buffers().to_vec())
-                } else {
-                    (Vec::new(), Vec::new())
-                };
-                best = Some((monitored, epoch, snapshot));
-            } else if epoch - best.as_ref().map_or(0, |b| b.1) >= stopping.patience {
-                history.stopped_early = true;
-                break;
+                state.best = Some(Best {
+                    loss: monitored,
+                    epoch,
+                    params: if stopping.restore_best {
+                        snapshot(model)
+                    } else {
+                        Vec::new()
+                    },
+                });
+            } else if epoch - state.best.as_ref().map_or(0, |b| b.epoch) >= stopping.patience {
+                out_of_patience = true;
+            }
+        }
+        state.position = Position {
+            epoch: epoch + 1,
+            batch: 0,
+        };
+        state.epoch_so_far = Tally::default();
+        if out_of_patience {
+            history.stopped_early = true;
+            break;
+        }
+        if epoch + 1 < config.epochs {
+            let moment = if stopping() {
+                history.interrupted = Some(state.position);
+                Moment::Interrupted
+            } else {
+                Moment::Epoch
+            };
+            save(&Checkpoint {
+                model,
+                optimizer,
+                state: &state,
+                history: &history,
+                moment,
+            })?;
+            if moment == Moment::Interrupted {
+                return Ok(history);
             }
         }
     }
-    if let (Some(stopping), Some((_, epoch, snapshot))) = (config.early_stopping, best) {
-        history.best_epoch = Some(epoch);
+    if let (Some(stopping), Some(best)) = (config.early_stopping, &state.best) {
+        history.best_epoch = Some(best.epoch);
         if stopping.restore_best {
-            model.params_mut().clone_from_slice(&snapshot.0);
-            model.buffers_mut().clone_from_slice(&snapshot.1);
+            // Checked at the start: the same names and shapes as the model's.
+            let (params, buffers) = best.params.split_at(model.params().len());
+            model.params_mut().clone_from_slice(params);
+            model.buffers_mut().clone_from_slice(buffers);
         }
     }
+    save(&Checkpoint {
+        model,
+        optimizer,
+        state: &state,
+        history: &history,
+        moment: Moment::Finished,
+    })?;
     Ok(history)
 }
 
-/// A model's parameters and buffers, as early stopping keeps the best epoch's.
-type Snapshot<F> = (Vec<Param<F>>, Vec<Param<F>>);
+/// A model's parameters followed by its buffers: what early stopping keeps of its
+/// best epoch.
+fn snapshot<F: Float, M: Module<F>>(model: &M) -> Vec<Param<F>> {
+    model
+        .params()
+        .iter()
+        .chain(model.buffers())
+        .cloned()
+        .collect()
+}
 
 /// The key of step `step`'s random draws (dropout) in a run seeded with `seed`: a
 /// function of the two alone, so a resumed run draws what the uninterrupted one did
@@ -701,6 +988,14 @@ type Snapshot<F> = (Vec<Param<F>>, Vec<Param<F>>);
 /// ```
 pub fn noise_key(seed: u64, step: usize) -> u64 {
     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (step as u64).wrapping_mul(0xd1b5_4a32_d192_ed03)
+}
+
+/// Whether two parameter lists have the same names and shapes, in order.
+fn same_names_and_shapes<F: Float>(a: &[Param<F>], b: &[Param<F>]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(a, b)| a.name == b.name && a.value.shape() == b.value.shape())
 }
 
 /// The model as a [`Sequential`] stack, which training runs on its fast paths (fused
