@@ -60,7 +60,7 @@ fn kernels(c: &mut Criterion) {
         group.throughput(Throughput::Elements(h.len() as u64));
         group.bench_function(format!("max_pool_forward_{threads}t"), |bench| {
             with_training_team(threads, || {
-                bench.iter(|| black_box(h.max_pool2d(&pool).unwrap()))
+                bench.iter(|| recycle(black_box(h.max_pool2d(&pool).unwrap())))
             })
         });
         group.bench_function(format!("max_pool_backward_{threads}t"), |bench| {
