@@ -110,13 +110,22 @@ impl Planes {
             d1[2 * self.ow..].fill(F::zero());
             let rows = &plane[2 * p * w..(2 * p + 2) * w];
             let (r0, r1) = rows.split_at(w);
-            let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-            let to = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
-            for (((t0, t1), (a, b)), &g) in to.zip(windows).zip(gy) {
-                let (at, _) = first_max([a[0], a[1], b[0], b[1]]);
+            // Slices of exactly the lengths the loop indexes, so that its bounds are
+            // checked once and it vectorises (two-strided loads and stores).
+            let ow = self.ow;
+            let (r0, r1, gy) = (&r0[..2 * ow], &r1[..2 * ow], &gy[..ow]);
+            let (d0, d1) = (&mut d0[..2 * ow], &mut d1[..2 * ow]);
+            for (q, &g) in gy.iter().enumerate() {
+                let (i, j) = (2 * q, 2 * q + 1);
+                let (wins, _) = first_max([r0[i], r0[j], r1[i], r1[j]]);
                 // 0 + g, as the definition adds the gradient to a zeroed input.
-                let share = |k: usize| if at == k { F::zero() + g } else { F::zero() };
-                (t0[0], t0[1], t1[0], t1[1]) = (share(0), share(1), share(2), share(3));
+                let share = |wins: bool| if wins { F::zero() + g } else { F::zero() };
+                (d0[i], d0[j], d1[i], d1[j]) = (
+                    share(wins[0]),
+                    share(wins[1]),
+                    share(wins[2]),
+                    share(wins[3]),
+                );
             }
         }
     }
@@ -178,17 +187,21 @@ fn beats<F: Float>(v: F, m: F) -> bool {
     (v > m) | (v.is_nan() & !m.is_nan())
 }
 
-/// The position and value of the first maximum of a window's four values (see
-/// [`beats`]), by selects rather than branches, so that a row of windows vectorises.
+/// The value of the first maximum of a window's four values (see [`beats`]), and
+/// which of them it is, as one flag per value: by selects and masks rather than
+/// branches or an index, so that a row of windows vectorises.
 #[inline(always)]
-fn first_max<F: Float>(values: [F; 4]) -> (usize, F) {
-    let (mut at, mut m) = (0, values[0]);
-    for (i, &v) in values.iter().enumerate().skip(1) {
-        let take = beats(v, m);
-        at = if take { i } else { at };
-        m = if take { v } else { m };
-    }
-    (at, m)
+fn first_max<F: Float>([a, b, c, d]: [F; 4]) -> ([bool; 4], F) {
+    let (b_wins, m) = (beats(b, a), a);
+    let m = if b_wins { b } else { m };
+    let c_wins = beats(c, m);
+    let m = if c_wins { c } else { m };
+    let d_wins = beats(d, m);
+    let m = if d_wins { d } else { m };
+    let c_wins = c_wins & !d_wins;
+    let b_wins = b_wins & !c_wins & !d_wins;
+    let a_wins = !b_wins & !c_wins & !d_wins;
+    ([a_wins, b_wins, c_wins, d_wins], m)
 }
 
 impl<F: Float> Tensor<F> {
