@@ -2,10 +2,11 @@
 //! network (x [64, 1, 28, 28] → conv 1→32 3×3 → relu → conv 32→64 3×3 → relu →
 //! max_pool 2 → …), in f32, on a training team of 1 and of 2 threads (as `fit` runs
 //! them). Throughput: convolutions in FLOP (multiply-adds × 2: the forward's, and the
-//! backward's two products), the others in elements of their input.
+//! backward's two products), the others in elements of their input. Each output is
+//! handed back for reuse, as the training loop does with a step's tensors.
 
 use chainrule::Tensor;
-use chainrule::tensor::{Window2d, with_training_team};
+use chainrule::tensor::{Window2d, recycle, with_training_team};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -32,7 +33,7 @@ fn kernels(c: &mut Criterion) {
             group.throughput(Throughput::Elements(2 * macs as u64));
             group.bench_function(format!("{name}_forward_{threads}t"), |bench| {
                 with_training_team(threads, || {
-                    bench.iter(|| black_box(x.conv2d(&w, Some(&b), &window).unwrap()))
+                    bench.iter(|| recycle(black_box(x.conv2d(&w, Some(&b), &window).unwrap())))
                 })
             });
             let products = if need_input { 2 } else { 1 };
@@ -40,7 +41,13 @@ fn kernels(c: &mut Criterion) {
             group.bench_function(format!("{name}_backward_{threads}t"), |bench| {
                 let need = [need_input, true, true];
                 with_training_team(threads, || {
-                    bench.iter(|| black_box(Tensor::conv2d_backward(&x, &w, &g, &window, need)))
+                    bench.iter(|| {
+                        let grads = Tensor::conv2d_backward(&x, &w, &g, &window, need).unwrap();
+                        grads
+                            .into_iter()
+                            .flatten()
+                            .for_each(|t| recycle(black_box(t)));
+                    })
                 })
             });
         }
@@ -53,18 +60,25 @@ fn kernels(c: &mut Criterion) {
         group.throughput(Throughput::Elements(h.len() as u64));
         group.bench_function(format!("max_pool_forward_{threads}t"), |bench| {
             with_training_team(threads, || {
-                bench.iter(|| black_box(h.max_pool2d(&pool).unwrap()))
+                bench.iter(|| recycle(black_box(h.max_pool2d(&pool).unwrap())))
             })
         });
         group.bench_function(format!("max_pool_backward_{threads}t"), |bench| {
             with_training_team(threads, || {
-                bench.iter(|| black_box(Tensor::max_pool2d_backward(&h, &gp, &pool).unwrap()))
+                bench.iter(|| {
+                    recycle(black_box(
+                        Tensor::max_pool2d_backward(&h, &gp, &pool).unwrap(),
+                    ))
+                })
             })
         });
         let (gamma, beta) = (rand(&[64], 7), rand(&[64], 8));
         group.bench_function(format!("batch_norm_forward_{threads}t"), |bench| {
             with_training_team(threads, || {
-                bench.iter(|| black_box(h.batch_norm(Some(&gamma), Some(&beta), 1e-5).unwrap()))
+                bench.iter(|| {
+                    let (y, _, _) = h.batch_norm(Some(&gamma), Some(&beta), 1e-5).unwrap();
+                    recycle(black_box(y));
+                })
             })
         });
         group.bench_function(format!("batch_norm_backward_{threads}t"), |bench| {

@@ -2,11 +2,8 @@
 //! and the window geometry that convolution and pooling share.
 
 use super::Tensor;
-use super::matmul::{add_product_into, product_into};
 use super::pool;
 use crate::{Error, Float, Result, parallel};
-use ndarray::{ArrayView2, ArrayViewMut2};
-use std::borrow::Cow;
 use std::ops::Range;
 
 /// The window of a 2-D convolution or pooling: kernel size, stride, zero padding and
@@ -203,8 +200,8 @@ impl<F: Float> Tensor<F> {
         bias: Option<&Tensor<F>>,
         window: &Window2d,
     ) -> Result<Tensor<F>> {
-        let (geometry, _) = conv_shapes(self, weight, bias, window)?;
-        Ok(forward(&geometry, self, weight, bias))
+        let (g, _) = conv_shapes(self, weight, bias, window)?;
+        Ok(forward(&g, self, weight, bias))
     }
 
     /// The gradients of [`Tensor::conv2d`] with respect to its input, weight and bias,
@@ -247,26 +244,17 @@ impl<F: Float> Tensor<F> {
 
 // --- kernels ----------------------------------------------------------------------
 //
-// Convolution as matrix products (im2col). For one sample, the input values that meet
-// each kernel tap are laid out as `cols`, [C·kh·kw, OH·OW]: row (c, i, j), column
-// (p, q) holds x[c, p·s + i·d − pad, q·s + j·d − pad] (0 in the padding). Then
-//   forward:          y[n] = W · cols[n]            ([O, C·kh·kw] · [C·kh·kw, OH·OW])
-//   weight gradient:  ∂W  = Σ_n ∂y[n] · cols[n]ᵀ
-//   input gradient:   ∂cols = Wᵀ · ∂y[n], added back where each value was read
-//                     (col2im).
-// One sample at a time: its `cols` (663 KB for the MNIST network's second layer in
-// f32) is still in the core's cache when the product reads it, where the whole
-// batch's would be 42 MB, and each sample's output is a contiguous block of y, where
-// one product over the whole batch would leave it [O, N, OH·OW] to permute
-// (docs/performance.md, "Convolution", has the measurements). A bias rides along as
-// one more column of W and a row of ones in `cols`, so the product adds it (and the
-// weight gradient's product sums the bias gradient) without a pass of its own.
+// Convolution as matrix products through gemm, one sample at a time (conv/im2col.rs
+// has the layout; docs/performance.md, "Convolution", the measurements behind it,
+// against a whole-batch layout and a direct loop for few taps).
 //
 // Threads: samples are cut among the training team, one block of samples each, and
-// each sample's products are single-threaded products of the same shape whatever
-// the thread count. The weight gradient is summed over a fixed number of groups of
-// samples (from the shapes alone), each group in order on one thread, and the
-// groups' sums are added in order: 1 and 2 threads give the same bits.
+// each sample is computed alone, the same way whatever the thread count. The weight
+// and bias gradients are summed over a fixed number of groups of samples (from the
+// shapes alone), each group in order on one thread, and the groups' sums are then
+// added in order: 1 and 2 threads give the same bits.
+
+mod im2col;
 
 /// The sizes of one convolution, checked.
 #[derive(Debug, Clone, Copy)]
@@ -282,12 +270,12 @@ struct Geometry {
 }
 
 impl Geometry {
-    /// Kernel taps per output channel, C·kh·kw: the rows of `cols`.
+    /// Kernel taps per output channel, C·kh·kw.
     fn taps(&self) -> usize {
         self.c * self.window.kernel[0] * self.window.kernel[1]
     }
 
-    /// Output positions per sample, OH·OW: the columns of `cols`.
+    /// Output positions per sample, OH·OW.
     fn positions(&self) -> usize {
         self.oh * self.ow
     }
@@ -296,84 +284,51 @@ impl Geometry {
     fn sample(&self) -> usize {
         self.c * self.h * self.w
     }
-}
 
-/// The rows (`axis` 0) or columns (1) of the input that kernel tap `tap` reads (see
-/// [`Window2d::reach`]).
-fn tap_range(g: &Geometry, axis: usize, tap: usize) -> (Range<usize>, isize) {
-    let (out, size) = [(g.oh, g.h), (g.ow, g.w)][axis];
-    g.window.reach(axis, tap, out, size)
-}
-
-/// Writes the first [`Geometry::taps`] rows of `cols` (`[taps, positions]`, see the
-/// section's comment) for one sample `x` (`[C, H, W]`).
-fn im2col<F: Float>(g: &Geometry, x: &[F], cols: &mut [F]) {
-    let [kh, kw] = g.window.kernel;
-    let [sh, sw] = g.window.stride;
-    let mut rows = cols.chunks_exact_mut(g.positions());
-    for plane in x.chunks_exact(g.h * g.w) {
-        for i in 0..kh {
-            let (ps, row_offset) = tap_range(g, 0, i);
-            for j in 0..kw {
-                let (qs, offset) = tap_range(g, 1, j);
-                let row = rows.next().expect("one row per tap");
-                for (p, out) in row.chunks_exact_mut(g.ow).enumerate() {
-                    if !ps.contains(&p) || qs.is_empty() {
-                        out.fill(F::zero());
-                        continue;
-                    }
-                    let r = ((p * sh) as isize + row_offset) as usize;
-                    let first = ((qs.start * sw) as isize + offset) as usize;
-                    let line = &plane[r * g.w + first..(r + 1) * g.w];
-                    out[..qs.start].fill(F::zero());
-                    out[qs.end..].fill(F::zero());
-                    let out = &mut out[qs.clone()];
-                    if sw == 1 {
-                        out.copy_from_slice(&line[..out.len()]);
-                    } else {
-                        out.iter_mut()
-                            .zip(line.iter().step_by(sw))
-                            .for_each(|(o, &v)| *o = v);
-                    }
+    /// Every kernel tap, in the weight's (c, i, j) order, with where it reads.
+    fn tap_list(&self) -> Vec<Tap> {
+        let [kh, kw] = self.window.kernel;
+        let mut taps = Vec::with_capacity(self.taps());
+        for c in 0..self.c {
+            for i in 0..kh {
+                let (rows, row_offset) = self.window.reach(0, i, self.oh, self.h);
+                for j in 0..kw {
+                    let (cols, col_offset) = self.window.reach(1, j, self.ow, self.w);
+                    taps.push(Tap {
+                        start: c * self.h * self.w,
+                        rows: rows.clone(),
+                        row_offset,
+                        cols,
+                        col_offset,
+                    });
                 }
             }
         }
+        taps
     }
 }
 
-/// The adjoint of [`im2col`]: each value of `dcols` (`[taps, positions]`) added to
-/// the input position it was read from, into one sample `dx` (`[C, H, W]`, zeroed
-/// first). The order of the additions is fixed: taps, then positions.
-fn col2im<F: Float>(g: &Geometry, dcols: &[F], dx: &mut [F]) {
-    let [kh, kw] = g.window.kernel;
-    let [sh, sw] = g.window.stride;
-    dx.fill(F::zero());
-    let mut rows = dcols.chunks_exact(g.positions());
-    for plane in dx.chunks_exact_mut(g.h * g.w) {
-        for i in 0..kh {
-            let (ps, row_offset) = tap_range(g, 0, i);
-            for j in 0..kw {
-                let (qs, offset) = tap_range(g, 1, j);
-                let row = rows.next().expect("one row per tap");
-                if qs.is_empty() {
-                    continue;
-                }
-                for p in ps.clone() {
-                    let r = ((p * sh) as isize + row_offset) as usize;
-                    let first = ((qs.start * sw) as isize + offset) as usize;
-                    let line = &mut plane[r * g.w + first..(r + 1) * g.w];
-                    let from = &row[p * g.ow + qs.start..p * g.ow + qs.end];
-                    if sw == 1 {
-                        line.iter_mut().zip(from).for_each(|(d, &v)| *d += v);
-                    } else {
-                        line.iter_mut()
-                            .step_by(sw)
-                            .zip(from)
-                            .for_each(|(d, &v)| *d += v);
-                    }
-                }
-            }
-        }
+/// One kernel tap (c, i, j): output position (p, q) reads input row
+/// `p·stride + row_offset`, column `q·stride + col_offset` of channel c's plane,
+/// which lies inside the input for `p` in `rows` and `q` in `cols` (else padding).
+#[derive(Debug, Clone)]
+struct Tap {
+    /// Where channel c's plane starts in a sample.
+    start: usize,
+    rows: Range<usize>,
+    row_offset: isize,
+    cols: Range<usize>,
+    col_offset: isize,
+}
+
+impl Tap {
+    /// The flat index (in the sample) of the input row's start read by output row `p`
+    /// (which must be in `rows`), and of the first value read there (at `cols.start`).
+    fn line(&self, g: &Geometry, p: usize) -> (usize, usize) {
+        let r = ((p * g.window.stride[0]) as isize + self.row_offset) as usize;
+        let first = ((self.cols.start * g.window.stride[1]) as isize + self.col_offset) as usize;
+        let row = self.start + r * g.w;
+        (row, row + first)
     }
 }
 
@@ -384,73 +339,75 @@ fn forward<F: Float>(
     weight: &Tensor<F>,
     bias: Option<&Tensor<F>>,
 ) -> Tensor<F> {
-    let (taps, positions) = (g.taps(), g.positions());
+    let per_sample = g.o * g.positions();
     let mut y = pool::reused::<F>(&[g.n, g.o, g.oh, g.ow]);
     if y.is_empty() {
         return y;
     }
-    // W, with the bias as one more column.
-    let k = taps + usize::from(bias.is_some());
-    let kernel = match bias {
-        None => weight.values(),
-        Some(bias) => {
-            let (weight, bias) = (weight.values(), bias.values());
-            let mut kernel = Vec::with_capacity(g.o * k);
-            for (o, &b) in bias.iter().enumerate() {
-                kernel.extend_from_slice(&weight[o * taps..(o + 1) * taps]);
-                kernel.push(b);
-            }
-            Cow::Owned(kernel)
-        }
-    };
-    let kernel = ArrayView2::from_shape((g.o, k), &kernel[..]).expect("O·k values");
-    let x = x.values();
-    let per_sample = g.o * positions;
-    let split = g.n * per_sample * k >= parallel::WORK_SPLIT_MIN;
+    let (taps, x, weight) = (g.tap_list(), x.values(), weight.values());
+    let bias = bias.map(Tensor::values);
+    let split = g.n * per_sample * g.taps() >= parallel::WORK_SPLIT_MIN;
+    let sample = |s: usize| &x[s * g.sample()..(s + 1) * g.sample()];
+    let kernel = im2col::Kernel::new(g, &weight, bias.as_deref());
     parallel::for_each_block_if(y.as_mut_slice(), per_sample, split, |start, block| {
-        pool::with_scratch(k * positions, |cols: &mut [F]| {
-            // The bias's row of ones (none without a bias).
-            cols[taps * positions..].fill(F::one());
+        kernel.with_cols(g, |cols| {
             for (i, y) in block.chunks_exact_mut(per_sample).enumerate() {
                 let s = start / per_sample + i;
-                im2col(g, &x[s * g.sample()..(s + 1) * g.sample()], cols);
-                let cols = ArrayView2::from_shape((k, positions), &*cols).expect("k·P values");
-                let y = ArrayViewMut2::from_shape((g.o, positions), y).expect("O·P values");
-                product_into(y, &kernel, &cols);
+                kernel.forward(g, &taps, sample(s), cols, y);
             }
         });
     });
     y
 }
 
-/// The input gradient of a convolution: per sample, `Wᵀ · ∂y[n]`, then col2im.
+/// The input gradient of a convolution, one sample at a time.
 fn input_gradient<F: Float>(g: &Geometry, weight: &Tensor<F>, grad: &Tensor<F>) -> Tensor<F> {
-    let (taps, positions) = (g.taps(), g.positions());
     let mut dx = pool::reused::<F>(&[g.n, g.c, g.h, g.w]);
     if dx.is_empty() {
         return dx;
     }
-    let weight = weight.values();
-    let weight_t = ArrayView2::from_shape((g.o, taps), &weight[..])
-        .expect("O·taps values")
-        .reversed_axes();
-    let grad = grad.values();
-    let per_sample = g.o * positions;
-    let split = g.n * taps * per_sample >= parallel::WORK_SPLIT_MIN;
+    let (taps, weight, grad) = (g.tap_list(), weight.values(), grad.values());
+    let per_sample = g.o * g.positions();
+    let dy = |s: usize| &grad[s * per_sample..(s + 1) * per_sample];
+    let split = g.n * per_sample * g.taps() >= parallel::WORK_SPLIT_MIN;
     parallel::for_each_block_if(dx.as_mut_slice(), g.sample(), split, |start, block| {
-        pool::with_scratch(taps * positions, |dcols: &mut [F]| {
+        pool::with_scratch(g.taps() * g.positions(), |dcols: &mut [F]| {
             for (i, dx) in block.chunks_exact_mut(g.sample()).enumerate() {
                 let s = start / g.sample() + i;
-                let dy = &grad[s * per_sample..(s + 1) * per_sample];
-                let dy = ArrayView2::from_shape((g.o, positions), dy).expect("O·P values");
-                let to = ArrayViewMut2::from_shape((taps, positions), &mut *dcols)
-                    .expect("taps·P values");
-                product_into(to, &weight_t, &dy);
-                col2im(g, dcols, dx);
+                im2col::input_gradient(g, &taps, &weight, dy(s), dcols, dx);
             }
         });
     });
     dx
+}
+
+/// The inputs of the weight and bias gradients' sums (see [`parameter_gradients`]).
+struct Sums<'a, F: Float> {
+    g: &'a Geometry,
+    /// The taps whose weight gradient is summed (none when it is not needed).
+    taps: &'a [Tap],
+    x: &'a [F],
+    grad: &'a [F],
+    /// Whether the bias gradient is summed too, as the last row.
+    bias: bool,
+}
+
+impl<F: Float> Sums<'_, F> {
+    /// The rows of the sums: the taps, then the bias.
+    fn k(&self) -> usize {
+        self.taps.len() + usize::from(self.bias)
+    }
+
+    /// Input sample `s`.
+    fn x(&self, s: usize) -> &[F] {
+        &self.x[s * self.g.sample()..(s + 1) * self.g.sample()]
+    }
+
+    /// The output gradient of sample `s`, `[O, OH·OW]`.
+    fn dy(&self, s: usize) -> &[F] {
+        let per_sample = self.g.o * self.g.positions();
+        &self.grad[s * per_sample..(s + 1) * per_sample]
+    }
 }
 
 /// How many groups of samples the weight gradient is summed in (see the section's
@@ -465,53 +422,40 @@ fn group_count(n: usize, len: usize) -> usize {
     groups
 }
 
-/// The weight and bias gradients of a convolution, as `need` asks: `Σ_n ∂y[n] ·
-/// cols[n]ᵀ`, with a row of ones in `cols` for the bias (`Σ_n,p ∂y[n, o, p]`).
+/// The weight and bias gradients of a convolution, as `need` asks: for each output
+/// channel o, `Σ_{n,p,q} ∂y[n,o,p,q] · x[n, c, p·s + i·d − pad, q·s + j·d − pad]` for
+/// every tap (c, i, j), and `Σ_{n,p,q} ∂y[n,o,p,q]`; summed as `[k, O]`, the k rows
+/// being the taps (when the weight's is needed) then the bias (when it is).
 fn parameter_gradients<F: Float>(
     g: &Geometry,
     x: &Tensor<F>,
     grad: &Tensor<F>,
     need: [bool; 2],
 ) -> [Option<Tensor<F>>; 2] {
-    let (taps, positions) = (g.taps(), g.positions());
-    let weight_rows = if need[0] { taps } else { 0 };
-    let k = weight_rows + usize::from(need[1]);
+    let taps = if need[0] { g.taps() } else { 0 };
+    let k = taps + usize::from(need[1]);
     let per_group = g.o * k;
     let sums = if per_group == 0 {
         Vec::new()
     } else {
         let groups = group_count(g.n, per_group);
-        let (x, grad) = (x.values(), grad.values());
-        let per_sample = g.o * positions;
-        let split = g.n * per_sample * k >= parallel::WORK_SPLIT_MIN;
+        let (tap_list, x, grad) = (g.tap_list(), x.values(), grad.values());
+        let tap_list = &tap_list[..taps];
+        let work = g.n * g.o * g.positions() * k;
+        let sums = Sums {
+            g,
+            taps: tap_list,
+            x: &x,
+            grad: &grad,
+            bias: need[1],
+        };
         pool::with_scratch(groups * per_group, |partial: &mut [F]| {
+            let split = work >= parallel::WORK_SPLIT_MIN;
             parallel::for_each_block_if(partial, per_group, split, |start, block| {
-                pool::with_scratch(k * positions, |cols: &mut [F]| {
-                    cols[weight_rows * positions..].fill(F::one());
+                pool::with_scratch(k * g.positions(), |cols: &mut [F]| {
                     for (i, sum) in block.chunks_exact_mut(per_group).enumerate() {
                         let group = start / per_group + i;
-                        let samples = group * g.n / groups..(group + 1) * g.n / groups;
-                        if samples.is_empty() {
-                            sum.fill(F::zero());
-                        }
-                        for s in samples.clone() {
-                            if need[0] {
-                                im2col(g, &x[s * g.sample()..(s + 1) * g.sample()], cols);
-                            }
-                            let dy = &grad[s * per_sample..(s + 1) * per_sample];
-                            let dy =
-                                ArrayView2::from_shape((g.o, positions), dy).expect("O·P values");
-                            let cols_t = ArrayView2::from_shape((k, positions), &*cols)
-                                .expect("k·P values")
-                                .reversed_axes();
-                            let to =
-                                ArrayViewMut2::from_shape((g.o, k), &mut *sum).expect("O·k values");
-                            if s == samples.start {
-                                product_into(to, &dy, &cols_t);
-                            } else {
-                                add_product_into(to, &dy, &cols_t);
-                            }
-                        }
+                        sums.gemm(group * g.n / groups..(group + 1) * g.n / groups, cols, sum);
                     }
                 });
             });
@@ -524,18 +468,18 @@ fn parameter_gradients<F: Float>(
         })
     };
     let [kh, kw] = g.window.kernel;
+    // The sums are [k, O]: the weight's are its transpose, the bias's the last row.
     let dw = need[0].then(|| {
         let mut dw = pool::reused::<F>(&[g.o, g.c, kh, kw]);
-        if taps > 0 {
-            let rows = dw.as_mut_slice().chunks_exact_mut(taps);
-            for (to, from) in rows.zip(sums.chunks_exact(k)) {
-                to.copy_from_slice(&from[..taps]);
-            }
+        for (o, to) in dw.as_mut_slice().chunks_exact_mut(taps.max(1)).enumerate() {
+            to.iter_mut()
+                .zip(sums[o..].iter().step_by(g.o))
+                .for_each(|(t, &s)| *t = s);
         }
         dw
     });
     let db = need[1].then(|| {
-        let db = sums.chunks_exact(k.max(1)).map(|s| s[k - 1]).collect();
+        let db = sums[(k - 1) * g.o..].to_vec();
         Tensor::from_vec(db, &[g.o]).expect("O values")
     });
     [dw, db]
@@ -666,34 +610,53 @@ mod tests {
                 bias,
                 grad,
             } = inputs::<F>(case, 100 * i as u64);
-            let what = |op: &str| format!("{op} of {case:?}");
+            let (g, _) = conv_shapes(&x, &weight, bias.as_ref(), &case.window).unwrap();
             let [kh, kw] = case.window.kernel;
-            poison::<F>(grad.shape());
-            let y = x.conv2d(&weight, bias.as_ref(), &case.window).unwrap();
             let expected = naive::conv2d(&x, &weight, bias.as_ref(), &case.window);
-            let terms = case.c * kh * kw;
-            assert_close(&y, &expected, sum_tolerance::<F>(terms), &what("conv2d"));
             let [ex, ew, eb] = naive::conv2d_backward(&x, &weight, &grad, &case.window, [true; 3]);
-            let positions = grad.len() / (case.n * case.o);
-            let tolerances = [
-                sum_tolerance::<F>(case.o * kh * kw),
-                sum_tolerance::<F>(case.n * positions),
-                sum_tolerance::<F>(case.n * positions),
-            ];
+            let [ex, ew, eb] = [ex.unwrap(), ew.unwrap(), eb.unwrap()];
+            let forward_tolerance = sum_tolerance::<F>(case.c * kh * kw);
+            let input_tolerance = sum_tolerance::<F>(case.o * kh * kw);
+            let parameter_tolerance = sum_tolerance::<F>(case.n * g.positions());
+            {
+                let what = |op: &str| format!("{op} of {case:?}");
+                poison::<F>(grad.shape());
+                let y = forward(&g, &x, &weight, bias.as_ref());
+                assert_close(&y, &expected, forward_tolerance, &what("conv2d"));
+                poison::<F>(x.shape());
+                let dx = input_gradient(&g, &weight, &grad);
+                assert_close(&dx, &ex, input_tolerance, &what("input gradient"));
+                for need in [[true, true], [true, false], [false, true]] {
+                    poison::<F>(weight.shape());
+                    let [dw, db] = parameter_gradients(&g, &x, &grad, need);
+                    assert_eq!([dw.is_some(), db.is_some()], need);
+                    if let Some(dw) = dw {
+                        let what = what(&format!("weight gradient, need {need:?}"));
+                        assert_close(&dw, &ew, parameter_tolerance, &what);
+                    }
+                    if let Some(db) = db {
+                        let what = what(&format!("bias gradient, need {need:?}"));
+                        assert_close(&db, &eb, parameter_tolerance, &what);
+                    }
+                }
+            }
+            // And through the public methods, which choose one.
+            let what = |op: &str| format!("{op} of {case:?}");
+            let y = x.conv2d(&weight, bias.as_ref(), &case.window).unwrap();
+            assert_close(&y, &expected, forward_tolerance, &what("conv2d"));
             for need in [
                 [true; 3],
                 [false, true, true],
                 [true, false, false],
                 [false; 3],
             ] {
-                poison::<F>(x.shape());
-                poison::<F>(weight.shape());
                 let got = Tensor::conv2d_backward(&x, &weight, &grad, &case.window, need).unwrap();
+                let tolerances = [input_tolerance, parameter_tolerance, parameter_tolerance];
                 for (a, ((got, expected), tolerance)) in
                     got.iter().zip([&ex, &ew, &eb]).zip(tolerances).enumerate()
                 {
                     assert_eq!(got.is_some(), need[a], "{}", what("need"));
-                    if let (Some(got), Some(expected)) = (got, expected) {
+                    if let Some(got) = got {
                         assert_close(got, expected, tolerance, &what(&format!("gradient {a}")));
                     }
                 }

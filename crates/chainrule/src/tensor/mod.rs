@@ -35,6 +35,14 @@ use crate::{Error, Float, Result};
 pub fn with_training_team<R>(threads: usize, f: impl FnOnce() -> R) -> R {
     crate::parallel::Team::scope(threads, |_| f())
 }
+
+/// Hands `tensor`'s storage back for the next output of its size on this thread, as
+/// the training loop does with a step's tensors; for the benchmarks of the kernels
+/// that write their outputs on kept storage.
+#[doc(hidden)]
+pub fn recycle<F: Float>(tensor: Tensor<F>) {
+    pool::recycle(tensor);
+}
 use ndarray::{ArcArray, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

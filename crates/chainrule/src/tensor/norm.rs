@@ -7,126 +7,142 @@
 //! is the same formula over S, where the three paths through x, μ and σ² meet:
 //! ∂L/∂x = (1/√(σ² + ε)) · (ĝ − mean_S(ĝ) − x̂ · mean_S(ĝ · x̂)), with ĝ = γ · ∂L/∂y.
 //! Statistics are accumulated in f64 whatever the element type.
+//!
+//! The passes: batch norm reads each channel (N runs of the spatial axes, contiguous)
+//! for its statistics, one channel after another and the channels shared among the
+//! training team, then writes the output (or ∂x) one sample after another as an
+//! affine map `a·g + b·(x − μ) + d` with per-channel coefficients; the backward's
+//! sums Σg and Σg·(x − μ) ride along with the statistics, so each direction reads its
+//! inputs from memory twice. Layer norm does the same per row, with γ and β per
+//! element, and sums ∂γ and ∂β over the rows in order, columns shared among the
+//! team. Every sum has a fixed order, so 1 and 2 threads give the same bits.
 
-use super::Tensor;
+use super::{Tensor, pool};
+use crate::parallel::{self, ELEMENTWISE_SPLIT_MIN};
 use crate::{Error, Float, Result};
 
-/// How the values of a tensor are grouped into normalisation sets.
-#[derive(Debug, Clone, Copy)]
-struct Sets {
-    /// Batch norm: `[outer, channels, inner]`, one set per channel, its values
-    /// `x[a, c, b]` for every `a`, `b`. Layer norm: `[rows, 1, size]`, one set per
-    /// row.
-    outer: usize,
-    channels: usize,
-    inner: usize,
-    per_channel: bool,
-}
+/// Independent f64 accumulators per sum: the compiler may not reorder one running
+/// sum, but eight independent ones fill a vector register and keep the loop
+/// vectorised. The lanes are added in order at the end: the same bits every run.
+const LANES: usize = 8;
 
-impl Sets {
-    fn count(&self) -> usize {
-        if self.per_channel {
-            self.channels
-        } else {
-            self.outer
-        }
-    }
-    fn size(&self) -> usize {
-        if self.per_channel {
-            self.outer * self.inner
-        } else {
-            self.inner
-        }
-    }
-    /// Calls `f(set, affine_index, flat_index)` for every value.
-    fn for_each(&self, mut f: impl FnMut(usize, usize, usize)) {
-        for a in 0..self.outer {
-            for c in 0..self.channels {
-                for b in 0..self.inner {
-                    let flat = (a * self.channels + c) * self.inner + b;
-                    if self.per_channel {
-                        f(c, c, flat);
-                    } else {
-                        f(a, b, flat);
-                    }
-                }
+/// `Σ_{i < len} f(i)` for `K` sums at once, in f64, over [`LANES`] lanes.
+#[inline(always)]
+fn lane_sums<const K: usize>(len: usize, f: impl Fn(usize) -> [f64; K]) -> [f64; K] {
+    let mut lanes = [[0.0; LANES]; K];
+    let whole = len / LANES * LANES;
+    for base in (0..whole).step_by(LANES) {
+        for (l, i) in (base..base + LANES).enumerate() {
+            let v = f(i);
+            for k in 0..K {
+                lanes[k][l] += v[k];
             }
         }
     }
+    for (l, i) in (whole..len).enumerate() {
+        let v = f(i);
+        for k in 0..K {
+            lanes[k][l] += v[k];
+        }
+    }
+    lanes.map(|lanes| lanes.iter().sum())
 }
 
-/// Mean and biased variance of each set, in f64.
-fn statistics<F: Float>(x: &[F], sets: Sets) -> (Vec<f64>, Vec<f64>) {
-    let m = sets.size() as f64;
-    let mut mean = vec![0.0; sets.count()];
-    sets.for_each(|s, _, i| mean[s] += x[i].as_f64());
-    mean.iter_mut().for_each(|v| *v /= m);
-    let mut var = vec![0.0; sets.count()];
-    sets.for_each(|s, _, i| {
-        let d = x[i].as_f64() - mean[s];
-        var[s] += d * d;
-    });
-    var.iter_mut().for_each(|v| *v /= m);
-    (mean, var)
+/// The mean and biased variance of the values of `runs` (one normalisation set,
+/// `m` values), in f64 and in two passes, the second over the deviations from the
+/// mean (a one-pass Σx² − (Σx)²/m loses the variance of data far from 0). Batch norm
+/// reads a channel's runs twice in a row, so the second pass finds them in cache.
+fn moments<'a, F: Float>(runs: impl Iterator<Item = &'a [F]> + Clone, m: usize) -> (f64, f64) {
+    let m = m as f64;
+    let sum_of = |run: &[F]| lane_sums(run.len(), |i| [run[i].as_f64()])[0];
+    let mean = runs.clone().map(sum_of).sum::<f64>() / m;
+    let squares = |run: &[F]| {
+        lane_sums(run.len(), |i| {
+            let d = run[i].as_f64() - mean;
+            [d * d]
+        })[0]
+    };
+    (mean, runs.map(squares).sum::<f64>() / m)
 }
 
-/// y = γ·x̂ + β for every value.
-fn normalise<F: Float>(
-    x: &[F],
-    sets: Sets,
-    mean: &[f64],
-    var: &[f64],
-    eps: f64,
-    weight: Option<&[F]>,
-    bias: Option<&[F]>,
-) -> Vec<F> {
-    let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let mut y = vec![F::zero(); x.len()];
-    sets.for_each(|s, k, i| {
-        let xhat = (x[i].as_f64() - mean[s]) * inv[s];
-        let g = weight.map_or(1.0, |w| w[k].as_f64());
-        let b = bias.map_or(0.0, |b| b[k].as_f64());
-        y[i] = F::from_f64(xhat * g + b);
-    });
-    y
+/// `1/√(σ² + ε)`.
+fn inverse_std(var: f64, eps: f64) -> f64 {
+    1.0 / (var + eps).sqrt()
 }
 
-/// The fused backward over the sets; see the module's formula.
-fn normalise_backward<F: Float>(
-    x: &[F],
-    g: &[F],
-    sets: Sets,
-    eps: f64,
-    weight: Option<&[F]>,
-    affine_len: usize,
-    need: [bool; 3],
-) -> [Option<Vec<F>>; 3] {
-    let (mean, var) = statistics(x, sets);
-    let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let m = sets.size() as f64;
-    let xhat = |s: usize, i: usize| (x[i].as_f64() - mean[s]) * inv[s];
-    let mut mean_g = vec![0.0; sets.count()];
-    let mut mean_gx = vec![0.0; sets.count()];
-    let mut dw = vec![0.0; affine_len];
-    let mut db = vec![0.0; affine_len];
-    sets.for_each(|s, k, i| {
-        let gy = g[i].as_f64();
-        let gh = gy * weight.map_or(1.0, |w| w[k].as_f64());
-        mean_g[s] += gh;
-        mean_gx[s] += gh * xhat(s, i);
-        dw[k] += gy * xhat(s, i);
-        db[k] += gy;
-    });
-    let dx = need[0].then(|| {
-        let mut dx = vec![F::zero(); x.len()];
-        sets.for_each(|s, k, i| {
-            let gh = g[i].as_f64() * weight.map_or(1.0, |w| w[k].as_f64());
-            dx[i] = F::from_f64(inv[s] * (gh - mean_g[s] / m - xhat(s, i) * mean_gx[s] / m));
+/// Batch norm's `[N, C, inner]` sizes: one set per channel, of `N` runs of `inner`
+/// contiguous values.
+#[derive(Debug, Clone, Copy)]
+struct Channels {
+    n: usize,
+    c: usize,
+    inner: usize,
+}
+
+impl Channels {
+    /// The runs of channel `c` in `x`.
+    fn runs<F: Float>(self, x: &[F], c: usize) -> impl Iterator<Item = &[F]> + Clone {
+        (0..self.n).map(move |a| &x[(a * self.c + c) * self.inner..][..self.inner])
+    }
+
+    /// Values per set.
+    fn m(self) -> usize {
+        self.n * self.inner
+    }
+
+    /// Calls `f(channel, stats)` for every channel, with that channel's `K` slots of
+    /// a `[C, K]` table, the channels cut among the training team for a large `x`
+    /// (each channel on one thread: the same bits on any number).
+    fn for_each_channel<const K: usize>(
+        self,
+        len: usize,
+        f: impl Fn(usize, &mut [f64]) + Sync,
+    ) -> Vec<f64> {
+        let mut table = vec![0.0; self.c * K];
+        let split = len >= ELEMENTWISE_SPLIT_MIN;
+        parallel::for_each_block_if(&mut table, K, split, |start, block| {
+            for (i, slots) in block.chunks_exact_mut(K).enumerate() {
+                f(start / K + i, slots);
+            }
         });
-        dx
-    });
-    let to_f = |v: Vec<f64>| v.into_iter().map(F::from_f64).collect();
-    [dx, need[1].then(|| to_f(dw)), need[2].then(|| to_f(db))]
+        table
+    }
+
+    /// `out = a·g + b·(x − μ) + d` for every value, with `[a, b, μ, d]` its channel's
+    /// coefficients (`g` absent: no `a·g` term), the samples cut among the training
+    /// team.
+    fn affine_map<F: Float>(
+        self,
+        shape: &[usize],
+        x: &[F],
+        g: Option<&[F]>,
+        coefficients: &[[f64; 4]],
+    ) -> Tensor<F> {
+        let mut out = pool::reused::<F>(shape);
+        if out.is_empty() {
+            return out;
+        }
+        parallel::for_each_block(out.as_mut_slice(), self.c * self.inner, |start, block| {
+            for (i, run) in block.chunks_exact_mut(self.inner).enumerate() {
+                let at = start + i * self.inner;
+                let [a, b, mean, d] = coefficients[at / self.inner % self.c];
+                let xs = &x[at..at + self.inner];
+                match g.map(|g| &g[at..at + self.inner]) {
+                    Some(gs) => {
+                        for ((o, x), g) in run.iter_mut().zip(xs).zip(gs) {
+                            *o = F::from_f64(a * g.as_f64() + b * (x.as_f64() - mean) + d);
+                        }
+                    }
+                    None => {
+                        for (o, x) in run.iter_mut().zip(xs) {
+                            *o = F::from_f64(b * (x.as_f64() - mean) + d);
+                        }
+                    }
+                }
+            }
+        });
+        out
+    }
 }
 
 /// Checks an optional affine parameter's shape.
@@ -141,8 +157,8 @@ fn check_affine<F: Float>(op: &'static str, p: Option<&Tensor<F>>, shape: &[usiz
     }
 }
 
-/// Batch norm's sets for `shape` (`[N, C, ...]`).
-fn channel_sets(op: &'static str, shape: &[usize]) -> Result<Sets> {
+/// Batch norm's channels for `shape` (`[N, C, ...]`), checked.
+fn channels(op: &'static str, shape: &[usize]) -> Result<Channels> {
     if shape.len() < 2 {
         return Err(Error::Shape {
             op,
@@ -150,24 +166,23 @@ fn channel_sets(op: &'static str, shape: &[usize]) -> Result<Sets> {
             got: shape.to_vec(),
         });
     }
-    let sets = Sets {
-        outer: shape[0],
-        channels: shape[1],
+    let channels = Channels {
+        n: shape[0],
+        c: shape[1],
         inner: shape[2..].iter().product(),
-        per_channel: true,
     };
-    if sets.size() < 2 {
+    if channels.m() < 2 {
         return Err(Error::Shape {
             op,
             message: "expected more than 1 value per channel when training".into(),
             got: shape.to_vec(),
         });
     }
-    Ok(sets)
+    Ok(channels)
 }
 
-/// Layer norm's sets for `shape`, normalising its last `trailing` axes.
-fn trailing_sets(op: &'static str, shape: &[usize], trailing: usize) -> Result<Sets> {
+/// Layer norm's `[rows, size]` for `shape`, normalising its last `trailing` axes.
+fn row_sizes(op: &'static str, shape: &[usize], trailing: usize) -> Result<[usize; 2]> {
     if trailing == 0 || trailing > shape.len() {
         return Err(Error::Shape {
             op,
@@ -176,16 +191,24 @@ fn trailing_sets(op: &'static str, shape: &[usize], trailing: usize) -> Result<S
         });
     }
     let split = shape.len() - trailing;
-    Ok(Sets {
-        outer: shape[..split].iter().product(),
-        channels: 1,
-        inner: shape[split..].iter().product(),
-        per_channel: false,
-    })
+    Ok([
+        shape[..split].iter().product(),
+        shape[split..].iter().product(),
+    ])
 }
 
-fn slice_of<F: Float>(t: Option<&Tensor<F>>) -> Option<Vec<F>> {
-    t.map(Tensor::to_vec)
+/// The values of an optional affine parameter, in f64 (1 or 0 when absent: `len`
+/// of `default`).
+fn affine<F: Float>(p: Option<&Tensor<F>>, len: usize, default: f64) -> Vec<f64> {
+    p.map_or_else(
+        || vec![default; len],
+        |p| p.values().iter().map(|v| v.as_f64()).collect(),
+    )
+}
+
+/// A `[len]` tensor from f64 values.
+fn from_f64<F: Float>(values: impl Iterator<Item = f64>, shape: &[usize]) -> Tensor<F> {
+    Tensor::from_vec(values.map(F::from_f64).collect(), shape).expect("sized")
 }
 
 impl<F: Float> Tensor<F> {
@@ -213,23 +236,25 @@ impl<F: Float> Tensor<F> {
         bias: Option<&Tensor<F>>,
         eps: f64,
     ) -> Result<(Tensor<F>, Tensor<F>, Tensor<F>)> {
-        let sets = channel_sets("batch_norm", self.shape())?;
-        check_affine("batch_norm", weight, &[sets.channels])?;
-        check_affine("batch_norm", bias, &[sets.channels])?;
-        let x = self.to_vec();
-        let (mean, var) = statistics(&x, sets);
-        let (w, b) = (slice_of(weight), slice_of(bias));
-        let y = normalise(&x, sets, &mean, &var, eps, w.as_deref(), b.as_deref());
-        let to_t = |v: &[f64]| {
-            Tensor::from_vec(
-                v.iter().map(|&v| F::from_f64(v)).collect(),
-                &[sets.channels],
-            )
-        };
+        let ch = channels("batch_norm", self.shape())?;
+        check_affine("batch_norm", weight, &[ch.c])?;
+        check_affine("batch_norm", bias, &[ch.c])?;
+        let x = self.values();
+        let stats = ch.for_each_channel::<2>(x.len(), |c, slots| {
+            let (mean, var) = moments(ch.runs(&x, c), ch.m());
+            slots.copy_from_slice(&[mean, var]);
+        });
+        let (gamma, beta) = (affine(weight, ch.c, 1.0), affine(bias, ch.c, 0.0));
+        // y = γ·(x − μ)/√(σ² + ε) + β.
+        let coefficients: Vec<[f64; 4]> = (stats.chunks_exact(2).enumerate())
+            .map(|(c, s)| [0.0, gamma[c] * inverse_std(s[1], eps), s[0], beta[c]])
+            .collect();
+        let y = ch.affine_map(self.shape(), &x, None, &coefficients);
+        let c = [ch.c];
         Ok((
-            Tensor::from_vec(y, self.shape())?,
-            to_t(&mean)?,
-            to_t(&var)?,
+            y,
+            from_f64(stats.iter().copied().step_by(2), &c),
+            from_f64(stats.iter().copied().skip(1).step_by(2), &c),
         ))
     }
 
@@ -256,25 +281,51 @@ impl<F: Float> Tensor<F> {
         eps: f64,
         need: [bool; 3],
     ) -> Result<[Option<Tensor<F>>; 3]> {
-        let sets = channel_sets("batch_norm", x.shape())?;
-        check_affine("batch_norm", weight, &[sets.channels])?;
+        let ch = channels("batch_norm", x.shape())?;
+        check_affine("batch_norm", weight, &[ch.c])?;
         check_same("batch_norm backward", grad, x)?;
-        let w = slice_of(weight);
-        let [dx, dw, db] = normalise_backward(
-            &x.to_vec(),
-            &grad.to_vec(),
-            sets,
-            eps,
-            w.as_deref(),
-            sets.channels,
-            need,
-        );
-        let c = [sets.channels];
-        Ok([
-            dx.map(|v| Tensor::from_vec(v, x.shape())).transpose()?,
-            dw.map(|v| Tensor::from_vec(v, &c)).transpose()?,
-            db.map(|v| Tensor::from_vec(v, &c)).transpose()?,
-        ])
+        let (xv, g) = (x.values(), grad.values());
+        // Per channel: μ, σ², Σg and Σg·(x − μ).
+        let stats = ch.for_each_channel::<4>(xv.len(), |c, slots| {
+            let (mean, var) = moments(ch.runs(&xv, c), ch.m());
+            let [sum_g, sum_gx] = (ch.runs(&xv, c).zip(ch.runs(&g, c)))
+                .map(|(xs, gs)| {
+                    lane_sums(xs.len(), |i| {
+                        let gy = gs[i].as_f64();
+                        [gy, gy * (xs[i].as_f64() - mean)]
+                    })
+                })
+                .fold([0.0; 2], |t, s| [t[0] + s[0], t[1] + s[1]]);
+            slots.copy_from_slice(&[mean, var, sum_g, sum_gx]);
+        });
+        let stats: Vec<[f64; 4]> = stats
+            .chunks_exact(4)
+            .map(|s| [s[0], s[1], s[2], s[3]])
+            .collect();
+        let gamma = affine(weight, ch.c, 1.0);
+        let m = ch.m() as f64;
+        let dx = need[0].then(|| {
+            // The module's formula with ĝ = γ·g and Σĝ·x̂ = γ·Σg(x − μ)/√(σ² + ε):
+            // ∂x = a·g + b·(x − μ) + d.
+            let coefficients: Vec<[f64; 4]> = (stats.iter().zip(&gamma))
+                .map(|(&[mean, var, sum_g, sum_gx], &gamma)| {
+                    let inv = inverse_std(var, eps);
+                    let a = gamma * inv;
+                    [a, -a * inv * inv * sum_gx / m, mean, -a * sum_g / m]
+                })
+                .collect();
+            ch.affine_map(x.shape(), &xv, Some(&g), &coefficients)
+        });
+        let c = [ch.c];
+        // ∂γ = Σ g·x̂ and ∂β = Σ g.
+        let dw = need[1].then(|| {
+            let dw = stats
+                .iter()
+                .map(|&[_, var, _, sum_gx]| sum_gx * inverse_std(var, eps));
+            from_f64(dw, &c)
+        });
+        let db = need[2].then(|| from_f64(stats.iter().map(|s| s[2]), &c));
+        Ok([dx, dw, db])
     }
 
     /// Layer norm (PyTorch `layer_norm`): each sample's last `trailing` axes
@@ -298,17 +349,27 @@ impl<F: Float> Tensor<F> {
         bias: Option<&Tensor<F>>,
         eps: f64,
     ) -> Result<Tensor<F>> {
-        let sets = trailing_sets("layer_norm", self.shape(), trailing)?;
-        let affine = &self.shape()[self.ndim() - trailing..];
-        check_affine("layer_norm", weight, affine)?;
-        check_affine("layer_norm", bias, affine)?;
-        let x = self.to_vec();
-        let (mean, var) = statistics(&x, sets);
-        let (w, b) = (slice_of(weight), slice_of(bias));
-        Tensor::from_vec(
-            normalise(&x, sets, &mean, &var, eps, w.as_deref(), b.as_deref()),
-            self.shape(),
-        )
+        let [_, size] = row_sizes("layer_norm", self.shape(), trailing)?;
+        let normalised = &self.shape()[self.ndim() - trailing..];
+        check_affine("layer_norm", weight, normalised)?;
+        check_affine("layer_norm", bias, normalised)?;
+        let x = self.values();
+        let (gamma, beta) = (affine(weight, size, 1.0), affine(bias, size, 0.0));
+        let mut y = pool::reused::<F>(self.shape());
+        if y.is_empty() {
+            return Ok(y);
+        }
+        parallel::for_each_block(y.as_mut_slice(), size, |start, block| {
+            for (i, out) in block.chunks_exact_mut(size).enumerate() {
+                let xs = &x[start + i * size..][..size];
+                let (mean, var) = moments(std::iter::once(xs), size);
+                let inv = inverse_std(var, eps);
+                for (k, (o, x)) in out.iter_mut().zip(xs).enumerate() {
+                    *o = F::from_f64((x.as_f64() - mean) * inv * gamma[k] + beta[k]);
+                }
+            }
+        });
+        Ok(y)
     }
 
     /// The gradients of [`Tensor::layer_norm`] with respect to its input, weight and
@@ -334,25 +395,80 @@ impl<F: Float> Tensor<F> {
         eps: f64,
         need: [bool; 3],
     ) -> Result<[Option<Tensor<F>>; 3]> {
-        let sets = trailing_sets("layer_norm", x.shape(), trailing)?;
-        let affine = &x.shape()[x.ndim() - trailing..];
-        check_affine("layer_norm", weight, affine)?;
+        let [rows, size] = row_sizes("layer_norm", x.shape(), trailing)?;
+        let normalised = &x.shape()[x.ndim() - trailing..];
+        check_affine("layer_norm", weight, normalised)?;
         check_same("layer_norm backward", grad, x)?;
-        let w = slice_of(weight);
-        let [dx, dw, db] = normalise_backward(
-            &x.to_vec(),
-            &grad.to_vec(),
-            sets,
-            eps,
-            w.as_deref(),
-            sets.inner,
-            need,
-        );
-        Ok([
-            dx.map(|v| Tensor::from_vec(v, x.shape())).transpose()?,
-            dw.map(|v| Tensor::from_vec(v, affine)).transpose()?,
-            db.map(|v| Tensor::from_vec(v, affine)).transpose()?,
-        ])
+        let (xv, g) = (x.values(), grad.values());
+        let gamma = affine(weight, size, 1.0);
+        let split = xv.len() >= ELEMENTWISE_SPLIT_MIN;
+        // Per row: μ, 1/√(σ² + ε), Σĝ and Σĝ·(x − μ), with ĝ = γ·g.
+        let mut stats = vec![0.0; 4 * rows];
+        if size > 0 {
+            parallel::for_each_block_if(&mut stats, 4, split, |start, block| {
+                for (i, slots) in block.chunks_exact_mut(4).enumerate() {
+                    let at = (start / 4 + i) * size;
+                    let (xs, gs) = (&xv[at..at + size], &g[at..at + size]);
+                    let (mean, var) = moments(std::iter::once(xs), size);
+                    let [sum_g, sum_gx] = lane_sums(size, |k| {
+                        let gh = gs[k].as_f64() * gamma[k];
+                        [gh, gh * (xs[k].as_f64() - mean)]
+                    });
+                    slots.copy_from_slice(&[mean, inverse_std(var, eps), sum_g, sum_gx]);
+                }
+            });
+        }
+        let m = size as f64;
+        let dx = need[0].then(|| {
+            let mut dx = pool::reused::<F>(x.shape());
+            if dx.is_empty() {
+                return dx;
+            }
+            parallel::for_each_block(dx.as_mut_slice(), size, |start, block| {
+                for (i, out) in block.chunks_exact_mut(size).enumerate() {
+                    let row = start / size + i;
+                    let [mean, inv, sum_g, sum_gx] = stats[4 * row..4 * row + 4] else {
+                        unreachable!("four statistics per row")
+                    };
+                    let (mean_g, mean_gx) = (sum_g / m, inv * sum_gx / m);
+                    let at = row * size;
+                    let (xs, gs) = (&xv[at..at + size], &g[at..at + size]);
+                    for (k, o) in out.iter_mut().enumerate() {
+                        let xhat = (xs[k].as_f64() - mean) * inv;
+                        let gh = gs[k].as_f64() * gamma[k];
+                        *o = F::from_f64(inv * (gh - mean_g - xhat * mean_gx));
+                    }
+                }
+            });
+            dx
+        });
+        let [dw, db] = if need[1] || need[2] {
+            // ∂γ[k] = Σ_rows g·x̂ and ∂β[k] = Σ_rows g, each summed over the rows in
+            // order, the columns k cut among the team.
+            let mut sums = vec![0.0; 2 * size];
+            parallel::for_each_block_if(&mut sums, 2, split, |start, block| {
+                let first = start / 2;
+                for row in 0..rows {
+                    let (mean, inv) = (stats[4 * row], stats[4 * row + 1]);
+                    let at = row * size + first;
+                    let n = block.len() / 2;
+                    let (xs, gs) = (&xv[at..at + n], &g[at..at + n]);
+                    for ((slots, x), g) in block.chunks_exact_mut(2).zip(xs).zip(gs) {
+                        let gy = g.as_f64();
+                        slots[0] += gy * (x.as_f64() - mean) * inv;
+                        slots[1] += gy;
+                    }
+                }
+            });
+            let column = |k: usize| sums.iter().copied().skip(k).step_by(2);
+            [
+                need[1].then(|| from_f64(column(0), normalised)),
+                need[2].then(|| from_f64(column(1), normalised)),
+            ]
+        } else {
+            [None, None]
+        };
+        Ok([dx, dw, db])
     }
 }
 

@@ -74,6 +74,62 @@ impl Planes {
         }
     }
 
+    /// Whether the windows are 2×2 and tile the input (the MNIST network's pooling),
+    /// which [`Planes::max_2x2`] and [`Planes::max_2x2_backward`] compute a whole
+    /// output row at a time.
+    fn two_by_two(&self) -> bool {
+        self.window.kernel == [2, 2] && self.window.tiles()
+    }
+
+    /// Max pooling of one `plane` into `out` (`[OH, OW]`) by 2×2 windows that tile it.
+    fn max_2x2<F: Float>(&self, plane: &[F], out: &mut [F]) {
+        for (p, out) in out.chunks_exact_mut(self.ow).enumerate() {
+            let rows = &plane[2 * p * self.w..(2 * p + 2) * self.w];
+            let (r0, r1) = rows.split_at(self.w);
+            let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+            for (o, (a, b)) in out.iter_mut().zip(windows) {
+                *o = first_max([a[0], a[1], b[0], b[1]]).1;
+            }
+        }
+    }
+
+    /// The gradient of [`Planes::max_2x2`] for one plane: each window's gradient
+    /// (from `gy`, `[OH, OW]`) at its first maximum and 0 at its other three values,
+    /// 0 outside every window; every value of `dx` written once.
+    fn max_2x2_backward<F: Float>(&self, plane: &[F], gy: &[F], dx: &mut [F]) {
+        let w = self.w;
+        let (windows, rest) = dx.split_at_mut(2 * self.oh * w);
+        rest.fill(F::zero());
+        for (p, (d, gy)) in windows
+            .chunks_exact_mut(2 * w)
+            .zip(gy.chunks_exact(self.ow))
+            .enumerate()
+        {
+            let (d0, d1) = d.split_at_mut(w);
+            d0[2 * self.ow..].fill(F::zero());
+            d1[2 * self.ow..].fill(F::zero());
+            let rows = &plane[2 * p * w..(2 * p + 2) * w];
+            let (r0, r1) = rows.split_at(w);
+            // Slices of exactly the lengths the loop indexes, so that its bounds are
+            // checked once and it vectorises (two-strided loads and stores).
+            let ow = self.ow;
+            let (r0, r1, gy) = (&r0[..2 * ow], &r1[..2 * ow], &gy[..ow]);
+            let (d0, d1) = (&mut d0[..2 * ow], &mut d1[..2 * ow]);
+            for (q, &g) in gy.iter().enumerate() {
+                let (i, j) = (2 * q, 2 * q + 1);
+                let (wins, _) = first_max([r0[i], r0[j], r1[i], r1[j]]);
+                // 0 + g, as the definition adds the gradient to a zeroed input.
+                let share = |wins: bool| if wins { F::zero() + g } else { F::zero() };
+                (d0[i], d0[j], d1[i], d1[j]) = (
+                    share(wins[0]),
+                    share(wins[1]),
+                    share(wins[2]),
+                    share(wins[3]),
+                );
+            }
+        }
+    }
+
     /// [`Planes::for_each_maximum`] for windows that tile the input (all inside it).
     #[inline(always)]
     fn tiled_maxima<F: Float>(
@@ -109,12 +165,7 @@ impl Planes {
         mut f: impl FnMut(usize, Option<(usize, F)>),
     ) {
         if self.window.tiles() {
-            // The common case: 2×2 windows (the MNIST network's) get a loop of their
-            // own, unrolled.
-            return match self.window.kernel {
-                [2, 2] => self.tiled_maxima(plane, [2, 2], &mut f),
-                kernel => self.tiled_maxima(plane, kernel, &mut f),
-            };
+            return self.tiled_maxima(plane, self.window.kernel, &mut f);
         }
         self.for_each_window(|position, taps| {
             let mut best: Option<(usize, F)> = None;
@@ -130,8 +181,27 @@ impl Planes {
 
 /// Whether `v` replaces `m` as a window's maximum: larger, or a NaN over a number.
 /// Ties keep the first (in the window's row-major order, as PyTorch's CPU kernel).
+#[inline(always)]
 fn beats<F: Float>(v: F, m: F) -> bool {
-    v > m || (v.is_nan() && !m.is_nan())
+    // `|` and `&`, not `||` and `&&`: no branches, so that loops of it vectorise.
+    (v > m) | (v.is_nan() & !m.is_nan())
+}
+
+/// The value of the first maximum of a window's four values (see [`beats`]), and
+/// which of them it is, as one flag per value: by selects and masks rather than
+/// branches or an index, so that a row of windows vectorises.
+#[inline(always)]
+fn first_max<F: Float>([a, b, c, d]: [F; 4]) -> ([bool; 4], F) {
+    let (b_wins, m) = (beats(b, a), a);
+    let m = if b_wins { b } else { m };
+    let c_wins = beats(c, m);
+    let m = if c_wins { c } else { m };
+    let d_wins = beats(d, m);
+    let m = if d_wins { d } else { m };
+    let c_wins = c_wins & !d_wins;
+    let b_wins = b_wins & !c_wins & !d_wins;
+    let a_wins = !b_wins & !c_wins & !d_wins;
+    ([a_wins, b_wins, c_wins, d_wins], m)
 }
 
 impl<F: Float> Tensor<F> {
@@ -155,6 +225,10 @@ impl<F: Float> Tensor<F> {
         parallel::for_each_block(y.as_mut_slice(), oh * ow, |start, block| {
             for (i, out) in block.chunks_exact_mut(oh * ow).enumerate() {
                 let plane = &x[(start / (oh * ow) + i) * g.h * g.w..][..g.h * g.w];
+                if g.two_by_two() {
+                    g.max_2x2(plane, out);
+                    continue;
+                }
                 g.for_each_maximum(plane, |k, best| {
                     out[k] = best.map_or(F::neg_infinity(), |(_, v)| v);
                 });
@@ -192,8 +266,13 @@ impl<F: Float> Tensor<F> {
             for (i, dx) in block.chunks_exact_mut(size).enumerate() {
                 let plane = start / size + i;
                 let gy = &gv[plane * oh * ow..][..oh * ow];
+                let plane = &xv[plane * size..][..size];
+                if g.two_by_two() {
+                    g.max_2x2_backward(plane, gy, dx);
+                    continue;
+                }
                 dx.fill(F::zero());
-                g.for_each_maximum(&xv[plane * size..][..size], |k, best| {
+                g.for_each_maximum(plane, |k, best| {
                     if let Some((at, _)) = best {
                         dx[at] += gy[k];
                     }
