@@ -32,7 +32,14 @@ from make_reference import build  # noqa: E402  (the one model-JSON-to-PyTorch m
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def files(run):
+    """A run folder's checkpoint files: in its `checkpoint` folder, or (an older run, or
+    the mnist_mlp example's output) beside its other files."""
+    return run / "checkpoint" if (run / "checkpoint").is_dir() else run
+
+
 def load_model(run):
+    run = files(run)
     spec = json.loads((run / "model.json").read_text())
     state = load_file(str(run / "params.safetensors"))
     dtype = next(v.dtype for v in state.values() if v.is_floating_point())
@@ -81,7 +88,7 @@ def main():
         subprocess.run(["cargo", "run", "-q", "--release", "-p", "chainrule-cli", "--", "predict", str(args.run),
                         "--x", str(x_path), "--out", str(out_path)], cwd=ROOT, check=True)
         ours = np.load(out_path)
-    scaler = json.loads((args.run / "state.json").read_text())["scaler"]
+    scaler = json.loads((files(args.run) / "state.json").read_text())["scaler"]
     x = (pixels - np.array(scaler["shift"], dtype=np.float64)) / np.array(scaler["scale"], dtype=np.float64)
     x = torch.from_numpy(x.astype(np.float32)).to(dtype)
     if input_shape is not None:
