@@ -5,7 +5,7 @@ use chainrule::Tensor;
 use chainrule::data::Target;
 use chainrule::io::{read_npy, read_safetensors};
 use chainrule::loss::Loss;
-use chainrule::nn::Sequential;
+use chainrule::nn::{Mode, Module, Sequential};
 use chainrule_explain::derive::{ParamElement, all_elements, explain};
 use chainrule_explain::formula::Formula;
 use chainrule_explain::spatial;
@@ -37,6 +37,13 @@ pub struct Inputs {
     /// it has one): see examples/notebooks/003.
     #[arg(long)]
     pub formula: Option<PathBuf>,
+    /// Run the model in evaluation mode (batch norm's running statistics, no
+    /// dropout); training mode otherwise, as `grad`.
+    #[arg(long)]
+    pub eval: bool,
+    /// The seed of dropout's masks in training mode (as `grad --seed`).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// `chainrule explain` arguments.
@@ -124,6 +131,11 @@ pub fn load(args: &Inputs) -> Result<Problem> {
                 .map(|m| m.into_iter().map(|(k, v)| (k, v.cast())).collect())
         })?)
         .map_err(|e| anyhow!("{}: {e}", params_path.display()))?;
+    if args.eval {
+        model.set_mode(Mode::Eval);
+    } else {
+        model.set_noise_key(chainrule::train::noise_key(args.seed, 0));
+    }
     let x = read_npy(&x_path)?.to_tensor::<f64>()?;
     model
         .check_input(&x)

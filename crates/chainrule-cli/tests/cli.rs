@@ -625,3 +625,36 @@ fn symbolic_writes_out_the_network_and_its_derivatives_match_autodiff() {
         "{latex}"
     );
 }
+
+#[test]
+fn explain_and_gradcheck_run_a_cnn_in_either_mode() {
+    // The PyTorch reference case with dropout and batch norm, in evaluation mode (as
+    // PyTorch computed its gradients) and in training mode with a dropout seed.
+    let dir = scratch("cnn-modes");
+    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../chainrule/tests/reference/f64_spatial_eval_dropout_batch_norm");
+    let file = |n: &str| case.join(n).display().to_string();
+    let common = [
+        "--model",
+        &file("model.json"),
+        "--params",
+        &file("params.safetensors"),
+        "--x",
+        &file("x.npy"),
+        "--y",
+        &file("y.npy"),
+        "--loss",
+        "cross_entropy",
+    ];
+    for mode in [&["--eval"][..], &["--seed", "3"][..]] {
+        let mut args = vec!["gradcheck"];
+        args.extend(common);
+        args.extend(mode);
+        assert!(ok(&chainrule(&dir, &args)).contains("all 10 tensors within"));
+        let mut args = vec!["explain", "--param", "0.weight[1,0,2,1]"];
+        args.extend(common);
+        args.extend(mode);
+        let text = ok(&chainrule(&dir, &args));
+        assert!(text.contains("autodiff") && text.contains('✓'), "{text}");
+    }
+}
