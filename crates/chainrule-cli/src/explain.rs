@@ -188,28 +188,71 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     for element in &elements {
         derivations.push(explain(&model, &x, &y, loss, lr, element).map_err(|e| anyhow!("--{e}"))?);
     }
-    match args.format.as_str() {
-        "text" => {
-            let blocks: Vec<String> = derivations.iter().map(|d| d.text()).collect();
-            print!("{}", blocks.join("\n"));
-        }
-        "markdown" => {
-            let blocks: Vec<String> = derivations.iter().map(|d| d.markdown()).collect();
-            print!("{}", blocks.join("\n"));
-        }
+    show(&derivations, &args.format, "the chain's product")
+}
+
+/// What `explain` prints of a derivation, whichever kind it is.
+trait Shown {
+    fn text(&self) -> String;
+    fn markdown(&self) -> String;
+    fn json(&self) -> serde_json::Value;
+    fn verified(&self) -> bool;
+    /// The parameter element, the derivation's gradient, and autodiff's.
+    fn outcome(&self) -> (&str, f64, f64);
+}
+
+impl Shown for chainrule_explain::derive::Derivation {
+    fn text(&self) -> String {
+        self.text()
+    }
+    fn markdown(&self) -> String {
+        self.markdown()
+    }
+    fn json(&self) -> serde_json::Value {
+        self.json()
+    }
+    fn verified(&self) -> bool {
+        self.verified()
+    }
+    fn outcome(&self) -> (&str, f64, f64) {
+        (&self.param, self.gradient, self.autodiff)
+    }
+}
+
+impl Shown for spatial::SumDerivation {
+    fn text(&self) -> String {
+        self.text()
+    }
+    fn markdown(&self) -> String {
+        self.markdown()
+    }
+    fn json(&self) -> serde_json::Value {
+        self.json()
+    }
+    fn verified(&self) -> bool {
+        self.verified()
+    }
+    fn outcome(&self) -> (&str, f64, f64) {
+        (&self.param, self.gradient, self.autodiff)
+    }
+}
+
+/// Prints `derivations` in `format` (text, markdown or json), then fails naming the
+/// first whose `what` (its product, its sum) differs from autodiff.
+fn show<D: Shown>(derivations: &[D], format: &str, what: &str) -> Result<()> {
+    let blocks = |f: fn(&D) -> String| derivations.iter().map(f).collect::<Vec<_>>().join("\n");
+    match format {
+        "text" => print!("{}", blocks(D::text)),
+        "markdown" => print!("{}", blocks(D::markdown)),
         "json" => println!(
             "{}",
-            serde_json::Value::Array(derivations.iter().map(|d| d.json()).collect())
+            serde_json::Value::Array(derivations.iter().map(D::json).collect())
         ),
         other => bail!("--format: {other:?} must be text, markdown or json"),
     }
     if let Some(bad) = derivations.iter().find(|d| !d.verified()) {
-        bail!(
-            "{}: the chain's product {} differs from autodiff's {}",
-            bad.param,
-            bad.gradient,
-            bad.autodiff
-        );
+        let (param, gradient, autodiff) = bad.outcome();
+        bail!("{param}: {what} {gradient} differs from autodiff's {autodiff}");
     }
     Ok(())
 }
@@ -233,38 +276,7 @@ fn explain_sums(
         .iter()
         .map(|e| spatial::explain_element(model, x, y, loss, lr, e).map_err(|e| anyhow!("--{e}")))
         .collect::<Result<Vec<_>>>()?;
-    match args.format.as_str() {
-        "text" => print!(
-            "{}",
-            derivations
-                .iter()
-                .map(|d| d.text())
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
-        "markdown" => print!(
-            "{}",
-            derivations
-                .iter()
-                .map(|d| d.markdown())
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
-        "json" => println!(
-            "{}",
-            serde_json::Value::Array(derivations.iter().map(|d| d.json()).collect())
-        ),
-        other => bail!("--format: {other:?} must be text, markdown or json"),
-    }
-    if let Some(bad) = derivations.iter().find(|d| !d.verified()) {
-        bail!(
-            "{}: the sum {} differs from autodiff's {}",
-            bad.param,
-            bad.gradient,
-            bad.autodiff
-        );
-    }
-    Ok(())
+    show(&derivations, &args.format, "the sum")
 }
 
 /// `chainrule explain` on a formula network: the forward pass, then one derivation
