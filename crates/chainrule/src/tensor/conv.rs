@@ -551,6 +551,12 @@ mod tests {
                 window([1, 1], [2, 2], [2, 2], [1, 1]),
                 true,
             ),
+            // More output channels than one forward product covers (FORWARD_ROWS).
+            case(
+                [2, 2, 6, 5, 97],
+                window([3, 2], [1, 1], [1, 0], [1, 1]),
+                true,
+            ),
             // Large stride and dilation with padding.
             case(
                 [2, 2, 11, 13, 3],
