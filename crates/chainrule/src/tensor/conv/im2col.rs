@@ -93,8 +93,9 @@ fn col2im<F: Float>(g: &Geometry, taps: &[Tap], dcols: &[F], dx: &mut [F]) {
 /// computes `W · cols` as `(colsᵀ · Wᵀ)ᵀ`, and copies (packs) its left operand,
 /// here the whole of `cols`, before multiplying when the right one is wider than 48
 /// columns (8 × its microkernel's 6 with AVX-512); below that it reads `cols` where
-/// it lies. Two products over 32 channels each take about 8% less time than one
-/// over 64 (the MNIST network's second layer; docs/performance.md).
+/// it lies. Two products over 48 and 16 channels take about 8% less time than one
+/// over 64 (the MNIST network's second layer; docs/performance.md). 48, a multiple
+/// of 6, also leaves the microkernel no narrow last panel but the final block's.
 const FORWARD_ROWS: usize = 48;
 
 /// The forward's left operand: W as `[O, C·kh·kw]`, with the bias as one more
@@ -147,10 +148,8 @@ impl<'a, F: Float> Kernel<'a, F> {
         let kernel = ArrayView2::from_shape((self.o, self.k), &self.values[..]).expect("O·k");
         let cols = ArrayView2::from_shape((self.k, positions), &*cols).expect("k·P values");
         let mut y = ArrayViewMut2::from_shape((self.o, positions), y).expect("O·P values");
-        let blocks = self.o.div_ceil(FORWARD_ROWS).max(1);
-        let rows = self.o.div_ceil(blocks);
-        for start in (0..self.o).step_by(rows.max(1)) {
-            let end = (start + rows).min(self.o);
+        for start in (0..self.o).step_by(FORWARD_ROWS) {
+            let end = (start + FORWARD_ROWS).min(self.o);
             let y = y.slice_mut(s![start..end, ..]);
             product_into(y, &kernel.slice(s![start..end, ..]), &cols);
         }
@@ -178,28 +177,54 @@ pub(super) fn input_gradient<F: Float>(
 }
 
 impl<F: Float> Sums<'_, F> {
-    /// The sums of a group of samples into `sum` (`[k, O]`): `Σ_n cols[n] · ∂y[n]ᵀ`,
-    /// the products added one sample after another; `cols` is scratch for
-    /// `[k, OH·OW]`. (The transpose of `∂y · colsᵀ`, which gemm computes markedly
-    /// slower for these shapes: docs/performance.md.)
+    /// The sums of a group of samples into `sum` (`[k, O]`): the weight's,
+    /// `Σ_n cols[n] · ∂y[n]ᵀ`, the products added one sample after another (`cols`
+    /// is scratch for `[taps, OH·OW]`); then the bias's, `Σ_n` of `∂y[n]`'s rows.
+    /// The weight's is the transpose of `∂y · colsᵀ`, which gemm computes markedly
+    /// slower for these shapes; the bias's is summed apart because a row of ones in
+    /// `cols` would add a last, one-column-wide pass to every product
+    /// (docs/performance.md).
     pub(super) fn gemm(&self, samples: Range<usize>, cols: &mut [F], sum: &mut [F]) {
-        let (g, k, positions) = (self.g, self.k(), self.g.positions());
+        let (g, taps, positions) = (self.g, self.taps.len(), self.g.positions());
+        let (weight_sum, bias_sum) = sum.split_at_mut(taps * g.o);
         if samples.is_empty() {
             return sum.fill(F::zero());
         }
-        cols[self.taps.len() * positions..].fill(F::one());
         for s in samples.clone() {
-            im2col(g, self.taps, self.x(s), cols);
-            let dy_t = ArrayView2::from_shape((g.o, positions), self.dy(s))
-                .expect("O·P values")
-                .reversed_axes();
-            let cols = ArrayView2::from_shape((k, positions), &*cols).expect("k·P values");
-            let to = ArrayViewMut2::from_shape((k, g.o), &mut *sum).expect("k·O values");
-            if s == samples.start {
-                product_into(to, &cols, &dy_t);
-            } else {
-                add_product_into(to, &cols, &dy_t);
+            let dy = self.dy(s);
+            if taps > 0 {
+                im2col(g, self.taps, self.x(s), cols);
+                let dy_t = ArrayView2::from_shape((g.o, positions), dy)
+                    .expect("O·P values")
+                    .reversed_axes();
+                let cols = ArrayView2::from_shape((taps, positions), &*cols).expect("taps·P");
+                let to = ArrayViewMut2::from_shape((taps, g.o), &mut *weight_sum).expect("taps·O");
+                if s == samples.start {
+                    product_into(to, &cols, &dy_t);
+                } else {
+                    add_product_into(to, &cols, &dy_t);
+                }
+            }
+            for (b, row) in bias_sum.iter_mut().zip(dy.chunks_exact(positions)) {
+                let total = row_sum(row);
+                *b = if s == samples.start {
+                    total
+                } else {
+                    *b + total
+                };
             }
         }
     }
+}
+
+/// `Σ row`, over eight lanes (so that the sum vectorises) added in order at the end.
+fn row_sum<F: Float>(row: &[F]) -> F {
+    let mut lanes = [F::zero(); 8];
+    let blocks = row.chunks_exact(8);
+    let rest = blocks.remainder();
+    for block in blocks {
+        lanes.iter_mut().zip(block).for_each(|(l, &v)| *l += v);
+    }
+    lanes.iter_mut().zip(rest).for_each(|(l, &v)| *l += v);
+    lanes.iter().fold(F::zero(), |s, &l| s + l)
 }
