@@ -12,10 +12,9 @@
 //! f32) is still in the core's cache when the product reads it, where the whole
 //! batch's would be 42 MB, and each sample's output is a contiguous block of y,
 //! where one product over the whole batch would leave `[O, N, OH·OW]` to permute.
-//! A bias rides along as one more column of W and a row of ones in `cols`, so the
-//! product adds it (and the weight gradient's product sums the bias gradient)
-//! without a pass of its own. Every product is single-threaded, its shape fixed by
-//! the convolution's.
+//! In the forward, a bias rides along as one more column of W and a row of ones in
+//! `cols`, so that the product adds it without a pass of its own. Every product is
+//! single-threaded, its shape fixed by the convolution's.
 
 use super::super::matmul::{add_product_into, product_into};
 use super::{Geometry, Sums, Tap};
