@@ -26,8 +26,8 @@ use std::ops::Range;
 
 /// `to.copy_from_slice(from)` for the short runs of im2col (one output row, tens of
 /// values), in blocks of 8 that compile to a few vector moves where
-/// `copy_from_slice` calls `memcpy` once per run; im2col takes about a third less
-/// time (docs/performance.md).
+/// `copy_from_slice` calls `memcpy` once per run, which costs im2col markedly more
+/// (docs/performance.md has the figures).
 fn copy_run<F: Copy>(to: &mut [F], from: &[F]) {
     let (mut to_blocks, mut from_blocks) = (to.chunks_exact_mut(8), from.chunks_exact(8));
     for (t, f) in (&mut to_blocks).zip(&mut from_blocks) {
@@ -92,9 +92,9 @@ fn col2im<F: Float>(g: &Geometry, taps: &[Tap], dcols: &[F], dx: &mut [F]) {
 /// computes `W · cols` as `(colsᵀ · Wᵀ)ᵀ`, and copies (packs) its left operand,
 /// here the whole of `cols`, before multiplying when the right one is wider than 48
 /// columns (8 × its microkernel's 6 with AVX-512); below that it reads `cols` where
-/// it lies. Two products over 48 and 16 channels take about 8% less time than one
-/// over 64 (the MNIST network's second layer; docs/performance.md). 48, a multiple
-/// of 6, also leaves the microkernel no narrow last panel but the final block's.
+/// it lies, which is faster for the MNIST network's second layer (64 channels:
+/// docs/performance.md). 48, a multiple of 6, also leaves the microkernel no narrow
+/// last panel but the final block's.
 const FORWARD_ROWS: usize = 48;
 
 /// The forward's left operand: W as `[O, C·kh·kw]`, with the bias as one more
