@@ -381,23 +381,17 @@ fn input_gradient<F: Float>(g: &Geometry, weight: &Tensor<F>, grad: &Tensor<F>) 
     dx
 }
 
-/// The inputs of the weight and bias gradients' sums (see [`parameter_gradients`]).
+/// The inputs of the weight and bias gradients' sums (see [`parameter_gradients`]);
+/// the bias's are summed when the sums have a row for them.
 struct Sums<'a, F: Float> {
     g: &'a Geometry,
     /// The taps whose weight gradient is summed (none when it is not needed).
     taps: &'a [Tap],
     x: &'a [F],
     grad: &'a [F],
-    /// Whether the bias gradient is summed too, as the last row.
-    bias: bool,
 }
 
 impl<F: Float> Sums<'_, F> {
-    /// The rows of the sums: the taps, then the bias.
-    fn k(&self) -> usize {
-        self.taps.len() + usize::from(self.bias)
-    }
-
     /// Input sample `s`.
     fn x(&self, s: usize) -> &[F] {
         &self.x[s * self.g.sample()..(s + 1) * self.g.sample()]
@@ -447,12 +441,11 @@ fn parameter_gradients<F: Float>(
             taps: tap_list,
             x: &x,
             grad: &grad,
-            bias: need[1],
         };
         pool::with_scratch(groups * per_group, |partial: &mut [F]| {
             let split = work >= parallel::WORK_SPLIT_MIN;
             parallel::for_each_block_if(partial, per_group, split, |start, block| {
-                pool::with_scratch(k * g.positions(), |cols: &mut [F]| {
+                pool::with_scratch(taps * g.positions(), |cols: &mut [F]| {
                     for (i, sum) in block.chunks_exact_mut(per_group).enumerate() {
                         let group = start / per_group + i;
                         sums.gemm(group * g.n / groups..(group + 1) * g.n / groups, cols, sum);
@@ -556,6 +549,12 @@ mod tests {
             case(
                 [1, 2, 3, 3, 2],
                 window([1, 1], [2, 2], [2, 2], [1, 1]),
+                true,
+            ),
+            // More output channels than one forward product covers (FORWARD_ROWS).
+            case(
+                [2, 2, 6, 5, 97],
+                window([3, 2], [1, 1], [1, 0], [1, 1]),
                 true,
             ),
             // Large stride and dilation with padding.

@@ -6,6 +6,7 @@ use super::conv::{Window2d, image_shape};
 use super::pool;
 use crate::{Error, Float, Result, parallel};
 use smallvec::SmallVec;
+use std::ops::Range;
 
 /// The input and output sizes of a pooling, checked.
 fn pool_shapes(
@@ -43,37 +44,6 @@ impl Planes {
         }
     }
 
-    /// Calls `f(position, taps)` for every output position of a plane, in order,
-    /// with the flat indices (within the input plane) of the window's taps that lie
-    /// inside the input, in the window's row-major order.
-    fn for_each_window(&self, mut f: impl FnMut(usize, &[usize])) {
-        let Window2d {
-            kernel: [kh, kw],
-            stride: [sh, sw],
-            ..
-        } = self.window;
-        let rows: SmallVec<[_; 8]> = (0..kh)
-            .map(|i| self.window.reach(0, i, self.oh, self.h))
-            .collect();
-        let cols: SmallVec<[_; 8]> = (0..kw)
-            .map(|j| self.window.reach(1, j, self.ow, self.w))
-            .collect();
-        let mut taps: SmallVec<[usize; 16]> = SmallVec::new();
-        for p in 0..self.oh {
-            for q in 0..self.ow {
-                taps.clear();
-                for (_, row_offset) in rows.iter().filter(|(ps, _)| ps.contains(&p)) {
-                    let r = (p * sh) as isize + row_offset;
-                    for (_, offset) in cols.iter().filter(|(qs, _)| qs.contains(&q)) {
-                        let column = (q * sw) as isize + offset;
-                        taps.push((r * self.w as isize + column) as usize);
-                    }
-                }
-                f(p * self.ow + q, &taps);
-            }
-        }
-    }
-
     /// Whether the windows are 2×2 and tile the input (the MNIST network's pooling),
     /// which [`Planes::max_2x2`] and [`Planes::max_2x2_backward`] compute a whole
     /// output row at a time.
@@ -88,96 +58,123 @@ impl Planes {
             let (r0, r1) = rows.split_at(self.w);
             let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
             for (o, (a, b)) in out.iter_mut().zip(windows) {
-                *o = first_max([a[0], a[1], b[0], b[1]]).1;
+                *o = first_max([a[0], a[1], b[0], b[1]]);
             }
         }
     }
 
     /// The gradient of [`Planes::max_2x2`] for one plane: each window's gradient
-    /// (from `gy`, `[OH, OW]`) at its first maximum and 0 at its other three values,
-    /// 0 outside every window; every value of `dx` written once.
-    fn max_2x2_backward<F: Float>(&self, plane: &[F], gy: &[F], dx: &mut [F]) {
-        let w = self.w;
-        let (windows, rest) = dx.split_at_mut(2 * self.oh * w);
-        rest.fill(F::zero());
-        for (p, (d, gy)) in windows
-            .chunks_exact_mut(2 * w)
-            .zip(gy.chunks_exact(self.ow))
-            .enumerate()
-        {
-            let (d0, d1) = d.split_at_mut(w);
-            d0[2 * self.ow..].fill(F::zero());
-            d1[2 * self.ow..].fill(F::zero());
+    /// (from `gy`, `[OH, OW]`) added to its first maximum in `dx`, zeroed first. A
+    /// row of windows finds its maxima's positions first, as numbers 0 to 3 in `F`
+    /// lanes (`at`, scratch for `OW` values) so that the search vectorises as the
+    /// forward does; then each gradient goes to its place.
+    fn max_2x2_backward<F: Float>(&self, plane: &[F], gy: &[F], dx: &mut [F], at: &mut [F]) {
+        let (w, ow) = (self.w, self.ow);
+        dx.fill(F::zero());
+        let position = [0.0, 1.0, 2.0, 3.0].map(F::from_f64);
+        for (p, gy) in gy.chunks_exact(ow).enumerate() {
             let rows = &plane[2 * p * w..(2 * p + 2) * w];
             let (r0, r1) = rows.split_at(w);
-            // Slices of exactly the lengths the loop indexes, so that its bounds are
-            // checked once and it vectorises (two-strided loads and stores).
-            let ow = self.ow;
-            let (r0, r1, gy) = (&r0[..2 * ow], &r1[..2 * ow], &gy[..ow]);
-            let (d0, d1) = (&mut d0[..2 * ow], &mut d1[..2 * ow]);
-            for (q, &g) in gy.iter().enumerate() {
-                let (i, j) = (2 * q, 2 * q + 1);
-                let (wins, _) = first_max([r0[i], r0[j], r1[i], r1[j]]);
-                // 0 + g, as the definition adds the gradient to a zeroed input.
-                let share = |wins: bool| if wins { F::zero() + g } else { F::zero() };
-                (d0[i], d0[j], d1[i], d1[j]) = (
-                    share(wins[0]),
-                    share(wins[1]),
-                    share(wins[2]),
-                    share(wins[3]),
-                );
+            let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+            for (at, (a, b)) in at.iter_mut().zip(windows) {
+                let (mut k, mut m) = (position[0], a[0]);
+                for (&v, &here) in [a[1], b[0], b[1]].iter().zip(&position[1..]) {
+                    let take = beats(v, m);
+                    k = if take { here } else { k };
+                    m = if take { v } else { m };
+                }
+                *at = k;
+            }
+            for (q, (&k, &g)) in at.iter().zip(gy).enumerate() {
+                let k = k.as_f64() as usize;
+                dx[(2 * p + k / 2) * w + 2 * q + k % 2] += g;
             }
         }
     }
 
-    /// [`Planes::for_each_maximum`] for windows that tile the input (all inside it).
-    #[inline(always)]
-    fn tiled_maxima<F: Float>(
-        &self,
-        plane: &[F],
-        [kh, kw]: [usize; 2],
-        f: &mut impl FnMut(usize, Option<(usize, F)>),
-    ) {
-        for p in 0..self.oh {
-            for q in 0..self.ow {
-                let first = p * kh * self.w + q * kw;
-                let (mut at, mut m) = (first, plane[first]);
-                for i in 0..kh {
-                    for j in 0..kw {
-                        let k = first + i * self.w + j;
-                        if beats(plane[k], m) {
-                            (at, m) = (k, plane[k]);
-                        }
-                    }
-                }
-                f(p * self.ow + q, Some((at, m)));
+    /// The window's taps in row-major order, each with the reach of its row and of
+    /// its column (see [`Window2d::reach`]).
+    fn taps(&self) -> Taps {
+        let [kh, kw] = self.window.kernel;
+        let rows = (0..kh).map(|i| self.window.reach(0, i, self.oh, self.h));
+        let rows: SmallVec<[_; 8]> = rows.collect();
+        let cols = (0..kw).map(|j| self.window.reach(1, j, self.ow, self.w));
+        let cols: SmallVec<[_; 8]> = cols.collect();
+        let taps = rows
+            .iter()
+            .flat_map(|row| cols.iter().map(move |col| (row.clone(), col.clone())));
+        taps.collect()
+    }
+
+    /// Calls `f(columns, first)` for every tap that output row `p` reads inside the
+    /// input, in the window's order: `columns` are the output columns whose tap lies
+    /// inside the input, and `first` the flat index in the plane of the value read
+    /// for the first of them; the next ones are a stride apart.
+    fn for_each_tap(&self, taps: &Taps, p: usize, mut f: impl FnMut(Range<usize>, usize)) {
+        let [sh, sw] = self.window.stride;
+        for ((rows, row_offset), (cols, col_offset)) in taps {
+            if rows.contains(&p) && !cols.is_empty() {
+                let r = ((p * sh) as isize + row_offset) as usize;
+                let c = ((cols.start * sw) as isize + col_offset) as usize;
+                f(cols.clone(), r * self.w + c);
             }
         }
     }
 
-    /// Calls `f(position, maximum)` for every output position of `plane`, in order,
-    /// with the flat index and value of its window's maximum: the first in the
-    /// window's row-major order when tied (as PyTorch's CPU kernel), a NaN counting
-    /// as larger than everything; `None` for a window of padding only.
-    fn for_each_maximum<F: Float>(
-        &self,
-        plane: &[F],
-        mut f: impl FnMut(usize, Option<(usize, F)>),
-    ) {
-        if self.window.tiles() {
-            return self.tiled_maxima(plane, self.window.kernel, &mut f);
-        }
-        self.for_each_window(|position, taps| {
-            let mut best: Option<(usize, F)> = None;
-            for &at in taps {
-                if best.is_none_or(|(_, m)| beats(plane[at], m)) {
-                    best = Some((at, plane[at]));
-                }
+    /// Output row `p` of a max pooling (any window): each window's maximum in `m`,
+    /// −∞ for a window of padding only, the taps taken one after another over the
+    /// whole row. Starting from −∞ gives every window's first maximum its value (a
+    /// first value of −∞ leaves −∞, a NaN takes over), without tracking which taps
+    /// were inside.
+    fn max_row<F: Float>(&self, taps: &Taps, plane: &[F], p: usize, m: &mut [F]) {
+        m.fill(F::neg_infinity());
+        let stride = self.window.stride[1];
+        self.for_each_tap(taps, p, |columns, first| {
+            let values = plane[first..].iter().step_by(stride);
+            for (m, &v) in m[columns].iter_mut().zip(values) {
+                *m = if beats(v, *m) { v } else { *m };
             }
-            f(position, best);
         });
     }
+
+    /// [`Planes::max_row`] that also says which tap each maximum is: its number in
+    /// `taps` in `tap`, as an `F` so that the search stays in the lanes of the
+    /// values and vectorises (−1 for a window of padding only).
+    fn argmax_row<F: Float>(&self, taps: &Taps, plane: &[F], p: usize, m: &mut [F], tap: &mut [F]) {
+        m.fill(F::neg_infinity());
+        tap.fill(-F::one());
+        let stride = self.window.stride[1];
+        for (t, ((rows, row_offset), (cols, col_offset))) in taps.iter().enumerate() {
+            if !rows.contains(&p) || cols.is_empty() {
+                continue;
+            }
+            let r = ((p * self.window.stride[0]) as isize + row_offset) as usize;
+            let first = r * self.w + ((cols.start * stride) as isize + col_offset) as usize;
+            let (number, values) = (F::from_f64(t as f64), plane[first..].iter().step_by(stride));
+            for ((m, tap), &v) in m[cols.clone()]
+                .iter_mut()
+                .zip(&mut tap[cols.clone()])
+                .zip(values)
+            {
+                // The first value inside the window is taken whatever it is.
+                let take = beats(v, *m) | (*tap < F::zero());
+                *m = if take { v } else { *m };
+                *tap = if take { number } else { *tap };
+            }
+        }
+    }
+
+    /// The flat index in the plane of the value that tap number `t` of `taps` reads
+    /// for output position (p, q).
+    fn source(&self, taps: &Taps, t: usize, p: usize, q: usize) -> usize {
+        let ((_, row_offset), (_, col_offset)) = &taps[t];
+        let r = ((p * self.window.stride[0]) as isize + row_offset) as usize;
+        r * self.w + ((q * self.window.stride[1]) as isize + col_offset) as usize
+    }
 }
+
+/// A window's taps: for each, the reach of its row and of its column.
+type Taps = SmallVec<[((Range<usize>, isize), (Range<usize>, isize)); 16]>;
 
 /// Whether `v` replaces `m` as a window's maximum: larger, or a NaN over a number.
 /// Ties keep the first (in the window's row-major order, as PyTorch's CPU kernel).
@@ -187,21 +184,15 @@ fn beats<F: Float>(v: F, m: F) -> bool {
     (v > m) | (v.is_nan() & !m.is_nan())
 }
 
-/// The value of the first maximum of a window's four values (see [`beats`]), and
-/// which of them it is, as one flag per value: by selects and masks rather than
-/// branches or an index, so that a row of windows vectorises.
+/// The first maximum of a window's values (see [`beats`]), by selects rather than
+/// branches, so that a row of windows vectorises.
 #[inline(always)]
-fn first_max<F: Float>([a, b, c, d]: [F; 4]) -> ([bool; 4], F) {
-    let (b_wins, m) = (beats(b, a), a);
-    let m = if b_wins { b } else { m };
-    let c_wins = beats(c, m);
-    let m = if c_wins { c } else { m };
-    let d_wins = beats(d, m);
-    let m = if d_wins { d } else { m };
-    let c_wins = c_wins & !d_wins;
-    let b_wins = b_wins & !c_wins & !d_wins;
-    let a_wins = !b_wins & !c_wins & !d_wins;
-    ([a_wins, b_wins, c_wins, d_wins], m)
+fn first_max<F: Float>(values: [F; 4]) -> F {
+    let mut m = values[0];
+    for &v in &values[1..] {
+        m = if beats(v, m) { v } else { m };
+    }
+    m
 }
 
 impl<F: Float> Tensor<F> {
@@ -222,6 +213,7 @@ impl<F: Float> Tensor<F> {
         let g = Planes::new(dims, [oh, ow], window);
         let x = self.values();
         let mut y = pool::reused::<F>(&[dims[0], dims[1], oh, ow]);
+        let taps = g.taps();
         parallel::for_each_block(y.as_mut_slice(), oh * ow, |start, block| {
             for (i, out) in block.chunks_exact_mut(oh * ow).enumerate() {
                 let plane = &x[(start / (oh * ow) + i) * g.h * g.w..][..g.h * g.w];
@@ -229,9 +221,9 @@ impl<F: Float> Tensor<F> {
                     g.max_2x2(plane, out);
                     continue;
                 }
-                g.for_each_maximum(plane, |k, best| {
-                    out[k] = best.map_or(F::neg_infinity(), |(_, v)| v);
-                });
+                for (p, out) in out.chunks_exact_mut(ow).enumerate() {
+                    g.max_row(&taps, plane, p, out);
+                }
             }
         });
         Ok(y)
@@ -262,21 +254,27 @@ impl<F: Float> Tensor<F> {
         let (xv, gv) = (x.values(), grad.values());
         let mut dx = pool::reused::<F>(x.shape());
         let size = g.h * g.w;
+        let taps = g.taps();
         parallel::for_each_block(dx.as_mut_slice(), size, |start, block| {
+            let (mut m, mut tap) = (vec![F::zero(); ow], vec![F::zero(); ow]);
             for (i, dx) in block.chunks_exact_mut(size).enumerate() {
                 let plane = start / size + i;
                 let gy = &gv[plane * oh * ow..][..oh * ow];
                 let plane = &xv[plane * size..][..size];
                 if g.two_by_two() {
-                    g.max_2x2_backward(plane, gy, dx);
+                    g.max_2x2_backward(plane, gy, dx, &mut tap);
                     continue;
                 }
+                // The gradients added at the maxima in the definition's order.
                 dx.fill(F::zero());
-                g.for_each_maximum(plane, |k, best| {
-                    if let Some((at, _)) = best {
-                        dx[at] += gy[k];
+                for (p, gy) in gy.chunks_exact(ow).enumerate() {
+                    g.argmax_row(&taps, plane, p, &mut m, &mut tap);
+                    for (q, (&t, &gy)) in tap.iter().zip(gy).enumerate() {
+                        if t >= F::zero() {
+                            dx[g.source(&taps, t.as_f64() as usize, p, q)] += gy;
+                        }
                     }
-                });
+                }
             }
         });
         Ok(dx)
@@ -301,12 +299,22 @@ impl<F: Float> Tensor<F> {
         let x = self.values();
         let scale = F::from_f64(1.0 / (window.kernel[0] * window.kernel[1]) as f64);
         let mut y = pool::reused::<F>(&[dims[0], dims[1], oh, ow]);
+        let taps = g.taps();
         parallel::for_each_block(y.as_mut_slice(), oh * ow, |start, block| {
             for (i, out) in block.chunks_exact_mut(oh * ow).enumerate() {
                 let plane = &x[(start / (oh * ow) + i) * g.h * g.w..][..g.h * g.w];
-                g.for_each_window(|k, taps| {
-                    out[k] = taps.iter().fold(F::zero(), |s, &at| s + plane[at]) * scale;
-                });
+                for (p, out) in out.chunks_exact_mut(ow).enumerate() {
+                    // Each window's sum over its taps in order, as the definition.
+                    out.fill(F::zero());
+                    g.for_each_tap(&taps, p, |columns, first| {
+                        let from = plane[first..].iter().step_by(window.stride[1]);
+                        out[columns]
+                            .iter_mut()
+                            .zip(from)
+                            .for_each(|(o, &v)| *o += v);
+                    });
+                    out.iter_mut().for_each(|v| *v *= scale);
+                }
             }
         });
         Ok(y)
@@ -337,14 +345,17 @@ impl<F: Float> Tensor<F> {
         let scale = F::from_f64(1.0 / (window.kernel[0] * window.kernel[1]) as f64);
         let mut dx = pool::reused::<F>(shape);
         let size = g.h * g.w;
+        let taps = g.taps();
         parallel::for_each_block(dx.as_mut_slice(), size, |start, block| {
             for (i, dx) in block.chunks_exact_mut(size).enumerate() {
                 let gy = &gv[(start / size + i) * oh * ow..][..oh * ow];
                 dx.fill(F::zero());
-                g.for_each_window(|k, taps| {
-                    let share = gy[k] * scale;
-                    taps.iter().for_each(|&at| dx[at] += share);
-                });
+                for (p, gy) in gy.chunks_exact(ow).enumerate() {
+                    g.for_each_tap(&taps, p, |columns, first| {
+                        let to = dx[first..].iter_mut().step_by(window.stride[1]);
+                        to.zip(&gy[columns]).for_each(|(d, &g)| *d += g * scale);
+                    });
+                }
             }
         });
         Ok(dx)
