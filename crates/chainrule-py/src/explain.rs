@@ -13,10 +13,10 @@ use chainrule::nn::{Module, Sequential};
 use chainrule::{Tape, Tensor};
 use chainrule_explain::derive::{ParamElement, all_elements};
 use chainrule_explain::formula::Formula;
-use chainrule_explain::symbolic::Expr;
-use chainrule_explain::{check, spatial};
 use chainrule_explain::graph::Graph;
+use chainrule_explain::symbolic::Expr;
 use chainrule_explain::symbolic::from_sequential;
+use chainrule_explain::{check, spatial};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use serde_json::{Value, json};
@@ -27,13 +27,24 @@ const MAX_EXPLAIN_SAMPLES: usize = 64;
 /// The most samples `symbolic` writes out.
 const MAX_SYMBOLIC_SAMPLES: usize = 16;
 
+/// A model in f64, a batch and a loss: what every explanation works on.
+type Problem = (Sequential<f64>, Tensor<f64>, Target<f64>, Loss);
+
+/// Each layer's output, ∂C/∂(each layer's output), each layer's operations, the loss.
+type Trace<'py> = (
+    Vec<Bound<'py, PyAny>>,
+    Vec<Bound<'py, PyAny>>,
+    Vec<Vec<String>>,
+    f64,
+);
+
 /// The model in f64 with (x, y) read for `loss`.
 fn problem(
     model: &Model,
     x: &Bound<'_, PyAny>,
     y: &Bound<'_, PyAny>,
     loss_name: &str,
-) -> PyResult<(Sequential<f64>, Tensor<f64>, Target<f64>, Loss)> {
+) -> PyResult<Problem> {
     let loss = loss(loss_name)?;
     let m = model.net.f64()?;
     let (x, y) = batch(&m, (x, "x"), (y, "y"), loss)?;
@@ -125,6 +136,31 @@ fn explain_formula(text: &str, param: Option<&str>, lr: f64) -> PyResult<(String
             "loss": formula.loss_name(),
         });
         Ok((summary.to_string(), derivations))
+    })
+}
+
+/// A formula network's parameters and their values, in order.
+#[pyfunction]
+fn formula_params(text: &str) -> PyResult<Vec<(String, f64)>> {
+    guard(|| Ok(Formula::parse(text).py_in("formula")?.params()))
+}
+
+/// Autodiff's ∂L/∂θ of a formula network for every parameter, in order.
+#[pyfunction]
+fn formula_gradient(text: &str) -> PyResult<Vec<(String, f64)>> {
+    guard(|| {
+        let formula = Formula::parse(text).py_in("formula")?;
+        let tape = Tape::new();
+        let vars = formula.record(&tape);
+        let grads = vars[formula.loss_name()].backward().py()?;
+        formula
+            .params()
+            .into_iter()
+            .map(|(n, _)| {
+                let g = grads.wrt(vars[&n]).map_or(Ok(0.0), |g| g.item()).py()?;
+                Ok((n, g))
+            })
+            .collect()
     })
 }
 
@@ -343,12 +379,7 @@ fn trace<'py>(
     x: &Bound<'py, PyAny>,
     y: &Bound<'py, PyAny>,
     loss: &str,
-) -> PyResult<(
-    Vec<Bound<'py, PyAny>>,
-    Vec<Bound<'py, PyAny>>,
-    Vec<Vec<String>>,
-    f64,
-)> {
+) -> PyResult<Trace<'py>> {
     guard(|| {
         let (m, x, y, loss) = problem(&model, x, y, loss)?;
         let tape = Tape::new();
@@ -380,6 +411,8 @@ fn trace<'py>(
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(explain, m)?)?;
     m.add_function(wrap_pyfunction!(explain_formula, m)?)?;
+    m.add_function(wrap_pyfunction!(formula_gradient, m)?)?;
+    m.add_function(wrap_pyfunction!(formula_params, m)?)?;
     m.add_function(wrap_pyfunction!(graph, m)?)?;
     m.add_function(wrap_pyfunction!(graph_formula, m)?)?;
     m.add_function(wrap_pyfunction!(symbolic, m)?)?;

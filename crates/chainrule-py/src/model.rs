@@ -141,12 +141,7 @@ fn fit_as<'py, F: Float + numpy::Element>(
     let data = Dataset::new(x, target).py()?;
     let validation = match (val_x, val_y) {
         (Some(vx), Some(vy)) => {
-            let (vx, vt) = batch(
-                m,
-                (vx, "validation x"),
-                (vy, "validation y"),
-                config.loss,
-            )?;
+            let (vx, vt) = batch(m, (vx, "validation x"), (vy, "validation y"), config.loss)?;
             Some(Dataset::new(vx, vt).py_in("validation")?)
         }
         _ => None,
@@ -175,7 +170,9 @@ fn fit_as<'py, F: Float + numpy::Element>(
                     ..
                 },
                 Some(f),
-            ) => f.call1(("step", (*epoch, *batch, *batches, *loss))).map(drop),
+            ) => f
+                .call1(("step", (*epoch, *batch, *batches, *loss)))
+                .map(drop),
             (Event::Epoch(e), Some(f)) => f.call1(("epoch", epoch(py, e)?)).map(drop),
             _ => Ok(()),
         });
@@ -338,7 +335,11 @@ impl Model {
     }
 
     /// The outputs for `x`, in evaluation mode.
-    fn predict<'py>(&mut self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn predict<'py>(
+        &mut self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         guard(|| {
             each!(&mut self.net, m => {
                 let x = crate::convert::tensor(x, "x")?;

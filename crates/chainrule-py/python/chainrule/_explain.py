@@ -29,7 +29,7 @@ class Formula:
     def __init__(self, text: str) -> None:
         self.text = text
         # Parsed now, so that a mistake is reported where the formula is written.
-        _chainrule.graph_formula(text)
+        _chainrule.formula_params(text)
 
     @classmethod
     def read(cls, path: str) -> "Formula":
@@ -47,6 +47,25 @@ class Formula:
         """Every named quantity's value (inputs, parameters, intermediates, loss)."""
         summary, _ = _chainrule.explain_formula(self.text, None, 0.0)
         return json.loads(summary)["forward"]
+
+    def params(self) -> Dict[str, float]:
+        """The parameters' values, in order."""
+        return dict(_chainrule.formula_params(self.text))
+
+    def gradient(self) -> Dict[str, float]:
+        """Autodiff's ∂L/∂θ for every parameter θ."""
+        return dict(_chainrule.formula_gradient(self.text))
+
+    def with_params(self, values: Dict[str, float]) -> "Formula":
+        """The same network with some parameters set to new values (their ``param``
+        lines rewritten; the values written in shortest round-trip form)."""
+        text = self.text
+        for name, value in values.items():
+            pattern = re.compile(rf"^(\s*param\s+{re.escape(name)}\s*=\s*)[^#\n]*", re.M)
+            text, n = pattern.subn(lambda m: m.group(1) + repr(float(value)), text)
+            if n != 1:
+                raise InvalidValueError(f"param: {name!r} is not a parameter of this formula")
+        return Formula(text)
 
     def graph(self) -> "Graph":
         """The computation graph of the loss."""
