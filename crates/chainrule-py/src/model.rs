@@ -8,7 +8,7 @@ use chainrule::data::Dataset;
 use chainrule::io::{read_safetensors, read_text, safetensors_dtype};
 use chainrule::nn::{Mode, Module, Sequential};
 use chainrule::optim::Optimizer;
-use chainrule::train::{self, Event, Position, Session, TrainConfig, noise_key};
+use chainrule::train::{self, Event, Session, TrainConfig, TrainState, noise_key};
 use chainrule::{Float, Tensor};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -151,7 +151,7 @@ fn fit_as<'py, F: Float + numpy::Element>(
     let mut optimizer = Optimizer::new(config.optimizer.clone());
     let session = Session {
         optimizer: &mut optimizer,
-        start: Position::default(),
+        start: TrainState::default(),
         stop: Some(&stop),
     };
     let result = train::fit_from(m, &data, validation.as_ref(), &config, session, |event| {
@@ -224,12 +224,19 @@ impl Model {
         })
     }
 
-    /// Reads a run folder (model.json + params.safetensors) or a model.json and its
-    /// parameters file, in the parameters' dtype.
+    /// Reads a run folder (its checkpoint's model.json + params.safetensors), a folder
+    /// holding those two, or a model.json and its parameters file, in the parameters'
+    /// dtype.
     #[staticmethod]
     #[pyo3(signature = (path, params=None))]
     fn load(path: PathBuf, params: Option<PathBuf>) -> PyResult<Model> {
         guard(|| {
+            // A `chainrule train` run keeps its checkpoint in `checkpoint/`.
+            let path = if path.join("checkpoint").is_dir() {
+                path.join("checkpoint")
+            } else {
+                path
+            };
             let (model, params) = if path.is_dir() {
                 (
                     path.join("model.json"),
