@@ -15,19 +15,28 @@
 
 use smallvec::SmallVec;
 use std::cell::Cell;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(not(target_arch = "wasm32"))]
+use std::{
+    sync::{Mutex, atomic::AtomicU8},
+    thread::{self, Thread},
+    time::{Duration, Instant},
+};
 
+#[cfg(not(target_arch = "wasm32"))]
 /// How long an idle helper spins before it parks.
 pub(crate) const SPIN: Duration = Duration::from_millis(2);
 
+#[cfg(not(target_arch = "wasm32"))]
 const IDLE: u8 = 0;
+#[cfg(not(target_arch = "wasm32"))]
 const POSTED: u8 = 1;
+#[cfg(not(target_arch = "wasm32"))]
 const DONE: u8 = 2;
+#[cfg(not(target_arch = "wasm32"))]
 const QUIT: u8 = 3;
 
+#[cfg(not(target_arch = "wasm32"))]
 /// What a helper runs: a task shared by the team, called with the helper's part.
 type Task<'a> = &'a (dyn Fn(usize) + Sync);
 
@@ -172,6 +181,7 @@ fn block_end(len: usize, row: usize, parts: usize, i: usize) -> usize {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// One helper's mailbox.
 struct Slot {
     state: AtomicU8,
@@ -182,6 +192,7 @@ struct Slot {
     thread: Mutex<Option<Thread>>,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Slot {
     /// Unparks the helper, in case it has parked.
     fn wake(&self) {
@@ -265,6 +276,7 @@ mod denormals {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Helper threads, alive for one [`Team::scope`].
 pub(crate) struct Team {
     slots: Vec<Slot>,
@@ -276,6 +288,7 @@ pub(crate) struct Team {
     running: AtomicBool,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Team {
     /// Runs `body` with a team of `threads − 1` helpers (the caller is the last
     /// member), then stops them. Helpers the system refuses to start are done
@@ -393,11 +406,13 @@ impl Team {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Waits for the posted jobs of `slots`.
 struct Wait<'a> {
     slots: &'a [Slot],
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
         for slot in self.slots {
@@ -417,12 +432,15 @@ impl Drop for Wait<'_> {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Spins the caller makes waiting for a helper before it yields its core instead.
 const WAIT_SPINS: u32 = 1 << 12;
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Tells the helpers to quit at the end of the scope.
 struct Stop<'a>(&'a Team);
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Drop for Stop<'_> {
     fn drop(&mut self) {
         for slot in &self.0.slots {
@@ -432,6 +450,7 @@ impl Drop for Stop<'_> {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// A helper's loop: spin for a job, park after [`SPIN`] without one.
 fn serve(slot: &Slot) {
     let mut idle_since = Instant::now();
@@ -471,7 +490,38 @@ fn serve(slot: &Slot) {
     }
 }
 
-#[cfg(test)]
+/// The WebAssembly build's team: the calling thread alone, chosen at compile time
+/// (wasm32-unknown-unknown has no threads to start, and no clock for a helper's
+/// spinning). Its size is 1, so every pass above runs its one block on the caller;
+/// results are those of a native team of one thread.
+#[cfg(target_arch = "wasm32")]
+pub(crate) struct Team;
+
+#[cfg(target_arch = "wasm32")]
+impl Team {
+    /// Runs `body` with the one-member team current, as the native scope does, and
+    /// the same floating-point setting (denormals are left alone off x86_64).
+    pub(crate) fn scope<R>(_threads: usize, body: impl FnOnce(&Team) -> R) -> R {
+        let _flush = denormals::Flush::set();
+        let team = Team;
+        let current = Current::set(&team);
+        let result = body(&team);
+        drop(current);
+        result
+    }
+
+    /// The members: the caller alone.
+    pub(crate) fn size(&self) -> usize {
+        1
+    }
+
+    /// Runs every job of `jobs` on the calling thread, in order.
+    pub(crate) fn run<J: FnOnce() + Send>(&self, jobs: impl IntoIterator<Item = J>) {
+        jobs.into_iter().for_each(|job| job());
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 

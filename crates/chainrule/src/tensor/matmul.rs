@@ -19,6 +19,7 @@ static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// waking rayon's sleeping pool costs more than it saves. It keeps an MNIST layer's
 /// products at batch 64 (64 × 784 × 128) on one thread and lets products the size of
 /// W2's go parallel (docs/performance.md has the measurements behind the value).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 const PARALLEL_MIN_FLOPS: usize = 1 << 24;
 
 /// Inside a training loop, products with at least this many multiply-adds are cut
@@ -40,12 +41,20 @@ pub fn set_num_threads(threads: usize) {
 /// The threads large computations may use: [`set_num_threads`]'s setting, or one per
 /// core, and never more than the machine's available parallelism (more threads
 /// than cores only wait for each other, and a hostile config could ask for 100,000).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn num_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     match THREADS.load(Ordering::Relaxed) {
         0 => rayon::current_num_threads().min(cores),
         t => t.min(cores),
     }
+}
+
+/// WebAssembly has no threads: every computation runs on the calling one, whatever
+/// [`set_num_threads`] says.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn num_threads() -> usize {
+    1
 }
 
 impl<F: Float> Tensor<F> {
@@ -155,11 +164,15 @@ fn matmul_into<F: Float>(
             return;
         }
     }
+    #[cfg(not(target_arch = "wasm32"))]
     let parallelism = if work >= PARALLEL_MIN_FLOPS {
         gemm::Parallelism::Rayon(THREADS.load(Ordering::Relaxed))
     } else {
         gemm::Parallelism::None
     };
+    // No rayon (nor threads) in WebAssembly: every product runs on this thread.
+    #[cfg(target_arch = "wasm32")]
+    let parallelism = gemm::Parallelism::None;
     gemm_into(dst, lhs, rhs, parallelism, false);
 }
 

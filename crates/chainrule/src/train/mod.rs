@@ -16,7 +16,10 @@ use crate::optim::{Optimizer, clip_grad_norm};
 use crate::parallel::Team;
 use crate::{Float, Result, Tape, Tensor};
 use std::borrow::Cow;
+#[cfg(not(target_arch = "wasm32"))]
 use std::time::Instant;
+#[cfg(target_arch = "wasm32")]
+use wasm_clock::Instant;
 
 /// Loss (and accuracy, for classification) over a data set.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1009,4 +1012,25 @@ fn same_names_and_shapes<F: Float>(a: &[Param<F>], b: &[Param<F>]) -> bool {
 /// [`Module::forward`], one node per operation.
 fn as_sequential<F: Float, M: Module<F>>(model: &M) -> Option<&Sequential<F>> {
     (model as &dyn std::any::Any).downcast_ref::<Sequential<F>>()
+}
+
+/// wasm32-unknown-unknown has no clock (`std::time::Instant::now` panics there): in
+/// WebAssembly an epoch's recorded duration is 0 s, and the page times epochs itself.
+#[cfg(target_arch = "wasm32")]
+mod wasm_clock {
+    use std::time::Duration;
+
+    /// A stand-in for `std::time::Instant` whose elapsed time is always zero.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Instant;
+
+    impl Instant {
+        pub(super) fn now() -> Instant {
+            Instant
+        }
+
+        pub(super) fn elapsed(&self) -> Duration {
+            Duration::ZERO
+        }
+    }
 }
