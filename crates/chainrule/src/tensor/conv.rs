@@ -551,6 +551,8 @@ mod tests {
                 window([1, 1], [2, 2], [2, 2], [1, 1]),
                 true,
             ),
+            // No input channels: the output is the bias.
+            case([2, 0, 4, 4, 3], Window2d::square(3), true),
             // More output channels than one forward product covers (FORWARD_ROWS).
             case(
                 [2, 2, 6, 5, 97],

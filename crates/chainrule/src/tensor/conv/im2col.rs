@@ -114,11 +114,10 @@ impl<'a, F: Float> Kernel<'a, F> {
             None => Cow::Borrowed(weight),
             Some(bias) => {
                 let mut values = Vec::with_capacity(g.o * (taps + 1));
-                for (row, &b) in weight.chunks_exact(taps.max(1)).zip(bias) {
-                    values.extend_from_slice(&row[..taps]);
+                for (o, &b) in bias.iter().enumerate() {
+                    values.extend_from_slice(&weight[o * taps..(o + 1) * taps]);
                     values.push(b);
                 }
-                values.resize(g.o * (taps + 1), F::zero());
                 Cow::Owned(values)
             }
         };
