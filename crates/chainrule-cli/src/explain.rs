@@ -201,41 +201,33 @@ trait Shown {
     fn outcome(&self) -> (&str, f64, f64);
 }
 
-impl Shown for chainrule_explain::derive::Derivation {
-    fn text(&self) -> String {
-        self.text()
-    }
-    fn markdown(&self) -> String {
-        self.markdown()
-    }
-    fn json(&self) -> serde_json::Value {
-        self.json()
-    }
-    fn verified(&self) -> bool {
-        self.verified()
-    }
-    fn outcome(&self) -> (&str, f64, f64) {
-        (&self.param, self.gradient, self.autodiff)
-    }
+/// Both derivation kinds have the same methods and fields under the same names.
+macro_rules! shown {
+    ($($kind:ty),*) => {$(
+        impl Shown for $kind {
+            fn text(&self) -> String {
+                self.text()
+            }
+            fn markdown(&self) -> String {
+                self.markdown()
+            }
+            fn json(&self) -> serde_json::Value {
+                self.json()
+            }
+            fn verified(&self) -> bool {
+                self.verified()
+            }
+            fn outcome(&self) -> (&str, f64, f64) {
+                (&self.param, self.gradient, self.autodiff)
+            }
+        }
+    )*};
 }
 
-impl Shown for spatial::SumDerivation {
-    fn text(&self) -> String {
-        self.text()
-    }
-    fn markdown(&self) -> String {
-        self.markdown()
-    }
-    fn json(&self) -> serde_json::Value {
-        self.json()
-    }
-    fn verified(&self) -> bool {
-        self.verified()
-    }
-    fn outcome(&self) -> (&str, f64, f64) {
-        (&self.param, self.gradient, self.autodiff)
-    }
-}
+shown!(
+    chainrule_explain::derive::Derivation,
+    spatial::SumDerivation
+);
 
 /// Prints `derivations` in `format` (text, markdown or json), then fails naming the
 /// first whose `what` (its product, its sum) differs from autodiff.

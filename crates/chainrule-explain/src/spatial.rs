@@ -380,8 +380,8 @@ pub fn explain_element(
             )));
         }
     };
-    terms.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
-    let gradient: f64 = terms.iter().map(|t| t.value).sum();
+    terms.sort_by(|a, b| b.term.value.abs().total_cmp(&a.term.value.abs()));
+    let gradient: f64 = terms.iter().map(|t| t.term.value).sum();
     let rest_terms = terms.split_off(SHOWN_TERMS.min(terms.len()));
     let upstream = terms
         .first()
@@ -410,7 +410,6 @@ pub fn explain_element(
 struct Located {
     term: Term,
     output: Option<Vec<usize>>,
-    value: f64,
 }
 
 impl Located {
@@ -419,7 +418,6 @@ impl Located {
         Located {
             term: Term { at, factors, value },
             output: Some(output),
-            value,
         }
     }
 }

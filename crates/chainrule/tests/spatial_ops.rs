@@ -29,27 +29,29 @@ fn check(op: Op, inputs: Vec<Tensor<f64>>) {
     assert!(report.worst_error() < 1e-6, "{op:?}: {report:?}");
 }
 
-fn window(
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
-    dilation: [usize; 2],
-) -> Window2d {
-    Window2d {
-        kernel,
-        stride,
-        padding,
-        dilation,
-    }
-}
-
 #[test]
 fn convolution_gradients_match_finite_differences() {
     let cases = [
-        ([1, 1, 5, 5], 2, window([3, 3], [1, 1], [0, 0], [1, 1])),
-        ([2, 3, 7, 6], 4, window([3, 2], [2, 1], [1, 2], [1, 1])),
-        ([2, 2, 9, 8], 3, window([2, 3], [3, 2], [2, 1], [2, 3])),
-        ([1, 2, 4, 4], 1, window([4, 4], [1, 1], [0, 0], [1, 1])),
+        (
+            [1, 1, 5, 5],
+            2,
+            Window2d::new([3, 3], [1, 1], [0, 0], [1, 1]),
+        ),
+        (
+            [2, 3, 7, 6],
+            4,
+            Window2d::new([3, 2], [2, 1], [1, 2], [1, 1]),
+        ),
+        (
+            [2, 2, 9, 8],
+            3,
+            Window2d::new([2, 3], [3, 2], [2, 1], [2, 3]),
+        ),
+        (
+            [1, 2, 4, 4],
+            1,
+            Window2d::new([4, 4], [1, 1], [0, 0], [1, 1]),
+        ),
     ];
     for (i, (shape, out, w)) in cases.into_iter().enumerate() {
         let seed = 10 * i as u64;
@@ -66,9 +68,9 @@ fn convolution_gradients_match_finite_differences() {
 #[test]
 fn pooling_gradients_match_finite_differences() {
     for w in [
-        window([2, 2], [2, 2], [0, 0], [1, 1]),
-        window([3, 2], [1, 2], [1, 1], [1, 1]),
-        window([3, 3], [2, 2], [1, 1], [1, 1]),
+        Window2d::new([2, 2], [2, 2], [0, 0], [1, 1]),
+        Window2d::new([3, 2], [1, 2], [1, 1], [1, 1]),
+        Window2d::new([3, 3], [2, 2], [1, 1], [1, 1]),
     ] {
         // Distinct values, so that no window's maximum is tied and a step of h cannot
         // change which element is the largest.
@@ -107,7 +109,7 @@ fn a_tied_maximum_sends_its_gradient_to_the_first_in_the_window() {
     let x = Tensor::<f64>::from_vec(vec![3.0, 3.0, 0.0, 2.0, 1.0, 3.0, 2.0, 1.0], &[1, 1, 2, 4])
         .unwrap();
     let g = Tensor::from_vec(vec![10.0, 20.0], &[1, 1, 1, 2]).unwrap();
-    let w = window([2, 2], [2, 2], [0, 0], [1, 1]);
+    let w = Window2d::new([2, 2], [2, 2], [0, 0], [1, 1]);
     let dx = Tensor::max_pool2d_backward(&x, &g, &w).unwrap();
     assert_eq!(dx.to_vec(), vec![10.0, 0.0, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0]);
 }

@@ -28,6 +28,27 @@ pub struct Window2d {
 }
 
 impl Window2d {
+    /// A window from its four settings, each `[height, width]`.
+    ///
+    /// ```
+    /// use chainrule::tensor::Window2d;
+    /// let w = Window2d::new([3, 2], [2, 1], [1, 0], [1, 2]);
+    /// assert_eq!((w.kernel, w.dilation), ([3, 2], [1, 2]));
+    /// ```
+    pub const fn new(
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Self {
+        Window2d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+        }
+    }
+
     /// A `k × k` window with stride 1, no padding and no dilation.
     ///
     /// ```
@@ -497,20 +518,6 @@ mod tests {
         bias: bool,
     }
 
-    fn window(
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-        dilation: [usize; 2],
-    ) -> Window2d {
-        Window2d {
-            kernel,
-            stride,
-            padding,
-            dilation,
-        }
-    }
-
     /// The shapes named in the kernels' brief, then seeded random ones.
     fn cases() -> Vec<Case> {
         let case = |[n, c, h, w, o]: [usize; 5], window: Window2d, bias: bool| Case {
@@ -528,19 +535,19 @@ mod tests {
             // Stride 2 with padding, odd sizes.
             case(
                 [2, 3, 7, 9, 5],
-                window([3, 3], [2, 2], [1, 1], [1, 1]),
+                Window2d::new([3, 3], [2, 2], [1, 1], [1, 1]),
                 true,
             ),
             // A non-square kernel, dilated, unequal strides and paddings, batch 1.
             case(
                 [1, 2, 9, 8, 3],
-                window([2, 3], [1, 2], [0, 2], [2, 1]),
+                Window2d::new([2, 3], [1, 2], [0, 2], [2, 1]),
                 false,
             ),
             // The kernel as large as the input: one output position.
             case(
                 [3, 2, 5, 4, 2],
-                window([5, 4], [1, 1], [0, 0], [1, 1]),
+                Window2d::new([5, 4], [1, 1], [0, 0], [1, 1]),
                 true,
             ),
             // Batch 1, one channel in and out, a 1×1 kernel, no bias.
@@ -548,7 +555,7 @@ mod tests {
             // Padding wider than the kernel: some windows read only zeros.
             case(
                 [1, 2, 3, 3, 2],
-                window([1, 1], [2, 2], [2, 2], [1, 1]),
+                Window2d::new([1, 1], [2, 2], [2, 2], [1, 1]),
                 true,
             ),
             // No input channels: the output is the bias.
@@ -556,19 +563,19 @@ mod tests {
             // More output channels than one forward product covers (FORWARD_ROWS).
             case(
                 [2, 2, 6, 5, 97],
-                window([3, 2], [1, 1], [1, 0], [1, 1]),
+                Window2d::new([3, 2], [1, 1], [1, 0], [1, 1]),
                 true,
             ),
             // Large stride and dilation with padding.
             case(
                 [2, 2, 11, 13, 3],
-                window([2, 2], [3, 3], [1, 1], [3, 3]),
+                Window2d::new([2, 2], [3, 3], [1, 1], [3, 3]),
                 true,
             ),
         ];
         let mut r = Shapes::new(14);
         while cases.len() < 40 {
-            let window = window(
+            let window = Window2d::new(
                 [r.pick(1, 4), r.pick(1, 4)],
                 [r.pick(1, 3), r.pick(1, 3)],
                 [r.pick(0, 2), r.pick(0, 2)],
@@ -684,7 +691,7 @@ mod tests {
                 h: 14,
                 w: 12,
                 o: 24,
-                window: window([3, 3], [1, 1], [1, 1], [1, 1]),
+                window: Window2d::new([3, 3], [1, 1], [1, 1], [1, 1]),
                 bias: true,
             },
             Case {
@@ -693,7 +700,7 @@ mod tests {
                 h: 31,
                 w: 17,
                 o: 9,
-                window: window([3, 2], [2, 1], [1, 0], [1, 2]),
+                window: Window2d::new([3, 2], [2, 1], [1, 0], [1, 2]),
                 bias: false,
             },
         ] {

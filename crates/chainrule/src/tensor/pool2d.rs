@@ -382,43 +382,29 @@ mod tests {
     };
     use super::*;
 
-    fn window(
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-        dilation: [usize; 2],
-    ) -> Window2d {
-        Window2d {
-            kernel,
-            stride,
-            padding,
-            dilation,
-        }
-    }
-
     /// Input shapes and windows: the named ones, then seeded random ones.
     fn cases() -> Vec<([usize; 4], Window2d)> {
-        let two = window([2, 2], [2, 2], [0, 0], [1, 1]);
+        let two = Window2d::new([2, 2], [2, 2], [0, 0], [1, 1]);
         let mut cases = vec![
             // The MNIST network's pooling (stride = kernel), smaller; odd sizes leave a
             // row and a column out.
             ([2, 3, 8, 8], two),
             ([1, 2, 7, 9], two),
             // Overlapping windows with padding (−∞ for max, zeros for the average).
-            ([2, 2, 7, 6], window([3, 3], [2, 2], [1, 1], [1, 1])),
+            ([2, 2, 7, 6], Window2d::new([3, 3], [2, 2], [1, 1], [1, 1])),
             // Non-square, dilated, unequal strides.
-            ([1, 3, 9, 10], window([2, 3], [1, 2], [1, 1], [2, 1])),
+            ([1, 3, 9, 10], Window2d::new([2, 3], [1, 2], [1, 1], [2, 1])),
             // The window as large as the input.
-            ([3, 1, 5, 4], window([5, 4], [1, 1], [0, 0], [1, 1])),
+            ([3, 1, 5, 4], Window2d::new([5, 4], [1, 1], [0, 0], [1, 1])),
             // Windows of padding only.
-            ([1, 1, 3, 3], window([1, 1], [2, 2], [1, 1], [1, 1])),
+            ([1, 1, 3, 3], Window2d::new([1, 1], [2, 2], [1, 1], [1, 1])),
             // stride = kernel but not 2, and stride = kernel with padding.
-            ([2, 2, 9, 9], window([3, 3], [3, 3], [0, 0], [1, 1])),
-            ([1, 2, 6, 7], window([2, 2], [2, 2], [1, 1], [1, 1])),
+            ([2, 2, 9, 9], Window2d::new([3, 3], [3, 3], [0, 0], [1, 1])),
+            ([1, 2, 6, 7], Window2d::new([2, 2], [2, 2], [1, 1], [1, 1])),
         ];
         let mut r = Shapes::new(2);
         while cases.len() < 40 {
-            let window = window(
+            let window = Window2d::new(
                 [r.pick(1, 4), r.pick(1, 4)],
                 [r.pick(1, 3), r.pick(1, 3)],
                 [r.pick(0, 2), r.pick(0, 2)],
@@ -505,8 +491,14 @@ mod tests {
 
     for_f32_and_f64!(pooling_gives_the_same_bits_on_1_and_2_threads, |F| {
         for (shape, window) in [
-            ([16, 64, 24, 24], window([2, 2], [2, 2], [0, 0], [1, 1])),
-            ([4, 8, 33, 35], window([3, 3], [2, 2], [1, 1], [1, 1])),
+            (
+                [16, 64, 24, 24],
+                Window2d::new([2, 2], [2, 2], [0, 0], [1, 1]),
+            ),
+            (
+                [4, 8, 33, 35],
+                Window2d::new([3, 3], [2, 2], [1, 1], [1, 1]),
+            ),
         ] {
             let x = tied::<F>(&shape, 3, true);
             let [oh, ow] = window.output_size([shape[2], shape[3]]).unwrap();
