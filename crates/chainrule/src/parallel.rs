@@ -18,7 +18,10 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 #[cfg(not(target_arch = "wasm32"))]
 use std::{
-    sync::{Mutex, atomic::AtomicU8},
+    sync::{
+        Mutex,
+        atomic::{AtomicU8, AtomicUsize},
+    },
     thread::{self, Thread},
     time::{Duration, Instant},
 };
@@ -32,9 +35,11 @@ const IDLE: u8 = 0;
 #[cfg(not(target_arch = "wasm32"))]
 const POSTED: u8 = 1;
 #[cfg(not(target_arch = "wasm32"))]
-const DONE: u8 = 2;
+const TAKEN: u8 = 2;
 #[cfg(not(target_arch = "wasm32"))]
-const QUIT: u8 = 3;
+const DONE: u8 = 3;
+#[cfg(not(target_arch = "wasm32"))]
+const QUIT: u8 = 4;
 
 #[cfg(not(target_arch = "wasm32"))]
 /// What a helper runs: a task shared by the team, called with the helper's part.
@@ -84,7 +89,8 @@ pub(crate) const ELEMENTWISE_SPLIT_MIN: usize = 1 << 15;
 
 /// Calls `f(start, block)` on consecutive blocks of `data` that together cover it,
 /// `start` being the block's offset in `data` and every block but the last a whole
-/// number of rows of `row` values: one block per member of the current team when
+/// number of rows of `row` values: [`BLOCKS_PER_MEMBER`] blocks per member of the
+/// current team (never more than rows), shared out by [`Team::run`], when
 /// `data` holds at least [`ELEMENTWISE_SPLIT_MIN`] values, else all of `data` at once
 /// on this thread. Each value is visited exactly once either way, so an element-wise
 /// `f` gives the same result, bit for bit, with or without a team.
@@ -95,6 +101,12 @@ pub(crate) fn for_each_block<T: Send>(
 ) {
     for_each_block_if(data, row, data.len() >= ELEMENTWISE_SPLIT_MIN, f);
 }
+
+/// Blocks per member that passes are cut into when split: more than one, so that on
+/// a CPU shared with other processes the members that have a core take the blocks of
+/// one that waits for its own ([`Team::run`]), yet few enough that each block is
+/// still much longer than claiming it (an atomic increment).
+pub(crate) const BLOCKS_PER_MEMBER: usize = 4;
 
 /// Work (in multiply-adds) from which a kernel that computes more than element-wise
 /// passes do per value (a convolution) cuts it among the current team, as matrix
@@ -111,13 +123,15 @@ pub(crate) fn for_each_block_if<T: Send>(
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let len = data.len();
-    let count = |team: &Team| match split {
-        true => team.size().min(len / row.max(1)).max(1),
+    let count = |team: &Team| match split && team.size() > 1 {
+        true => (team.size() * BLOCKS_PER_MEMBER)
+            .min(len / row.max(1))
+            .max(1),
         false => 1,
     };
     with_current(|team| match team.map(|t| (t, count(t))) {
         Some((team, parts)) if parts > 1 => {
-            let mut jobs: SmallVec<[_; 4]> = SmallVec::new();
+            let mut jobs: SmallVec<[_; 16]> = SmallVec::new();
             let (mut rest, mut start) = (data, 0);
             for i in 0..parts {
                 let end = block_end(len, row, parts, i);
@@ -139,7 +153,7 @@ pub(crate) fn all_blocks<T: Sync>(data: &[T], test: impl Fn(&[T]) -> bool + Sync
     with_current(|team| match team.map(|t| (t, block_count(t, len, 1))) {
         Some((team, parts)) if parts > 1 => {
             let failed = AtomicBool::new(false);
-            let jobs: SmallVec<[_; 4]> = (0..parts)
+            let jobs: SmallVec<[_; 16]> = (0..parts)
                 .map(|i| {
                     let start = if i == 0 {
                         0
@@ -165,10 +179,10 @@ pub(crate) fn all_blocks<T: Sync>(data: &[T], test: impl Fn(&[T]) -> bool + Sync
 /// How many blocks [`for_each_block`] cuts `len` values (rows of `row`) into.
 fn block_count(team: &Team, len: usize, row: usize) -> usize {
     let rows = len / row.max(1);
-    if len < ELEMENTWISE_SPLIT_MIN {
+    if len < ELEMENTWISE_SPLIT_MIN || team.size() == 1 {
         1
     } else {
-        team.size().min(rows).max(1)
+        (team.size() * BLOCKS_PER_MEMBER).min(rows).max(1)
     }
 }
 
@@ -339,17 +353,22 @@ impl Team {
         self.live.load(Ordering::Relaxed) + 1
     }
 
-    /// Runs every job of `jobs` (at most one per member), the last on the calling
-    /// thread and the others on helpers, and returns when all have finished. Nothing
-    /// is allocated for up to eight jobs: they wait in a list on the stack, and each
-    /// helper is handed one shared task with its index.
+    /// Runs every job of `jobs` and returns when all have finished. The members (the
+    /// helpers and the calling thread) claim the jobs one at a time, in order, until
+    /// none is left; a helper that has not started when the caller runs out of jobs
+    /// is taken off the work (its post revoked) instead of waited for. So on a CPU
+    /// shared with other processes the members that get a core do the work, and a
+    /// helper waiting for its core holds up the others by at most the one job it
+    /// started: pass more jobs than members to share work evenly there (see
+    /// [`BLOCKS_PER_MEMBER`]). Which member runs a job never changes what it computes.
+    /// Nothing is allocated for up to sixteen jobs: they wait in a list on the stack,
+    /// and the helpers are handed one shared task.
     ///
     /// # Panics
-    /// When a job panics (on a helper, once every job has finished).
+    /// When a job panics (on a helper, once every started job has finished).
     pub(crate) fn run<J: FnOnce() + Send>(&self, jobs: impl IntoIterator<Item = J>) {
-        let jobs: SmallVec<[Mutex<Option<J>>; 8]> =
+        let jobs: SmallVec<[Mutex<Option<J>>; 16]> =
             jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
-        assert!(jobs.len() <= self.size(), "one job per member");
         let take = |job: &Mutex<Option<J>>| job.lock().unwrap_or_else(|e| e.into_inner()).take();
         if self.running.swap(true, Ordering::Acquire) {
             // Nested in a job of this team: its helpers are busy.
@@ -363,20 +382,27 @@ impl Team {
             }
         }
         let _done = Done(&self.running);
-        let Some((own, posted)) = jobs.split_last() else {
-            return;
-        };
-        let task = |i: usize| {
-            if let Some(job) = take(&posted[i]) {
-                job();
+        let next = AtomicUsize::new(0);
+        let claim = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                if let Some(job) = take(job) {
+                    job();
+                }
             }
         };
+        let helpers = jobs.len().saturating_sub(1).min(self.size() - 1);
+        if helpers == 0 {
+            return claim();
+        }
+        let task = |_part: usize| claim();
         let task: Task<'_> = &task;
         {
-            // Waits for every posted job even if the caller's own job panics, so no
-            // helper can outlive what its job borrows.
+            // Waits for every helper that took the task even if the caller's own
+            // jobs panic, so no helper can outlive what its jobs borrow.
             let wait = Wait {
-                slots: &self.slots[..posted.len()],
+                slots: &self.slots[..helpers],
             };
             // SAFETY: the helpers are threads of the enclosing Team::scope, which
             // outlive this call, so their mailboxes want a task of any lifetime;
@@ -384,22 +410,22 @@ impl Team {
             // cast (the team's speed depends on handing out work without
             // allocating: docs/performance.md). The task borrows only what outlives
             // this block, and `wait` (dropped at the end of the block, also when the
-            // caller's own job panics) does not return until every helper has
-            // finished with it. Tested by `the_callers_panic_waits_for_the_helpers`
-            // and `a_helpers_panic_reaches_the_caller_after_every_job_has_finished`.
+            // caller's own job panics) does not return until every helper has either
+            // finished with it or had it revoked before starting (and the mailbox
+            // emptied). Tested by `the_callers_panic_waits_for_the_helpers`,
+            // `a_helpers_panic_reaches_the_caller_after_every_job_has_finished` and
+            // `jobs_a_helper_has_not_started_are_done_without_it`.
             let task: Task<'static> = unsafe { std::mem::transmute(task) };
-            for (i, slot) in self.slots[..posted.len()].iter().enumerate() {
+            for (i, slot) in wait.slots.iter().enumerate() {
                 slot.panicked.store(false, Ordering::Relaxed);
                 *slot.job.lock().unwrap_or_else(|e| e.into_inner()) = Some((task, i));
                 slot.state.store(POSTED, Ordering::Release);
                 slot.wake();
             }
-            if let Some(job) = take(own) {
-                job();
-            }
+            claim();
             drop(wait);
         }
-        let panicked = self.slots[..posted.len()]
+        let panicked = self.slots[..helpers]
             .iter()
             .any(|slot| slot.panicked.swap(false, Ordering::Relaxed));
         assert!(!panicked, "a job of the training team panicked");
@@ -407,7 +433,8 @@ impl Team {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-/// Waits for the posted jobs of `slots`.
+/// Waits for the helpers of `slots` to finish their task, or revokes it from those
+/// that have not started it.
 struct Wait<'a> {
     slots: &'a [Slot],
 }
@@ -416,10 +443,20 @@ struct Wait<'a> {
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
         for slot in self.slots {
+            // Not started yet (its thread waiting for a core, or parked): revoked, and
+            // the mailbox emptied of the borrowed task.
+            if slot
+                .state
+                .compare_exchange(POSTED, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                *slot.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                continue;
+            }
             // Spin briefly, then give the core away while waiting: on a shared CPU
             // the helper may be waiting for this very core.
             let mut spins = 0u32;
-            while slot.state.load(Ordering::Acquire) == POSTED {
+            while slot.state.load(Ordering::Acquire) != DONE {
                 spins = spins.saturating_add(1);
                 if spins < WAIT_SPINS {
                     std::hint::spin_loop();
@@ -458,6 +495,14 @@ fn serve(slot: &Slot) {
     loop {
         match slot.state.load(Ordering::Acquire) {
             POSTED => {
+                // Claim the post; the caller may have revoked it meanwhile.
+                if slot
+                    .state
+                    .compare_exchange(POSTED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    continue;
+                }
                 let job = slot.job.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some((task, part)) = job {
                     // A panicking job is reported by the caller, after the others.
@@ -566,17 +611,17 @@ mod tests {
         for threads in [1, 2, 3] {
             Team::scope(threads, |team| {
                 assert_eq!(team.size(), threads);
+                // Fewer jobs than members, as many, and more (past the sixteen kept
+                // on the stack).
                 for round in 0..200 {
-                    let mut got = vec![0; team.size()];
+                    let count = [1, threads, 4 * threads + 1, 40][round % 4];
+                    let mut got = vec![0; count];
                     let jobs = got
                         .iter_mut()
                         .enumerate()
                         .map(|(i, slot)| move || *slot += i * 10 + round);
                     team.run(jobs);
-                    assert_eq!(
-                        got,
-                        (0..team.size()).map(|i| i * 10 + round).collect::<Vec<_>>()
-                    );
+                    assert_eq!(got, (0..count).map(|i| i * 10 + round).collect::<Vec<_>>());
                 }
                 with_current(|current| assert!(current.is_some_and(|t| std::ptr::eq(t, team))));
             });
@@ -670,8 +715,8 @@ mod tests {
                     assert!(data.iter().enumerate().all(|(i, &v)| v == i as u32 + 1));
                     let mut starts = starts.into_inner().unwrap();
                     starts.sort_unstable();
-                    let parts = if len >= ELEMENTWISE_SPLIT_MIN {
-                        threads
+                    let parts = if len >= ELEMENTWISE_SPLIT_MIN && threads > 1 {
+                        (threads * BLOCKS_PER_MEMBER).min(len / row)
                     } else {
                         1
                     };
@@ -722,6 +767,28 @@ mod tests {
                 Box::new(|| inner(b)),
             ]);
             assert_eq!(outer, [3, 3]);
+        });
+    }
+
+    /// A helper that is parked (or waiting for a core) when the caller has finished
+    /// every job is revoked, not waited for; whoever ran them, each job ran once, and
+    /// the helper still takes the next post. Run many times so that both endings (the
+    /// helper in time, the helper revoked) occur.
+    #[test]
+    fn jobs_a_helper_has_not_started_are_done_without_it() {
+        Team::scope(2, |team| {
+            for round in 0..300 {
+                if round % 50 == 0 {
+                    // Long enough for the helper to park.
+                    std::thread::sleep(SPIN * 3);
+                }
+                let mut ran = [None, None, None];
+                let jobs = ran
+                    .iter_mut()
+                    .map(|slot| move || *slot = Some(thread::current().id()));
+                team.run(jobs);
+                assert!(ran.iter().all(Option::is_some), "round {round}: {ran:?}");
+            }
         });
     }
 

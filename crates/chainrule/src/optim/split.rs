@@ -2,12 +2,12 @@
 
 use super::state::Slices;
 use crate::Float;
-use crate::parallel::{ELEMENTWISE_SPLIT_MIN, with_current};
+use crate::parallel::{BLOCKS_PER_MEMBER, ELEMENTWISE_SPLIT_MIN, with_current};
 use smallvec::SmallVec;
 
 /// Runs `update` on parameter `p` with gradient `g` and state `state`: in one call
 /// on this thread, or, when `p` holds at least [`ELEMENTWISE_SPLIT_MIN`] values
-/// inside a training loop, in one call per member of the loop's team, each on its
+/// inside a training loop, in several calls per member of the loop's team, each on its
 /// own consecutive block of `p`, `g` and every state buffer. An update is
 /// element-wise (the same arithmetic on every element, whatever the block), so the
 /// result is the same, bit for bit, with any number of threads. The update is
@@ -20,7 +20,10 @@ pub(super) fn update_in_blocks<F: Float>(
     update: impl Fn(&mut Slices<'_, F>, &mut [F], &[F]) + Sync,
 ) {
     let parts = if p.len() >= ELEMENTWISE_SPLIT_MIN {
-        with_current(|team| team.map_or(1, |t| t.size()))
+        with_current(|team| match team {
+            Some(team) if team.size() > 1 => team.size() * BLOCKS_PER_MEMBER,
+            _ => 1,
+        })
     } else {
         1
     };
@@ -29,7 +32,7 @@ pub(super) fn update_in_blocks<F: Float>(
     }
     let n = p.len();
     let update = &update;
-    let mut jobs: SmallVec<[_; 4]> = SmallVec::new();
+    let mut jobs: SmallVec<[_; 16]> = SmallVec::new();
     let (mut p_rest, mut state_rest, mut start) = (p, state.reborrow(), 0);
     for i in 1..=parts {
         let end = n * i / parts;
@@ -39,5 +42,5 @@ pub(super) fn update_in_blocks<F: Float>(
         jobs.push(move || update(&mut state_block, p_block, g_block));
         (p_rest, state_rest, start) = (p_tail, state_tail, end);
     }
-    with_current(|team| team.expect("a team of `parts` threads").run(jobs));
+    with_current(|team| team.expect("a team, as `parts` > 1").run(jobs));
 }
