@@ -422,7 +422,7 @@ impl<F: Float> Sequential<F> {
                 if self.mode == Mode::Eval || p == 0.0 {
                     h
                 } else {
-                    let mask = dropout_mask(&h.shape(), p, self.noise_key, index)?;
+                    let mask = dropout_mask(&h.shape(), p, self.noise_key, index);
                     h.mul(tape.constant(mask))?
                 }
             }
@@ -782,18 +782,20 @@ fn channel_moments<F: Float>(x: &Tensor<F>) -> Moments {
 /// probability `p`, else 1/(1 − p). Element `i`'s draw is a hash of (key, layer, i)
 /// (SplitMix64's finaliser), so the mask depends on nothing but those: not on the
 /// order or the threads that compute it.
-fn dropout_mask<F: Float>(shape: &[usize], p: f64, key: u64, layer: usize) -> Result<Tensor<F>> {
-    let len: usize = shape.iter().product();
+fn dropout_mask<F: Float>(shape: &[usize], p: f64, key: u64, layer: usize) -> Tensor<F> {
     let stream = mix(key ^ mix(layer as u64 + 0x9e37_79b9_7f4a_7c15));
     let keep = F::from_f64(1.0 / (1.0 - p));
-    let values = (0..len as u64)
-        .map(|i| {
+    // On kept storage, in blocks shared among the training team: each element is its
+    // own draw, so neither changes a bit of the mask.
+    let mut mask = crate::tensor::pool::reused::<F>(shape);
+    crate::parallel::for_each_block(mask.as_mut_slice(), 1, |start, block| {
+        for (m, i) in block.iter_mut().zip(start as u64..) {
             // The top 53 bits as a uniform number in [0, 1).
             let u = (mix(stream.wrapping_add(i)) >> 11) as f64 / (1u64 << 53) as f64;
-            if u < p { F::zero() } else { keep }
-        })
-        .collect();
-    Tensor::from_vec(values, shape)
+            *m = if u < p { F::zero() } else { keep };
+        }
+    });
+    mask
 }
 
 /// SplitMix64's finaliser: a bijection of u64 whose outputs for consecutive inputs

@@ -81,8 +81,25 @@ impl<F: Float> Tensor<F> {
         &self,
         other: &Tensor<F>,
         op: &'static str,
-        f: impl Fn(F, F) -> F,
+        f: impl Fn(F, F) -> F + Sync,
     ) -> Result<Tensor<F>> {
+        if let (true, Some(a), Some(b)) = (
+            self.shape() == other.shape(),
+            self.as_slice(),
+            other.as_slice(),
+        ) {
+            // The common case in training (a dropout mask, a gradient times a
+            // value): kept storage, in blocks shared among the training team.
+            let mut out = super::pool::reused::<F>(self.shape());
+            crate::parallel::for_each_block(out.as_mut_slice(), 1, |start, block| {
+                let pairs = a[start..].iter().zip(&b[start..]);
+                block
+                    .iter_mut()
+                    .zip(pairs)
+                    .for_each(|(o, (&x, &y))| *o = f(x, y));
+            });
+            return Ok(out);
+        }
         if self.shape() == other.shape() {
             let out = Zip::from(&self.data)
                 .and(&other.data)
