@@ -177,9 +177,10 @@ impl Elementwise {
     /// use chainrule::autodiff::Elementwise;
     /// assert_eq!(Elementwise::Pow { p: 2.0 }.value(3.0f64), 9.0);
     /// ```
-    // Inlined so that a pass over a tensor with a known function (the ReLU's fast
-    // path) compiles to a vector loop instead of a call per element.
-    #[inline]
+    // Always inlined so that a pass over a tensor with a known function (the ReLU's
+    // fast path) compiles to a vector loop instead of a call per element; a plain
+    // `#[inline]` left the call (the match is too large for LLVM's estimate).
+    #[inline(always)]
     pub fn value<F: Float>(self, x: F) -> F {
         let zero = F::zero();
         match self {
