@@ -87,6 +87,27 @@ pub enum OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// The optimizer `kind` (`sgd`, `adam`, `adamw`, `rmsprop`, `adagrad`,
+    /// `adadelta`) with learning rate `lr` and torch.optim's defaults for the rest:
+    /// the contract's `{"type": kind, "lr": lr}`.
+    ///
+    /// # Errors
+    /// As [`OptimizerConfig::from_json`]: an unknown kind, a negative or non-finite lr.
+    ///
+    /// ```
+    /// use chainrule::optim::OptimizerConfig;
+    /// let adadelta = OptimizerConfig::named("adadelta", 1.0)?;
+    /// assert_eq!(adadelta, OptimizerConfig::Adadelta { lr: 1.0, rho: 0.9, eps: 1e-6, weight_decay: 0.0 });
+    /// assert!(OptimizerConfig::named("adam", -0.1).is_err());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn named(kind: &str, lr: f64) -> Result<OptimizerConfig> {
+        if !lr.is_finite() {
+            return Err(invalid("optimizer.lr", format!("must be finite, got {lr}")));
+        }
+        OptimizerConfig::from_json(&serde_json::json!({ "type": kind, "lr": lr }))
+    }
+
     /// Reads the contract's `optimizer` object, applying PyTorch's defaults and
     /// rejecting what PyTorch rejects.
     ///

@@ -66,6 +66,38 @@ pub struct EarlyStopping {
 }
 
 impl TrainConfig {
+    /// A config with `loss` and `optimizer` and every other setting at its default:
+    /// batch 32, 1 epoch, file order, seed 0, no schedule, clipping, early stopping
+    /// or skipping (the defaults of the contract's JSON, which
+    /// [`TrainConfig::from_json`] starts from too). The fields are public: set the
+    /// others on the result.
+    ///
+    /// ```
+    /// use chainrule::loss::Loss;
+    /// use chainrule::optim::OptimizerConfig;
+    /// use chainrule::train::TrainConfig;
+    /// let mut config = TrainConfig::new(Loss::Mse, OptimizerConfig::named("sgd", 0.1)?);
+    /// config.epochs = 5;
+    /// let json = TrainConfig::from_json(r#"{"loss": "mse", "optimizer": {"type": "sgd", "lr": 0.1}, "epochs": 5}"#)?;
+    /// assert_eq!(config, json);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn new(loss: Loss, optimizer: OptimizerConfig) -> TrainConfig {
+        TrainConfig {
+            loss,
+            optimizer,
+            batch_size: 32,
+            epochs: 1,
+            shuffle: false,
+            seed: 0,
+            drop_last: false,
+            schedule: Schedule::Constant,
+            clip_grad_norm: None,
+            early_stopping: None,
+            skip_nonfinite: false,
+        }
+    }
+
     /// Reads the contract's training config JSON.
     ///
     /// # Errors
@@ -85,33 +117,31 @@ impl TrainConfig {
             Some(v) => OptimizerConfig::from_json(&v)?,
             None => return Err(invalid("optimizer", "is required")),
         };
-        let batch_size = match f.count("batch_size")? {
+        let mut config = TrainConfig::new(loss, optimizer);
+        match f.count("batch_size")? {
             Some(0) => return Err(invalid("batch_size", "must be at least 1")),
-            Some(n) => usize::try_from(n).map_err(|_| invalid("batch_size", "too large"))?,
-            None => 32,
-        };
-        let epochs = match f.count("epochs")? {
+            Some(n) => {
+                config.batch_size =
+                    usize::try_from(n).map_err(|_| invalid("batch_size", "too large"))?;
+            }
+            None => {}
+        }
+        match f.count("epochs")? {
             Some(n) if n > MAX_EPOCHS as u64 => {
                 return Err(invalid("epochs", format!("{n} is more than {MAX_EPOCHS}")));
             }
-            Some(n) => usize::try_from(n).map_err(|_| invalid("epochs", "too large"))?,
-            None => 1,
-        };
-        let shuffle = f.boolean("shuffle")?.unwrap_or(false);
-        let seed = f.count("seed")?.unwrap_or(0);
+            Some(n) => {
+                config.epochs = usize::try_from(n).map_err(|_| invalid("epochs", "too large"))?;
+            }
+            None => {}
+        }
+        if let Some(shuffle) = f.boolean("shuffle")? {
+            config.shuffle = shuffle;
+        }
+        if let Some(seed) = f.count("seed")? {
+            config.seed = seed;
+        }
         f.finish()?;
-        Ok(TrainConfig {
-            loss,
-            optimizer,
-            batch_size,
-            epochs,
-            shuffle,
-            seed,
-            drop_last: false,
-            schedule: Schedule::Constant,
-            clip_grad_norm: None,
-            early_stopping: None,
-            skip_nonfinite: false,
-        })
+        Ok(config)
     }
 }
