@@ -129,7 +129,8 @@ fn unknown_field_hint(message: &str) -> String {
         .iter()
         .any(|kind| {
             let probe = serde_json::json!({ "type": kind, name: serde_json::Value::Null });
-            !OptimizerConfig::from_json(&probe).is_err_and(|e| e.to_string().contains("unknown field"))
+            !OptimizerConfig::from_json(&probe)
+                .is_err_and(|e| e.to_string().contains("unknown field"))
         });
     let hint = if let Some((_, there)) = ELSEWHERE.iter().find(|(n, _)| *n == name) {
         Some(there.to_string())
@@ -139,7 +140,10 @@ fn unknown_field_hint(message: &str) -> String {
         chainrule::nearest_name(name, &fields).map(str::to_string)
     };
     match hint {
-        Some(h) => format!("unknown field `{name}`: did you mean {h}? (valid: {})", fields.join(", ")),
+        Some(h) => format!(
+            "unknown field `{name}`: did you mean {h}? (valid: {})",
+            fields.join(", ")
+        ),
         None => format!("unknown field `{name}` (valid: {})", fields.join(", ")),
     }
 }
@@ -177,7 +181,11 @@ impl RunConfig {
     /// Reads the optimizer and schedule tables now, so that a mistake in them is
     /// reported with the file and line (not later, when training starts, without).
     fn check_tables(&self, path: &Path, text: &str) -> Result<()> {
-        let checks: [(&str, Option<&serde_json::Value>, fn(&serde_json::Value) -> Option<String>); 2] = [
+        let checks: [(
+            &str,
+            Option<&serde_json::Value>,
+            fn(&serde_json::Value) -> Option<String>,
+        ); 2] = [
             ("optimizer", self.optimizer.as_ref(), |v| {
                 OptimizerConfig::from_json(v).err().map(|e| e.to_string())
             }),
@@ -574,8 +582,14 @@ pub fn completed(mut config: RunConfig, splits: &Splits, train: &TrainConfig) ->
     match kind.as_str() {
         "builtin" => {
             config.samples.get_or_insert(900);
-            let name = config.data.as_deref().and_then(|d| d.split_once(':')).map_or("", |(_, n)| n);
-            config.noise.get_or_insert_with(|| synthetic::default_noise(name));
+            let name = config
+                .data
+                .as_deref()
+                .and_then(|d| d.split_once(':'))
+                .map_or("", |(_, n)| n);
+            config
+                .noise
+                .get_or_insert_with(|| synthetic::default_noise(name));
         }
         "csv" | "npy" => {
             let task = if splits.classes.is_some() {

@@ -1,18 +1,18 @@
 //! `chainrule explain`: chain-rule derivations with numbers.
 
+use crate::config;
+use crate::run::RunState;
 use anyhow::{Result, anyhow, bail};
 use chainrule::Tensor;
 use chainrule::data::Target;
 use chainrule::io::{read_npy, read_safetensors};
 use chainrule::loss::Loss;
 use chainrule::nn::{Mode, Module, Sequential};
+use chainrule::optim::OptimizerConfig;
 use chainrule_explain::derive::{ParamElement, all_elements, explain};
 use chainrule_explain::formula::Formula;
-use chainrule::optim::OptimizerConfig;
 use chainrule_explain::spatial;
 use chainrule_explain::step::{ElementState, Step, StepLine};
-use crate::config;
-use crate::run::RunState;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -211,7 +211,11 @@ fn read_run_targets(
     for (i, f) in fields.iter().enumerate() {
         for v in f.split(',') {
             values.push(v.trim().parse::<f64>().map_err(|_| {
-                anyhow!("{}: line {}: {v:?} is not a number", path.display(), line(i))
+                anyhow!(
+                    "{}: line {}: {v:?} is not a number",
+                    path.display(),
+                    line(i)
+                )
             })?);
         }
     }
@@ -252,7 +256,9 @@ fn load_run(dir: &Path, args: &Inputs) -> Result<Problem> {
     let (x32, y, description) = match (&args.x, &args.y) {
         (Some(x_path), Some(y_path)) => {
             if args.sample.is_some() || args.samples.is_some() || args.split.is_some() {
-                bail!("--x: gives the samples itself; --sample, --samples and --split pick them from the run's data instead");
+                bail!(
+                    "--x: gives the samples itself; --sample, --samples and --split pick them from the run's data instead"
+                );
             }
             let x = crate::inspect::read_inputs(x_path)?;
             let x = run
@@ -294,7 +300,11 @@ fn load_run(dir: &Path, args: &Inputs) -> Result<Problem> {
                 (None, Some(_)) => bail!(
                     "--split: {} has no {name} split (train{}{})",
                     dir.display(),
-                    if splits.validation.is_some() { ", validation" } else { "" },
+                    if splits.validation.is_some() {
+                        ", validation"
+                    } else {
+                        ""
+                    },
                     if splits.test.is_some() { ", test" } else { "" }
                 ),
             };
@@ -426,7 +436,9 @@ pub fn load(args: &Inputs) -> Result<Problem> {
         }
     }
     if args.sample.is_some() || args.samples.is_some() || args.split.is_some() {
-        bail!("--sample, --samples and --split pick samples of a run folder's data; give the samples of loose files with --x and --y");
+        bail!(
+            "--sample, --samples and --split pick samples of a run folder's data; give the samples of loose files with --x and --y"
+        );
     }
     let settings = settings(args)?;
     let model_path = pick(&args.model, &args.dir, "model.json")?;
@@ -572,8 +584,9 @@ fn parameter_table(
             .map_or_else(|| vec![0.0; param.value.len()], |g| g.to_vec());
         let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
         let at = |i: usize| (unravel(i, &shape), g[i]);
+        // The first of equal magnitudes (min_by keeps the first of ties).
         let largest = (0..g.len())
-            .max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
+            .min_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()))
             .map_or((vec![], 0.0), at);
         let smallest = (0..g.len())
             .filter(|&i| g[i] != 0.0)
@@ -618,9 +631,20 @@ fn parameter_table(
         loss.name(),
         crate::inspect::rounded(value)
     );
-    let header = ["parameter", "shape", "‖∂C/∂θ‖", "largest |∂C/∂θ|", "smallest non-zero", "zeros"];
+    let header = [
+        "parameter",
+        "shape",
+        "‖∂C/∂θ‖",
+        "largest |∂C/∂θ|",
+        "smallest non-zero",
+        "zeros",
+    ];
     if markdown {
-        println!("| {} |\n|{}", header.join(" | "), " --- |".repeat(header.len()));
+        println!(
+            "| {} |\n|{}",
+            header.join(" | "),
+            " --- |".repeat(header.len())
+        );
     } else {
         println!(
             "{:<14} {:<12} {:>12}  {:<34} {:<34} {:>8}",
@@ -629,7 +653,11 @@ fn parameter_table(
     }
     for r in &rows {
         let pair = |(i, v): &(Vec<usize>, f64)| {
-            format!("{} = {}", element_name(&r.name, i), crate::inspect::rounded(*v))
+            format!(
+                "{} = {}",
+                element_name(&r.name, i),
+                crate::inspect::rounded(*v)
+            )
         };
         let cells = [
             r.name.clone(),
@@ -650,7 +678,7 @@ fn parameter_table(
     }
     let largest = rows
         .iter()
-        .max_by(|a, b| a.largest.1.abs().total_cmp(&b.largest.1.abs()));
+        .min_by(|a, b| b.largest.1.abs().total_cmp(&a.largest.1.abs()));
     let smallest = rows
         .iter()
         .filter_map(|r| r.smallest.as_ref().map(|s| (r, s)))
@@ -658,7 +686,10 @@ fn parameter_table(
     let zeros: usize = rows.iter().map(|r| r.zeros).sum();
     println!("\nWorth a derivation (explain … --param ELEMENT):");
     if let Some(r) = largest {
-        println!("  the largest gradient:  {}", element_name(&r.name, &r.largest.0));
+        println!(
+            "  the largest gradient:  {}",
+            element_name(&r.name, &r.largest.0)
+        );
     }
     if let Some((r, (i, _))) = smallest {
         println!("  the smallest non-zero: {}", element_name(&r.name, i));
@@ -819,7 +850,10 @@ fn show<D: Shown>(derivations: &[D], format: &str, what: &str) -> Result<()> {
         let (param, gradient, autodiff) = bad.outcome();
         bail!("{param}: {what} {gradient} differs from autodiff's {autodiff}");
     }
-    if let Some(bad) = derivations.iter().find(|d| d.step().is_some_and(|s| !s.verified())) {
+    if let Some(bad) = derivations
+        .iter()
+        .find(|d| d.step().is_some_and(|s| !s.verified()))
+    {
         let step = bad.step().expect("found by its step");
         bail!(
             "{}: the written-out {} step gives {} but the library's step gives {}",
@@ -1089,7 +1123,11 @@ fn report_prediction(
             None => println!("  sample {}: output {}", n + 1, shown.join(", ")),
         }
     }
-    println!("  loss {} = {}", problem.loss.name(), crate::inspect::rounded(loss));
+    println!(
+        "  loss {} = {}",
+        problem.loss.name(),
+        crate::inspect::rounded(loss)
+    );
     Ok(())
 }
 

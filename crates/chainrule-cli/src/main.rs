@@ -186,7 +186,12 @@ struct TrainArgs {
     #[arg(long)]
     nesterov: bool,
     /// Adam's decay rates of the first and second moments, e.g. 0.9,0.999.
-    #[arg(long, value_delimiter = ',', num_args = 1, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        num_args = 1,
+        allow_negative_numbers = true
+    )]
     betas: Option<Vec<f64>>,
     /// Weight decay (L2 penalty; decoupled for adamw).
     #[arg(long, allow_negative_numbers = true)]
@@ -346,7 +351,8 @@ fn schedule_table(text: &str) -> anyhow::Result<serde_json::Value> {
         };
         table[key.trim()] = number;
     }
-    chainrule::optim::Schedule::from_json(&table).map_err(|e| anyhow::anyhow!("--schedule: {e}"))?;
+    chainrule::optim::Schedule::from_json(&table)
+        .map_err(|e| anyhow::anyhow!("--schedule: {e}"))?;
     Ok(table)
 }
 

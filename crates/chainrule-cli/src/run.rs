@@ -456,7 +456,10 @@ fn refuse_new_architecture(run: &Path, base: &RunConfig, request: &TrainRequest)
     if let Some(activation) = &flags.activation
         && base.activation.as_ref() != Some(activation)
     {
-        let saved = base.activation.clone().unwrap_or_else(|| "explicit layers".into());
+        let saved = base
+            .activation
+            .clone()
+            .unwrap_or_else(|| "explicit layers".into());
         changed("--activation", activation.clone(), saved)?;
     }
     if let Some(model) = &request.model {
@@ -830,7 +833,11 @@ fn save_checkpoint(
     // The settings that are off have no value to write: say so.
     for (name, unset, meaning) in [
         ("patience", run.cfg.patience.is_none(), "no early stopping"),
-        ("clip_grad_norm", run.cfg.clip_grad_norm.is_none(), "no gradient clipping"),
+        (
+            "clip_grad_norm",
+            run.cfg.clip_grad_norm.is_none(),
+            "no gradient clipping",
+        ),
     ] {
         if unset {
             header += &format!("# {name}: not set ({meaning})\n");

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chainrule-messages-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("chainrule-messages-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -68,7 +69,12 @@ fn an_unknown_toml_field_gets_its_own_line_and_the_name_meant() {
     std::fs::write(dir.join("c.toml"), "epochs = 3\nlearning_rate = 0.1\n").unwrap();
     says(
         &failure(&dir, &["train", "--config", "c.toml"]),
-        &["c.toml", "line 2:", "learning_rate", "did you mean [optimizer] lr?"],
+        &[
+            "c.toml",
+            "line 2:",
+            "learning_rate",
+            "did you mean [optimizer] lr?",
+        ],
     );
     // A misspelling: the nearest field by spelling, with the valid names.
     std::fs::write(dir.join("d.toml"), "# a comment\n\nepoch = 3\n").unwrap();
@@ -128,7 +134,9 @@ fn a_resume_asked_for_another_architecture_says_what_differs() {
     says(
         &failure(
             &dir,
-            &["train", "--resume", "runs/r", "--layers", "2,8,2", "--epochs", "2"],
+            &[
+                "train", "--resume", "runs/r", "--layers", "2,8,2", "--epochs", "2",
+            ],
         ),
         &[
             "--layers",
@@ -141,14 +149,24 @@ fn a_resume_asked_for_another_architecture_says_what_differs() {
     says(
         &failure(
             &dir,
-            &["train", "--resume", "runs/r", "--activation", "tanh", "--epochs", "2"],
+            &[
+                "train",
+                "--resume",
+                "runs/r",
+                "--activation",
+                "tanh",
+                "--epochs",
+                "2",
+            ],
         ),
         &["--activation", "relu", "tanh"],
     );
     // The same flags as the run's are no change.
     ok(
         &dir,
-        &["train", "--resume", "runs/r", "--layers", "2,4,2", "--epochs", "2", "--quiet"],
+        &[
+            "train", "--resume", "runs/r", "--layers", "2,4,2", "--epochs", "2", "--quiet",
+        ],
     );
 }
 
@@ -213,8 +231,9 @@ fn float64_parameters_start_training_and_a_wrong_dtype_is_explained() {
     args.extend(&TINY[..4]);
     args.extend(&TINY[6..]);
     ok(&dir, &args);
-    let trained = chainrule::io::read_safetensors::<f32>(&dir.join("runs/f/checkpoint/params.safetensors"))
-        .unwrap();
+    let trained =
+        chainrule::io::read_safetensors::<f32>(&dir.join("runs/f/checkpoint/params.safetensors"))
+            .unwrap();
     assert_eq!(trained.len(), 4);
 }
 

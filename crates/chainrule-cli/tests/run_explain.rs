@@ -82,7 +82,8 @@ fn scaler(run: &Path) -> (Vec<f64>, Vec<f64>) {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap())
             .unwrap();
-    let list = |k: &str| -> Vec<f64> { serde_json::from_value(state["scaler"][k].clone()).unwrap() };
+    let list =
+        |k: &str| -> Vec<f64> { serde_json::from_value(state["scaler"][k].clone()).unwrap() };
     (list("shift"), list("scale"))
 }
 
@@ -104,14 +105,22 @@ fn model(run: &Path) -> Sequential<f64> {
 /// Moons' validation row `i` as the run split it (100 rows, seed 0, 20% held out),
 /// unscaled.
 fn validation_row(i: usize) -> (Vec<f32>, usize) {
-    let data = synthetic::generate::<f32>("moons", 100, synthetic::default_noise("moons"), 0)
-        .unwrap();
+    let data =
+        synthetic::generate::<f32>("moons", 100, synthetic::default_noise("moons"), 0).unwrap();
     let (_, validation) = data.split(0.2, 0).unwrap();
     let row = validation.rows(&[i]).unwrap();
     let Target::Classes(c) = row.target else {
         panic!("moons is classification")
     };
     (row.x.to_vec(), c[0])
+}
+
+/// `raw` scaled as the run scales its f32 data: (x − shift)/scale in f32.
+fn scaled(raw: &[f32], shift: &[f64], scale: &[f64]) -> Vec<f64> {
+    raw.iter()
+        .zip(shift.iter().zip(scale))
+        .map(|(&v, (&a, &b))| f64::from((v - a as f32) / b as f32))
+        .collect()
 }
 
 fn write_point(dir: &Path, x: &[f32], class: usize) {
@@ -127,7 +136,9 @@ fn explain_on_a_run_matches_autodiff_and_shows_adams_step_from_the_saved_state()
     let element = "0.weight[1,0]";
     let json: serde_json::Value = serde_json::from_str(&ok(
         &dir,
-        &["explain", "runs/r", "--sample", "3", "--param", element, "--format", "json"],
+        &[
+            "explain", "runs/r", "--sample", "3", "--param", element, "--format", "json",
+        ],
     ))
     .unwrap();
     let d = &json[0];
@@ -136,11 +147,7 @@ fn explain_on_a_run_matches_autodiff_and_shows_adams_step_from_the_saved_state()
     // the run's saved scaling.
     let (raw, class) = validation_row(3);
     let (shift, scale) = scaler(&run);
-    let x: Vec<f64> = raw
-        .iter()
-        .zip(shift.iter().zip(&scale))
-        .map(|(&v, (a, b))| (f64::from(v) - a) / b)
-        .collect();
+    let x = scaled(&raw, &shift, &scale);
     let model = model(&run);
     let (_, grads) = chainrule::train::loss_and_grads(
         &model,
@@ -151,7 +158,10 @@ fn explain_on_a_run_matches_autodiff_and_shows_adams_step_from_the_saved_state()
     .unwrap();
     let g = grads[0].as_ref().unwrap().get(&[1, 0]).unwrap();
     let printed = d["gradient"].as_f64().unwrap();
-    assert!((printed - g).abs() <= 1e-12 * g.abs().max(1.0), "{printed} vs {g}");
+    assert!(
+        (printed - g).abs() <= 1e-12 * g.abs().max(1.0),
+        "{printed} vs {g}"
+    );
 
     // Adam's next step, by hand from optimizer.safetensors: 100 rows, 80 to train in
     // batches of 32 → 3 steps an epoch, 9 after 3 epochs; the update is step 10.
@@ -163,7 +173,8 @@ fn explain_on_a_run_matches_autodiff_and_shows_adams_step_from_the_saved_state()
     let m = b1 * at("0.weight.exp_avg") + (1.0 - b1) * g;
     let v = b2 * at("0.weight.exp_avg_sq") + (1.0 - b2) * g * g;
     let old = model.params()[0].value.get(&[1, 0]).unwrap();
-    let new = old - lr * (m / (1.0 - f64::powf(b1, t))) / ((v / (1.0 - f64::powf(b2, t))).sqrt() + eps);
+    let new =
+        old - lr * (m / (1.0 - f64::powf(b1, t))) / ((v / (1.0 - f64::powf(b2, t))).sqrt() + eps);
     let update = &d["update"];
     assert_eq!(update["optimizer"], "Adam");
     assert_eq!(update["t"], 10);
@@ -185,10 +196,22 @@ fn explain_on_a_run_matches_autodiff_and_shows_adams_step_from_the_saved_state()
     assert!((again - printed).abs() <= 1e-6 * printed.abs().max(1.0));
 
     // The text names the run, the samples and the saved moments.
-    let text = ok(&dir, &["explain", "runs/r", "--samples", "0..2", "--param", element]);
-    assert!(text.starts_with("runs/r: samples 0..2 of the validation split"), "{text}");
-    assert!(text.contains("update by the run's optimizer, Adam (step 10"), "{text}");
-    assert!(text.contains("(saved exp_avg)") && text.contains("(saved exp_avg_sq)"), "{text}");
+    let text = ok(
+        &dir,
+        &["explain", "runs/r", "--samples", "0..2", "--param", element],
+    );
+    assert!(
+        text.starts_with("runs/r: samples 0..2 of the validation split"),
+        "{text}"
+    );
+    assert!(
+        text.contains("update by the run's optimizer, Adam (step 10"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(saved exp_avg)") && text.contains("(saved exp_avg_sq)"),
+        "{text}"
+    );
     assert!(text.contains("m̂ = m/(1 − β₁ᵗ)"), "{text}");
 }
 
@@ -203,21 +226,33 @@ fn explain_on_a_run_writes_out_sgd_momentum_from_its_buffer() {
     train(&dir, "s", &["--config", "c.toml"]);
     let json: serde_json::Value = serde_json::from_str(&ok(
         &dir,
-        &["explain", "runs/s", "--param", "2.bias[1]", "--format", "json"],
+        &[
+            "explain",
+            "runs/s",
+            "--param",
+            "2.bias[1]",
+            "--format",
+            "json",
+        ],
     ))
     .unwrap();
     let d = &json[0];
     let g = d["autodiff"].as_f64().unwrap();
-    let state = read_safetensors::<f32>(
-        &dir.join("runs/s/checkpoint/optimizer.safetensors"),
-    )
-    .unwrap();
+    let state =
+        read_safetensors::<f32>(&dir.join("runs/s/checkpoint/optimizer.safetensors")).unwrap();
     let b = 0.9 * f64::from(state["2.bias.momentum_buffer"].get(&[1]).unwrap()) + g;
-    let old = model(&dir.join("runs/s")).params()[3].value.get(&[1]).unwrap();
+    let old = model(&dir.join("runs/s")).params()[3]
+        .value
+        .get(&[1])
+        .unwrap();
     let update = &d["update"];
     assert_eq!(update["optimizer"], "SGD");
     let new = update["new"].as_f64().unwrap();
-    assert!((new - (old - 0.1 * b)).abs() < 1e-12, "{new} vs {}", old - 0.1 * b);
+    assert!(
+        (new - (old - 0.1 * b)).abs() < 1e-12,
+        "{new} vs {}",
+        old - 0.1 * b
+    );
 }
 
 #[test]
@@ -228,7 +263,9 @@ fn graph_on_a_run_shows_the_class_and_loss_that_predict_gives() {
     write_point(&dir, &raw, class);
     let graph = ok(
         &dir,
-        &["graph", "runs/g", "--x", "x.csv", "--y", "y.csv", "--out", "g.svg"],
+        &[
+            "graph", "runs/g", "--x", "x.csv", "--y", "y.csv", "--out", "g.svg",
+        ],
     );
     assert!(dir.join("g.svg").is_file() && dir.join("g.dot").is_file());
     let predicted = ok(&dir, &["predict", "runs/g", "--x", "x.csv"]);
@@ -240,10 +277,17 @@ fn graph_on_a_run_shows_the_class_and_loss_that_predict_gives() {
         row[0]
     );
     // Cross-entropy of one sample is −ln p(target).
-    let loss_line = graph.lines().find(|l| l.contains("loss cross_entropy")).unwrap();
+    let loss_line = graph
+        .lines()
+        .find(|l| l.contains("loss cross_entropy"))
+        .unwrap();
     let loss: f64 = loss_line.rsplit(' ').next().unwrap().parse().unwrap();
     let expected = -p[class].ln();
-    assert!((loss - expected).abs() < 1e-4 * expected.max(1.0), "{loss} vs −ln {}", p[class]);
+    assert!(
+        (loss - expected).abs() < 1e-4 * expected.max(1.0),
+        "{loss} vs −ln {}",
+        p[class]
+    );
 }
 
 #[test]
@@ -260,14 +304,29 @@ fn gradcheck_and_symbolic_read_a_run_and_agree_with_autodiff() {
     let derivatives = json["derivatives"].as_object().unwrap();
     assert_eq!(derivatives.len(), 2 * 4 + 4 + 4 * 2 + 2);
     for (name, d) in derivatives {
-        let (value, autodiff) = (d["value"].as_f64().unwrap(), d["autodiff"].as_f64().unwrap());
+        let (value, autodiff) = (
+            d["value"].as_f64().unwrap(),
+            d["autodiff"].as_f64().unwrap(),
+        );
         assert!(
             (value - autodiff).abs() <= 1e-9 * autodiff.abs().max(1.0),
             "{name}: {value} vs {autodiff}"
         );
     }
     // The training split too, by name.
-    ok(&dir, &["explain", "runs/c", "--split", "train", "--sample", "79", "--param", "0.bias[0]"]);
+    ok(
+        &dir,
+        &[
+            "explain",
+            "runs/c",
+            "--split",
+            "train",
+            "--sample",
+            "79",
+            "--param",
+            "0.bias[0]",
+        ],
+    );
 }
 
 #[test]
@@ -308,24 +367,33 @@ fn explaining_every_parameter_of_a_larger_model_prints_a_table_and_pointers() {
     ok(
         &dir,
         &[
-            "train", "--data", "builtin:moons", "--samples", "100", "--layers", "2,16,2",
-            "--epochs", "2", "--name", "t", "--quiet",
+            "train",
+            "--data",
+            "builtin:moons",
+            "--samples",
+            "100",
+            "--layers",
+            "2,16,2",
+            "--epochs",
+            "2",
+            "--name",
+            "t",
+            "--quiet",
         ],
     );
     let text = ok(&dir, &["explain", "runs/t", "--sample", "2"]);
     assert!(text.contains("82 parameter elements"), "{text}");
     for name in ["0.weight", "0.bias", "2.weight", "2.bias"] {
-        assert!(text.lines().any(|l| l.starts_with(name)), "{name} row in {text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} row in {text}"
+        );
     }
     // The pointer to the largest gradient is the element autodiff finds largest.
     let run = dir.join("runs/t");
     let (raw, class) = validation_row(2);
     let (shift, scale) = scaler(&run);
-    let x: Vec<f64> = raw
-        .iter()
-        .zip(shift.iter().zip(&scale))
-        .map(|(&v, (a, b))| (f64::from(v) - a) / b)
-        .collect();
+    let x = scaled(&raw, &shift, &scale);
     let model = model(&run);
     let (_, grads) = chainrule::train::loss_and_grads(
         &model,
@@ -355,5 +423,8 @@ fn explaining_every_parameter_of_a_larger_model_prints_a_table_and_pointers() {
         best.0
     );
     // …and the pointer works.
-    ok(&dir, &["explain", "runs/t", "--sample", "2", "--param", &best.0]);
+    ok(
+        &dir,
+        &["explain", "runs/t", "--sample", "2", "--param", &best.0],
+    );
 }

@@ -6,7 +6,8 @@ use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chainrule-settings-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("chainrule-settings-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -115,7 +116,10 @@ fn every_optimizer_and_loop_setting_is_a_flag_and_lands_in_config_toml() {
         ],
     );
     // The schedule halves the rate each epoch: 0.05, then 0.025.
-    let lrs: Vec<f64> = metrics(&run).iter().map(|r| r[5].parse().unwrap()).collect();
+    let lrs: Vec<f64> = metrics(&run)
+        .iter()
+        .map(|r| r[5].parse().unwrap())
+        .collect();
     assert_eq!(lrs, [0.05, 0.025]);
     // drop_last: 720 training rows (900 less 20%) in batches of 32 are 22 whole
     // batches and 16 rows left over: 22 steps an epoch, not 23.
@@ -132,7 +136,10 @@ fn every_optimizer_and_loop_setting_is_a_flag_and_lands_in_config_toml() {
             "train", "--betas", "0.8,0.99", "--epochs", "1", "--name", "b", "--quiet",
         ],
     );
-    holds(&config(&dir.join("runs/b")), &["betas = [0.8, 0.99]", "type = \"adam\""]);
+    holds(
+        &config(&dir.join("runs/b")),
+        &["betas = [0.8, 0.99]", "type = \"adam\""],
+    );
     assert!(
         failure(&dir, &["train", "--betas", "0.9"]).contains("--betas: two numbers"),
         "one beta"
@@ -187,7 +194,10 @@ fn config_toml_holds_every_setting_with_the_defaults_filled_in() {
             "--quiet",
         ],
     );
-    assert_eq!(metrics(&dir.join("runs/d"))[0][1], metrics(&dir.join("runs/again"))[0][1]);
+    assert_eq!(
+        metrics(&dir.join("runs/d"))[0][1],
+        metrics(&dir.join("runs/again"))[0][1]
+    );
 }
 
 #[test]
@@ -212,7 +222,10 @@ fn json_output_holds_the_history_of_every_epoch() {
     }
     assert_eq!(value["train_loss"], history[2]["train_loss"]);
     // A resumed run's history has the earlier epochs too.
-    let out = ok(&dir, &["train", "--resume", "runs/j", "--epochs", "4", "--json"]);
+    let out = ok(
+        &dir,
+        &["train", "--resume", "runs/j", "--epochs", "4", "--json"],
+    );
     let value: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let history = value["history"].as_array().unwrap();
     assert_eq!(history.len(), 4);
@@ -227,7 +240,16 @@ fn eval_scores_the_held_out_split_and_refuses_data_that_does_not_fit() {
     let dir = scratch("eval");
     ok(
         &dir,
-        &["train", "--data", "builtin:circles", "--epochs", "3", "--name", "c", "--quiet"],
+        &[
+            "train",
+            "--data",
+            "builtin:circles",
+            "--epochs",
+            "3",
+            "--name",
+            "c",
+            "--quiet",
+        ],
     );
     let report: serde_json::Value =
         serde_json::from_str(&ok(&dir, &["eval", "runs/c", "--json"])).unwrap();
@@ -236,13 +258,17 @@ fn eval_scores_the_held_out_split_and_refuses_data_that_does_not_fit() {
     assert_eq!(report["data"], "validation split of builtin:circles");
     // The same split and parameters as the last epoch's validation.
     let last = metrics(&dir.join("runs/c")).pop().unwrap();
-    let (loss, validation): (f64, f64) = (
-        report["loss"].as_f64().unwrap(),
-        last[3].parse().unwrap(),
+    let (loss, validation): (f64, f64) =
+        (report["loss"].as_f64().unwrap(), last[3].parse().unwrap());
+    assert!(
+        (loss - validation).abs() <= 1e-6 * validation,
+        "{loss} vs {validation}"
     );
-    assert!((loss - validation).abs() <= 1e-6 * validation, "{loss} vs {validation}");
     let text = ok(&dir, &["eval", "runs/c"]);
-    assert!(text.starts_with("validation split of builtin:circles: 180 rows"), "{text}");
+    assert!(
+        text.starts_with("validation split of builtin:circles: 180 rows"),
+        "{text}"
+    );
 
     let message = failure(&dir, &["eval", "runs/c", "--data", "builtin:spiral"]);
     holds(
@@ -279,14 +305,26 @@ fn predict_gives_class_names_back_and_rounds_the_probabilities() {
     std::fs::write(dir.join("pets.csv"), csv).unwrap();
     ok(
         &dir,
-        &["train", "--data", "csv:pets.csv", "--epochs", "20", "--name", "p", "--quiet"],
+        &[
+            "train",
+            "--data",
+            "csv:pets.csv",
+            "--epochs",
+            "20",
+            "--name",
+            "p",
+            "--quiet",
+        ],
     );
     std::fs::write(dir.join("x.csv"), "a,b\n1.5,0\n-1.5,0\n").unwrap();
     let out = ok(&dir, &["predict", "runs/p", "--x", "x.csv"]);
     let lines: Vec<&str> = out.lines().collect();
     let header: Vec<&str> = lines[0].split(',').collect();
     assert_eq!(header[0], "class");
-    let mut names: Vec<&str> = header[1..].iter().map(|h| h.trim_start_matches("p_")).collect();
+    let mut names: Vec<&str> = header[1..]
+        .iter()
+        .map(|h| h.trim_start_matches("p_"))
+        .collect();
     for (line, expected) in lines[1..].iter().zip(["dog", "cat"]) {
         let fields: Vec<&str> = line.split(',').collect();
         assert_eq!(fields[0], expected, "{out}");
@@ -296,8 +334,11 @@ fn predict_gives_class_names_back_and_rounds_the_probabilities() {
         assert_eq!(names[best], fields[0]);
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-5);
         for v in &fields[1..] {
-            let digits = v.trim_start_matches("0.").trim_start_matches('0').replace('.', "");
-            assert!(digits.len() <= 6, "{v} has at most 6 significant digits");
+            // The digits of the mantissa, leading zeros aside.
+            let mantissa = v.split('e').next().unwrap();
+            let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+            let significant = digits.trim_start_matches('0').len();
+            assert!(significant <= 6, "{v} has at most 6 significant digits");
         }
     }
     names.sort();

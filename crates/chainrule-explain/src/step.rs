@@ -204,17 +204,18 @@ impl Step {
                     g
                 } else {
                     let b = if e.step == 0 {
-                        lines.push(
-                            "b ← g (the first step)",
-                            n(g),
-                            g,
-                            Some("momentum_buffer"),
-                        )
+                        lines.push("b ← g (the first step)", n(g), g, Some("momentum_buffer"))
                     } else {
                         let b = saved(e, "momentum_buffer", 0.0);
                         lines.push(
                             "b ← μ·b + (1 − τ)·g",
-                            format!("{} · {} + {} · {}", n(momentum), o(b), n(1.0 - dampening), o(g)),
+                            format!(
+                                "{} · {} + {} · {}",
+                                n(momentum),
+                                o(b),
+                                n(1.0 - dampening),
+                                o(g)
+                            ),
                             b * momentum + g * (1.0 - dampening),
                             Some("momentum_buffer"),
                         )
@@ -230,7 +231,13 @@ impl Step {
                         b
                     }
                 };
-                let what = if momentum == 0.0 { "g" } else if nesterov { "d" } else { "b" };
+                let what = if momentum == 0.0 {
+                    "g"
+                } else if nesterov {
+                    "d"
+                } else {
+                    "b"
+                };
                 let new = lines.push(
                     &format!("{s} ← {s} − η·{what}"),
                     format!("{} − {} · {}", n(old), n(lr), o(direction)),
@@ -309,7 +316,14 @@ impl Step {
                 );
                 let new = lines.push(
                     &format!("{s} ← {s} − η·m̂/(√v̂ + ε)"),
-                    format!("{} − {} · {} / (√{} + {})", n(p), n(lr), o(m_hat), n(v_hat), n(eps)),
+                    format!(
+                        "{} − {} · {} / (√{} + {})",
+                        n(p),
+                        n(lr),
+                        o(m_hat),
+                        n(v_hat),
+                        n(eps)
+                    ),
                     p - lr * m_hat / (v_hat.sqrt() + eps),
                     None,
                 );
@@ -364,7 +378,13 @@ impl Step {
                     let b0 = saved(e, "momentum_buffer", 0.0);
                     let b = lines.push(
                         "b ← μ·b + g/d",
-                        format!("{} · {} + {} / {}", n(momentum), o(b0), o(g), n(denominator)),
+                        format!(
+                            "{} · {} + {} / {}",
+                            n(momentum),
+                            o(b0),
+                            o(g),
+                            n(denominator)
+                        ),
                         momentum * b0 + g / denominator,
                         Some("momentum_buffer"),
                     );
@@ -414,7 +434,14 @@ impl Step {
                 );
                 let new = lines.push(
                     &format!("{s} ← {s} − η_t·g/(√s + ε)"),
-                    format!("{} − {} · {} / (√{} + {})", n(old), n(clr), o(g), n(sum), n(eps)),
+                    format!(
+                        "{} − {} · {} / (√{} + {})",
+                        n(old),
+                        n(clr),
+                        o(g),
+                        n(sum),
+                        n(eps)
+                    ),
                     old - clr * g / (sum.sqrt() + eps),
                     None,
                 );
@@ -443,7 +470,14 @@ impl Step {
                 );
                 let delta = lines.push(
                     "Δ = √(a + ε)/√(s + ε)·g",
-                    format!("√({} + {}) / √({} + {}) · {}", n(a0), n(eps), n(sq), n(eps), o(g)),
+                    format!(
+                        "√({} + {}) / √({} + {}) · {}",
+                        n(a0),
+                        n(eps),
+                        n(sq),
+                        n(eps),
+                        o(g)
+                    ),
                     (a0 + eps).sqrt() / (sq + eps).sqrt() * g,
                     None,
                 );
@@ -520,7 +554,11 @@ impl Step {
                 format!(
                     "   (the library's step: {} {})",
                     number(self.library),
-                    if self.verified() { "✓" } else { "✗ MISMATCH" }
+                    if self.verified() {
+                        "✓"
+                    } else {
+                        "✗ MISMATCH"
+                    }
                 )
             } else {
                 String::new()
@@ -657,7 +695,12 @@ mod tests {
             step: 3,
             buffers: BTreeMap::new(),
         };
-        let s = Step::new(&config(serde_json::json!({"type": "sgd", "lr": 0.1})), "w", &e).unwrap();
+        let s = Step::new(
+            &config(serde_json::json!({"type": "sgd", "lr": 0.1})),
+            "w",
+            &e,
+        )
+        .unwrap();
         assert_eq!(s.lines.len(), 1);
         assert_eq!(s.new, 1.8);
     }

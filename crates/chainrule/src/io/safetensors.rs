@@ -115,11 +115,17 @@ pub fn safetensors_from_bytes<F: Float>(
                 return Err(bad(if same {
                     format!(
                         "every tensor is {dtype:?}, and {expected} is read here: save them as {} (in PyTorch, `model.{}()` before saving)",
-                        if expected == "F32" { "float32" } else { "float64" },
+                        if expected == "F32" {
+                            "float32"
+                        } else {
+                            "float64"
+                        },
                         if expected == "F32" { "float" } else { "double" }
                     )
                 } else {
-                    format!("tensor {key:?} is {dtype:?}, expected {expected} like the other tensors")
+                    format!(
+                        "tensor {key:?} is {dtype:?}, expected {expected} like the other tensors"
+                    )
                 }));
             }
         };
@@ -260,6 +266,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("every tensor is F64"), "{message}");
-        assert!(message.contains("float32") && !message.contains("other tensors"), "{message}");
+        assert!(
+            message.contains("float32") && !message.contains("other tensors"),
+            "{message}"
+        );
     }
 }
