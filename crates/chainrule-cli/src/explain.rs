@@ -81,6 +81,23 @@ pub struct ExplainArgs {
     /// Output: text (Unicode), markdown (with LaTeX) or json.
     #[arg(long, default_value = "text")]
     pub format: String,
+    /// Significant digits of the numbers in text and Markdown (`full`: every digit,
+    /// the shortest form that reads back exactly). JSON is always exact.
+    #[arg(long, default_value = "6")]
+    pub digits: String,
+}
+
+/// `--digits`: a count of significant digits, or `full` (`None`).
+fn digits(text: &str) -> Result<Option<usize>> {
+    match text {
+        "full" => Ok(None),
+        n => match n.parse::<usize>() {
+            Ok(d) if (1..=17).contains(&d) => Ok(Some(d)),
+            _ => bail!(
+                "--digits: {n:?} must be a number of significant digits from 1 to 17, or full"
+            ),
+        },
+    }
 }
 
 fn pick(flag: &Option<PathBuf>, dir: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
@@ -483,6 +500,7 @@ pub fn load(args: &Inputs) -> Result<Problem> {
 }
 
 pub fn run(args: &ExplainArgs) -> Result<()> {
+    chainrule_explain::notation::set_digits(digits(&args.digits)?);
     if let Some((formula, lr)) = load_formula(&args.inputs)? {
         return explain_formula(&formula, args.lr.or(lr).unwrap_or(0.01), args);
     }

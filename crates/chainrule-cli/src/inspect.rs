@@ -75,26 +75,7 @@ pub fn as_probabilities<F: chainrule::Float>(
 
 /// `v` to 6 significant digits, without trailing zeros: 0.973412, 1.5e-9, 120.
 pub fn rounded<F: chainrule::Float>(v: F) -> String {
-    let v = v.as_f64();
-    if v == 0.0 || !v.is_finite() {
-        return format!("{v}");
-    }
-    let magnitude = v.abs().log10().floor() as i32;
-    let trim = |t: String| {
-        if t.contains('.') {
-            t.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            t
-        }
-    };
-    if (-5..15).contains(&magnitude) {
-        let decimals = (5 - magnitude).max(0) as usize;
-        trim(format!("{v:.decimals$}"))
-    } else {
-        let text = format!("{v:.5e}");
-        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
-        format!("{}e{exponent}", trim(mantissa.to_string()))
-    }
+    chainrule_explain::notation::significant(v.as_f64(), 6)
 }
 
 /// `chainrule eval RUN --data SOURCE`.

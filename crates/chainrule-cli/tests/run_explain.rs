@@ -428,3 +428,46 @@ fn explaining_every_parameter_of_a_larger_model_prints_a_table_and_pointers() {
         &["explain", "runs/t", "--sample", "2", "--param", &best.0],
     );
 }
+
+/// The gradient a derivation's text states, on its `(autodiff: …)` line.
+fn stated_gradient(text: &str) -> String {
+    let line = text.lines().find(|l| l.contains("(autodiff:")).unwrap();
+    let (_, rest) = line.split_once(" = ").unwrap();
+    rest.split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn digits_round_the_text_and_full_gives_every_digit() {
+    let dir = scratch("digits");
+    train(&dir, "d", &[]);
+    let args = [
+        "explain",
+        "runs/d",
+        "--sample",
+        "4",
+        "--param",
+        "0.weight[0,1]",
+    ];
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &[&args[..], &["--format", "json"]].concat())).unwrap();
+    let g = json[0]["gradient"].as_f64().unwrap();
+    // Default: 6 significant digits, within half a unit of the 6th.
+    let short = stated_gradient(&ok(&dir, &args));
+    let digits: String = short.chars().filter(char::is_ascii_digit).collect();
+    assert!(digits.trim_start_matches('0').len() <= 6, "{short}");
+    let value: f64 = short.parse().unwrap();
+    assert!((value - g).abs() <= 5e-6 * g.abs(), "{short} vs {g}");
+    // --digits full: the exact f64, as JSON has it.
+    let full = stated_gradient(&ok(&dir, &[&args[..], &["--digits", "full"]].concat()));
+    assert_eq!(full.parse::<f64>().unwrap(), g);
+    let three = stated_gradient(&ok(&dir, &[&args[..], &["--digits", "3"]].concat()));
+    assert!(
+        (three.parse::<f64>().unwrap() - g).abs() <= 5e-3 * g.abs(),
+        "{three}"
+    );
+    fails(
+        &dir,
+        &[&args[..], &["--digits", "many"]].concat(),
+        &["--digits", "full"],
+    );
+}

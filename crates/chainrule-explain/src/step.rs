@@ -303,7 +303,7 @@ impl Step {
                 };
                 let which = if amsgrad { "v_max" } else { "v" };
                 let m_hat = lines.push(
-                    &format!("m̂ = m/(1 − β₁ᵗ), t = {t}"),
+                    "m̂ = m/(1 − β₁ᵗ)",
                     format!("{} / (1 − {}^{t})", o(m), n(b1)),
                     m / (1.0 - b1.powf(t as f64)),
                     None,
@@ -427,7 +427,7 @@ impl Step {
                     Some("sum"),
                 );
                 let clr = lines.push(
-                    &format!("η_t = η/(1 + (t − 1)·δ), t = {t}"),
+                    "η_t = η/(1 + (t − 1)·δ)",
                     format!("{} / (1 + {} · {})", n(lr), t - 1, n(lr_decay)),
                     lr / (1.0 + (t - 1) as f64 * lr_decay),
                     None,
