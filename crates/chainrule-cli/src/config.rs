@@ -181,21 +181,22 @@ impl RunConfig {
     /// Reads the optimizer and schedule tables now, so that a mistake in them is
     /// reported with the file and line (not later, when training starts, without).
     fn check_tables(&self, path: &Path, text: &str) -> Result<()> {
-        let checks: [(
-            &str,
-            Option<&serde_json::Value>,
-            fn(&serde_json::Value) -> Option<String>,
-        ); 2] = [
-            ("optimizer", self.optimizer.as_ref(), |v| {
-                OptimizerConfig::from_json(v).err().map(|e| e.to_string())
-            }),
-            ("schedule", self.schedule.as_ref(), |v| {
-                Schedule::from_json(v).err().map(|e| e.to_string())
-            }),
+        // A table without its type is completed by flags (--optimizer) first.
+        let typed = |v: &Option<serde_json::Value>| v.clone().filter(|v| v.get("type").is_some());
+        let problems = [
+            (
+                "optimizer",
+                typed(&self.optimizer)
+                    .and_then(|v| OptimizerConfig::from_json(&v).err().map(|e| e.to_string())),
+            ),
+            (
+                "schedule",
+                typed(&self.schedule)
+                    .and_then(|v| Schedule::from_json(&v).err().map(|e| e.to_string())),
+            ),
         ];
-        for (table, value, check) in checks {
-            // A table without its type is completed by flags (--optimizer) first.
-            let Some(message) = value.filter(|v| v.get("type").is_some()).and_then(check) else {
+        for (table, problem) in problems {
+            let Some(message) = problem else {
                 continue;
             };
             // The line of the field named, if it is in the file (the table's header

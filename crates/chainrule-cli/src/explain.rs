@@ -184,7 +184,7 @@ fn read_run_targets(
     rows: usize,
     outputs: usize,
 ) -> Result<Target<f64>> {
-    if !path.extension().is_some_and(|e| e == "csv") {
+    if path.extension().is_none_or(|e| e != "csv") {
         return Target::from_npy(&read_npy(path)?, loss, rows, outputs)
             .map_err(|e| anyhow!("{}: {e}", path.display()));
     }
