@@ -101,6 +101,53 @@ fn first_nonfinite(table: &toml::Table, prefix: &str) -> Option<(String, f64)> {
     })
 }
 
+/// Names other tools give to settings that chainrule keeps elsewhere.
+const ELSEWHERE: [(&str, &str); 8] = [
+    ("learning_rate", "[optimizer] lr"),
+    ("lr", "[optimizer] lr"),
+    ("optimiser", "optimizer"),
+    ("scheduler", "schedule"),
+    ("lr_schedule", "schedule"),
+    ("early_stopping", "patience"),
+    ("batch", "batch_size"),
+    ("clip", "clip_grad_norm"),
+];
+
+/// serde's message for an unknown field of the config (`unknown field `x`,
+/// expected one of `a`, `b`, …`) with the name the user most likely meant: a setting
+/// of the optimizer table, another tool's name for one, or the nearest field by
+/// spelling; other messages as they are.
+fn unknown_field_hint(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((name, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let fields: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let optimizer_field = ["sgd", "adam", "rmsprop", "adagrad", "adadelta"]
+        .iter()
+        .any(|kind| {
+            let probe = serde_json::json!({ "type": kind, name: serde_json::Value::Null });
+            !OptimizerConfig::from_json(&probe)
+                .is_err_and(|e| e.to_string().contains("unknown field"))
+        });
+    let hint = if let Some((_, there)) = ELSEWHERE.iter().find(|(n, _)| *n == name) {
+        Some(there.to_string())
+    } else if optimizer_field && name != "type" {
+        Some(format!("[optimizer] {name}"))
+    } else {
+        chainrule::nearest_name(name, &fields).map(str::to_string)
+    };
+    match hint {
+        Some(h) => format!(
+            "unknown field `{name}`: did you mean {h}? (valid: {})",
+            fields.join(", ")
+        ),
+        None => format!("unknown field `{name}` (valid: {})", fields.join(", ")),
+    }
+}
+
 impl RunConfig {
     /// Reads a TOML or JSON file (by extension; `.json` is JSON).
     pub fn read(path: &Path) -> Result<RunConfig> {
@@ -115,15 +162,60 @@ impl RunConfig {
             {
                 bail!("{}: {key}: {value} is not a finite number", path.display());
             }
-            toml::from_str(&text).map_err(|e| {
-                let message = e.message().to_string();
-                let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let config: RunConfig = toml::from_str(&text).map_err(|e| {
+                let message = unknown_field_hint(e.message());
+                // The line of the span's first character: the newlines before it, plus
+                // one (counting `lines()` of the text before it was one short when the
+                // span starts a line).
+                let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
                 match line {
                     Some(line) => anyhow!("{}: line {line}: {message}", path.display()),
                     None => anyhow!("{}: {message}", path.display()),
                 }
-            })
+            })?;
+            config.check_tables(path, &text)?;
+            Ok(config)
         }
+    }
+
+    /// Reads the optimizer and schedule tables now, so that a mistake in them is
+    /// reported with the file and line (not later, when training starts, without).
+    fn check_tables(&self, path: &Path, text: &str) -> Result<()> {
+        // A table without its type is completed by flags (--optimizer) first.
+        let typed = |v: &Option<serde_json::Value>| v.clone().filter(|v| v.get("type").is_some());
+        let problems = [
+            (
+                "optimizer",
+                typed(&self.optimizer)
+                    .and_then(|v| OptimizerConfig::from_json(&v).err().map(|e| e.to_string())),
+            ),
+            (
+                "schedule",
+                typed(&self.schedule)
+                    .and_then(|v| Schedule::from_json(&v).err().map(|e| e.to_string())),
+            ),
+        ];
+        for (table, problem) in problems {
+            let Some(message) = problem else {
+                continue;
+            };
+            // The line of the field named, if it is in the file (the table's header
+            // otherwise).
+            let field = message
+                .split(':')
+                .next()
+                .and_then(|f| f.strip_prefix(&format!("{table}.")))
+                .unwrap_or("");
+            let line = text
+                .lines()
+                .position(|l| !field.is_empty() && l.trim_start().starts_with(field))
+                .or_else(|| text.lines().position(|l| l.trim() == format!("[{table}]")));
+            return Err(match line {
+                Some(i) => anyhow!("{}: line {}: {message}", path.display(), i + 1),
+                None => anyhow!("{}: {message}", path.display()),
+            });
+        }
+        Ok(())
     }
 
     /// `self` with every field that `flags` sets replaced by the flag's value.
@@ -458,14 +550,70 @@ fn last_csv_column(path: &Path) -> Result<String> {
     Ok(header.rsplit(',').next().unwrap_or("").trim().to_string())
 }
 
-/// The model a config describes, checked against the data's shape.
-pub fn build_model(config: &RunConfig, splits: &Splits) -> Result<Sequential<f32>> {
-    let outputs = splits
+/// The layer sizes of a config that gives none: two hidden layers of 64.
+fn default_layers(splits: &Splits) -> Vec<usize> {
+    vec![splits.features, 64, 64, outputs(splits)]
+}
+
+/// The model's output width the data asks for: a unit per class, or per target
+/// column.
+fn outputs(splits: &Splits) -> usize {
+    splits
         .classes
         .unwrap_or_else(|| match &splits.train.target {
             Target::Values(v) => v.shape()[1],
             Target::Classes(_) => unreachable!("classification has classes"),
-        });
+        })
+}
+
+/// `config` (resolved) with every remaining default filled in from what the data and
+/// the training settings decided, for the run folder's config.toml: the layer
+/// sizes, the data source's settings, the loss, every optimizer and schedule
+/// setting.
+pub fn completed(mut config: RunConfig, splits: &Splits, train: &TrainConfig) -> RunConfig {
+    if config.layer.is_none() && config.layers.is_none() {
+        config.layers = Some(default_layers(splits));
+    }
+    let kind = config
+        .data
+        .as_deref()
+        .and_then(|d| d.split_once(':'))
+        .map_or("", |(k, _)| k)
+        .to_string();
+    match kind.as_str() {
+        "builtin" => {
+            config.samples.get_or_insert(900);
+            let name = config
+                .data
+                .as_deref()
+                .and_then(|d| d.split_once(':'))
+                .map_or("", |(_, n)| n);
+            config
+                .noise
+                .get_or_insert_with(|| synthetic::default_noise(name));
+        }
+        "csv" | "npy" => {
+            let task = if splits.classes.is_some() {
+                "classification"
+            } else {
+                "regression"
+            };
+            config.task.get_or_insert_with(|| task.into());
+        }
+        _ => {}
+    }
+    config.loss = Some(train.loss.name().into());
+    config.optimizer = Some(train.optimizer.to_json());
+    config.schedule = Some(train.schedule.to_json());
+    config.shuffle = Some(train.shuffle);
+    config.drop_last = Some(train.drop_last);
+    config.skip_nonfinite = Some(train.skip_nonfinite);
+    config
+}
+
+/// The model a config describes, checked against the data's shape.
+pub fn build_model(config: &RunConfig, splits: &Splits) -> Result<Sequential<f32>> {
+    let outputs = outputs(splits);
     let init = Init::from_name(config.init.as_deref().unwrap_or("pytorch"))?;
     let seed = config.seed.unwrap_or(0);
     let layers = if let Some(explicit) = &config.layer {
@@ -481,7 +629,7 @@ pub fn build_model(config: &RunConfig, splits: &Splits) -> Result<Sequential<f32
         let sizes = config
             .layers
             .clone()
-            .unwrap_or_else(|| vec![splits.features, 64, 64, outputs]);
+            .unwrap_or_else(|| default_layers(splits));
         if sizes.len() < 2 {
             bail!("layers: needs at least an input and an output size, got {sizes:?}");
         }

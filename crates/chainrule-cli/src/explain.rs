@@ -1,33 +1,54 @@
 //! `chainrule explain`: chain-rule derivations with numbers.
 
+use crate::config;
+use crate::run::RunState;
 use anyhow::{Result, anyhow, bail};
 use chainrule::Tensor;
 use chainrule::data::Target;
 use chainrule::io::{read_npy, read_safetensors};
 use chainrule::loss::Loss;
 use chainrule::nn::{Mode, Module, Sequential};
+use chainrule::optim::OptimizerConfig;
 use chainrule_explain::derive::{ParamElement, all_elements, explain};
 use chainrule_explain::formula::Formula;
 use chainrule_explain::spatial;
-use std::path::PathBuf;
+use chainrule_explain::step::{ElementState, Step, StepLine};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-/// A model, its parameters, a batch and a loss: a folder with model.json,
-/// params.safetensors, x.npy, y.npy and explain.json, and/or explicit files.
+/// A model, its parameters, a batch and a loss: a run folder (`runs/NAME`, its
+/// samples picked by index), a folder with model.json, params.safetensors, x.npy,
+/// y.npy and explain.json, and/or explicit files.
 #[derive(clap::Args, Debug)]
 pub struct Inputs {
-    /// A folder holding model.json, params.safetensors, x.npy, y.npy and explain.json
-    /// (loss, lr), as examples/notebooks/*; flags override its files.
+    /// A run folder (runs/NAME: model, parameters, loss, scaling and optimizer from
+    /// its checkpoint, samples from its data), or a folder holding model.json,
+    /// params.safetensors, x.npy, y.npy and explain.json (loss, lr), as
+    /// examples/notebooks/*; flags override its files.
     pub dir: Option<PathBuf>,
+    /// Run folder: the sample of the split to use, by index (default 0).
+    #[arg(long, conflicts_with = "samples")]
+    pub sample: Option<usize>,
+    /// Run folder: the samples of the split to use, as a range START..END (END
+    /// excluded), e.g. 0..8.
+    #[arg(long)]
+    pub samples: Option<String>,
+    /// Run folder: the split the samples come from: train, validation (the default)
+    /// or test.
+    #[arg(long)]
+    pub split: Option<String>,
     /// Model JSON.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Parameters (safetensors).
     #[arg(long)]
     pub params: Option<PathBuf>,
-    /// Inputs: one sample or a small batch (.npy).
+    /// Inputs: one sample or a small batch (.npy; for a run folder also .csv, with a
+    /// header, unscaled as predict takes them).
     #[arg(long)]
     pub x: Option<PathBuf>,
-    /// Targets (.npy).
+    /// Targets (.npy; for a run folder also .csv with a header and one column:
+    /// class names or indices, or values).
     #[arg(long)]
     pub y: Option<PathBuf>,
     /// Loss name.
@@ -60,6 +81,23 @@ pub struct ExplainArgs {
     /// Output: text (Unicode), markdown (with LaTeX) or json.
     #[arg(long, default_value = "text")]
     pub format: String,
+    /// Significant digits of the numbers in text and Markdown (`full`: every digit,
+    /// the shortest form that reads back exactly). JSON is always exact.
+    #[arg(long, default_value = "6")]
+    pub digits: String,
+}
+
+/// `--digits`: a count of significant digits, or `full` (`None`).
+fn digits(text: &str) -> Result<Option<usize>> {
+    match text {
+        "full" => Ok(None),
+        n => match n.parse::<usize>() {
+            Ok(d) if (1..=17).contains(&d) => Ok(Some(d)),
+            _ => bail!(
+                "--digits: {n:?} must be a number of significant digits from 1 to 17, or full"
+            ),
+        },
+    }
 }
 
 fn pick(flag: &Option<PathBuf>, dir: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
@@ -81,6 +119,296 @@ pub struct Problem {
     pub loss: Loss,
     /// The learning rate explain.json gives, if any.
     pub lr: Option<f64>,
+    /// What a run folder adds: its optimizer and where the samples come from.
+    pub run: Option<RunContext>,
+}
+
+/// What a problem read from a run folder brings besides the model and the data.
+pub struct RunContext {
+    /// The run's optimizer, with the learning rate of its next step.
+    pub optimizer: OptimizerConfig,
+    /// Its saved state (`{param}.step`, `{param}.exp_avg`, …).
+    pub state: BTreeMap<String, Tensor<f64>>,
+    /// The run's gradient clipping.
+    pub clip_grad_norm: Option<f64>,
+    /// The run's class names, for classification.
+    pub class_names: Option<Vec<String>>,
+    /// The run folder and the samples, in words.
+    pub description: String,
+}
+
+/// Whether `dir` is a run folder (a checkpoint, or an earlier chainrule's
+/// `state.json`) rather than a folder of loose files.
+fn is_run(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join("checkpoint")).is_ok() || dir.join("state.json").is_file()
+}
+
+/// The rows `--sample`/`--samples` pick from a split of `rows` rows (row 0 when
+/// neither is given).
+fn sample_rows(args: &Inputs, split: &str, rows: usize) -> Result<Vec<usize>> {
+    let picked: Vec<usize> = match (&args.sample, &args.samples) {
+        (Some(i), _) => vec![*i],
+        (None, Some(range)) => {
+            let bad = || {
+                anyhow!("--samples: {range:?} must be a range START..END (END excluded), e.g. 0..8")
+            };
+            let (a, b) = range.split_once("..").ok_or_else(bad)?;
+            let (a, b): (usize, usize) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
+            if a >= b {
+                bail!("--samples: {range:?} is empty (END must be past START)");
+            }
+            (a..b).collect()
+        }
+        (None, None) => vec![0],
+    };
+    if let Some(&past) = picked.iter().find(|&&i| i >= rows) {
+        let flag = if args.sample.is_some() {
+            "--sample"
+        } else {
+            "--samples"
+        };
+        bail!("{flag}: row {past} is past the end of the {split} split ({rows} rows)");
+    }
+    Ok(picked)
+}
+
+/// Targets for `rows` samples of run `state` from `path`: .npy as for a folder, or
+/// .csv with a header and one column (class names or indices, or values).
+fn read_run_targets(
+    path: &Path,
+    state: &RunState,
+    loss: Loss,
+    rows: usize,
+    outputs: usize,
+) -> Result<Target<f64>> {
+    if path.extension().is_none_or(|e| e != "csv") {
+        return Target::from_npy(&read_npy(path)?, loss, rows, outputs)
+            .map_err(|e| anyhow!("{}: {e}", path.display()));
+    }
+    let text = chainrule::io::read_text(path)?;
+    let fields: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if fields.len() != rows {
+        bail!(
+            "{}: {} targets for {rows} samples",
+            path.display(),
+            fields.len()
+        );
+    }
+    let line = |i: usize| i + 2;
+    if let Some(classes) = state.classes {
+        let names = state.class_names.as_deref().unwrap_or(&[]);
+        let labels = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                names
+                    .iter()
+                    .position(|n| n == f)
+                    .or_else(|| f.parse::<usize>().ok().filter(|&c| c < classes))
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{}: line {}: {f:?} is not one of the run's {classes} classes",
+                            path.display(),
+                            line(i)
+                        )
+                    })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        return Ok(Target::Classes(labels));
+    }
+    let mut values = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        for v in f.split(',') {
+            values.push(v.trim().parse::<f64>().map_err(|_| {
+                anyhow!(
+                    "{}: line {}: {v:?} is not a number",
+                    path.display(),
+                    line(i)
+                )
+            })?);
+        }
+    }
+    if values.len() != rows * outputs {
+        bail!(
+            "{}: {} values for {rows} samples of {outputs} outputs",
+            path.display(),
+            values.len()
+        );
+    }
+    Ok(Target::Values(Tensor::from_vec(values, &[rows, outputs])?))
+}
+
+/// A problem from run folder `dir`: the checkpoint's model, parameters, loss,
+/// scaling and optimizer (read as `eval` and `predict` read them), and samples
+/// picked from the run's data by index, or given with `--x` and `--y`.
+fn load_run(dir: &Path, args: &Inputs) -> Result<Problem> {
+    for (flag, given) in [
+        ("--model", args.model.is_some()),
+        ("--params", args.params.is_some()),
+        ("--formula", args.formula.is_some()),
+    ] {
+        if given {
+            bail!(
+                "{flag}: a run folder brings its own model and parameters ({} is one)",
+                dir.display()
+            );
+        }
+    }
+    let run = crate::inspect::open_run(dir)?;
+    let files = crate::run::run_files(dir)?;
+    let mut model = load_model(&files.join("model.json"), &files.join("params.safetensors"))?;
+    let loss = match &args.loss {
+        Some(name) => Loss::from_name(name).map_err(|e| anyhow!("--{e}"))?,
+        None => run.loss,
+    };
+    let classification = run.state.classes.is_some();
+    let (x32, y, description) = match (&args.x, &args.y) {
+        (Some(x_path), Some(y_path)) => {
+            if args.sample.is_some() || args.samples.is_some() || args.split.is_some() {
+                bail!(
+                    "--x: gives the samples itself; --sample, --samples and --split pick them from the run's data instead"
+                );
+            }
+            let x = crate::inspect::read_inputs(x_path)?;
+            let x = run
+                .state
+                .scaler
+                .apply(&x)
+                .map_err(|e| anyhow!("{}: {e}", x_path.display()))?;
+            let x = config::to_model_input(&run.model, x)
+                .map_err(|e| anyhow!("{}: {e}", x_path.display()))?;
+            let rows = x.shape()[0];
+            let outputs = model.output_features().unwrap_or(1);
+            let y = read_run_targets(y_path, &run.state, loss, rows, outputs)?;
+            (x, y, format!("{} samples of {}", rows, x_path.display()))
+        }
+        (Some(_), None) => bail!("--y: needed with --x on a run folder (the samples' targets)"),
+        (None, Some(_)) => bail!("--x: needed with --y on a run folder (the samples' inputs)"),
+        (None, None) => {
+            let splits = config::load_data(&run.config)?;
+            if splits.scaler != run.state.scaler {
+                bail!(
+                    "{}: its data ({}) is not what it trained on: the feature scaling fitted on it differs from the run's",
+                    dir.display(),
+                    run.config.data.as_deref().unwrap_or("?")
+                );
+            }
+            let splits = config::shaped_for(&run.model, splits)?;
+            let wanted = args.split.as_deref();
+            let (name, data) = match wanted {
+                Some("train") => ("train", Some(&splits.train)),
+                Some("validation") | None => ("validation", splits.validation.as_ref()),
+                Some("test") => ("test", splits.test.as_ref()),
+                Some(other) => bail!("--split: {other:?} must be train, validation or test"),
+            };
+            let data = match (data, wanted) {
+                (Some(d), _) => d,
+                // No validation split (validation_split = 0): the held-out test set
+                // if there is one, else the training data; said in the heading.
+                (None, None) => splits.test.as_ref().unwrap_or(&splits.train),
+                (None, Some(_)) => bail!(
+                    "--split: {} has no {name} split (train{}{})",
+                    dir.display(),
+                    if splits.validation.is_some() {
+                        ", validation"
+                    } else {
+                        ""
+                    },
+                    if splits.test.is_some() { ", test" } else { "" }
+                ),
+            };
+            let name = if std::ptr::eq(data, &splits.train) {
+                "train"
+            } else if splits.test.as_ref().is_some_and(|t| std::ptr::eq(data, t)) {
+                "test"
+            } else {
+                name
+            };
+            let rows = sample_rows(args, name, data.len())?;
+            let picked = data.rows(&rows)?;
+            let y = match picked.target {
+                Target::Classes(c) => Target::Classes(c),
+                Target::Values(v) => Target::Values(v.cast()),
+            };
+            let which = match rows.as_slice() {
+                [one] => format!("sample {one}"),
+                many => format!("samples {}..{}", many[0], many[many.len() - 1] + 1),
+            };
+            (picked.x, y, format!("{which} of the {name} split"))
+        }
+    };
+    if x32.shape()[0] > 64 {
+        bail!(
+            "x: {} samples; explain shows every sample's chain, so give at most 64",
+            x32.shape()[0]
+        );
+    }
+    if args.eval {
+        model.set_mode(Mode::Eval);
+    } else {
+        model.set_noise_key(chainrule::train::noise_key(args.seed, 0));
+    }
+    let x = x32.cast::<f64>();
+    model.check_input(&x)?;
+    // The optimizer as the run's next step would use it: its settings, the
+    // schedule's rate for the next epoch (or --lr), and the saved state.
+    let train_config = config::train_config(&run.config, classification)?;
+    let optimizer = train_config.optimizer.clone().with_lr(
+        train_config
+            .schedule
+            .lr(train_config.optimizer.lr(), run.state.epochs_done),
+    );
+    let opt_path = files.join("optimizer.safetensors");
+    let state: BTreeMap<String, Tensor<f64>> = if opt_path.is_file() {
+        read_safetensors::<f32>(&opt_path)?
+            .into_iter()
+            .map(|(k, v)| (k, v.cast()))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let lr = optimizer.lr();
+    Ok(Problem {
+        model,
+        x,
+        y,
+        loss,
+        lr: Some(lr),
+        run: Some(RunContext {
+            optimizer,
+            state,
+            clip_grad_norm: train_config.clip_grad_norm,
+            class_names: run.state.class_names.clone().or_else(|| {
+                run.state
+                    .classes
+                    .map(|c| (0..c).map(|i| i.to_string()).collect())
+            }),
+            description: format!("{}: {description}", dir.display()),
+        }),
+    })
+}
+
+/// A layer stack from `model_path` with the parameters of `params_path` (f64 or
+/// f32 safetensors), in f64.
+fn load_model(model_path: &Path, params_path: &Path) -> Result<Sequential<f64>> {
+    let text = chainrule::io::read_text(model_path)?;
+    let mut model = Sequential::<f64>::from_json(&text, 0)
+        .map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
+    model
+        .load(read_safetensors::<f64>(params_path).or_else(|_| {
+            read_safetensors::<f32>(params_path)
+                .map(|m| m.into_iter().map(|(k, v)| (k, v.cast())).collect())
+        })?)
+        .map_err(|e| anyhow!("{}: {e}", params_path.display()))?;
+    Ok(model)
 }
 
 /// The folder's explain.json (loss, lr), or an empty object.
@@ -110,6 +438,25 @@ fn load_formula(args: &Inputs) -> Result<Option<(Formula, Option<f64>)>> {
 }
 
 pub fn load(args: &Inputs) -> Result<Problem> {
+    if let Some(dir) = &args.dir {
+        if is_run(dir) {
+            return load_run(dir, args);
+        }
+        if !dir.is_dir() {
+            bail!("{}: no such folder", dir.display());
+        }
+        if args.model.is_none() && !dir.join("model.json").is_file() {
+            bail!(
+                "{}: neither a run folder (no checkpoint/) nor a folder of files (no model.json); give a run folder such as runs/NAME, a folder like examples/notebooks/000, or --model",
+                dir.display()
+            );
+        }
+    }
+    if args.sample.is_some() || args.samples.is_some() || args.split.is_some() {
+        bail!(
+            "--sample, --samples and --split pick samples of a run folder's data; give the samples of loose files with --x and --y"
+        );
+    }
     let settings = settings(args)?;
     let model_path = pick(&args.model, &args.dir, "model.json")?;
     let params_path = pick(&args.params, &args.dir, "params.safetensors")?;
@@ -122,15 +469,7 @@ pub fn load(args: &Inputs) -> Result<Problem> {
         .ok_or_else(|| anyhow!("--loss: needed"))?;
     let loss = Loss::from_name(&loss_name).map_err(|e| anyhow!("--{e}"))?;
 
-    let text = chainrule::io::read_text(&model_path)?;
-    let mut model = Sequential::<f64>::from_json(&text, 0)
-        .map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
-    model
-        .load(read_safetensors::<f64>(&params_path).or_else(|_| {
-            read_safetensors::<f32>(&params_path)
-                .map(|m| m.into_iter().map(|(k, v)| (k, v.cast())).collect())
-        })?)
-        .map_err(|e| anyhow!("{}: {e}", params_path.display()))?;
+    let mut model = load_model(&model_path, &params_path)?;
     if args.eval {
         model.set_mode(Mode::Eval);
     } else {
@@ -156,10 +495,12 @@ pub fn load(args: &Inputs) -> Result<Problem> {
         y,
         loss,
         lr: settings["lr"].as_f64(),
+        run: None,
     })
 }
 
 pub fn run(args: &ExplainArgs) -> Result<()> {
+    chainrule_explain::notation::set_digits(digits(&args.digits)?);
     if let Some((formula, lr)) = load_formula(&args.inputs)? {
         return explain_formula(&formula, args.lr.or(lr).unwrap_or(0.01), args);
     }
@@ -169,6 +510,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         y,
         loss,
         lr,
+        run,
     } = load(&args.inputs)?;
     let lr = args.lr.or(lr).unwrap_or(0.01);
     if x.shape()[0] > 64 {
@@ -177,18 +519,293 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             x.shape()[0]
         );
     }
+    let steps = run
+        .as_ref()
+        .map(|r| RunSteps::new(r, args.lr, &model, &x, &y, loss))
+        .transpose()?;
+    if let Some(r) = &run
+        && args.format == "text"
+    {
+        println!("{} (loss {})\n", r.description, loss.name());
+    }
     if spatial::is_tensor_network(&model) {
-        return explain_sums(&model, &x, &y, loss, lr, args);
+        return explain_sums(&model, &x, &y, loss, lr, args, steps.as_ref());
     }
     let elements = match &args.param {
         Some(p) => vec![ParamElement::parse(p).map_err(|e| anyhow!("--{e}"))?],
         None => all_elements(&model),
     };
+    if elements.len() > MAX_DERIVATIONS {
+        return parameter_table(&model, &x, &y, loss, &args.format);
+    }
     let mut derivations = Vec::with_capacity(elements.len());
     for element in &elements {
-        derivations.push(explain(&model, &x, &y, loss, lr, element).map_err(|e| anyhow!("--{e}"))?);
+        let mut d = explain(&model, &x, &y, loss, lr, element).map_err(|e| anyhow!("--{e}"))?;
+        if let Some(steps) = &steps {
+            d.step = Some(steps.step(&d.param, &d.symbol.text(), d.autodiff)?);
+        }
+        derivations.push(d);
     }
     show(&derivations, &args.format, "the chain's product")
+}
+
+/// The most parameter elements `explain` derives one by one when no `--param` is
+/// given; a larger model gets [`parameter_table`] instead.
+const MAX_DERIVATIONS: usize = 64;
+
+/// One parameter tensor's gradient in brief: its size, norm, and the elements worth
+/// a derivation.
+struct TensorGradient {
+    name: String,
+    shape: Vec<usize>,
+    norm: f64,
+    /// The element with the largest |∂C/∂θ|: its index and gradient.
+    largest: (Vec<usize>, f64),
+    /// The element with the smallest non-zero |∂C/∂θ|, if any is non-zero.
+    smallest: Option<(Vec<usize>, f64)>,
+    /// Elements whose gradient is exactly 0 (dead units, unused inputs).
+    zeros: usize,
+}
+
+/// The index of flat position `i` in a tensor of `shape` (row-major).
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for (slot, &size) in index.iter_mut().zip(shape).rev() {
+        *slot = i % size.max(1);
+        i /= size.max(1);
+    }
+    index
+}
+
+/// `name[i,j]`.
+fn element_name(name: &str, index: &[usize]) -> String {
+    let parts: Vec<String> = index.iter().map(usize::to_string).collect();
+    format!("{name}[{}]", parts.join(","))
+}
+
+/// `explain` with no `--param` on a model too large to derive every element: a
+/// table of every parameter tensor with its gradient's norm, largest and smallest
+/// element and zero count, then the elements worth a derivation (`--param`).
+fn parameter_table(
+    model: &Sequential<f64>,
+    x: &Tensor<f64>,
+    y: &Target<f64>,
+    loss: Loss,
+    format: &str,
+) -> Result<()> {
+    let (value, grads) = chainrule::train::loss_and_grads(model, x, y, loss)?;
+    let mut rows = Vec::new();
+    for (param, grad) in model.params().iter().zip(&grads) {
+        let shape = param.value.shape().to_vec();
+        let g = grad
+            .as_ref()
+            .map_or_else(|| vec![0.0; param.value.len()], |g| g.to_vec());
+        let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let at = |i: usize| (unravel(i, &shape), g[i]);
+        // The first of equal magnitudes (min_by keeps the first of ties).
+        let largest = (0..g.len())
+            .min_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()))
+            .map_or((vec![], 0.0), at);
+        let smallest = (0..g.len())
+            .filter(|&i| g[i] != 0.0)
+            .min_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
+            .map(at);
+        rows.push(TensorGradient {
+            name: param.name.clone(),
+            shape,
+            norm,
+            largest,
+            smallest,
+            zeros: g.iter().filter(|v| **v == 0.0).count(),
+        });
+    }
+    let total: usize = model.params().iter().map(|p| p.value.len()).sum();
+    if format == "json" {
+        let tensors: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "param": r.name,
+                    "shape": r.shape,
+                    "norm": r.norm,
+                    "largest": {"element": element_name(&r.name, &r.largest.0), "gradient": r.largest.1},
+                    "smallest_nonzero": r.smallest.as_ref().map(|(i, v)| serde_json::json!({"element": element_name(&r.name, i), "gradient": v})),
+                    "zeros": r.zeros,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"loss": value, "elements": total, "tensors": tensors})
+        );
+        return Ok(());
+    }
+    if !["text", "markdown"].contains(&format) {
+        bail!("--format: {format:?} must be text, markdown or json");
+    }
+    let markdown = format == "markdown";
+    println!(
+        "{total} parameter elements, too many to derive one by one (more than {MAX_DERIVATIONS}); loss {} = {}.\n",
+        loss.name(),
+        crate::inspect::rounded(value)
+    );
+    let header = [
+        "parameter",
+        "shape",
+        "‖∂C/∂θ‖",
+        "largest |∂C/∂θ|",
+        "smallest non-zero",
+        "zeros",
+    ];
+    if markdown {
+        println!(
+            "| {} |\n|{}",
+            header.join(" | "),
+            " --- |".repeat(header.len())
+        );
+    } else {
+        println!(
+            "{:<14} {:<12} {:>12}  {:<34} {:<34} {:>8}",
+            header[0], header[1], header[2], header[3], header[4], header[5]
+        );
+    }
+    for r in &rows {
+        let pair = |(i, v): &(Vec<usize>, f64)| {
+            format!(
+                "{} = {}",
+                element_name(&r.name, i),
+                crate::inspect::rounded(*v)
+            )
+        };
+        let cells = [
+            r.name.clone(),
+            format!("{:?}", r.shape),
+            crate::inspect::rounded(r.norm),
+            pair(&r.largest),
+            r.smallest.as_ref().map_or("-".into(), pair),
+            format!("{}/{}", r.zeros, r.shape.iter().product::<usize>()),
+        ];
+        if markdown {
+            println!("| {} |", cells.join(" | "));
+        } else {
+            println!(
+                "{:<14} {:<12} {:>12}  {:<34} {:<34} {:>8}",
+                cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]
+            );
+        }
+    }
+    let largest = rows
+        .iter()
+        .min_by(|a, b| b.largest.1.abs().total_cmp(&a.largest.1.abs()));
+    let smallest = rows
+        .iter()
+        .filter_map(|r| r.smallest.as_ref().map(|s| (r, s)))
+        .min_by(|a, b| a.1.1.abs().total_cmp(&b.1.1.abs()));
+    let zeros: usize = rows.iter().map(|r| r.zeros).sum();
+    println!("\nWorth a derivation (explain … --param ELEMENT):");
+    if let Some(r) = largest {
+        println!(
+            "  the largest gradient:  {}",
+            element_name(&r.name, &r.largest.0)
+        );
+    }
+    if let Some((r, (i, _))) = smallest {
+        println!("  the smallest non-zero: {}", element_name(&r.name, i));
+    }
+    if zeros > 0 {
+        let r = rows.iter().find(|r| r.zeros > 0).expect("a zero");
+        let grads_of = grads[rows.iter().position(|x| x.name == r.name).expect("listed")]
+            .as_ref()
+            .map(|g| g.to_vec())
+            .unwrap_or_default();
+        let first = grads_of.iter().position(|v| *v == 0.0).unwrap_or(0);
+        println!(
+            "  a zero gradient ({zeros} in all: dead units, or inputs that are 0): {}",
+            element_name(&r.name, &unravel(first, &r.shape))
+        );
+    }
+    Ok(())
+}
+
+/// A run's optimizer, ready to write out its next step for any parameter element
+/// on the explained batch.
+struct RunSteps<'a> {
+    optimizer: OptimizerConfig,
+    state: &'a BTreeMap<String, Tensor<f64>>,
+    values: BTreeMap<String, Tensor<f64>>,
+    /// The clipping coefficient and the gradients' global norm, when the run clips
+    /// and the norm exceeds the limit.
+    clip: Option<(f64, f64, f64)>,
+}
+
+impl<'a> RunSteps<'a> {
+    fn new(
+        run: &'a RunContext,
+        lr: Option<f64>,
+        model: &Sequential<f64>,
+        x: &Tensor<f64>,
+        y: &Target<f64>,
+        loss: Loss,
+    ) -> Result<RunSteps<'a>> {
+        let optimizer = match lr {
+            Some(lr) => run.optimizer.clone().with_lr(lr),
+            None => run.optimizer.clone(),
+        };
+        let clip = match run.clip_grad_norm {
+            Some(max_norm) => {
+                let (_, mut grads) = chainrule::train::loss_and_grads(model, x, y, loss)?;
+                let norm = chainrule::optim::clip_grad_norm(&mut grads, max_norm);
+                // The coefficient as clip_grad_norm_ computes it.
+                let coefficient = (max_norm / (norm + 1e-6)).min(1.0);
+                (coefficient < 1.0).then_some((coefficient, norm, max_norm))
+            }
+            None => None,
+        };
+        Ok(RunSteps {
+            optimizer,
+            state: &run.state,
+            values: model
+                .params()
+                .iter()
+                .map(|p| (p.name.clone(), p.value.clone()))
+                .collect(),
+            clip,
+        })
+    }
+
+    /// The step of element `element` (`0.weight[1,0]`), written with `symbol`, whose
+    /// gradient on the batch is `grad`.
+    fn step(&self, element: &str, symbol: &str, grad: f64) -> Result<Step> {
+        let (name, index) = element
+            .strip_suffix(']')
+            .and_then(|e| e.split_once('['))
+            .ok_or_else(|| anyhow!("{element}: not a parameter element"))?;
+        let index: Vec<usize> = index
+            .split(',')
+            .map(|i| i.trim().parse())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| anyhow!("{element}: not a parameter element"))?;
+        let value = self
+            .values
+            .get(name)
+            .and_then(|t| t.get(&index))
+            .ok_or_else(|| anyhow!("{element}: not a parameter element of the model"))?;
+        let clipped = self.clip.map_or(grad, |(c, _, _)| grad * c);
+        let e = ElementState::from_state_dict(self.state, name, &index, value, clipped)?;
+        let mut step = Step::new(&self.optimizer, symbol, &e)?;
+        if let Some((c, norm, max_norm)) = self.clip {
+            step.lines.insert(
+                0,
+                StepLine {
+                    formula: "g ← g · max_norm/(‖∇‖ + 1e-6)   (clip_grad_norm)".into(),
+                    numbers: format!("{grad} · {max_norm} / ({norm} + 1e-6)"),
+                    value: grad * c,
+                    state: None,
+                },
+            );
+        }
+        Ok(step)
+    }
 }
 
 /// What `explain` prints of a derivation, whichever kind it is.
@@ -199,6 +816,8 @@ trait Shown {
     fn verified(&self) -> bool;
     /// The parameter element, the derivation's gradient, and autodiff's.
     fn outcome(&self) -> (&str, f64, f64);
+    /// The run's optimizer's step, when it replaces gradient descent.
+    fn step(&self) -> Option<&Step>;
 }
 
 /// Both derivation kinds have the same methods and fields under the same names.
@@ -219,6 +838,9 @@ macro_rules! shown {
             }
             fn outcome(&self) -> (&str, f64, f64) {
                 (&self.param, self.gradient, self.autodiff)
+            }
+            fn step(&self) -> Option<&Step> {
+                self.step.as_ref()
             }
         }
     )*};
@@ -246,6 +868,19 @@ fn show<D: Shown>(derivations: &[D], format: &str, what: &str) -> Result<()> {
         let (param, gradient, autodiff) = bad.outcome();
         bail!("{param}: {what} {gradient} differs from autodiff's {autodiff}");
     }
+    if let Some(bad) = derivations
+        .iter()
+        .find(|d| d.step().is_some_and(|s| !s.verified()))
+    {
+        let step = bad.step().expect("found by its step");
+        bail!(
+            "{}: the written-out {} step gives {} but the library's step gives {}",
+            bad.outcome().0,
+            step.optimizer,
+            step.new,
+            step.library
+        );
+    }
     Ok(())
 }
 
@@ -259,15 +894,21 @@ fn explain_sums(
     loss: Loss,
     lr: f64,
     args: &ExplainArgs,
+    steps: Option<&RunSteps<'_>>,
 ) -> Result<()> {
     let elements = match &args.param {
         Some(p) => vec![p.clone()],
         None => spatial::largest_elements(model, x, y, loss)?,
     };
-    let derivations = elements
+    let mut derivations = elements
         .iter()
         .map(|e| spatial::explain_element(model, x, y, loss, lr, e).map_err(|e| anyhow!("--{e}")))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(steps) = steps {
+        for d in &mut derivations {
+            d.step = Some(steps.step(&d.param, &d.param, d.autodiff)?);
+        }
+    }
     show(&derivations, &args.format, "the sum")
 }
 
@@ -437,6 +1078,9 @@ pub fn graph(args: &GraphArgs) -> Result<()> {
         let x = tape.constant(problem.x.clone());
         let prediction = problem.model.forward(&params, x)?;
         let loss = problem.loss.compute(prediction, &problem.y)?;
+        if let Some(run) = &problem.run {
+            report_prediction(&problem, run, &prediction.value(), loss.item()?)?;
+        }
         let mut names: std::collections::BTreeMap<usize, String> = problem
             .model
             .params()
@@ -461,6 +1105,46 @@ pub fn graph(args: &GraphArgs) -> Result<()> {
         drawing.nodes.len(),
         svg.display(),
         svg.with_extension("dot").display()
+    );
+    Ok(())
+}
+
+/// What the drawn pass predicts for a run's samples, as `predict` reports it (the
+/// same class names and probabilities), and the loss the graph ends in.
+fn report_prediction(
+    problem: &Problem,
+    run: &RunContext,
+    drawn: &Tensor<f64>,
+    loss: f64,
+) -> Result<()> {
+    let outputs = crate::inspect::as_probabilities(problem.loss, &problem.model, drawn)?;
+    println!("{}", run.description);
+    let columns = outputs.shape()[1];
+    for (n, row) in outputs.to_vec().chunks_exact(columns.max(1)).enumerate() {
+        let shown: Vec<String> = row.iter().map(|v| crate::inspect::rounded(*v)).collect();
+        match &run.class_names {
+            Some(names) => {
+                let best = crate::inspect::argmax(row);
+                let truth = match &problem.y {
+                    Target::Classes(c) => c.get(n).and_then(|&c| names.get(c)),
+                    Target::Values(_) => None,
+                };
+                println!(
+                    "  sample {}: class {} (p = {}; probabilities {}){}",
+                    n + 1,
+                    names.get(best).map_or("?", String::as_str),
+                    crate::inspect::rounded(row[best]),
+                    shown.join(", "),
+                    truth.map_or(String::new(), |t| format!("; target {t}"))
+                );
+            }
+            None => println!("  sample {}: output {}", n + 1, shown.join(", ")),
+        }
+    }
+    println!(
+        "  loss {} = {}",
+        problem.loss.name(),
+        crate::inspect::rounded(loss)
     );
     Ok(())
 }

@@ -14,15 +14,15 @@ use chainrule::train::{evaluate, predict};
 use std::path::Path;
 
 /// A finished run: its model, settings and saved facts.
-struct Run {
-    model: Sequential<f32>,
-    config: RunConfig,
-    state: RunState,
-    loss: Loss,
+pub struct Run {
+    pub model: Sequential<f32>,
+    pub config: RunConfig,
+    pub state: RunState,
+    pub loss: Loss,
 }
 
 /// Run `dir`'s checkpoint, checked (see [`crate::run::run_files`]).
-fn open_run(dir: &Path) -> Result<Run> {
+pub fn open_run(dir: &Path) -> Result<Run> {
     let files = crate::run::run_files(dir)?;
     let state = RunState::read(&files.join("state.json"))?;
     let config = RunConfig::read(&files.join("config.toml"))?;
@@ -49,27 +49,55 @@ fn class_names(state: &RunState, classes: usize) -> Vec<String> {
         .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
 }
 
-fn argmax(row: &[f32]) -> usize {
+/// The position of the largest value (the first of ties).
+pub fn argmax<F: PartialOrd + Copy>(row: &[F]) -> usize {
     row.iter()
         .enumerate()
         .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
 
+/// The model's outputs `raw` as `predict` reports them: probabilities for the
+/// losses that take logits (softmax for cross-entropy without a softmax layer,
+/// the logistic function for bce_logits), the outputs themselves otherwise.
+pub fn as_probabilities<F: chainrule::Float>(
+    loss: Loss,
+    model: &Sequential<F>,
+    raw: &Tensor<F>,
+) -> Result<Tensor<F>> {
+    Ok(match loss {
+        Loss::CrossEntropy if !matches!(model.layers().last(), Some(Layer::Softmax)) => {
+            raw.softmax(1)?
+        }
+        Loss::BceLogits => raw.sigmoid(),
+        _ => raw.clone(),
+    })
+}
+
+/// `v` to 6 significant digits, without trailing zeros: 0.973412, 1.5e-9, 120.
+pub fn rounded<F: chainrule::Float>(v: F) -> String {
+    chainrule_explain::notation::significant(v.as_f64(), 6)
+}
+
 /// `chainrule eval RUN --data SOURCE`.
 pub fn eval(dir: &Path, data: Option<String>, json: bool) -> Result<()> {
     let mut run = open_run(dir)?;
-    let mut source_config = run.config.clone();
-    if let Some(data) = data {
-        source_config.data = Some(data);
-    }
-    let source = config::read_source(&source_config)?;
-    let data = run
-        .state
-        .scaler
-        .apply_to(source.test.unwrap_or(source.all))?;
+    let (data, scored) = match data {
+        None => held_out(dir, &run)?,
+        Some(other) => {
+            let mut source_config = run.config.clone();
+            source_config.data = Some(other.clone());
+            let source = config::read_source(&source_config)?;
+            check_matches(dir, &run, &other, &source)?;
+            let data = run
+                .state
+                .scaler
+                .apply_to(source.test.unwrap_or(source.all))?;
+            (data, other)
+        }
+    };
     let data = Dataset::new(config::to_model_input(&run.model, data.x)?, data.target)?;
     let metrics = evaluate(&mut run.model, &data, run.loss)?;
-    let mut report = serde_json::json!({ "rows": data.len(), "loss": metrics.loss, "accuracy": metrics.accuracy });
+    let mut report = serde_json::json!({ "data": scored, "rows": data.len(), "loss": metrics.loss, "accuracy": metrics.accuracy });
     let mut table = None;
     if let (Target::Classes(truth), Some(classes)) = (&data.target, run.state.classes) {
         let out = predict(&mut run.model, &data.x)?;
@@ -99,7 +127,7 @@ pub fn eval(dir: &Path, data: Option<String>, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} rows  loss {:.4}{}",
+        "{scored}: {} rows  loss {:.4}{}",
         data.len(),
         metrics.loss,
         metrics
@@ -149,8 +177,63 @@ pub fn eval(dir: &Path, data: Option<String>, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The data run `dir` held out, scaled, and what it is in words: the test set
+/// (MNIST's), else the validation split, else (a run that held nothing out) its
+/// training data, said so.
+fn held_out(dir: &Path, run: &Run) -> Result<(Dataset<f32>, String)> {
+    let splits = config::load_data(&run.config)?;
+    let source = run.config.data.as_deref().unwrap_or("builtin:spiral");
+    if splits.scaler != run.state.scaler {
+        bail!(
+            "{}: its data ({source}) is not what it trained on: the feature scaling fitted on it differs from the run's",
+            dir.display()
+        );
+    }
+    let config::Splits {
+        train,
+        validation,
+        test,
+        ..
+    } = splits;
+    Ok(match (test, validation) {
+        (Some(test), _) => (test, format!("test set of {source}")),
+        (None, Some(validation)) => (validation, format!("validation split of {source}")),
+        (None, None) => (
+            train,
+            format!("training data of {source} (the run held none out)"),
+        ),
+    })
+}
+
+/// Fails, naming both, when data source `data` does not fit run `dir`: other
+/// features, more classes, or classes where the run predicts values (or the reverse).
+fn check_matches(dir: &Path, run: &Run, data: &str, source: &config::Source) -> Result<()> {
+    let features = source.all.x.shape().get(1).copied().unwrap_or(0);
+    let classes = config::class_count(source);
+    let describe = |features: usize, classes: Option<usize>| match classes {
+        Some(c) => format!("{features} features and {c} classes"),
+        None => format!("{features} features and numeric targets"),
+    };
+    let fits = features == run.state.features
+        && match (classes, run.state.classes) {
+            (Some(have), Some(trained)) => have <= trained,
+            (None, None) => true,
+            _ => false,
+        };
+    if !fits {
+        bail!(
+            "--data: {data} has {}, but {} trained on {} with {}",
+            describe(features, classes),
+            dir.display(),
+            run.config.data.as_deref().unwrap_or("builtin:spiral"),
+            describe(run.state.features, run.state.classes)
+        );
+    }
+    Ok(())
+}
+
 /// Reads inputs for prediction from `.npy` or `.csv` (a header, every column a feature).
-fn read_inputs(path: &Path) -> Result<Tensor<f32>> {
+pub fn read_inputs(path: &Path) -> Result<Tensor<f32>> {
     if path.extension().is_some_and(|e| e == "csv") {
         let text = chainrule::io::read_text(path)?;
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
@@ -222,20 +305,14 @@ pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> 
     let raw = predict(&mut run.model, &x)?;
     let columns = raw.shape()[1];
     // Report probabilities for losses that take logits.
-    let outputs = match run.loss {
-        Loss::CrossEntropy if !matches!(run.model.layers().last(), Some(Layer::Softmax)) => {
-            raw.softmax(1)?
-        }
-        Loss::BceLogits => raw.sigmoid(),
-        _ => raw,
-    };
+    let outputs = as_probabilities(run.loss, &run.model, &raw)?;
     let classification = run.state.classes.is_some();
     let values = outputs.to_vec();
     let rows: Vec<&[f32]> = values.chunks_exact(columns).collect();
     let header: Vec<String> = if classification {
         let names = class_names(&run.state, columns);
         std::iter::once("class".to_string())
-            .chain(names.iter().map(|n| format!("p_{n}")))
+            .chain(names.iter().map(|n| csv_field(&format!("p_{n}"))))
             .collect()
     } else {
         (0..columns).map(|i| format!("y{i}")).collect()
@@ -255,12 +332,15 @@ pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> 
             write_atomic(path, &npy_bytes(&tensor))?;
         }
         _ => {
+            // The class by its name from the training labels (a string label column
+            // gives its strings back), the numbers to 6 significant digits.
+            let names = class_names(&run.state, columns);
             let mut text = header.join(",") + "\n";
             for r in &rows {
                 let fields: Vec<String> = classification
-                    .then(|| argmax(r).to_string())
+                    .then(|| csv_field(&names[argmax(r).min(names.len() - 1)]))
                     .into_iter()
-                    .chain(r.iter().map(|v| v.to_string()))
+                    .chain(r.iter().map(|&v| rounded(v)))
                     .collect();
                 text.push_str(&fields.join(","));
                 text.push('\n');
@@ -272,6 +352,15 @@ pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// A CSV field: quoted when it holds a comma, a quote or a line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
 }
 
 /// `chainrule summary RUN|MODEL.json`.
@@ -329,7 +418,7 @@ pub fn summary(target: &Path) -> Result<()> {
 }
 
 /// A layer with its settings, as `summary` lists it.
-fn layer_label(layer: &Layer) -> String {
+pub fn layer_label(layer: &Layer) -> String {
     let pair = |[a, b]: [usize; 2]| {
         if a == b {
             a.to_string()

@@ -155,7 +155,7 @@ struct TrainArgs {
     #[arg(long)]
     samples: Option<usize>,
     /// Built-in data: Gaussian noise.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     noise: Option<f64>,
     /// classification or regression (CSV, npy).
     #[arg(long)]
@@ -172,12 +172,46 @@ struct TrainArgs {
     /// Loss name.
     #[arg(long)]
     loss: Option<String>,
-    /// Optimizer type (sgd, adam, adamw, rmsprop, adagrad, adadelta); its other settings come from the config.
+    /// Optimizer type (sgd, adam, adamw, rmsprop, adagrad, adadelta); the flags below
+    /// and the config set its other settings.
     #[arg(long)]
     optimizer: Option<String>,
     /// Learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
+    /// Momentum (sgd, rmsprop).
+    #[arg(long, allow_negative_numbers = true)]
+    momentum: Option<f64>,
+    /// Nesterov momentum (sgd, with --momentum).
+    #[arg(long)]
+    nesterov: bool,
+    /// Adam's decay rates of the first and second moments, e.g. 0.9,0.999.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        num_args = 1,
+        allow_negative_numbers = true
+    )]
+    betas: Option<Vec<f64>>,
+    /// Weight decay (L2 penalty; decoupled for adamw).
+    #[arg(long, allow_negative_numbers = true)]
+    weight_decay: Option<f64>,
+    /// Learning-rate schedule: TYPE or TYPE:KEY=VALUE,… e.g. cosine:t_max=50,
+    /// step:step_size=10,gamma=0.5, exponential:gamma=0.95, linear_warmup, constant.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Clip the gradients to this global norm.
+    #[arg(long, allow_negative_numbers = true)]
+    clip_grad_norm: Option<f64>,
+    /// Drop a last batch smaller than --batch-size.
+    #[arg(long)]
+    drop_last: bool,
+    /// Keep the order of the training rows (no reshuffle each epoch).
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Skip a step whose loss or gradient is not finite instead of stopping.
+    #[arg(long)]
+    skip_nonfinite: bool,
     /// Epochs.
     #[arg(long)]
     epochs: Option<usize>,
@@ -185,7 +219,7 @@ struct TrainArgs {
     #[arg(long)]
     batch_size: Option<usize>,
     /// Fraction held out for validation.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     validation_split: Option<f64>,
     /// Early stopping patience (epochs).
     #[arg(long)]
@@ -209,10 +243,11 @@ struct TrainArgs {
     /// Ctrl-C: a crash loses at most N epochs.
     #[arg(long, value_name = "N")]
     checkpoint_every: Option<usize>,
-    /// No progress and no summary.
+    /// No progress and no summary: only the run folder's path.
     #[arg(long)]
     quiet: bool,
-    /// Print the results as one JSON object on stdout (and no progress).
+    /// Print the results as one JSON object on stdout, with the history of every
+    /// epoch (and no progress).
     #[arg(long)]
     json: bool,
     /// After training, audit the gradient flow (zero or non-finite gradients, dead
@@ -223,8 +258,13 @@ struct TrainArgs {
 
 impl TrainArgs {
     /// The flags as a config layer over the file.
-    fn overrides(&self, base_optimizer: Option<&serde_json::Value>) -> RunConfig {
-        let optimizer = if self.optimizer.is_some() || self.lr.is_some() {
+    fn overrides(&self, base_optimizer: Option<&serde_json::Value>) -> anyhow::Result<RunConfig> {
+        let optimizer_flags = self.lr.is_some()
+            || self.momentum.is_some()
+            || self.nesterov
+            || self.betas.is_some()
+            || self.weight_decay.is_some();
+        let optimizer = if self.optimizer.is_some() || optimizer_flags {
             let mut table = match (&self.optimizer, base_optimizer) {
                 (Some(kind), Some(base))
                     if base.get("type").and_then(|t| t.as_str()) == Some(kind) =>
@@ -238,6 +278,21 @@ impl TrainArgs {
             if let Some(lr) = self.lr {
                 table["lr"] = lr.into();
             }
+            if let Some(momentum) = self.momentum {
+                table["momentum"] = momentum.into();
+            }
+            if self.nesterov {
+                table["nesterov"] = true.into();
+            }
+            if let Some(betas) = &self.betas {
+                if betas.len() != 2 {
+                    anyhow::bail!("--betas: two numbers, e.g. 0.9,0.999 (got {})", betas.len());
+                }
+                table["betas"] = serde_json::json!(betas);
+            }
+            if let Some(weight_decay) = self.weight_decay {
+                table["weight_decay"] = weight_decay.into();
+            }
             Some(table)
         } else {
             None
@@ -246,8 +301,14 @@ impl TrainArgs {
             (Some(x), Some(y)) => Some(format!("npy:{},{}", x.display(), y.display())),
             _ => self.data.clone(),
         };
-        RunConfig {
+        let schedule = self.schedule.as_deref().map(schedule_table).transpose()?;
+        Ok(RunConfig {
             data,
+            schedule,
+            clip_grad_norm: self.clip_grad_norm,
+            drop_last: self.drop_last.then_some(true),
+            shuffle: self.no_shuffle.then_some(false),
+            skip_nonfinite: self.skip_nonfinite.then_some(true),
             target: self.target.clone(),
             task: self.task.clone(),
             samples: self.samples,
@@ -268,8 +329,31 @@ impl TrainArgs {
             runs_dir: self.runs_dir.clone(),
             checkpoint_every: self.checkpoint_every,
             ..RunConfig::default()
-        }
+        })
     }
+}
+
+/// `--schedule TYPE[:KEY=VALUE,…]` as the config's schedule table (numbers as
+/// numbers; the library checks the names and values).
+fn schedule_table(text: &str) -> anyhow::Result<serde_json::Value> {
+    let (kind, settings) = text.split_once(':').unwrap_or((text, ""));
+    let mut table = serde_json::json!({ "type": kind });
+    for pair in settings.split(',').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--schedule: {pair:?} must be KEY=VALUE, e.g. cosine:t_max=50")
+        })?;
+        let number: serde_json::Value = match value.parse::<u64>() {
+            Ok(n) => n.into(),
+            Err(_) => value
+                .parse::<f64>()
+                .map_err(|_| anyhow::anyhow!("--schedule: {key}: {value:?} is not a number"))?
+                .into(),
+        };
+        table[key.trim()] = number;
+    }
+    chainrule::optim::Schedule::from_json(&table)
+        .map_err(|e| anyhow::anyhow!("--schedule: {e}"))?;
+    Ok(table)
 }
 
 fn train(args: TrainArgs) -> anyhow::Result<()> {
@@ -299,7 +383,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         (None, Some(file)) => RunConfig::read(file)?.optimizer,
         _ => None,
     };
-    let overrides = args.overrides(base_optimizer.as_ref());
+    let overrides = args.overrides(base_optimizer.as_ref())?;
     run::train(run::TrainRequest {
         config_file: args.config,
         overrides,

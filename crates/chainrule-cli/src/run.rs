@@ -155,7 +155,7 @@ pub fn open_checkpoint(run: &Path) -> Result<SavedCheckpoint> {
         return Ok(saved);
     }
     if !run.is_dir() {
-        bail!("{}: not a run folder", run.display());
+        bail!("{}: no such run folder", run.display());
     }
     if run.join("state.json").exists() {
         bail!(
@@ -307,9 +307,18 @@ fn resume_from(
     }
     let loaded = Sequential::<f32>::load_checkpoint(saved.dir())?;
     if loaded.layers() != model.layers() {
+        let list = |m: &Sequential<f32>| {
+            m.layers()
+                .iter()
+                .map(crate::inspect::layer_label)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         bail!(
-            "{}: the checkpoint's layers differ from its config.toml",
-            run.display()
+            "{}: the checkpoint's layers ({}) differ from those its config.toml describes ({}); a resume keeps the architecture",
+            run.display(),
+            list(&loaded),
+            list(model)
         );
     }
     let opt_path = saved.file("optimizer.safetensors")?;
@@ -424,6 +433,45 @@ fn best_params(saved: &SavedCheckpoint, model: &Sequential<f32>) -> Result<Vec<P
     Ok(params)
 }
 
+/// Fails, naming the flag, when a resume of run `run` (whose config is `base`) is
+/// asked for another architecture: a resumed run keeps its model.
+fn refuse_new_architecture(run: &Path, base: &RunConfig, request: &TrainRequest) -> Result<()> {
+    let flags = &request.overrides;
+    let changed = |flag: &str, asked: String, saved: String| -> Result<()> {
+        bail!(
+            "{flag}: a resumed run keeps its architecture ({} has {saved}, the flag asks for {asked}); to train another, start a new run without --resume",
+            run.display()
+        )
+    };
+    if let Some(layers) = &flags.layers
+        && base.layers.as_ref() != Some(layers)
+    {
+        let saved = match (&base.layers, &base.layer) {
+            (Some(l), _) => format!("layers {l:?}"),
+            (None, Some(_)) => "explicit layers".into(),
+            (None, None) => "the default layers".into(),
+        };
+        changed("--layers", format!("{layers:?}"), saved)?;
+    }
+    if let Some(activation) = &flags.activation
+        && base.activation.as_ref() != Some(activation)
+    {
+        let saved = base
+            .activation
+            .clone()
+            .unwrap_or_else(|| "explicit layers".into());
+        changed("--activation", activation.clone(), saved)?;
+    }
+    if let Some(model) = &request.model {
+        changed(
+            "--model",
+            model.display().to_string(),
+            "its own model".into(),
+        )?;
+    }
+    Ok(())
+}
+
 pub fn train(request: TrainRequest) -> Result<()> {
     // From the start, so a signal during loading still ends in a clean stop.
     crate::signals::install();
@@ -431,6 +479,10 @@ pub fn train(request: TrainRequest) -> Result<()> {
     // what is read is not replaced meanwhile by a save of another run of it.
     let resumed = match &request.resume {
         Some(run) => {
+            // Said as eval and predict say it, before the lock is looked for.
+            if !run.is_dir() {
+                bail!("{}: no such run folder", run.display());
+            }
             let folder = CheckpointDir::try_lock(run)?.ok_or_else(|| {
                 anyhow!(
                     "{}: another chainrule train is writing to this run folder",
@@ -446,6 +498,9 @@ pub fn train(request: TrainRequest) -> Result<()> {
         (None, Some(file)) => RunConfig::read(file)?,
         (None, None) => RunConfig::default(),
     };
+    if let Some((run, _, _)) = &resumed {
+        refuse_new_architecture(run, &base, &request)?;
+    }
     let mut cfg = base.overridden_by(request.overrides.clone());
     if let Some(model_file) = &request.model {
         let text = chainrule::io::read_text(model_file)?;
@@ -481,6 +536,7 @@ pub fn train(request: TrainRequest) -> Result<()> {
     let mut model = config::build_model(&cfg, &splits)?;
     let splits = config::shaped_for(&model, splits)?;
     let train_config = config::train_config(&cfg, splits.classes.is_some())?;
+    let cfg = config::completed(cfg, &splits, &train_config);
     let mut optimizer = Optimizer::new(train_config.optimizer.clone());
     let mut start = TrainState::default();
     let mut earlier: Vec<String> = Vec::new();
@@ -511,7 +567,13 @@ pub fn train(request: TrainRequest) -> Result<()> {
         None => {
             if let Some(params) = &request.params {
                 model
-                    .load(read_safetensors(params)?)
+                    // f32 as training runs, or f64 (a PyTorch model in double)
+                    // rounded to it.
+                    .load(read_safetensors::<f32>(params).or_else(|e| {
+                        read_safetensors::<f64>(params)
+                            .map(|m| m.into_iter().map(|(k, v)| (k, v.cast())).collect())
+                            .map_err(|_| e)
+                    })?)
                     .map_err(|e| anyhow!("{}: {e}", params.display()))?;
             }
             let runs_dir = PathBuf::from(cfg.runs_dir.clone().unwrap_or_else(|| "runs".into()));
@@ -610,8 +672,12 @@ pub fn train(request: TrainRequest) -> Result<()> {
         summary["audit"] = serde_json::json!(findings);
     }
     if request.json {
+        summary["history"] = history_json(&earlier, &history).into();
         println!("{summary}");
-    } else if !request.quiet {
+    } else if request.quiet {
+        // Quiet, but a script still learns where the run went.
+        println!("{}", run_dir.display());
+    } else {
         print_summary(&summary, &history);
         if let Some(findings) = &findings {
             if findings.is_empty() {
@@ -627,6 +693,38 @@ pub fn train(request: TrainRequest) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every epoch of the run as JSON objects (metrics.csv's columns): the rows of
+/// earlier sessions (a resumed run's), then this session's.
+fn history_json(earlier: &[String], history: &History) -> Vec<serde_json::Value> {
+    let columns: Vec<&str> = METRICS_HEADER.split(',').collect();
+    let number = |v: &str| -> serde_json::Value {
+        v.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map_or(serde_json::Value::Null, Into::into)
+    };
+    let before = earlier.iter().map(|row| {
+        let object: serde_json::Map<String, serde_json::Value> = columns
+            .iter()
+            .zip(row.split(','))
+            .map(|(k, v)| (k.to_string(), number(v)))
+            .collect();
+        serde_json::Value::Object(object)
+    });
+    let now = history.epochs.iter().map(|m| {
+        serde_json::json!({
+            "epoch": m.epoch + 1,
+            "train_loss": m.train.loss,
+            "train_accuracy": m.train.accuracy,
+            "validation_loss": m.validation.map(|v| v.loss),
+            "validation_accuracy": m.validation.and_then(|v| v.accuracy),
+            "lr": m.lr,
+            "seconds": m.seconds,
+        })
+    });
+    before.chain(now).collect()
 }
 
 fn percent(v: Option<f64>) -> String {
@@ -731,7 +829,20 @@ fn save_checkpoint(
             .collect();
         save.write("best.safetensors", &safetensors_bytes(&named)?)?;
     }
-    let header = "# chainrule run configuration: every setting, defaults filled in.\n# Reproduce with: chainrule train --config config.toml\n";
+    let mut header = "# chainrule run configuration: every setting, defaults filled in.\n# Reproduce with: chainrule train --config config.toml\n".to_string();
+    // The settings that are off have no value to write: say so.
+    for (name, unset, meaning) in [
+        ("patience", run.cfg.patience.is_none(), "no early stopping"),
+        (
+            "clip_grad_norm",
+            run.cfg.clip_grad_norm.is_none(),
+            "no gradient clipping",
+        ),
+    ] {
+        if unset {
+            header += &format!("# {name}: not set ({meaning})\n");
+        }
+    }
     let toml_text = toml::to_string(run.cfg).map_err(|e| anyhow!("config.toml: {e}"))?;
     save.write("config.toml", format!("{header}{toml_text}").as_bytes())?;
     let splits = run.splits;

@@ -12,6 +12,7 @@
 //! Every number comes from the tape; the product is checked against autodiff.
 
 use crate::notation::{Symbol, number, operand, partial_latex, partial_text, superscript};
+use crate::step::Step;
 use crate::symbolic::Expr;
 use chainrule::autodiff::{Elementwise, Op};
 use chainrule::loss::{Loss, Target};
@@ -178,6 +179,8 @@ pub struct Derivation {
     pub autodiff: f64,
     /// The gradient-descent step: learning rate, old value, new value.
     pub update: (f64, f64, f64),
+    /// A run's optimizer's step, shown instead of plain gradient descent when set.
+    pub step: Option<Step>,
 }
 
 /// Where each linear layer's z and a live in the model's layer list.
@@ -535,6 +538,7 @@ pub fn explain(
         gradient,
         autodiff,
         update: (lr, old, old - lr * autodiff),
+        step: None,
     })
 }
 
@@ -587,28 +591,39 @@ pub(crate) fn agrees(gradient: f64, autodiff: f64) -> bool {
 }
 
 /// The last lines of a derivation in text: ∂c/∂s with autodiff's check, then the
-/// gradient-descent update (learning rate, old value, new value).
+/// update: the run's optimizer's `step` when given, else gradient descent (learning
+/// rate, old value, new value).
 pub(crate) fn closing_text(
     c: &str,
     s: &str,
     gradient: f64,
     autodiff: f64,
     (lr, old, new): (f64, f64, f64),
+    step: Option<&Step>,
 ) -> String {
     let mark = if agrees(gradient, autodiff) {
         "✓"
     } else {
         "✗ MISMATCH"
     };
-    format!(
-        "  ∂{c}/∂{s} = {}   (autodiff: {} {mark})\n  update: {s} ← {s} − η·∂{c}/∂{s} = {} − {} · {} = {}\n",
+    let check = format!(
+        "  ∂{c}/∂{s} = {}   (autodiff: {} {mark})\n",
         number(gradient),
-        number(autodiff),
-        number(old),
-        number(lr),
-        operand(autodiff),
-        number(new)
-    )
+        number(autodiff)
+    );
+    match step {
+        Some(step) => check + &step.text("  "),
+        None => {
+            check
+                + &format!(
+                    "  update: {s} ← {s} − η·∂{c}/∂{s} = {} − {} · {} = {}\n",
+                    number(old),
+                    number(lr),
+                    operand(autodiff),
+                    number(new)
+                )
+        }
+    }
 }
 
 impl Derivation {
@@ -707,7 +722,14 @@ impl Derivation {
             );
         }
         out += &format!("  reduction: {}\n", self.reduction);
-        out += &closing_text("C", &s, self.gradient, self.autodiff, self.update);
+        out += &closing_text(
+            "C",
+            &s,
+            self.gradient,
+            self.autodiff,
+            self.update,
+            self.step.as_ref(),
+        );
         out
     }
 
@@ -752,15 +774,23 @@ impl Derivation {
         out += &format!("{}\n\n", self.reduction);
         let (lr, old, new) = self.update;
         out += &format!(
-            "$${} = {}$$ (autodiff agrees: {})\n\n$${s} \\leftarrow {} - {} \\cdot {} = {}$$\n",
+            "$${} = {}$$ (autodiff agrees: {})\n\n",
             partial_latex("C", &s),
             number(self.gradient),
-            self.verified(),
-            number(old),
-            number(lr),
-            number(self.autodiff),
-            number(new)
+            self.verified()
         );
+        match &self.step {
+            Some(step) => out += &format!("```text\n{}```\n", step.text("")),
+            None => {
+                out += &format!(
+                    "$${s} \\leftarrow {} - {} \\cdot {} = {}$$\n",
+                    number(old),
+                    number(lr),
+                    number(self.autodiff),
+                    number(new)
+                )
+            }
+        }
         out
     }
 
@@ -798,7 +828,10 @@ impl Derivation {
             "gradient": self.gradient,
             "autodiff": self.autodiff,
             "verified": self.verified(),
-            "update": {"lr": lr, "old": old, "new": new},
+            "update": match &self.step {
+                Some(step) => step.json(),
+                None => json!({"lr": lr, "old": old, "new": new}),
+            },
         })
     }
 }

@@ -992,7 +992,7 @@ impl PathDerivation {
                 number(self.gradient)
             );
         }
-        out += &closing_text(l, s, self.gradient, self.autodiff, self.update);
+        out += &closing_text(l, s, self.gradient, self.autodiff, self.update, None);
         out
     }
 

@@ -92,8 +92,63 @@ pub fn partial_latex(num: &str, den: &str) -> String {
     format!(r"\frac{{\partial {num}}}{{\partial {den}}}")
 }
 
+thread_local! {
+    /// The significant digits [`number`] writes on this thread; `None`: exact.
+    static DIGITS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets the significant digits that [`number`] (and so every derivation's text and
+/// Markdown on this thread) writes: `Some(6)` for a reader, `None` (the default) for
+/// the exact shortest round-trip form. A print option, as NumPy's
+/// `set_printoptions(precision=…)`: the numbers computed and the JSON are never
+/// rounded, only their text.
+///
+/// ```
+/// use chainrule_explain::notation::{number, set_digits};
+/// set_digits(Some(3));
+/// assert_eq!(number(0.123456), "0.123");
+/// set_digits(None);
+/// assert_eq!(number(0.123456), "0.123456");
+/// ```
+pub fn set_digits(digits: Option<usize>) {
+    DIGITS.with(|d| d.set(digits));
+}
+
+/// `v` to `digits` significant digits, without trailing zeros: `0.973412`,
+/// `1.5e-9`, `120`; plain decimals from 10⁻⁵ to 10¹⁵, scientific notation beyond.
+///
+/// ```
+/// use chainrule_explain::notation::significant;
+/// assert_eq!(significant(2.0 / 3.0, 6), "0.666667");
+/// assert_eq!(significant(-1234.5678, 6), "-1234.57");
+/// assert_eq!(significant(1.0382e-13, 6), "1.0382e-13");
+/// assert_eq!(significant(0.1 + 0.2, 6), "0.3");
+/// ```
+pub fn significant(v: f64, digits: usize) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let digits = digits.max(1);
+    let magnitude = v.abs().log10().floor() as i32;
+    let trim = |t: String| {
+        if t.contains('.') {
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            t
+        }
+    };
+    if (-5..15).contains(&magnitude) {
+        let decimals = (digits as i32 - 1 - magnitude).max(0) as usize;
+        trim(format!("{v:.decimals$}"))
+    } else {
+        let text = format!("{v:.*e}", digits - 1);
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        format!("{}e{exponent}", trim(mantissa.to_string()))
+    }
+}
+
 /// A number as the notebooks print it: shortest round-trip form, without a
-/// trailing `.0`.
+/// trailing `.0` (or to the digits [`set_digits`] asked for).
 ///
 /// ```
 /// use chainrule_explain::notation::number;
@@ -104,6 +159,8 @@ pub fn partial_latex(num: &str, den: &str) -> String {
 pub fn number(v: f64) -> String {
     if v == v.trunc() && v.abs() < 1e15 {
         format!("{}", v as i64)
+    } else if let Some(digits) = DIGITS.with(|d| d.get()) {
+        significant(v, digits)
     } else {
         format!("{v}")
     }

@@ -14,6 +14,7 @@
 //! checked against autodiff's gradient.
 
 use crate::notation::number;
+use crate::step::Step;
 use chainrule::loss::{Loss, Target};
 use chainrule::nn::{Layer, Mode, Module, Sequential};
 use chainrule::tensor::Window2d;
@@ -75,6 +76,8 @@ pub struct SumDerivation {
     /// The parameter's value, the learning rate, and the value after plain gradient
     /// descent.
     pub update: (f64, f64, f64),
+    /// A run's optimizer's step, shown instead of plain gradient descent when set.
+    pub step: Option<Step>,
 }
 
 impl SumDerivation {
@@ -83,7 +86,7 @@ impl SumDerivation {
     /// ```
     /// # use chainrule_explain::spatial::SumDerivation;
     /// let d = SumDerivation { param: "p".into(), formula: String::new(), shown: vec![], rest: (0, 0.0),
-    ///     padded: 0, gradient: 1.0, autodiff: 1.0, upstream: vec![], update: (0.0, 0.1, -0.1) };
+    ///     padded: 0, gradient: 1.0, autodiff: 1.0, upstream: vec![], update: (0.0, 0.1, -0.1), step: None };
     /// assert!(d.verified());
     /// ```
     pub fn verified(&self) -> bool {
@@ -95,7 +98,7 @@ impl SumDerivation {
     /// ```
     /// # use chainrule_explain::spatial::SumDerivation;
     /// let d = SumDerivation { param: "0.bias[0]".into(), formula: "Σ ∂C/∂z".into(), shown: vec![], rest: (0, 0.0),
-    ///     padded: 0, gradient: 1.0, autodiff: 1.0, upstream: vec![], update: (0.0, 0.1, -0.1) };
+    ///     padded: 0, gradient: 1.0, autodiff: 1.0, upstream: vec![], update: (0.0, 0.1, -0.1), step: None };
     /// assert!(d.text().contains("∂C/∂0.bias[0] = Σ ∂C/∂z"));
     /// ```
     pub fn text(&self) -> String {
@@ -143,14 +146,19 @@ impl SumDerivation {
             }
         }
         let (old, lr, new) = self.update;
-        out += &format!(
-            "  update: {} ← {} − {} · {} = {}\n",
-            self.param,
-            number(old),
-            number(lr),
-            number(self.gradient),
-            number(new)
-        );
+        match &self.step {
+            Some(step) => out += &step.text("  "),
+            None => {
+                out += &format!(
+                    "  update: {} ← {} − {} · {} = {}\n",
+                    self.param,
+                    number(old),
+                    number(lr),
+                    number(self.gradient),
+                    number(new)
+                )
+            }
+        }
         out
     }
 
@@ -159,7 +167,7 @@ impl SumDerivation {
     /// ```
     /// # use chainrule_explain::spatial::SumDerivation;
     /// let d = SumDerivation { param: "p".into(), formula: String::new(), shown: vec![], rest: (0, 0.0),
-    ///     padded: 0, gradient: 1.0, autodiff: 1.0, upstream: vec![], update: (0.0, 0.1, -0.1) };
+    ///     padded: 0, gradient: 1.0, autodiff: 1.0, upstream: vec![], update: (0.0, 0.1, -0.1), step: None };
     /// assert!(d.markdown().starts_with("### ∂C/∂p"));
     /// ```
     pub fn markdown(&self) -> String {
@@ -171,7 +179,7 @@ impl SumDerivation {
     /// ```
     /// # use chainrule_explain::spatial::SumDerivation;
     /// let d = SumDerivation { param: "p".into(), formula: String::new(), shown: vec![], rest: (2, 0.5),
-    ///     padded: 0, gradient: 1.0, autodiff: 1.0, upstream: vec![], update: (0.0, 0.1, -0.1) };
+    ///     padded: 0, gradient: 1.0, autodiff: 1.0, upstream: vec![], update: (0.0, 0.1, -0.1), step: None };
     /// assert_eq!(d.json()["rest"]["count"], 2);
     /// ```
     pub fn json(&self) -> serde_json::Value {
@@ -189,7 +197,10 @@ impl SumDerivation {
             "autodiff": self.autodiff,
             "verified": self.verified(),
             "upstream": self.upstream,
-            "update": {"value": self.update.0, "lr": self.update.1, "new": self.update.2},
+            "update": match &self.step {
+                Some(step) => step.json(),
+                None => json!({"value": self.update.0, "lr": self.update.1, "new": self.update.2}),
+            },
         })
     }
 }
@@ -403,6 +414,7 @@ pub fn explain_element(
         autodiff,
         upstream,
         update: (old, lr, old - lr * gradient),
+        step: None,
     })
 }
 

@@ -139,3 +139,38 @@ pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> E
         message: message.into(),
     }
 }
+
+/// The candidate nearest to `name` by edit distance (insertions, deletions,
+/// substitutions), if one is near enough to be a misspelling of it: at most a third
+/// of the name's length away (and at least 1). What "did you mean …?" hints use.
+///
+/// ```
+/// use chainrule::nearest_name;
+/// let fields = ["lr", "momentum", "dampening", "nesterov", "weight_decay"];
+/// assert_eq!(nearest_name("momentom", &fields), Some("momentum"));
+/// assert_eq!(nearest_name("weightdecay", &fields), Some("weight_decay"));
+/// assert_eq!(nearest_name("colour", &fields), None);
+/// ```
+pub fn nearest_name<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut previous = row[0];
+            row[0] = i + 1;
+            for (j, &cb) in b.iter().enumerate() {
+                let substitution = previous + usize::from(ca != cb);
+                previous = row[j + 1];
+                row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+            }
+        }
+        row[b.len()]
+    };
+    let limit = (name.chars().count() / 3).max(1);
+    candidates
+        .iter()
+        .map(|c| (distance(name, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}

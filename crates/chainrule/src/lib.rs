@@ -90,6 +90,6 @@ pub mod tensor;
 pub mod train;
 
 pub use autodiff::{Gradients, Tape, Var};
-pub use error::{Error, Result};
+pub use error::{Error, Result, nearest_name};
 pub use float::Float;
 pub use tensor::Tensor;

@@ -10,6 +10,8 @@ use serde_json::{Map, Value};
 pub(crate) struct Fields {
     path: String,
     map: Map<String, Value>,
+    /// Every key asked for, in order: the valid names an unknown field is told.
+    asked: Vec<String>,
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -30,6 +32,7 @@ impl Fields {
             Value::Object(map) => Ok(Fields {
                 path: path.to_string(),
                 map,
+                asked: Vec::new(),
             }),
             other => Err(invalid(
                 if path.is_empty() { "(top level)" } else { path },
@@ -48,6 +51,9 @@ impl Fields {
     }
 
     pub(crate) fn take(&mut self, key: &str) -> Option<Value> {
+        if !self.asked.iter().any(|k| k == key) {
+            self.asked.push(key.to_string());
+        }
         self.map.remove(key)
     }
 
@@ -147,11 +153,20 @@ impl Fields {
         }
     }
 
-    /// Rejects any field not read.
+    /// Rejects any field not read, naming the fields that were (and the nearest
+    /// of them, for a misspelling).
     pub(crate) fn finish(self) -> Result<()> {
         match self.map.keys().next() {
             None => Ok(()),
-            Some(key) => Err(invalid(self.name(key), "unknown field")),
+            Some(key) => {
+                let valid: Vec<&str> = self.asked.iter().map(String::as_str).collect();
+                let hint = crate::nearest_name(key, &valid)
+                    .map_or(String::new(), |n| format!("; did you mean {n}?"));
+                Err(invalid(
+                    self.name(key),
+                    format!("unknown field (valid: {}{hint})", valid.join(", ")),
+                ))
+            }
         }
     }
 }

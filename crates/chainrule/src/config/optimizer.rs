@@ -247,6 +247,81 @@ impl OptimizerConfig {
         }
     }
 
+    /// The same optimizer with learning rate `lr` (what a schedule sets for an
+    /// epoch).
+    ///
+    /// ```
+    /// use chainrule::optim::OptimizerConfig;
+    /// let c = OptimizerConfig::from_json(&serde_json::json!({"type": "sgd", "momentum": 0.9}))?;
+    /// assert_eq!(c.with_lr(0.5), OptimizerConfig::from_json(&serde_json::json!({"type": "sgd", "momentum": 0.9, "lr": 0.5}))?);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn with_lr(mut self, lr: f64) -> OptimizerConfig {
+        *self.lr_mut() = lr;
+        self
+    }
+
+    /// Every hyper-parameter as the `optimizer` object names it, defaults included:
+    /// [`OptimizerConfig::from_json`] reads it back to the same optimizer.
+    ///
+    /// ```
+    /// use chainrule::optim::OptimizerConfig;
+    /// for kind in ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"] {
+    ///     let c = OptimizerConfig::from_json(&serde_json::json!({"type": kind}))?;
+    ///     assert_eq!(OptimizerConfig::from_json(&c.to_json())?, c);
+    /// }
+    /// let adam = OptimizerConfig::from_json(&serde_json::json!({"type": "adam"}))?;
+    /// assert_eq!(adam.to_json()["betas"], serde_json::json!([0.9, 0.999]));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn to_json(&self) -> Value {
+        match *self {
+            OptimizerConfig::Sgd {
+                lr,
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay,
+            } => serde_json::json!({"type": "sgd", "lr": lr, "momentum": momentum,
+                "dampening": dampening, "nesterov": nesterov, "weight_decay": weight_decay}),
+            OptimizerConfig::Adam {
+                lr,
+                betas,
+                eps,
+                weight_decay,
+                amsgrad,
+                decoupled,
+            } => serde_json::json!({"type": if decoupled { "adamw" } else { "adam" }, "lr": lr,
+                "betas": [betas.0, betas.1], "eps": eps, "weight_decay": weight_decay,
+                "amsgrad": amsgrad}),
+            OptimizerConfig::RmsProp {
+                lr,
+                alpha,
+                eps,
+                momentum,
+                centered,
+                weight_decay,
+            } => serde_json::json!({"type": "rmsprop", "lr": lr, "alpha": alpha, "eps": eps,
+                "momentum": momentum, "centered": centered, "weight_decay": weight_decay}),
+            OptimizerConfig::Adagrad {
+                lr,
+                lr_decay,
+                eps,
+                weight_decay,
+                initial_accumulator_value,
+            } => serde_json::json!({"type": "adagrad", "lr": lr, "lr_decay": lr_decay,
+                "eps": eps, "weight_decay": weight_decay,
+                "initial_accumulator_value": initial_accumulator_value}),
+            OptimizerConfig::Adadelta {
+                lr,
+                rho,
+                eps,
+                weight_decay,
+            } => serde_json::json!({"type": "adadelta", "lr": lr, "rho": rho, "eps": eps,
+                "weight_decay": weight_decay}),
+        }
+    }
+
     pub(crate) fn lr_mut(&mut self) -> &mut f64 {
         match self {
             OptimizerConfig::Sgd { lr, .. }

@@ -124,4 +124,34 @@ impl Schedule {
         f.finish()?;
         Ok(schedule)
     }
+
+    /// Every setting as the `schedule` object names it, defaults included:
+    /// [`Schedule::from_json`] reads it back to the same schedule.
+    ///
+    /// ```
+    /// use chainrule::optim::Schedule;
+    /// let s = Schedule::from_json(&serde_json::json!({"type": "cosine", "t_max": 50}))?;
+    /// assert_eq!(s.to_json(), serde_json::json!({"type": "cosine", "t_max": 50, "eta_min": 0.0}));
+    /// assert_eq!(Schedule::from_json(&s.to_json())?, s);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn to_json(&self) -> Value {
+        match *self {
+            Schedule::Constant => serde_json::json!({"type": "constant"}),
+            Schedule::Step { step_size, gamma } => {
+                serde_json::json!({"type": "step", "step_size": step_size, "gamma": gamma})
+            }
+            Schedule::Exponential { gamma } => {
+                serde_json::json!({"type": "exponential", "gamma": gamma})
+            }
+            Schedule::Cosine { t_max, eta_min } => {
+                serde_json::json!({"type": "cosine", "t_max": t_max, "eta_min": eta_min})
+            }
+            Schedule::LinearWarmup {
+                start_factor,
+                warmup_epochs,
+            } => serde_json::json!({"type": "linear_warmup", "start_factor": start_factor,
+                "warmup_epochs": warmup_epochs}),
+        }
+    }
 }

@@ -105,9 +105,28 @@ pub fn safetensors_from_bytes<F: Float>(
                 )));
             }
             (dtype, expected) => {
-                return Err(bad(format!(
-                    "tensor {key:?} is {dtype:?}, expected {expected} like the other tensors"
-                )));
+                // All of one other dtype (a float64 PyTorch model, read for f32
+                // training), or one tensor that differs from the rest.
+                let same = file
+                    .tensors()
+                    .iter()
+                    .filter(|(k, _)| !k.ends_with(COUNTER_SUFFIX))
+                    .all(|(_, v)| v.dtype() == dtype);
+                return Err(bad(if same {
+                    format!(
+                        "every tensor is {dtype:?}, and {expected} is read here: save them as {} (in PyTorch, `model.{}()` before saving)",
+                        if expected == "F32" {
+                            "float32"
+                        } else {
+                            "float64"
+                        },
+                        if expected == "F32" { "float" } else { "double" }
+                    )
+                } else {
+                    format!(
+                        "tensor {key:?} is {dtype:?}, expected {expected} like the other tensors"
+                    )
+                }));
             }
         };
         if let Some(v) = values.iter().find(|v| !v.is_finite()) {
@@ -227,4 +246,29 @@ pub fn safetensors_bytes<F: Float>(named: &BTreeMap<String, Tensor<F>>) -> Resul
 /// ```
 pub fn write_safetensors<F: Float>(path: &Path, named: &BTreeMap<String, Tensor<F>>) -> Result<()> {
     write_atomic(path, &safetensors_bytes(named)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 15): a file of F64 tensors only, read for f32 training, was
+    /// refused with "expected F32 like the other tensors", when there were no others.
+    #[test]
+    fn a_file_all_of_another_dtype_is_told_to_be_saved_in_the_one_read() {
+        let named: BTreeMap<String, Tensor<f64>> = [
+            ("0.weight".to_string(), Tensor::zeros(&[2, 2])),
+            ("0.bias".to_string(), Tensor::zeros(&[2])),
+        ]
+        .into();
+        let bytes = safetensors_bytes(&named).unwrap();
+        let message = safetensors_from_bytes::<f32>(&bytes, "p.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("every tensor is F64"), "{message}");
+        assert!(
+            message.contains("float32") && !message.contains("other tensors"),
+            "{message}"
+        );
+    }
 }

@@ -230,7 +230,7 @@ impl<F: Float> Sequential<F> {
     /// use chainrule::nn::Sequential;
     /// let err = Sequential::<f32>::from_json(r#"{"layers": [{"type": "relu", "slope": 0.1}]}"#, 0)
     ///     .unwrap_err();
-    /// assert_eq!(err.to_string(), "layers[0].slope: unknown field");
+    /// assert!(err.to_string().starts_with("layers[0].slope: unknown field"));
     /// ```
     pub fn from_json(text: &str, seed: u64) -> Result<Self> {
         let mut top = Fields::new("", parse(text)?)?;
