@@ -519,7 +519,13 @@ fn last_csv_column(path: &Path) -> Result<String> {
     }
     let header = std::str::from_utf8(&line)
         .map_err(|_| anyhow!("{}: line 1: not UTF-8 text", path.display()))?;
-    Ok(header.trim_end().rsplit(',').next().unwrap_or("").trim().to_string())
+    Ok(header
+        .trim_end()
+        .rsplit(',')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string())
 }
 
 /// The model a config describes, checked against the data's shape.

@@ -9,7 +9,7 @@ use chainrule::autodiff::Op;
 use chainrule::data::{Dataset, Target};
 use chainrule::io::{npy_bytes, read_npy, write_atomic};
 use chainrule::loss::Loss;
-use chainrule::nn::{Architecture, Layer, Module, Sequential};
+use chainrule::nn::{Architecture, Layer, Sequential};
 use chainrule::train::{evaluate, predict};
 use std::path::Path;
 
@@ -162,7 +162,10 @@ pub fn eval(dir: &Path, data: Option<String>, json: bool, out_dir: Option<&Path>
             println!();
         }
         if let Some(folder) = &pictures {
-            println!("\nheat map: {}", folder.join("confusion_matrix.png").display());
+            println!(
+                "\nheat map: {}",
+                folder.join("confusion_matrix.png").display()
+            );
         }
     }
     Ok(())
@@ -426,8 +429,8 @@ pub fn summary(target: &Path) -> Result<()> {
     let text = chainrule::io::read_text(&model_file)?;
     // The layers' shapes and counts, without the parameters: a model file may ask
     // for more memory than there is, and a summary needs none of it.
-    let plan = Architecture::from_json(&text)
-        .map_err(|e| anyhow!("{}: {e}", model_file.display()))?;
+    let plan =
+        Architecture::from_json(&text).map_err(|e| anyhow!("{}: {e}", model_file.display()))?;
     let shape_text = |shape: Option<&[usize]>| match shape {
         Some(dims) => format!(
             "[N, {}]",

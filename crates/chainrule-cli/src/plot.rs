@@ -476,7 +476,9 @@ mod tests {
         // minute) instead of stopping the whole suite.
         let (done, finished) = std::sync::mpsc::channel();
         let stem = dir.join("curves");
-        std::thread::spawn(move || done.send(training_curves(&stem, &points).map_err(|e| e.to_string())));
+        std::thread::spawn(move || {
+            done.send(training_curves(&stem, &points).map_err(|e| e.to_string()))
+        });
         let result = finished
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("drawing ended");

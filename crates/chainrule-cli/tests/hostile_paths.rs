@@ -201,7 +201,15 @@ fn a_helper_thread_the_system_refuses_to_start_leaves_a_smaller_team() {
         .current_dir(&dir)
         .env("RUST_MIN_STACK", (1u64 << 60).to_string())
         .args([
-            "train", "--epochs", "1", "--samples", "200", "--threads", "2", "--name", "s",
+            "train",
+            "--epochs",
+            "1",
+            "--samples",
+            "200",
+            "--threads",
+            "2",
+            "--name",
+            "s",
             "--quiet",
         ])
         .output()

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chainrule-messages-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("chainrule-messages-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -95,9 +96,11 @@ fn non_finite_data_is_reported_in_its_file_at_its_row_before_training() {
     let runs = dir.join("runs");
     assert!(
         !runs.exists()
-            || std::fs::read_dir(&runs)
+            || std::fs::read_dir(&runs).unwrap().all(|e| !e
                 .unwrap()
-                .all(|e| !e.unwrap().path().join("checkpoint").exists())
+                .path()
+                .join("checkpoint")
+                .exists())
     );
 }
 
@@ -198,7 +201,14 @@ fn eval_works_on_a_read_only_run_and_draws_into_the_folder_named() {
     ok(&chainrule(
         &dir,
         &[
-            "train", "--epochs", "1", "--samples", "90", "--name", "r", "--quiet",
+            "train",
+            "--epochs",
+            "1",
+            "--samples",
+            "90",
+            "--name",
+            "r",
+            "--quiet",
         ],
     ));
     let run = dir.join("runs/r");
@@ -227,7 +237,14 @@ fn resume_checks_that_the_run_folder_is_writable_before_training() {
     ok(&chainrule(
         &dir,
         &[
-            "train", "--epochs", "1", "--samples", "90", "--name", "r", "--quiet",
+            "train",
+            "--epochs",
+            "1",
+            "--samples",
+            "90",
+            "--name",
+            "r",
+            "--quiet",
         ],
     ));
     let run = dir.join("runs/r");
@@ -239,7 +256,10 @@ fn resume_checks_that_the_run_folder_is_writable_before_training() {
     );
     refused(
         &out,
-        &["runs/r: not writable", "--resume saves its checkpoints there"],
+        &[
+            "runs/r: not writable",
+            "--resume saves its checkpoints there",
+        ],
     );
     assert_eq!(
         std::fs::read_to_string(run.join("checkpoint/metrics.csv")).unwrap(),

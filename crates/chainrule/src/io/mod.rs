@@ -92,11 +92,13 @@ pub fn read_text(path: &Path) -> Result<String> {
 /// checked against it before anything is reserved, so that a hostile header is
 /// refused with a message instead of an abort in the allocator.
 pub(crate) fn available_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
-        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib.saturating_mul(1024))
-    });
+    let meminfo = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib.saturating_mul(1024))
+        });
     // "Max address space   unlimited   unlimited   bytes": the soft limit.
     let address_space = std::fs::read_to_string("/proc/self/limits")
         .ok()
