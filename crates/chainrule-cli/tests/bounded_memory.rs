@@ -154,7 +154,7 @@ fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -307,6 +307,9 @@ fn predict_streams_a_csv_instead_of_holding_it() {
     write_inputs("small.csv", 10);
     let big = write_inputs("big.csv", 1_000_000);
     let peak = |file: &str| -> u64 {
+        // Reaped by wait4 below, which std's wait cannot replace: it gives the
+        // child's own peak memory.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new(env!("CARGO_BIN_EXE_chainrule"))
             .current_dir(&dir)
             .args(["predict", "runs/r", "--x", file, "--out", "p.csv"])
