@@ -5,6 +5,7 @@ reader. Every file must be refused with a clean error, never a panic, by the lib
 
     python3 tools/make_corpus.py
 """
+import gzip
 import json
 import struct
 from pathlib import Path
@@ -49,6 +50,8 @@ FILES = {
         # Regression: a multi-byte character first in descr made the reader panic (fuzzing).
         # Regression: a 0 among sizes whose other product overflows isize (fuzzing).
         "zero_size_with_huge_sizes_found_by_fuzzing.npy": npy("{'descr': '<f4', 'fortran_order': True, 'shape': (21, 230, 1, 1, 0, 1, 1, 806073709551616, 15, 2), }"),
+        # Issue 13: NumPy reads the last of a repeated key; chainrule read the first.
+        "duplicate_shape_key.npy": npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'shape': (2,), }", b"\0" * 8),
         "multibyte_descr_found_by_fuzzing.npy": npy("{'descr': '\u02d68', 'fortran_order': False, 'shape': (1844674407370 ,), }", b"\0" * 8),
     },
     "safetensors": {
@@ -72,6 +75,12 @@ FILES = {
         "huge_shape-ubyte": idx(0x08, [0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF], b"\0" * 16),
         "truncated_data-ubyte": idx(0x08, [10, 28, 28], b"\0" * 100),
         "bad_gzip-ubyte.gz": b"\x1f\x8b\x08\x00garbage, not deflate data at all",
+        # Regression (issue 13): 18 bytes declaring 2.7 M images once reserved 8 GiB
+        # before the declared size was compared with the 2 bytes present.
+        "header_of_18_bytes-ubyte": idx(0x08, [2_700_000, 28, 28], b"\0" * 2),
+        # Regression (issue 13): a gzip stream declaring 2.7 M images, holding 1 MiB,
+        # once reserved the declared 8 GiB of f32 before decompressing.
+        "more_images_than_data-ubyte.gz": gzip.compress(idx(0x08, [2_700_000, 28, 28], b"\0" * (1 << 20)), mtime=0),
     },
     "csv": {
         "empty.csv": b"",
@@ -80,6 +89,12 @@ FILES = {
         "infinite.csv": b"a,b,label\n1,inf,0\n",
         "not_utf8.csv": b"a,b,label\n1,\xff\xfe,0\n",
         "no_label_column.csv": b"a,b,c\n1,2,0\n",
+        # Regression (issue 13): one label of 30,000,000 sized the model from it.
+        "huge_class.csv": b"a,b,label\n1,2,0\n3,4,30000000\n",
+        # Regression (issue 13): 2^64 - 1 overflowed the class count.
+        "class_u64_max.csv": b"a,label\n1,0\n2,18446744073709551615\n",
+        # Regression (issue 13): no feature column gave "layers[4]: in and out must be at least 1".
+        "no_features.csv": b"label\n0\n1\n",
     },
     "model": {
         "not_json.json": b"{layers: [linear]}",
@@ -91,6 +106,19 @@ FILES = {
         "huge_layer.json": b'{"layers": [{"type": "linear", "in": 1000000000, "out": 1000000000}]}',
         "not_utf8.json": b'{"layers": [{"type": "\xff\xfe"}]}',
         "float_size.json": b'{"layers": [{"type": "linear", "in": 2.5, "out": 2}]}',
+    },
+    # Valid model files whose parameters would not fit in memory: counted, never
+    # allocated (summary), and refused before initialising against a short
+    # parameters file (grad); tests/bounded_memory.rs in both crates.
+    "model_memory": {
+        # Regression (issue 13): 55 bytes asking for 46340^2 weights (8.6 GB in f32).
+        "46340_squared.json": b'{"layers": [{"type": "linear", "in": 46340, "out": 46340}]}',
+    },
+    # Valid arrays whose values are refused where they are used: class labels that
+    # would size the model, non-finite data (tests/bounded_memory.rs, tests/messages.rs).
+    "labels_npy": {
+        # Regression (issue 13): a 500-byte .npy label of 30,000,000 sized the model.
+        "huge_class.npy": npy("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }", struct.pack("<qq", 0, 30_000_000)),
     },
     "train_json": {
         "not_json.json": b"loss = mse",

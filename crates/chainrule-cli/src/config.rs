@@ -5,7 +5,8 @@ use anyhow::{Result, anyhow, bail};
 use chainrule::Tensor;
 use chainrule::autodiff::Elementwise;
 use chainrule::data::{
-    Dataset, MinMaxScaler, Standardizer, Target, TargetKind, read_csv, read_mnist, synthetic,
+    Dataset, MAX_CLASSES, MinMaxScaler, Standardizer, Target, TargetKind, read_csv, read_mnist,
+    synthetic,
 };
 use chainrule::io::{NpyArray, read_npy};
 use chainrule::loss::Loss;
@@ -390,6 +391,15 @@ pub fn data_name(data: &str) -> String {
     }
 }
 
+/// The first non-finite value of `values`, a table of `columns` columns, as its row
+/// and column (from 1) and the value: bad data is reported in its file before
+/// training, not as a non-finite output of some layer after.
+fn first_nonfinite_cell(values: &[f32], columns: usize) -> Option<(usize, usize, f32)> {
+    let at = values.iter().position(|v| !v.is_finite())?;
+    let columns = columns.max(1);
+    Some((at / columns + 1, at % columns + 1, values[at]))
+}
+
 fn npy_data(x_path: &Path, y_path: &Path) -> Result<Dataset<f32>> {
     let x = read_npy(x_path)?;
     if !x.is_float() || x.shape().len() != 2 {
@@ -402,6 +412,14 @@ fn npy_data(x_path: &Path, y_path: &Path) -> Result<Dataset<f32>> {
     }
     let x = x.to_tensor::<f32>()?;
     let rows = x.shape()[0];
+    if !x.all_finite()
+        && let Some((row, column, value)) = first_nonfinite_cell(&x.to_vec(), x.shape()[1])
+    {
+        bail!(
+            "{}: row {row}, column {column}: {value} is not a finite number",
+            x_path.display()
+        );
+    }
     let y = read_npy(y_path)?;
     let target = match &y {
         NpyArray::I32(..) | NpyArray::I64(..) | NpyArray::U8(..) => {
@@ -410,6 +428,16 @@ fn npy_data(x_path: &Path, y_path: &Path) -> Result<Dataset<f32>> {
                 bail!(
                     "{}: class labels must be non-negative integers of shape [{rows}]",
                     y_path.display()
+                );
+            }
+            // A class index sizes the model's output layer: bounded where it is read
+            // (one label of 30,000,000 in a 500-byte file once sized the model).
+            if let Some(row) = values.iter().position(|&v| v >= MAX_CLASSES as f64) {
+                bail!(
+                    "{}: row {}: class {} is not below {MAX_CLASSES}, the most classes chainrule takes (class labels are indices from 0)",
+                    y_path.display(),
+                    row + 1,
+                    values[row]
                 );
             }
             Target::Classes(values.iter().map(|&v| v as usize).collect())
@@ -426,6 +454,14 @@ fn npy_data(x_path: &Path, y_path: &Path) -> Result<Dataset<f32>> {
                     "{}: targets must be [{rows}] or [{rows}, K], got {:?}",
                     y_path.display(),
                     y.shape()
+                );
+            }
+            if !t.all_finite()
+                && let Some((row, column, value)) = first_nonfinite_cell(&t.to_vec(), t.shape()[1])
+            {
+                bail!(
+                    "{}: row {row}, column {column}: {value} is not a finite number",
+                    y_path.display()
                 );
             }
             Target::Values(t)
@@ -459,7 +495,15 @@ pub fn read_source(config: &RunConfig) -> Result<Source> {
         }
         "mnist" => {
             let dir = Path::new(arg);
-            (read_mnist(dir, "train")?, Some(read_mnist(dir, "t10k")?))
+            let (train, test) = (read_mnist(dir, "train")?, read_mnist(dir, "t10k")?);
+            let (a, b) = (train.x.shape()[1], test.x.shape()[1]);
+            if a != b {
+                bail!(
+                    "{}: the t10k images have {b} pixels each, the train images {a}",
+                    dir.display()
+                );
+            }
+            (train, Some(test))
         }
         "csv" => {
             let path = Path::new(arg);
@@ -541,13 +585,39 @@ pub fn load_data(config: &RunConfig) -> Result<Splits> {
     })
 }
 
+/// The last column's name in `path`'s header: only the first line is read (the
+/// file itself may be larger than memory, and is checked when it is read).
 fn last_csv_column(path: &Path) -> Result<String> {
-    let text = chainrule::io::read_text(path)?;
-    let header = text
-        .lines()
+    use std::io::{BufRead, Read};
+    // The header line, bounded: a file with no line break is not a CSV header.
+    const MAX_HEADER: u64 = 1 << 20;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        // read_text names what is wrong: missing, a folder, a FIFO or a device.
+        chainrule::io::read_text(path)?;
+    }
+    let file = std::fs::File::open(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let mut line = Vec::new();
+    std::io::BufReader::new(file.take(MAX_HEADER))
+        .read_until(b'\n', &mut line)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if line.is_empty() {
+        bail!("{}: empty file", path.display());
+    }
+    if !line.ends_with(b"\n") && line.len() as u64 == MAX_HEADER {
+        bail!(
+            "{}: no line break in the first {MAX_HEADER} bytes: not a CSV header",
+            path.display()
+        );
+    }
+    let header = std::str::from_utf8(&line)
+        .map_err(|_| anyhow!("{}: line 1: not UTF-8 text", path.display()))?;
+    Ok(header
+        .trim_end()
+        .rsplit(',')
         .next()
-        .ok_or_else(|| anyhow!("{}: empty file", path.display()))?;
-    Ok(header.rsplit(',').next().unwrap_or("").trim().to_string())
+        .unwrap_or("")
+        .trim()
+        .to_string())
 }
 
 /// The layer sizes of a config that gives none: two hidden layers of 64.

@@ -4,7 +4,7 @@ use anyhow::{Result, anyhow, bail};
 use chainrule::data::{Dataset, Target};
 use chainrule::io::{read_npy, read_safetensors, safetensors_dtype, write_safetensors};
 use chainrule::loss::Loss;
-use chainrule::nn::{Mode, Module, Sequential};
+use chainrule::nn::{Architecture, Init, Mode, Module, Sequential};
 use chainrule::train::{TrainConfig, fit, loss_and_grads, noise_key};
 use chainrule::{Error, Float, Tensor};
 use std::collections::BTreeMap;
@@ -47,8 +47,25 @@ struct Problem<F: Float> {
 }
 
 fn load<F: Float>(files: &Files, loss: Loss) -> Result<Problem<F>> {
-    let mut model =
-        Sequential::<F>::from_json(&read_text(&files.model)?, 0).map_err(in_file(&files.model))?;
+    let plan = Architecture::from_json(&read_text(&files.model)?).map_err(in_file(&files.model))?;
+    // The parameters file must hold every parameter: checked on its size before the
+    // model is initialised (a 55-byte model file once asked for 46340² weights, and
+    // got them, before a 100-byte parameters file was found short).
+    let parameters: u64 = plan.parameters.iter().map(|&n| n as u64).sum();
+    let needed = parameters.saturating_mul(std::mem::size_of::<F>() as u64);
+    let size = std::fs::metadata(&files.params)
+        .map_err(|e| anyhow!("{}: {e}", files.params.display()))?
+        .len();
+    if size < needed {
+        bail!(
+            "{}: {size} bytes cannot hold the {parameters} parameters of {} ({needed} bytes as {})",
+            files.params.display(),
+            files.model.display(),
+            F::DTYPE
+        );
+    }
+    let mut model = Sequential::<F>::from_architecture(plan, Init::PytorchDefault, 0)
+        .map_err(in_file(&files.model))?;
     let params = read_safetensors::<F>(&files.params).map_err(in_file(&files.params))?;
     model.load(params).map_err(in_file(&files.params))?;
 

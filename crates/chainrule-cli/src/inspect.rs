@@ -9,7 +9,7 @@ use chainrule::autodiff::Op;
 use chainrule::data::{Dataset, Target};
 use chainrule::io::{npy_bytes, read_npy, write_atomic};
 use chainrule::loss::Loss;
-use chainrule::nn::{Layer, Module, Sequential};
+use chainrule::nn::{Architecture, Layer, Sequential};
 use chainrule::train::{evaluate, predict};
 use std::path::Path;
 
@@ -78,8 +78,17 @@ pub fn rounded<F: chainrule::Float>(v: F) -> String {
     chainrule_explain::notation::significant(v.as_f64(), 6)
 }
 
-/// `chainrule eval RUN --data SOURCE`.
-pub fn eval(dir: &Path, data: Option<String>, json: bool) -> Result<()> {
+/// `chainrule eval RUN --data SOURCE [--out-dir DIR]`: the confusion matrix's
+/// pictures go into `out_dir`, else into the run folder when it is writable; a
+/// read-only run is evaluated all the same, without them.
+pub fn eval(dir: &Path, data: Option<String>, json: bool, out_dir: Option<&Path>) -> Result<()> {
+    let pictures = match out_dir {
+        Some(folder) => {
+            std::fs::create_dir_all(folder).map_err(|e| anyhow!("{}: {e}", folder.display()))?;
+            Some(folder.to_path_buf())
+        }
+        None => crate::run::writable(dir).is_ok().then(|| dir.to_path_buf()),
+    };
     let mut run = open_run(dir)?;
     let (data, scored) = match data {
         None => held_out(dir, &run)?,
@@ -117,7 +126,15 @@ pub fn eval(dir: &Path, data: Option<String>, json: bool) -> Result<()> {
                 serde_json::json!({ "class": names[c], "precision": ratio(confusion[c][c], predicted), "recall": ratio(confusion[c][c], support), "support": support })
             })
             .collect();
-        plot::confusion_heatmap(&dir.join("confusion_matrix"), &confusion, &names)?;
+        match &pictures {
+            Some(folder) => {
+                plot::confusion_heatmap(&folder.join("confusion_matrix"), &confusion, &names)?
+            }
+            None => eprintln!(
+                "chainrule: {}: not writable, so no heat map of the confusion matrix (name a folder for it with --out-dir)",
+                dir.display()
+            ),
+        }
         report["per_class"] = per_class.clone().into();
         report["confusion_matrix"] = serde_json::json!(confusion);
         table = Some((names, per_class, confusion));
@@ -172,7 +189,12 @@ pub fn eval(dir: &Path, data: Option<String>, json: bool) -> Result<()> {
             }
             println!();
         }
-        println!("\nheat map: {}", dir.join("confusion_matrix.png").display());
+        if let Some(folder) = &pictures {
+            println!(
+                "\nheat map: {}",
+                folder.join("confusion_matrix.png").display()
+            );
+        }
     }
     Ok(())
 }
@@ -232,23 +254,95 @@ fn check_matches(dir: &Path, run: &Run, data: &str, source: &config::Source) -> 
     Ok(())
 }
 
-/// Reads inputs for prediction from `.npy` or `.csv` (a header, every column a feature).
-pub fn read_inputs(path: &Path) -> Result<Tensor<f32>> {
-    if path.extension().is_some_and(|e| e == "csv") {
-        let text = chainrule::io::read_text(path)?;
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let header = lines
-            .next()
-            .ok_or_else(|| anyhow!("{}: empty file", path.display()))?;
-        let columns = header.split(',').count();
-        let mut values = Vec::new();
-        for (i, line) in lines.enumerate() {
-            let fields: Vec<&str> = line.split(',').collect();
+/// Rows predicted at a time from a CSV file: a multiple of the library's
+/// evaluation batch (1,024 rows), so that the predictions are those of one call on
+/// the whole file, while memory holds only this many rows (a 1 GB CSV once took
+/// 6.8 GB: its text, its values, their scaled copy and the output text, all whole).
+const PREDICT_ROWS: usize = 4096;
+
+/// The longest CSV line `predict` reads: a row of 784 pixels takes about 4 KB.
+const MAX_LINE: u64 = 1 << 24;
+
+/// Opens `path` if it is a regular file (a FIFO or a device may never end).
+fn open_regular(path: &Path) -> Result<std::fs::File> {
+    let meta = std::fs::metadata(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{}: not a regular file (a folder, a FIFO or a device): refusing to read it",
+            path.display()
+        );
+    }
+    std::fs::File::open(path).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// Inputs for prediction from `.npy` (read whole: its header gives its size, which
+/// the reader checks against memory) or `.csv` (a header, every column a feature;
+/// read a block of rows at a time).
+enum Inputs {
+    Npy(Option<Tensor<f32>>),
+    Csv {
+        lines: std::io::BufReader<std::fs::File>,
+        columns: usize,
+        /// The number of the last line read, from 1.
+        line: usize,
+    },
+}
+
+impl Inputs {
+    fn open(path: &Path) -> Result<Inputs> {
+        if path.extension().is_some_and(|e| e == "csv") {
+            let mut lines = std::io::BufReader::new(open_regular(path)?);
+            let mut line = 0;
+            let header = next_line(&mut lines, path, &mut line)?
+                .ok_or_else(|| anyhow!("{}: empty file", path.display()))?;
+            let columns = header.split(',').count();
+            return Ok(Inputs::Csv {
+                lines,
+                columns,
+                line,
+            });
+        }
+        let array = read_npy(path)?;
+        if !array.is_float() && array.dtype() != "uint8" {
+            bail!(
+                "{}: dtype {} (expected float32, float64 or uint8)",
+                path.display(),
+                array.dtype()
+            );
+        }
+        let x = array.to_tensor::<f32>()?;
+        if !x.all_finite() {
+            bail!("{}: holds a non-finite number", path.display());
+        }
+        let x = if x.ndim() == 1 {
+            x.reshape(&[1, x.len()])?
+        } else {
+            x
+        };
+        Ok(Inputs::Npy(Some(x)))
+    }
+
+    /// The next block of rows, `None` at the end.
+    fn next_block(&mut self, path: &Path) -> Result<Option<Tensor<f32>>> {
+        let (lines, columns, line) = match self {
+            Inputs::Npy(x) => return Ok(x.take()),
+            Inputs::Csv {
+                lines,
+                columns,
+                line,
+            } => (lines, *columns, line),
+        };
+        let mut values = Vec::with_capacity(PREDICT_ROWS * columns);
+        let mut rows = 0;
+        while rows < PREDICT_ROWS {
+            let Some(text) = next_line(lines, path, line)? else {
+                break;
+            };
+            let fields: Vec<&str> = text.split(',').collect();
             if fields.len() != columns {
                 bail!(
-                    "{}: line {}: {} fields, the header has {columns}",
+                    "{}: line {line}: {} fields, the header has {columns}",
                     path.display(),
-                    i + 2,
                     fields.len()
                 );
             }
@@ -260,41 +354,76 @@ pub fn read_inputs(path: &Path) -> Result<Tensor<f32>> {
                     .filter(|v: &f32| v.is_finite())
                     .ok_or_else(|| {
                         anyhow!(
-                            "{}: line {}: {f:?} is not a finite number",
-                            path.display(),
-                            i + 2
+                            "{}: line {line}: {f:?} is not a finite number",
+                            path.display()
                         )
                     })?;
                 values.push(v);
             }
+            rows += 1;
         }
-        let rows = values.len() / columns.max(1);
-        return Ok(Tensor::from_vec(values, &[rows, columns])?);
+        Ok((rows > 0)
+            .then(|| Tensor::from_vec(values, &[rows, columns]))
+            .transpose()?)
     }
-    let array = read_npy(path)?;
-    if !array.is_float() && array.dtype() != "uint8" {
-        bail!(
-            "{}: dtype {} (expected float32, float64 or uint8)",
-            path.display(),
-            array.dtype()
-        );
-    }
-    let x = array.to_tensor::<f32>()?;
-    if !x.all_finite() {
-        bail!("{}: holds a non-finite number", path.display());
-    }
-    Ok(x)
 }
 
-/// `chainrule predict RUN --x FILE [--out FILE]`.
-pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> {
-    let mut run = open_run(dir)?;
-    let x = read_inputs(x_path)?;
-    let x = if x.ndim() == 1 {
-        x.reshape(&[1, x.len()])?
-    } else {
-        x
-    };
+/// Reads inputs for prediction whole, from `.npy` or `.csv` (a header, every column a
+/// feature): for the few samples `explain` and its kin take.
+pub fn read_inputs(path: &Path) -> Result<Tensor<f32>> {
+    let mut inputs = Inputs::open(path)?;
+    let mut blocks = Vec::new();
+    while let Some(block) = inputs.next_block(path)? {
+        blocks.push(block);
+    }
+    match blocks.len() {
+        0 => bail!("{}: no rows", path.display()),
+        1 => Ok(blocks.pop().expect("one block")),
+        _ => {
+            let columns = blocks[0].shape()[1];
+            let rows = blocks.iter().map(|b| b.shape()[0]).sum::<usize>();
+            let values = blocks.iter().flat_map(|b| b.to_vec()).collect();
+            Ok(Tensor::from_vec(values, &[rows, columns])?)
+        }
+    }
+}
+
+/// The next line of `lines` that is not blank, without its line break; `line`
+/// counts the lines read.
+fn next_line(
+    lines: &mut std::io::BufReader<std::fs::File>,
+    path: &Path,
+    line: &mut usize,
+) -> Result<Option<String>> {
+    use std::io::{BufRead, Read};
+    loop {
+        let mut bytes = Vec::new();
+        lines
+            .by_ref()
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut bytes)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        *line += 1;
+        if bytes.len() as u64 == MAX_LINE && !bytes.ends_with(b"\n") {
+            bail!(
+                "{}: line {line}: longer than {MAX_LINE} bytes",
+                path.display()
+            );
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow!("{}: line {line}: not UTF-8 text", path.display()))?;
+        if !text.trim().is_empty() {
+            return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
+        }
+    }
+}
+
+/// The predictions of a block of rows: the probabilities a loss that takes logits
+/// implies, or the outputs as they are.
+fn predict_block(run: &mut Run, x: Tensor<f32>, x_path: &Path) -> Result<Tensor<f32>> {
     let x = run
         .state
         .scaler
@@ -303,55 +432,90 @@ pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> 
     let x =
         config::to_model_input(&run.model, x).map_err(|e| anyhow!("{}: {e}", x_path.display()))?;
     let raw = predict(&mut run.model, &x)?;
-    let columns = raw.shape()[1];
-    // Report probabilities for losses that take logits.
-    let outputs = as_probabilities(run.loss, &run.model, &raw)?;
+    as_probabilities(run.loss, &run.model, &raw)
+}
+
+/// `chainrule predict RUN --x FILE [--out FILE]`: a CSV is read, predicted and
+/// written a block of rows at a time.
+pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> {
+    let mut run = open_run(dir)?;
+    let mut inputs = Inputs::open(x_path)?;
     let classification = run.state.classes.is_some();
-    let values = outputs.to_vec();
-    let rows: Vec<&[f32]> = values.chunks_exact(columns).collect();
-    let header: Vec<String> = if classification {
-        let names = class_names(&run.state, columns);
-        std::iter::once("class".to_string())
-            .chain(names.iter().map(|n| csv_field(&format!("p_{n}"))))
+    // Each output row: the class (for classification), then the outputs.
+    let row_values = |r: &[f32]| -> Vec<f32> {
+        classification
+            .then(|| argmax(r) as f32)
+            .into_iter()
+            .chain(r.iter().copied())
             .collect()
-    } else {
-        (0..columns).map(|i| format!("y{i}")).collect()
     };
-    match out {
-        Some(path) if path.extension().is_some_and(|e| e == "npy") => {
-            let table: Vec<f32> = rows
-                .iter()
-                .flat_map(|r| {
-                    classification
-                        .then(|| argmax(r) as f32)
-                        .into_iter()
-                        .chain(r.iter().copied())
-                })
-                .collect();
-            let tensor = Tensor::<f32>::from_vec(table, &[rows.len(), header.len()])?;
-            write_atomic(path, &npy_bytes(&tensor))?;
+    let header = |state: &RunState, columns: usize| -> Vec<String> {
+        if classification {
+            let names = class_names(state, columns);
+            std::iter::once("class".to_string())
+                .chain(names.iter().map(|n| csv_field(&format!("p_{n}"))))
+                .collect()
+        } else {
+            (0..columns).map(|i| format!("y{i}")).collect()
         }
-        _ => {
+    };
+    let no_rows = || anyhow!("{}: no rows to predict", x_path.display());
+    if let Some(path) = out
+        && path.extension().is_some_and(|e| e == "npy")
+    {
+        // An .npy header states the row count: the (small) output table is kept.
+        let (mut table, mut rows, mut width) = (Vec::new(), 0, 0);
+        while let Some(x) = inputs.next_block(x_path)? {
+            let outputs = predict_block(&mut run, x, x_path)?;
+            let columns = outputs.shape()[1];
+            width = header(&run.state, columns).len();
+            for r in outputs.to_vec().chunks_exact(columns) {
+                table.extend(row_values(r));
+                rows += 1;
+            }
+        }
+        if rows == 0 {
+            return Err(no_rows());
+        }
+        let tensor = Tensor::<f32>::from_vec(table, &[rows, width])?;
+        write_atomic(path, &npy_bytes(&tensor))?;
+        return Ok(());
+    }
+    let mut write_csv = |w: &mut dyn std::io::Write| -> Result<()> {
+        let mut first = true;
+        while let Some(x) = inputs.next_block(x_path)? {
+            let outputs = predict_block(&mut run, x, x_path)?;
+            let columns = outputs.shape()[1];
+            if first {
+                writeln!(w, "{}", header(&run.state, columns).join(","))?;
+                first = false;
+            }
             // The class by its name from the training labels (a string label column
             // gives its strings back), the numbers to 6 significant digits.
             let names = class_names(&run.state, columns);
-            let mut text = header.join(",") + "\n";
-            for r in &rows {
+            for r in outputs.to_vec().chunks_exact(columns) {
                 let fields: Vec<String> = classification
                     .then(|| csv_field(&names[argmax(r).min(names.len() - 1)]))
                     .into_iter()
                     .chain(r.iter().map(|&v| rounded(v)))
                     .collect();
-                text.push_str(&fields.join(","));
-                text.push('\n');
-            }
-            match out {
-                Some(path) => write_atomic(path, text.as_bytes())?,
-                None => print!("{text}"),
+                writeln!(w, "{}", fields.join(","))?;
             }
         }
+        if first {
+            return Err(no_rows());
+        }
+        Ok(())
+    };
+    match out {
+        Some(path) => chainrule::io::write_atomic_with(path, |w| write_csv(w)),
+        None => {
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            write_csv(&mut w)?;
+            std::io::Write::flush(&mut w)?;
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// A CSV field: quoted when it holds a comma, a quote or a line break.
@@ -371,8 +535,10 @@ pub fn summary(target: &Path) -> Result<()> {
         target.to_path_buf()
     };
     let text = chainrule::io::read_text(&model_file)?;
-    let model = Sequential::<f32>::from_json(&text, 0)
-        .map_err(|e| anyhow!("{}: {e}", model_file.display()))?;
+    // The layers' shapes and counts, without the parameters: a model file may ask
+    // for more memory than there is, and a summary needs none of it.
+    let plan =
+        Architecture::from_json(&text).map_err(|e| anyhow!("{}: {e}", model_file.display()))?;
     let shape_text = |shape: Option<&[usize]>| match shape {
         Some(dims) => format!(
             "[N, {}]",
@@ -388,30 +554,24 @@ pub fn summary(target: &Path) -> Result<()> {
         "#", "layer", "output shape", "parameters"
     );
     println!("{}", "-".repeat(71));
-    let params = model.params();
-    let mut total = 0;
-    for (i, layer) in model.layers().iter().enumerate() {
-        let first = model.param_offset(i).unwrap_or(params.len());
-        let end = model.param_offset(i + 1).unwrap_or(params.len());
-        let count: usize = params[first..end].iter().map(|p| p.value.len()).sum();
-        total += count;
+    for (i, layer) in plan.layers.iter().enumerate() {
         println!(
             "{i:<4} {:<34} {:<18} {:>12}",
             layer_label(layer),
-            shape_text(model.output_shape(i)),
-            group(count)
+            shape_text(plan.output_shapes[i].as_deref()),
+            group(plan.parameters[i])
         );
     }
     println!("{}", "-".repeat(71));
-    println!("total parameters: {}", group(total));
-    let buffers: usize = model.buffers().iter().map(|b| b.value.len()).sum();
+    println!("total parameters: {}", group(plan.parameters.iter().sum()));
+    let buffers: usize = plan.buffers.iter().sum();
     if buffers > 0 {
         println!(
             "buffers (running statistics, batch counts): {}",
             group(buffers)
         );
     }
-    if let Some(shape) = model.input_shape() {
+    if let Some(shape) = plan.input_shape() {
         println!("input: {}", shape_text(Some(&shape)));
     }
     Ok(())

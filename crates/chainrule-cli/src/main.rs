@@ -70,6 +70,10 @@ enum Command {
         /// Print the results as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Folder for the confusion matrix's heat map (created if missing; default:
+        /// the run folder, when it is writable).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
     /// Predictions of a run for inputs in a .npy or .csv file (CSV to stdout by default).
     Predict {
@@ -439,7 +443,12 @@ fn main() -> ExitCode {
             eval,
             seed,
         } => contract::grad(&files, &loss, contract::GradMode { eval, seed }, &out),
-        Command::Eval { run, data, json } => inspect::eval(&run, data, json),
+        Command::Eval {
+            run,
+            data,
+            json,
+            out_dir,
+        } => inspect::eval(&run, data, json, out_dir.as_deref()),
         Command::Predict { run, x, out } => inspect::predict_cmd(&run, &x, out.as_deref()),
         Command::Summary { target } => inspect::summary(&target),
         Command::Bench {

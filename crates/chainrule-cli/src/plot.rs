@@ -166,10 +166,13 @@ fn draw_training<DB: DrawingBackend>(
     let classification = points.iter().any(|p| p.train_accuracy.is_some());
     let last = points.last().map_or(1, |p| p.epoch) as f64;
     let (train_color, val_color) = (class_color(0), class_color(1));
+    // Non-finite values (a run with skip_nonfinite on infinite data) stay out of
+    // the plot: plotters' axis computation never ended on them.
     let series = |f: &dyn Fn(&EpochPoint) -> Option<f64>| -> Vec<(f64, f64)> {
         points
             .iter()
             .filter_map(|p| Some((p.epoch as f64, f(p)?)))
+            .filter(|(_, y)| y.is_finite())
             .collect()
     };
     let losses = series(&|p| Some(p.train_loss));
@@ -201,7 +204,8 @@ fn draw_training<DB: DrawingBackend>(
             ("train", train_color, losses),
             ("validation", val_color, val_losses),
         ],
-        0.0..(max_loss * 1.05).max(1e-6),
+        // A finite top, however large the largest loss (1.05 × 1.7e308 is inf).
+        0.0..(max_loss * 1.05).clamp(1e-6, f64::MAX),
         last,
         SeriesLabelPosition::UpperRight,
     )?;
@@ -444,4 +448,42 @@ fn draw_confusion<DB: DrawingBackend>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_curves_with_non_finite_and_huge_losses_are_drawn_and_end() {
+        // Before: a run with skip_nonfinite on infinite data hung in plotters.
+        let dir = std::env::temp_dir().join(format!("chainrule-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let point = |epoch, loss: f64, accuracy: f64| EpochPoint {
+            epoch,
+            train_loss: loss,
+            train_accuracy: Some(accuracy),
+            validation_loss: Some(-loss),
+            validation_accuracy: Some(accuracy),
+        };
+        let points = [
+            point(1, f64::INFINITY, f64::NAN),
+            point(2, f64::NAN, 0.5),
+            point(3, f64::MAX, 0.6),
+            point(4, 1.0, f64::INFINITY),
+        ];
+        // The drawing runs on its own thread, so that a hang fails the test (after a
+        // minute) instead of stopping the whole suite.
+        let (done, finished) = std::sync::mpsc::channel();
+        let stem = dir.join("curves");
+        std::thread::spawn(move || {
+            done.send(training_curves(&stem, &points).map_err(|e| e.to_string()))
+        });
+        let result = finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("drawing ended");
+        result.unwrap();
+        assert!(dir.join("curves.png").is_file() && dir.join("curves.svg").is_file());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

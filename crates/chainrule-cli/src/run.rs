@@ -146,7 +146,19 @@ impl RunState {
 
 /// The most classes a run may have: far beyond any classifier chainrule trains, far
 /// below what would exhaust memory in a confusion matrix's rows.
-const MAX_CLASSES: usize = 1 << 16;
+const MAX_CLASSES: usize = chainrule::data::MAX_CLASSES;
+
+/// Whether files can be created in folder `dir`: by creating one (and removing it),
+/// which also answers for read-only file systems and for root, whom permissions do
+/// not stop.
+pub fn writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".chainrule-writable-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
 
 /// The complete checkpoint of run folder `run`, checked against its manifest, for
 /// `--resume`; one line saying why there is none otherwise.
@@ -486,6 +498,13 @@ pub fn train(request: TrainRequest) -> Result<()> {
             let folder = CheckpointDir::try_lock(run)?.ok_or_else(|| {
                 anyhow!(
                     "{}: another chainrule train is writing to this run folder",
+                    run.display()
+                )
+            })?;
+            // Checked before training: a run that cannot save would lose its epochs.
+            writable(run).map_err(|e| {
+                anyhow!(
+                    "{}: not writable ({e}): --resume saves its checkpoints there",
                     run.display()
                 )
             })?;

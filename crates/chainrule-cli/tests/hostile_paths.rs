@@ -193,6 +193,34 @@ fn a_hundred_thousand_threads_are_capped_at_the_machines_cores() {
 }
 
 #[test]
+fn a_helper_thread_the_system_refuses_to_start_leaves_a_smaller_team() {
+    // Before: a failed spawn panicked, and the team then waited forever for the
+    // missing helper. A minimum stack of 2⁶⁰ bytes makes every spawn fail.
+    let dir = scratch("spawn");
+    let out = Command::new(env!("CARGO_BIN_EXE_chainrule"))
+        .current_dir(&dir)
+        .env("RUST_MIN_STACK", (1u64 << 60).to_string())
+        .args([
+            "train",
+            "--epochs",
+            "1",
+            "--samples",
+            "200",
+            "--threads",
+            "2",
+            "--name",
+            "s",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(dir.join("runs/s/checkpoint/params.safetensors").is_file());
+}
+
+#[test]
 fn an_absurd_number_of_epochs_is_refused_before_training() {
     let dir = scratch("epochs");
     let out = chainrule(

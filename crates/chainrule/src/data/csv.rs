@@ -1,6 +1,6 @@
 //! CSV files with a header row: numeric feature columns and one target column.
 
-use super::{Dataset, Target};
+use super::{Dataset, MAX_CLASSES, Target};
 use crate::io::read_file;
 use crate::{Error, Float, Result, Tensor};
 use std::path::Path;
@@ -31,8 +31,9 @@ pub struct CsvData<F: Float = f32> {
 ///
 /// # Errors
 /// [`Error::Io`] when unreadable; [`Error::Format`] naming the line and column of a
-/// malformed row, a missing or non-numeric value, or a target column that does not
-/// exist.
+/// malformed row, a missing or non-numeric value, a class index of
+/// [`MAX_CLASSES`] or more (or more than [`MAX_CLASSES`] class names), a target
+/// column that does not exist, or no feature column beside it.
 ///
 /// ```
 /// use chainrule::data::{read_csv, TargetKind};
@@ -93,6 +94,11 @@ pub fn read_csv_bytes<F: Float>(
         .filter(|&(i, _)| i != target_column)
         .map(|(_, h)| h.clone())
         .collect();
+    if feature_names.is_empty() {
+        return Err(bad(format!(
+            "no feature columns: {target:?} is the only column (a CSV needs at least one numeric column beside its target)"
+        )));
+    }
 
     let mut features: Vec<F> = Vec::new();
     let mut labels: Vec<String> = Vec::new();
@@ -150,11 +156,27 @@ pub fn read_csv_bytes<F: Float>(
         TargetKind::Classes => {
             let indices: Option<Vec<usize>> = labels.iter().map(|l| l.parse().ok()).collect();
             match indices {
-                Some(indices) => (Target::Classes(indices), None),
+                Some(indices) => {
+                    // A class index sizes the model's output: bounded where it is read.
+                    if let Some(row) = indices.iter().position(|&c| c >= MAX_CLASSES) {
+                        return Err(bad(format!(
+                            "line {}, column {target:?}: class {} is not below {MAX_CLASSES}, the most classes chainrule takes (class labels are indices from 0)",
+                            row + 2,
+                            indices[row]
+                        )));
+                    }
+                    (Target::Classes(indices), None)
+                }
                 None => {
                     let mut names = labels.clone();
                     names.sort();
                     names.dedup();
+                    if names.len() > MAX_CLASSES {
+                        return Err(bad(format!(
+                            "column {target:?}: {} different class names, more than the {MAX_CLASSES} classes chainrule takes",
+                            names.len()
+                        )));
+                    }
                     let indices = labels
                         .iter()
                         .map(|l| names.binary_search(l).expect("collected"))

@@ -41,13 +41,25 @@ pub fn read_mnist(dir: &Path, split: &str) -> Result<Dataset<f32>> {
         &mut pixels,
         f32::from,
     )?;
-    let labels = read_idx(&mnist_file(dir, split, "labels", "idx1")?)?;
-    let rows = shape.first().copied().unwrap_or(0);
-    let features: usize = shape.iter().skip(1).product();
-    if labels.values.len() != rows {
+    // Every error names the file at fault (the images, then the labels).
+    if shape.len() != 3 {
         return Err(Error::Format {
-            path: dir.display().to_string(),
-            message: format!("{} labels for {rows} images", labels.values.len()),
+            path: path.display().to_string(),
+            message: format!("images of shape {shape:?}: MNIST's are [N, rows, columns]"),
+        });
+    }
+    let labels_path = mnist_file(dir, split, "labels", "idx1")?;
+    let labels = read_idx(&labels_path)?;
+    let rows = shape[0];
+    let features: usize = shape[1..].iter().product();
+    if labels.shape.len() != 1 || labels.values.len() != rows {
+        return Err(Error::Format {
+            path: labels_path.display().to_string(),
+            message: format!(
+                "labels of shape {:?} for the {rows} images of {}",
+                labels.shape,
+                path.display()
+            ),
         });
     }
     let x = Tensor::from_vec(pixels, &[rows, features])?;

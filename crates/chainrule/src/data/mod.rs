@@ -17,6 +17,12 @@ pub use scale::{MinMaxScaler, Standardizer};
 use crate::error::invalid;
 use crate::{Error, Float, Result, Tensor};
 use rand::SeedableRng;
+
+/// The most classes a classification data set may have (2¹⁶): far beyond any
+/// classifier chainrule trains, far below a model's or a confusion matrix's memory
+/// limit. A class index read from a file sizes the model's output layer, so an index
+/// of this or more (a label of 30,000,000 in a 2 KB CSV) is refused where it is read.
+pub const MAX_CLASSES: usize = 1 << 16;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 

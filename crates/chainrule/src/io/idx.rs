@@ -118,6 +118,22 @@ pub(crate) fn stream_idx<T>(
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .filter(|&c| c as u64 <= MAX_IDX_BYTES)
         .ok_or_else(|| bad("shape too large".into()))?;
+    // The declared size is checked against the bytes present before anything is
+    // reserved: a plain file's are all here; a gzip stream's are not known until it
+    // is decompressed, so its values are reserved as they arrive (a header of 18
+    // bytes once reserved 8 GiB).
+    let header = 4 + dims.len();
+    if !gzip && raw.len() - header != count {
+        return Err(bad(format!(
+            "shape {shape:?} needs {count} data bytes, the file has {}",
+            raw.len() - header
+        )));
+    }
+    super::check_memory(
+        name,
+        &format!("shape {shape:?}"),
+        (count as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+    )?;
     let mut buf = vec![0u8; 1 << 16];
     let mut seen = 0usize;
     loop {
@@ -138,8 +154,10 @@ pub(crate) fn stream_idx<T>(
             }
             break;
         }
-        if seen == 0 {
-            out.reserve_exact(count);
+        if out.capacity() - out.len() < got {
+            // At most double what has arrived (and 1 MiB to start), never more
+            // than the header declares: the memory follows the data present.
+            out.reserve_exact((count - seen).min(seen.max(1 << 20)));
         }
         out.extend(buf[..got].iter().map(|&b| convert(b)));
         seen += got;

@@ -86,13 +86,60 @@ pub fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-/// The memory the system can still give us (Linux's MemAvailable), if known: files
-/// larger than this are refused before reading, not in the middle of an epoch.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+/// The memory the system can still give us, if known: the least of Linux's
+/// MemAvailable, the process's address-space limit (`ulimit -v`, RLIMIT_AS) and its
+/// cgroup's room (`memory.max` − `memory.current`). Sizes read from a file are
+/// checked against it before anything is reserved, so that a hostile header is
+/// refused with a message instead of an abort in the allocator.
+pub(crate) fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib.saturating_mul(1024))
+        });
+    // "Max address space   unlimited   unlimited   bytes": the soft limit.
+    let address_space = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits
+                .lines()
+                .find(|l| l.starts_with("Max address space"))?;
+            line.trim_start_matches("Max address space")
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        });
+    let cgroup = (|| {
+        let max: u64 = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let current: u64 = std::fs::read_to_string("/sys/fs/cgroup/memory.current")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(max.saturating_sub(current))
+    })();
+    [meminfo, address_space, cgroup].into_iter().flatten().min()
+}
+
+/// Refuses `bytes` of memory for `what` of `path` when they exceed
+/// [`available_memory`]: called before a size read from a file is reserved.
+pub(crate) fn check_memory(path: &str, what: &str, bytes: u64) -> Result<()> {
+    match available_memory() {
+        Some(available) if bytes > available => Err(Error::Format {
+            path: path.to_string(),
+            message: format!(
+                "{what} needs {bytes} bytes of memory, more than the {available} available; nothing was loaded"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Writes `bytes` to `path` atomically: to a temporary file in the same folder,
@@ -113,12 +160,41 @@ fn available_memory() -> Option<u64> {
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes).map_err(|e| io_error(path, e)))
+}
+
+/// [`write_atomic`] for output made a piece at a time: `write` writes into the
+/// temporary file (buffered), which replaces `path` only if it succeeds, so that
+/// output larger than memory never has to be held whole.
+///
+/// # Errors
+/// As [`write_atomic`], and whatever `write` returns (the temporary file is then
+/// removed and `path` left as it was).
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("chainrule-doc-with-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("rows.csv");
+/// chainrule::io::write_atomic_with(&path, |w| {
+///     for i in 0..3 {
+///         writeln!(w, "{i}").map_err(|e| chainrule::Error::Io { path: "rows.csv".into(), message: e.to_string() })?;
+///     }
+///     Ok::<(), chainrule::Error>(())
+/// })?;
+/// assert_eq!(std::fs::read_to_string(&path).unwrap(), "0\n1\n2\n");
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub fn write_atomic_with<E: From<Error>>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     if !folder.is_dir() {
-        return Err(io_error(path, "the output folder does not exist"));
+        return Err(io_error(path, "the output folder does not exist").into());
     }
     let name = path
         .file_name()
@@ -132,21 +208,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(io_error(
             path,
             "exists and is not a regular file (a link, a device, a FIFO or a folder): refusing to replace it",
-        ));
+        )
+        .into());
     }
     let temp = folder.join(format!(
         ".{}.tmp-{}",
         name.to_string_lossy(),
         std::process::id()
     ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    result.map_err(|e| {
+    let file = std::fs::File::create(&temp).map_err(|e| io_error(path, e))?;
+    let mut out = std::io::BufWriter::new(file);
+    let result = write(&mut out).and_then(|()| {
+        (|| {
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            std::fs::rename(&temp, path)
+        })()
+        .map_err(|e| io_error(path, e).into())
+    });
+    if result.is_err() {
         let _ = std::fs::remove_file(&temp);
-        io_error(path, e)
-    })
+    }
+    result
 }

@@ -12,7 +12,7 @@ mod sequential;
 
 pub use init::Init;
 pub use layer::Layer;
-pub use sequential::{MAX_PARAMETERS, Sequential};
+pub use sequential::{Architecture, MAX_PARAMETERS, Sequential};
 
 use crate::{Float, Result, Tape, Tensor, Var};
 

@@ -132,55 +132,44 @@ impl<F: Float> Sequential<F> {
         init: Init,
         seed: u64,
     ) -> Result<Self> {
-        if layers.is_empty() {
-            return Err(invalid("layers", "must list at least one layer"));
-        }
-        if let Some(shape) = &input
-            && (shape.is_empty()
-                || shape.contains(&0)
-                || shape
-                    .iter()
-                    .try_fold(1usize, |a, &d| a.checked_mul(d))
-                    .is_none_or(|n| n > MAX_PARAMETERS))
+        Self::from_architecture(Architecture::new(input, layers)?, init, seed)
+    }
+
+    /// Initialises the parameters of a checked [`Architecture`] (as
+    /// [`Sequential::with_input`]), after checking that they fit in the memory
+    /// available: a 55-byte model file can ask for 2³¹ weights.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] (`layers`) when the parameters and buffers need more
+    /// memory than is available.
+    ///
+    /// ```
+    /// use chainrule::nn::{Architecture, Init, Module, Sequential};
+    /// let plan = Architecture::from_json(r#"{"layers": [{"type": "linear", "in": 3, "out": 2}]}"#)?;
+    /// let m = Sequential::<f32>::from_architecture(plan, Init::PytorchDefault, 0)?;
+    /// assert_eq!(m.params()[0].value.shape(), &[2, 3]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn from_architecture(architecture: Architecture, init: Init, seed: u64) -> Result<Self> {
+        let Architecture {
+            input,
+            layers,
+            output_shapes: shapes,
+            parameters,
+            buffers,
+        } = architecture;
+        // Refuse before allocating: the memory is checked, not only the count.
+        let values = parameters.iter().chain(&buffers).sum::<usize>() as u64;
+        let bytes = values.saturating_mul(std::mem::size_of::<F>() as u64);
+        if let Some(available) = crate::io::available_memory()
+            && bytes > available
         {
             return Err(invalid(
-                "input",
-                format!("{shape:?} must list sizes of at least 1, {MAX_PARAMETERS} values at most"),
+                "layers",
+                format!(
+                    "{values} parameters and buffers need {bytes} bytes, more than the {available} bytes of memory available"
+                ),
             ));
-        }
-        // Every layer's input shape, checked, before anything is allocated.
-        let mut shapes = Vec::with_capacity(layers.len());
-        let mut shape = input.clone();
-        let mut from = "the input".to_string();
-        for (i, layer) in layers.iter().enumerate() {
-            let next = layer.output_shape(i, shape.as_deref(), &from)?;
-            if let Some(n) = &next
-                && n.iter()
-                    .try_fold(1usize, |a, &d| a.checked_mul(d))
-                    .is_none_or(|n| n > MAX_PARAMETERS)
-            {
-                return Err(invalid(
-                    format!("layers[{i}]"),
-                    format!("its output {n:?} is too large"),
-                ));
-            }
-            if next != shape {
-                from = format!("layers[{i}] ({})", layer.type_name());
-            }
-            shapes.push(next.clone());
-            shape = next;
-        }
-        // Refuse before allocating: a hostile model file could ask for terabytes.
-        let mut total: usize = 0;
-        for (i, layer) in layers.iter().enumerate() {
-            for (_, shape, _) in parameter_shapes(layer) {
-                total = shape
-                    .iter()
-                    .try_fold(1usize, |a, &d| a.checked_mul(d))
-                    .and_then(|n| total.checked_add(n))
-                    .filter(|&n| n <= MAX_PARAMETERS)
-                    .ok_or_else(|| too_large(i, MAX_PARAMETERS))?;
-            }
         }
         let mut params = Vec::new();
         let mut buffers = Vec::new();
@@ -233,26 +222,7 @@ impl<F: Float> Sequential<F> {
     /// assert!(err.to_string().starts_with("layers[0].slope: unknown field"));
     /// ```
     pub fn from_json(text: &str, seed: u64) -> Result<Self> {
-        let mut top = Fields::new("", parse(text)?)?;
-        let layers = match top.take("layers") {
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| Layer::from_json(i, v))
-                .collect::<Result<Vec<_>>>()?,
-            Some(_) => return Err(invalid("layers", "expected an array of layers")),
-            None => return Err(invalid("layers", "is required")),
-        };
-        let input = top
-            .counts("input")?
-            .map(|dims| {
-                dims.into_iter()
-                    .map(|d| usize::try_from(d).map_err(|_| invalid("input", "too large")))
-                    .collect::<Result<Vec<_>>>()
-            })
-            .transpose()?;
-        top.finish()?;
-        Self::with_input(input, layers, Init::PytorchDefault, seed)
+        Self::from_architecture(Architecture::from_json(text)?, Init::PytorchDefault, seed)
     }
 
     /// The model JSON of the interchange contract (defaults written out), which
@@ -522,16 +492,7 @@ impl<F: Float> Sequential<F> {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn input_shape(&self) -> Option<Vec<usize>> {
-        if self.input.is_some() {
-            return self.input.clone();
-        }
-        // Without `input`, the first layer whose output is known fixed it; the layers
-        // before it keep the shape.
-        let first = self.shapes.iter().position(Option::is_some)?;
-        match &self.layers[first] {
-            Layer::Linear { inputs, .. } => Some(vec![*inputs]),
-            _ => self.shapes[first].clone(),
-        }
+        input_shape_of(self.input.as_ref(), &self.layers, &self.shapes)
     }
 
     /// The shape of one sample after layer `index`, when known.
@@ -686,6 +647,182 @@ impl<F: Float> Sequential<F> {
 /// A batch's statistics per channel: mean, biased variance (both in f64), and how
 /// many values each channel has.
 type Moments = (Vec<f64>, Vec<f64>, usize);
+
+/// A model's layers checked against each other, with every layer's output shape
+/// and tensor sizes, before any parameter exists: what `chainrule summary` lists and
+/// what [`Sequential::from_architecture`] checks against the memory available.
+///
+/// ```
+/// use chainrule::nn::Architecture;
+/// // 46340² weights: counted, never allocated.
+/// let plan = Architecture::from_json(r#"{"layers": [{"type": "linear", "in": 46340, "out": 46340}]}"#)?;
+/// assert_eq!(plan.parameters, vec![46340 * 46340 + 46340]);
+/// assert_eq!(plan.input_shape(), Some(vec![46340]));
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Architecture {
+    /// The model file's `input` (the shape of one sample), if it gives one.
+    pub input: Option<Vec<usize>>,
+    /// The layers.
+    pub layers: Vec<Layer>,
+    /// Each layer's output shape for one sample, when known.
+    pub output_shapes: Vec<Option<Vec<usize>>>,
+    /// Each layer's count of trained values (weights, biases, γ, β).
+    pub parameters: Vec<usize>,
+    /// Each layer's count of buffer values (running statistics, batch counts).
+    pub buffers: Vec<usize>,
+}
+
+impl Architecture {
+    /// Checks `layers` on samples of shape `input` (see [`Sequential::with_input`]).
+    ///
+    /// # Errors
+    /// As [`Sequential::with_input`], and [`Error::InvalidValue`] when the model has
+    /// more than [`MAX_PARAMETERS`] values.
+    ///
+    /// ```
+    /// use chainrule::nn::{Architecture, Layer};
+    /// let plan = Architecture::new(None, vec![Layer::Linear { inputs: 4, outputs: 2, bias: true }])?;
+    /// assert_eq!((plan.parameters, plan.output_shapes), (vec![10], vec![Some(vec![2])]));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn new(input: Option<Vec<usize>>, layers: Vec<Layer>) -> Result<Architecture> {
+        if layers.is_empty() {
+            return Err(invalid("layers", "must list at least one layer"));
+        }
+        if let Some(shape) = &input
+            && (shape.is_empty()
+                || shape.contains(&0)
+                || shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .is_none_or(|n| n > MAX_PARAMETERS))
+        {
+            return Err(invalid(
+                "input",
+                format!("{shape:?} must list sizes of at least 1, {MAX_PARAMETERS} values at most"),
+            ));
+        }
+        // Every layer's input shape, checked, before anything is allocated.
+        let mut shapes = Vec::with_capacity(layers.len());
+        let mut shape = input.clone();
+        let mut from = "the input".to_string();
+        for (i, layer) in layers.iter().enumerate() {
+            let next = layer.output_shape(i, shape.as_deref(), &from)?;
+            if let Some(n) = &next
+                && n.iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .is_none_or(|n| n > MAX_PARAMETERS)
+            {
+                return Err(invalid(
+                    format!("layers[{i}]"),
+                    format!("its output {n:?} is too large"),
+                ));
+            }
+            if next != shape {
+                from = format!("layers[{i}] ({})", layer.type_name());
+            }
+            shapes.push(next.clone());
+            shape = next;
+        }
+        // Refuse before allocating: a hostile model file could ask for terabytes.
+        let mut total: usize = 0;
+        let mut parameters = Vec::with_capacity(layers.len());
+        let mut buffers = Vec::with_capacity(layers.len());
+        for (i, layer) in layers.iter().enumerate() {
+            let (mut trained, mut kept) = (0, 0);
+            for (name, shape, start) in parameter_shapes(layer) {
+                let n = shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .and_then(|n| total.checked_add(n).map(|t| (n, t)))
+                    .filter(|&(_, t)| t <= MAX_PARAMETERS)
+                    .ok_or_else(|| too_large(i, MAX_PARAMETERS))?;
+                total = n.1;
+                if matches!(start, Start::Fill(_)) && is_buffer(name) {
+                    kept += n.0;
+                } else {
+                    trained += n.0;
+                }
+            }
+            parameters.push(trained);
+            buffers.push(kept);
+        }
+        Ok(Architecture {
+            input,
+            layers,
+            output_shapes: shapes,
+            parameters,
+            buffers,
+        })
+    }
+
+    /// Reads the contract's model JSON (see `spec/interchange.md`) without
+    /// initialising it.
+    ///
+    /// # Errors
+    /// As [`Sequential::from_json`], except memory (nothing is allocated).
+    ///
+    /// ```
+    /// use chainrule::nn::Architecture;
+    /// let err = Architecture::from_json(r#"{"layers": []}"#).unwrap_err();
+    /// assert_eq!(err.to_string(), "layers: must list at least one layer");
+    /// ```
+    pub fn from_json(text: &str) -> Result<Architecture> {
+        let mut top = Fields::new("", parse(text)?)?;
+        let layers = match top.take("layers") {
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Layer::from_json(i, v))
+                .collect::<Result<Vec<_>>>()?,
+            Some(_) => return Err(invalid("layers", "expected an array of layers")),
+            None => return Err(invalid("layers", "is required")),
+        };
+        let input = top
+            .counts("input")?
+            .map(|dims| {
+                dims.into_iter()
+                    .map(|d| usize::try_from(d).map_err(|_| invalid("input", "too large")))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        top.finish()?;
+        Architecture::new(input, layers)
+    }
+
+    /// The shape of one sample (see [`Sequential::input_shape`]).
+    ///
+    /// ```
+    /// use chainrule::nn::Architecture;
+    /// let plan = Architecture::from_json(r#"{"layers": [{"type": "tanh"}, {"type": "linear", "in": 5, "out": 2}]}"#)?;
+    /// assert_eq!(plan.input_shape(), Some(vec![5]));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn input_shape(&self) -> Option<Vec<usize>> {
+        input_shape_of(self.input.as_ref(), &self.layers, &self.output_shapes)
+    }
+}
+
+/// The shape of one sample: `input`, else what the first layers fix (a linear
+/// layer's `in`, a `batch_norm1d`'s features, a `layer_norm`'s shape), if any.
+fn input_shape_of(
+    input: Option<&Vec<usize>>,
+    layers: &[Layer],
+    shapes: &[Option<Vec<usize>>],
+) -> Option<Vec<usize>> {
+    if input.is_some() {
+        return input.cloned();
+    }
+    // Without `input`, the first layer whose output is known fixed it; the layers
+    // before it keep the shape.
+    let first = shapes.iter().position(Option::is_some)?;
+    match &layers[first] {
+        Layer::Linear { inputs, .. } => Some(vec![*inputs]),
+        _ => shapes[first].clone(),
+    }
+}
 
 /// How a parameter or buffer starts.
 #[derive(Debug, Clone, Copy)]
