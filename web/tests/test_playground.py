@@ -9,7 +9,8 @@ in crates/chainrule-explain/tests/notebooks.rs assert them) and the native
 `chainrule` binary's.
 
 Environment: CHAINRULE (the binary; default target/debug/chainrule), CHROMIUM and
-CHROMEDRIVER (default /usr/bin/chromium and /usr/bin/chromedriver).
+CHROMEDRIVER (default /usr/bin/chromium and /usr/bin/chromedriver), PLAYGROUND_URL
+(an already running server of web/dist, instead of starting `chainrule playground`).
 """
 
 import json
@@ -34,7 +35,11 @@ CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 
 @pytest.fixture(scope="session")
 def site():
-    """`chainrule playground` on a free port; its first line names the address."""
+    """`chainrule playground` on a free port; its first line names the address
+    (or the server at PLAYGROUND_URL, when that is set)."""
+    if os.environ.get("PLAYGROUND_URL"):
+        yield os.environ["PLAYGROUND_URL"]
+        return
     if not (DIST / "index.html").is_file():
         pytest.fail(f"{DIST} is not built: run web/build.sh first")
     server = subprocess.Popen(
@@ -122,15 +127,27 @@ def shown_value(driver, element):
     return float(cell.text)
 
 
-def click_element(driver, element):
-    """Clicks a weight's line (or a unit's circle) in the drawing."""
+def click_element(driver, element, real=False):
+    """Clicks a weight's line (or a unit's circle) in the drawing: with the mouse at
+    its centre when `real`, else by a click event on it (in a dense drawing another
+    line may cross a line's centre)."""
     target = driver.find_element(By.CSS_SELECTOR, f'#drawing [data-element="{element}"]:not(text)')
-    webdriver.ActionChains(driver).move_to_element(target).click().perform()
+    if real:
+        webdriver.ActionChains(driver).move_to_element(target).click().perform()
+    else:
+        driver.execute_script(
+            "arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", target)
     wait(driver, lambda d: d.find_element(By.ID, "explain-title").text == f"∂C/∂{element}")
 
 
 def page_parameters(driver):
     return json.loads(driver.execute_script("return window.chainrule.playground.parameters()"))
+
+
+def derivation(output):
+    """`chainrule explain --format json`'s derivation (it prints a list of them)."""
+    parsed = json.loads(output)
+    return parsed[0] if isinstance(parsed, list) else parsed
 
 
 def chainrule(*args):
@@ -153,7 +170,7 @@ def test_notebook_000_preset_steps_to_the_notebooks_new_weights(browser, site):
 def test_clicking_w5_shows_the_notebooks_factors_and_the_native_derivation(browser, site):
     open_page(browser, site)
     choose_preset(browser, "nb:000")
-    click_element(browser, "2.weight[0,0]")
+    click_element(browser, "2.weight[0,0]", real=True)
     chips = browser.find_elements(By.CSS_SELECTOR, "#factors .factor-row:first-child .factor .value")
     # ∂C/∂w5 = a⁽¹⁾₁ · relu′(z⁽²⁾₁) · 2(a⁽²⁾₁ − y) = 1.5 · 1 · 1 (the notebook's).
     assert [float(c.text) for c in chips] == [1.5, 1.0, 1.0]
@@ -162,7 +179,7 @@ def test_clicking_w5_shows_the_notebooks_factors_and_the_native_derivation(brows
     # The typeset derivation went through KaTeX.
     assert browser.find_elements(By.CSS_SELECTOR, "#explain-math .katex")
     # The native binary's derivation of the same weight, factor for factor.
-    native = json.loads(chainrule("explain", ROOT / "examples/notebooks/000",
+    native = derivation(chainrule("explain", ROOT / "examples/notebooks/000",
                                   "--param", "2.weight[0,0]", "--format", "json"))
     shown = [float(c.get_attribute("data-value")) for c in
              browser.find_elements(By.CSS_SELECTOR, "#factors .factor-row:first-child .factor")]
@@ -229,7 +246,7 @@ def test_downloaded_files_load_in_chainrule_and_back_in_the_page(browser, site, 
     labels = browser.execute_script("return Array.from(window.chainrule.playground.labels())")
     np.save(tmp_path / "x.npy", np.array(points[6:8], dtype=np.float64).reshape(1, 2))
     np.save(tmp_path / "y.npy", np.array(labels[3:4], dtype=np.int64))
-    native = json.loads(chainrule("explain", "--model", model, "--params", params,
+    native = derivation(chainrule("explain", "--model", model, "--params", params,
                                   "--x", tmp_path / "x.npy", "--y", tmp_path / "y.npy",
                                   "--loss", "cross_entropy", "--param", "0.weight[1,0]",
                                   "--format", "json"))
