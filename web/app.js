@@ -9,6 +9,7 @@ const COLORS = [[220, 60, 60], [50, 110, 220], [40, 170, 80], [200, 150, 30], [1
 const GRID = 64;          // cells per side of the decision boundary
 const UNIT_GRID = 20;     // cells per side of a hidden unit's heat map
 const FRAME_BUDGET_MS = 14;
+const REDRAW_MS = 200;    // the drawing's period while running
 const SYNTHETIC = ["spiral", "moons", "circles", "xor", "blobs"];
 const CLASSES = { spiral: 3, moons: 2, circles: 2, xor: 2, blobs: 3 };
 
@@ -231,14 +232,19 @@ function stop() {
   $("run").textContent = "Run";
 }
 
+let lastDraw = 0;
+
 function frame() {
   if (!running || !pg) return;
   const start = performance.now();
   let ok = true;
-  // Train for most of the frame's budget, then draw once.
+  // Train for most of the frame's budget; draw (the slow part) a few times a second.
   while (ok && performance.now() - start < FRAME_BUDGET_MS) ok = train(1);
-  recordHistory();
-  redraw(false);
+  if (!ok || performance.now() - lastDraw > REDRAW_MS) {
+    recordHistory();
+    redraw(false);
+    lastDraw = performance.now();
+  }
   if (running) requestAnimationFrame(frame);
 }
 
