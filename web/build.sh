@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Builds the playground into web/dist/: the chainrule-web crate for wasm32, its
-# JavaScript glue (wasm-bindgen-cli at the crate's pinned version), and the static
-# files. Serve web/dist/ with any static server, e.g.
-#   python3 -m http.server -d web/dist 8000
+# JavaScript glue (wasm-bindgen-cli at the crate's pinned version), KaTeX (from npm,
+# at the version below) for the typeset derivations, the notebooks' worked examples
+# (examples/notebooks) and the static files. Then serve it with
+#   chainrule playground            (or: cargo run --release -p chainrule-cli -- playground)
+#
+# Needs: rustup and cargo; npm, or curl, to fetch KaTeX's package from the npm
+# registry once (it is kept in target/katex-$KATEX_VERSION).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+KATEX_VERSION=0.16.22
 
 # The version chainrule-web pins (wasm-bindgen = "=X.Y.Z"); the CLI must match it.
 version=$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)"$/\1/p' crates/chainrule-web/Cargo.toml)
@@ -12,14 +18,40 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$version" ]; then
-  cargo install wasm-bindgen-cli --version "$version" --locked
+  # Not --locked: the lock file wasm-bindgen-cli 0.2.130 ships names a
+  # webpki-roots release that crates.io no longer offers.
+  cargo install wasm-bindgen-cli --version "$version"
 fi
 
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --target wasm32-unknown-unknown -p chainrule-web
+
+katex="$target/katex-$KATEX_VERSION"
+if [ ! -f "$katex/package/dist/katex.min.js" ]; then
+  mkdir -p "$katex"
+  if command -v npm >/dev/null; then
+    (cd "$katex" && npm pack --silent "katex@$KATEX_VERSION" >/dev/null)
+  else
+    curl -fsSL -o "$katex/katex-$KATEX_VERSION.tgz" \
+      "https://registry.npmjs.org/katex/-/katex-$KATEX_VERSION.tgz"
+  fi
+  tar -xzf "$katex/katex-$KATEX_VERSION.tgz" -C "$katex"
+fi
+
 rm -rf web/dist
-mkdir -p web/dist/pkg
+mkdir -p web/dist/pkg web/dist/katex/fonts web/dist/notebooks
 wasm-bindgen --target web --no-typescript --out-dir web/dist/pkg \
   "$target/wasm32-unknown-unknown/release/chainrule_web.wasm"
 cp web/index.html web/style.css web/app.js web/dist/
-echo "built web/dist/ ($(du -sh web/dist | cut -f1)); serve it with: python3 -m http.server -d web/dist 8000"
+cp "$katex/package/dist/katex.min.js" "$katex/package/dist/katex.min.css" web/dist/katex/
+cp "$katex"/package/dist/fonts/*.woff2 web/dist/katex/fonts/
+cp "$katex/package/LICENSE" web/dist/katex/LICENSE
+for nb in examples/notebooks/*/; do
+  name=$(basename "$nb")
+  mkdir -p "web/dist/notebooks/$name"
+  cp "$nb"/*.json "web/dist/notebooks/$name/"
+  for f in params.safetensors x.npy y.npy network.formula; do
+    if [ -f "$nb/$f" ]; then cp "$nb/$f" "web/dist/notebooks/$name/"; fi
+  done
+done
+echo "built web/dist/ ($(du -sh web/dist | cut -f1)); serve it with: chainrule playground"

@@ -9,6 +9,7 @@ mod config;
 mod contract;
 mod explain;
 mod inspect;
+mod playground;
 mod plot;
 mod run;
 mod signals;
@@ -118,6 +119,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the browser playground (web/dist, built by web/build.sh) on
+    /// 127.0.0.1 and print its address.
+    Playground(playground::PlaygroundArgs),
     /// Layers, output shapes and parameter counts of a run or a model JSON.
     Summary {
         /// A run folder or a model JSON file.
@@ -462,6 +466,7 @@ fn main() -> ExitCode {
         Command::Gradcheck(args) => explain::gradcheck(&args),
         Command::Graph(args) => explain::graph(&args),
         Command::Symbolic(args) => explain::symbolic(&args),
+        Command::Playground(args) => playground::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,32 @@ extern "C" {
     fn js_sys_error(message: &str) -> JsValue;
 }
 
+/// The derivation of ∂L/∂`param` in a formula file (`chainrule explain`'s
+/// `.formula` networks, as notebook 003's), with the update at `lr`: `format` is
+/// `markdown`, `text` or `json`.
+///
+/// # Errors
+/// Throws for a formula that does not parse, an unknown parameter or format.
+#[wasm_bindgen]
+pub fn explain_formula(
+    formula: &str,
+    param: &str,
+    lr: f64,
+    format: &str,
+) -> Result<String, JsValue> {
+    session::explain_formula(formula, param, lr, format).map_err(js)
+}
+
+/// The parameters of a formula file, as JSON `[["w0", 0.1], …]`.
+///
+/// # Errors
+/// Throws for a formula that does not parse.
+#[wasm_bindgen]
+pub fn formula_params(formula: &str) -> Result<String, JsValue> {
+    let parsed = chainrule_explain::formula::Formula::parse(formula).map_err(js)?;
+    serde_json::to_string(&parsed.params()).map_err(js)
+}
+
 /// One page's network, optimizer and data ([`Session`] for JavaScript).
 #[wasm_bindgen]
 pub struct Playground(Session);
@@ -40,6 +66,93 @@ impl Playground {
     #[wasm_bindgen(constructor)]
     pub fn new(settings: &str) -> Result<Playground, JsValue> {
         Session::new(settings).map(Playground).map_err(js)
+    }
+
+    /// As the constructor, with the data from `.npy` files' bytes (`x` `[N, D]`,
+    /// `y` as `chainrule train --y` reads it) instead of a built-in data set.
+    ///
+    /// # Errors
+    /// Throws for invalid settings or a malformed `.npy`.
+    pub fn with_data(settings: &str, x: &[u8], y: &[u8]) -> Result<Playground, JsValue> {
+        Session::with_data(settings, x, y)
+            .map(Playground)
+            .map_err(js)
+    }
+
+    /// Replaces the parameters with a safetensors file's (its bytes).
+    ///
+    /// # Errors
+    /// Throws for a malformed file, a missing tensor or a wrong shape.
+    pub fn load_parameters(&mut self, bytes: &[u8]) -> Result<(), JsValue> {
+        self.0.load_parameters(bytes).map_err(js)
+    }
+
+    /// The parameters as a safetensors file in f64 (a `Uint8Array`).
+    ///
+    /// # Errors
+    /// Throws if the writer fails.
+    pub fn parameters_safetensors(&self) -> Result<Vec<u8>, JsValue> {
+        self.0.parameters_safetensors().map_err(js)
+    }
+
+    /// The validation loss (`undefined` without validation points).
+    ///
+    /// # Errors
+    /// Throws on a failed forward pass.
+    pub fn validation_loss(&self) -> Result<Option<f64>, JsValue> {
+        self.0.validation_loss().map_err(js)
+    }
+
+    /// The validation accuracy (`undefined` without validation points).
+    ///
+    /// # Errors
+    /// Throws on a failed forward pass.
+    pub fn validation_accuracy(&mut self) -> Result<Option<f64>, JsValue> {
+        self.0.validation_accuracy().map_err(js)
+    }
+
+    /// The validation points, `[x₀, y₀, …]`.
+    pub fn validation_points(&self) -> Vec<f64> {
+        self.0.validation_points()
+    }
+
+    /// Each validation point's class.
+    pub fn validation_labels(&self) -> Vec<u32> {
+        self.0.validation_labels()
+    }
+
+    /// Layer `layer`'s outputs on the grid of `predict_grid`, a cell's units
+    /// together (for each hidden unit's heat map).
+    ///
+    /// # Errors
+    /// Throws for a bad grid or layer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_grid(
+        &mut self,
+        layer: usize,
+        x_min: f64,
+        x_max: f64,
+        y_min: f64,
+        y_max: f64,
+        nx: usize,
+        ny: usize,
+    ) -> Result<Vec<f64>, JsValue> {
+        self.0
+            .layer_grid(layer, (x_min, x_max), (y_min, y_max), nx, ny)
+            .map_err(js)
+    }
+
+    /// One sample's forward and backward pass as JSON (see `Session::trace`).
+    ///
+    /// # Errors
+    /// Throws for a sample past the data.
+    pub fn trace(&self, sample: usize) -> Result<String, JsValue> {
+        self.0.trace(sample).map(|v| v.to_string()).map_err(js)
+    }
+
+    /// The number of training points.
+    pub fn samples(&self) -> usize {
+        self.0.data().len()
     }
 
     /// The points, `[x₀, y₀, x₁, y₁, …]` (a `Float64Array`).
