@@ -3,36 +3,16 @@
 //! (`ulimit -v`): a size taken from a file and reserved before it is checked makes
 //! the allocator abort there, while a checked one gives a clean one-line error.
 
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+mod common;
+use common::{case, corpus, refused, scratch};
 
 /// The address space the binary gets: far above what any of these inputs needs
 /// once checked, far below what each asked for before.
 const LIMIT: u64 = 1 << 30;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chainrule-memory-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn corpus(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../chainrule/tests/corpus")
-        .join(path)
-        .display()
-        .to_string()
-}
-
-fn case(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../chainrule/tests/reference/f64_loss_mse")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 /// `chainrule args` in `dir` with its address space limited to `limit` bytes.
 fn limited(dir: &Path, args: &[&str], limit: u64) -> Output {
@@ -56,27 +36,10 @@ fn limited(dir: &Path, args: &[&str], limit: u64) -> Output {
     command.output().unwrap()
 }
 
-/// A clean one-line refusal (exit 1, not an abort) naming each of `what`.
-#[track_caller]
-fn refused(out: &Output, what: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a clean failure, not {:?} (signal {:?}): {stderr}",
-        out.status,
-        out.status.signal()
-    );
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    for w in what {
-        assert!(stderr.contains(w), "{w:?} in {stderr}");
-    }
-}
-
 #[test]
 fn the_binary_runs_within_the_limit() {
     // The control: a small training run fits in the limit the other tests set.
-    let dir = scratch("control");
+    let dir = scratch("memory", "control");
     let out = limited(
         &dir,
         &["train", "--epochs", "1", "--samples", "100", "--quiet"],
@@ -100,7 +63,7 @@ fn an_idx_file_is_checked_against_its_bytes_before_reserving() {
             "train-images-idx3-ubyte.gz",
         ),
     ] {
-        let dir = scratch("idx");
+        let dir = scratch("memory", "idx");
         std::fs::copy(corpus(file), dir.join(name)).unwrap();
         let out = limited(&dir, &["train", "--data", "mnist:.", "--quiet"], LIMIT);
         // Plain: its length is compared with the header first; gzip: the declared
@@ -112,7 +75,7 @@ fn an_idx_file_is_checked_against_its_bytes_before_reserving() {
 #[test]
 fn a_huge_class_label_is_refused_where_it_is_read() {
     // Before: a label of 30,000,000 gave the model 30,000,000 outputs (7.7 GB).
-    let dir = scratch("labels");
+    let dir = scratch("memory", "labels");
     let out = limited(
         &dir,
         &[
@@ -165,7 +128,7 @@ fn grouped(n: u64) -> String {
 #[test]
 fn summary_counts_46340_squared_weights_without_allocating_them() {
     // Before: `summary` initialised 8.6 GB of weights to count them.
-    let dir = scratch("summary");
+    let dir = scratch("memory", "summary");
     let out = limited(
         &dir,
         &["summary", &corpus("model_memory/46340_squared.json")],
@@ -187,7 +150,7 @@ fn summary_counts_46340_squared_weights_without_allocating_them() {
 #[test]
 fn grad_checks_the_parameters_file_size_before_initialising_the_model() {
     // Before: `grad` initialised the 46340² weights, then found the parameters file short.
-    let dir = scratch("grad");
+    let dir = scratch("memory", "grad");
     let model = corpus("model_memory/46340_squared.json");
     let (params, x, y) = (case("params.safetensors"), case("x.npy"), case("y.npy"));
     let out = limited(
@@ -234,7 +197,7 @@ fn sparse(path: &Path, head: &[u8], len: u64) {
 
 #[test]
 fn model_config_and_data_files_larger_than_memory_are_refused_unread() {
-    let dir = scratch("sparse");
+    let dir = scratch("memory", "sparse");
     let huge = 1u64 << 40;
     sparse(&dir.join("model.json"), b"{\"layers\": [", huge);
     sparse(&dir.join("config.toml"), b"epochs = 1\n", huge);
@@ -277,7 +240,7 @@ fn predict_streams_a_csv_instead_of_holding_it() {
     // Before: `predict` held the text, its values, their scaled copy and the
     // output text whole: 6.8 times the file at its peak. Now its peak grows by
     // far less than the file's size between a small file and a large one.
-    let dir = scratch("predict");
+    let dir = scratch("memory", "predict");
     let trained = limited(
         &dir,
         &[

@@ -4,42 +4,11 @@
 //! thread count beyond the machine's cores is capped.
 
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chainrule-paths-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn case(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../chainrule/tests/reference/f64_loss_mse")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-fn chainrule(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chainrule"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A clean one-line refusal that names `what`.
-#[track_caller]
-fn refused(out: &Output, what: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    for w in what {
-        assert!(stderr.contains(w), "{w:?} in {stderr}");
-    }
-}
+mod common;
+use common::{case, chainrule, refused, scratch};
 
 fn grad_to(dir: &Path, out: &str) -> Output {
     let (model, params, x, y) = (
@@ -59,7 +28,7 @@ fn grad_to(dir: &Path, out: &str) -> Output {
 
 #[test]
 fn an_output_that_is_a_link_or_a_fifo_is_refused_and_left_as_it_was() {
-    let dir = scratch("out");
+    let dir = scratch("paths", "out");
     // A link to a file elsewhere: replacing it would follow it out of the folder.
     std::fs::write(dir.join("elsewhere"), b"keep").unwrap();
     symlink(dir.join("elsewhere"), dir.join("link.safetensors")).unwrap();
@@ -96,7 +65,7 @@ fn an_output_that_is_a_link_or_a_fifo_is_refused_and_left_as_it_was() {
 
 #[test]
 fn inputs_that_never_end_are_refused_instead_of_read_forever() {
-    let dir = scratch("in");
+    let dir = scratch("paths", "in");
     refused(
         &chainrule(&dir, &["train", "--config", "/dev/zero"]),
         &["/dev/zero", "not a regular file"],
@@ -115,7 +84,7 @@ fn inputs_that_never_end_are_refused_instead_of_read_forever() {
 
 #[test]
 fn a_run_name_cannot_leave_the_runs_folder() {
-    let dir = scratch("names");
+    let dir = scratch("paths", "names");
     for name in ["../escaped", "/tmp/absolute", "a/b", ".."] {
         refused(
             &chainrule(
@@ -131,7 +100,7 @@ fn a_run_name_cannot_leave_the_runs_folder() {
 
 #[test]
 fn two_runs_started_with_one_name_never_share_its_folder() {
-    let dir = scratch("race");
+    let dir = scratch("paths", "race");
     // Two runs of `args`, started at the same time.
     let at_once = |args: &[&str]| {
         let start = || chainrule(&dir, args);
@@ -166,7 +135,7 @@ fn two_runs_started_with_one_name_never_share_its_folder() {
 #[test]
 fn a_hundred_thousand_threads_are_capped_at_the_machines_cores() {
     // Before: 100,000 spinning threads made the machine unusable.
-    let dir = scratch("threads");
+    let dir = scratch("paths", "threads");
     let out = chainrule(
         &dir,
         &[
@@ -196,7 +165,7 @@ fn a_hundred_thousand_threads_are_capped_at_the_machines_cores() {
 fn a_helper_thread_the_system_refuses_to_start_leaves_a_smaller_team() {
     // Before: a failed spawn panicked, and the team then waited forever for the
     // missing helper. A minimum stack of 2⁶⁰ bytes makes every spawn fail.
-    let dir = scratch("spawn");
+    let dir = scratch("paths", "spawn");
     let out = Command::new(env!("CARGO_BIN_EXE_chainrule"))
         .current_dir(&dir)
         .env("RUST_MIN_STACK", (1u64 << 60).to_string())
@@ -222,7 +191,7 @@ fn a_helper_thread_the_system_refuses_to_start_leaves_a_smaller_team() {
 
 #[test]
 fn an_absurd_number_of_epochs_is_refused_before_training() {
-    let dir = scratch("epochs");
+    let dir = scratch("paths", "epochs");
     let out = chainrule(
         &dir,
         &["train", "--epochs", "999999999999", "--samples", "60"],
@@ -236,7 +205,7 @@ fn an_absurd_number_of_epochs_is_refused_before_training() {
 #[test]
 fn a_hostile_class_count_in_state_json_is_refused_not_allocated() {
     // Before: classes = 2⁶⁴ − 1 overflowed the confusion matrix's allocation (exit 101).
-    let dir = scratch("classes");
+    let dir = scratch("paths", "classes");
     let trained = chainrule(
         &dir,
         &[
@@ -270,7 +239,7 @@ fn a_hostile_class_count_in_state_json_is_refused_not_allocated() {
 #[test]
 fn an_infinite_learning_rate_in_toml_is_called_inf_not_null() {
     // Before: `optimizer.lr: expected a number, got null` (JSON has no inf).
-    let dir = scratch("inf");
+    let dir = scratch("paths", "inf");
     let sgd = "[optimizer]\ntype = \"sgd\"\nlr = inf\n";
     std::fs::write(dir.join("c.toml"), sgd).unwrap();
     refused(

@@ -3,45 +3,11 @@
 //! written is found before it matters.
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "chainrule-input-messages-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn corpus(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../chainrule/tests/corpus")
-        .join(path)
-        .display()
-        .to_string()
-}
-
-fn chainrule(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chainrule"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A clean one-line refusal that names each of `what`.
-#[track_caller]
-fn refused(out: &Output, what: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    for w in what {
-        assert!(stderr.contains(w), "{w:?} in {stderr}");
-    }
-}
+mod common;
+use common::{chainrule, corpus, refused, scratch};
 
 #[track_caller]
 fn ok(out: &Output) -> String {
@@ -62,7 +28,7 @@ fn write_npy(path: &Path, values: Vec<f32>, shape: &[usize]) {
 fn non_finite_data_is_reported_in_its_file_at_its_row_before_training() {
     // Before: training started, and stopped on "the output of linear … is
     // non-finite" with a finite loss.
-    let dir = scratch("nonfinite");
+    let dir = scratch("input-messages", "nonfinite");
     write_npy(
         &dir.join("x.npy"),
         vec![1.0, 2.0, 3.0, 4.0, 5.0, f32::INFINITY],
@@ -109,7 +75,7 @@ fn non_finite_data_is_reported_in_its_file_at_its_row_before_training() {
 #[test]
 fn a_bad_csv_label_or_a_csv_without_features_names_file_and_column() {
     // Before: both became "layers[4]: in and out must be at least 1".
-    let dir = scratch("csv");
+    let dir = scratch("input-messages", "csv");
     for (file, what) in [
         (
             "csv/class_u64_max.csv",
@@ -142,7 +108,7 @@ fn idx(path: &Path, shape: &[u32]) {
 fn an_idx_error_names_the_file_not_x() {
     // Before: test images of another size than the training images gave
     // "x: expected [N, 4] features, got [2, 9]".
-    let dir = scratch("idx");
+    let dir = scratch("input-messages", "idx");
     idx(&dir.join("train-images-idx3-ubyte"), &[4, 2, 2]);
     idx(&dir.join("train-labels-idx1-ubyte"), &[4]);
     idx(&dir.join("t10k-images-idx3-ubyte"), &[2, 3, 3]);
@@ -199,7 +165,7 @@ fn open_to_all(dir: &Path) {
 fn eval_works_on_a_read_only_run_and_draws_into_the_folder_named() {
     // Before: eval wrote its heat map into the run folder, and failed on a
     // read-only one.
-    let dir = scratch("eval");
+    let dir = scratch("input-messages", "eval");
     ok(&chainrule(
         &dir,
         &[
@@ -236,7 +202,7 @@ fn eval_works_on_a_read_only_run_and_draws_into_the_folder_named() {
 #[test]
 fn resume_checks_that_the_run_folder_is_writable_before_training() {
     // Before: the resumed run trained, then could not save what it had trained.
-    let dir = scratch("resume");
+    let dir = scratch("input-messages", "resume");
     ok(&chainrule(
         &dir,
         &[
