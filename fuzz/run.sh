@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for a bounded time (default 600 s each), two at a time, with
-# the malformed-file corpus as seeds. Needs a nightly toolchain and cargo-fuzz:
+# Runs every fuzz target for a bounded time (default 600 s each), two at a time (or
+# one at a time with PARALLEL=1, on a machine shared with other work), with the
+# malformed-file corpus as seeds. Needs a nightly toolchain and cargo-fuzz:
 #   rustup toolchain install nightly && cargo install cargo-fuzz
 #   bash fuzz/run.sh [SECONDS]
 # Not part of CI. Crashes land in fuzz/artifacts/<target>/.
@@ -19,7 +20,11 @@ run() {
   cargo +nightly fuzz run -O "$1" "fuzz/corpus/$1" -- -max_total_time="$seconds" -rss_limit_mb=4096 -max_len=65536 \
     > "fuzz/$1.log" 2>&1 && echo "$1: no crash in ${seconds}s" || echo "$1: FAILED, see fuzz/$1.log"
 }
-for pair in "npy safetensors" "idx csv" "model_json train_config" "formula"; do
-  set -- $pair
-  run "$1" & { [ -n "${2:-}" ] && run "$2"; } & wait
-done
+if [ "${PARALLEL:-2}" = 1 ]; then
+  for target in formula npy safetensors idx csv model_json train_config; do run "$target"; done
+else
+  for pair in "npy safetensors" "idx csv" "model_json train_config" "formula"; do
+    set -- $pair
+    run "$1" & { [ -n "${2:-}" ] && run "$2"; } & wait
+  done
+fi

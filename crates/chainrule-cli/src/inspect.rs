@@ -21,12 +21,52 @@ pub struct Run {
     pub loss: Loss,
 }
 
-/// Run `dir`'s checkpoint, checked (see [`crate::run::run_files`]).
+/// Which parameters of a run to load: those it ended with, its best epoch's, or its
+/// last epoch's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Weights {
+    /// `params.safetensors`: the last epoch's, or the best epoch's when early
+    /// stopping restored them.
+    Final,
+    /// `best.safetensors`: the epoch with the lowest validation loss.
+    Best,
+    /// The last epoch's: `last.safetensors` when early stopping replaced them in
+    /// `params.safetensors`, else `params.safetensors` itself.
+    Last,
+}
+
+/// Run `dir`'s checkpoint, checked (see [`crate::run::run_files`]), with its final
+/// parameters.
 pub fn open_run(dir: &Path) -> Result<Run> {
+    open_run_with(dir, Weights::Final)
+}
+
+/// Run `dir`'s checkpoint, checked, with the parameters `weights` names.
+pub fn open_run_with(dir: &Path, weights: Weights) -> Result<Run> {
     let files = crate::run::run_files(dir)?;
     let state = RunState::read(&files.join("state.json"))?;
     let config = RunConfig::read(&files.join("config.toml"))?;
-    let model = Sequential::<f32>::load_checkpoint(&files)?;
+    let mut model = Sequential::<f32>::load_checkpoint(&files)?;
+    let other = match weights {
+        Weights::Final => None,
+        Weights::Best => Some((
+            "best.safetensors",
+            "it has no validation split to rank epochs by",
+        )),
+        Weights::Last => files
+            .join("last.safetensors")
+            .exists()
+            .then_some(("last.safetensors", "")),
+    };
+    if let Some((name, why_missing)) = other {
+        let path = files.join(name);
+        if !path.exists() {
+            bail!("{}: the run has no {name}: {why_missing}", dir.display());
+        }
+        model
+            .load(chainrule::io::read_safetensors::<f32>(&path)?)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    }
     let default = if state.classes.is_some() {
         "cross_entropy"
     } else {
@@ -81,7 +121,13 @@ pub fn rounded<F: chainrule::Float>(v: F) -> String {
 /// `chainrule eval RUN --data SOURCE [--out-dir DIR]`: the confusion matrix's
 /// pictures go into `out_dir`, else into the run folder when it is writable; a
 /// read-only run is evaluated all the same, without them.
-pub fn eval(dir: &Path, data: Option<String>, json: bool, out_dir: Option<&Path>) -> Result<()> {
+pub fn eval(
+    dir: &Path,
+    weights: Weights,
+    data: Option<String>,
+    json: bool,
+    out_dir: Option<&Path>,
+) -> Result<()> {
     let pictures = match out_dir {
         Some(folder) => {
             std::fs::create_dir_all(folder).map_err(|e| anyhow!("{}: {e}", folder.display()))?;
@@ -89,7 +135,7 @@ pub fn eval(dir: &Path, data: Option<String>, json: bool, out_dir: Option<&Path>
         }
         None => crate::run::writable(dir).is_ok().then(|| dir.to_path_buf()),
     };
-    let mut run = open_run(dir)?;
+    let mut run = open_run_with(dir, weights)?;
     let (data, scored) = match data {
         None => held_out(dir, &run)?,
         Some(other) => {
@@ -437,8 +483,8 @@ fn predict_block(run: &mut Run, x: Tensor<f32>, x_path: &Path) -> Result<Tensor<
 
 /// `chainrule predict RUN --x FILE [--out FILE]`: a CSV is read, predicted and
 /// written a block of rows at a time.
-pub fn predict_cmd(dir: &Path, x_path: &Path, out: Option<&Path>) -> Result<()> {
-    let mut run = open_run(dir)?;
+pub fn predict_cmd(dir: &Path, weights: Weights, x_path: &Path, out: Option<&Path>) -> Result<()> {
+    let mut run = open_run_with(dir, weights)?;
     let mut inputs = Inputs::open(x_path)?;
     let classification = run.state.classes.is_some();
     // Each output row: the class (for classification), then the outputs.
@@ -539,6 +585,14 @@ pub fn summary(target: &Path) -> Result<()> {
     // for more memory than there is, and a summary needs none of it.
     let plan =
         Architecture::from_json(&text).map_err(|e| anyhow!("{}: {e}", model_file.display()))?;
+    print!("{}", architecture_table(&plan));
+    Ok(())
+}
+
+/// The model summary that `summary` prints and `train` shows before training: one
+/// row per layer with its output shape and parameter count, then the totals, as
+/// Keras counts them (batch norm's running statistics are the non-trainable ones).
+pub fn architecture_table(plan: &Architecture) -> String {
     let shape_text = |shape: Option<&[usize]>| match shape {
         Some(dims) => format!(
             "[N, {}]",
@@ -549,32 +603,35 @@ pub fn summary(target: &Path) -> Result<()> {
         ),
         None => "[N, D]".to_string(),
     };
-    println!(
-        "{:<4} {:<34} {:<18} {:>12}",
-        "#", "layer", "output shape", "parameters"
+    let mut out = format!(
+        "{:<4} {:<34} {:<18} {:>12}\n{}\n",
+        "#",
+        "layer",
+        "output shape",
+        "parameters",
+        "-".repeat(71)
     );
-    println!("{}", "-".repeat(71));
     for (i, layer) in plan.layers.iter().enumerate() {
-        println!(
-            "{i:<4} {:<34} {:<18} {:>12}",
+        out += &format!(
+            "{i:<4} {:<34} {:<18} {:>12}\n",
             layer_label(layer),
             shape_text(plan.output_shapes[i].as_deref()),
             group(plan.parameters[i])
         );
     }
-    println!("{}", "-".repeat(71));
-    println!("total parameters: {}", group(plan.parameters.iter().sum()));
+    out += &format!("{}\n", "-".repeat(71));
+    let trainable: usize = plan.parameters.iter().sum();
     let buffers: usize = plan.buffers.iter().sum();
-    if buffers > 0 {
-        println!(
-            "buffers (running statistics, batch counts): {}",
-            group(buffers)
-        );
-    }
+    out += &format!("total parameters: {}\n", group(trainable + buffers));
+    out += &format!("  trainable: {}\n", group(trainable));
+    out += &format!(
+        "  non-trainable (running statistics, batch counts): {}\n",
+        group(buffers)
+    );
     if let Some(shape) = plan.input_shape() {
-        println!("input: {}", shape_text(Some(&shape)));
+        out += &format!("input: {}\n", shape_text(Some(&shape)));
     }
-    Ok(())
+    out
 }
 
 /// A layer with its settings, as `summary` lists it.
@@ -638,7 +695,7 @@ pub fn layer_label(layer: &Layer) -> String {
 }
 
 /// 1234567 → "1,234,567".
-fn group(n: usize) -> String {
+pub fn group(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -75,6 +75,11 @@ enum Command {
         /// the run folder, when it is writable).
         #[arg(long)]
         out_dir: Option<PathBuf>,
+        /// Which of the run's parameters: final (params.safetensors), best (the
+        /// epoch with the lowest validation loss) or last (the last epoch's, when
+        /// early stopping restored the best).
+        #[arg(long, default_value = "final")]
+        weights: inspect::Weights,
     },
     /// Predictions of a run for inputs in a .npy or .csv file (CSV to stdout by default).
     Predict {
@@ -86,6 +91,9 @@ enum Command {
         /// Write to this .csv or .npy file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Which of the run's parameters: final, best or last (as for eval).
+        #[arg(long, default_value = "final")]
+        weights: inspect::Weights,
     },
     /// The chain-rule derivation of ∂C/∂θ for a parameter element (or all of them),
     /// with every factor's number and the gradient-descent update.
@@ -452,8 +460,14 @@ fn main() -> ExitCode {
             data,
             json,
             out_dir,
-        } => inspect::eval(&run, data, json, out_dir.as_deref()),
-        Command::Predict { run, x, out } => inspect::predict_cmd(&run, &x, out.as_deref()),
+            weights,
+        } => inspect::eval(&run, weights, data, json, out_dir.as_deref()),
+        Command::Predict {
+            run,
+            x,
+            out,
+            weights,
+        } => inspect::predict_cmd(&run, weights, &x, out.as_deref()),
         Command::Summary { target } => inspect::summary(&target),
         Command::Bench {
             data,

@@ -58,10 +58,15 @@ pub struct RunState {
     pub seed: u64,
     pub threads: usize,
     pub scaler: Scaler,
-    /// Early stopping's record, with `patience` (its parameters are
-    /// `best.safetensors`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub early_stopping: Option<BestRecord>,
+    /// The best epoch so far by validation loss (by training loss for early
+    /// stopping without a validation split); its parameters are `best.safetensors`.
+    /// Read under its earlier name too, so that older run folders resume.
+    #[serde(
+        default,
+        alias = "early_stopping",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub best: Option<BestRecord>,
     /// The training sums of the batches done in an interrupted epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch_so_far: Option<EpochSoFar>,
@@ -70,7 +75,7 @@ pub struct RunState {
     pub stopped_early: bool,
 }
 
-/// Early stopping's record in `state.json`.
+/// The best epoch's record in `state.json`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BestRecord {
     /// The lowest monitored loss so far.
@@ -356,9 +361,9 @@ fn resume_from(
     }
     let points = parse_metrics(&metrics_path, &metrics)?;
     let restores = train_config.early_stopping.is_some_and(|e| e.restore_best);
-    let best = match &state.early_stopping {
+    let best = match &state.best {
         Some(record) if record.best_epoch == 0 || record.best_epoch > state.epochs_done => bail!(
-            "{}: early_stopping.best_epoch: {} is not one of the {} epochs done",
+            "{}: best.best_epoch: {} is not one of the {} epochs done",
             state_path.display(),
             record.best_epoch,
             state.epochs_done
@@ -366,7 +371,8 @@ fn resume_from(
         Some(record) => Some(Best {
             loss: record.best_loss,
             epoch: record.best_epoch - 1,
-            params: if restores {
+            // A run folder of an earlier chainrule kept them only for restore_best.
+            params: if restores || saved.contains("best.safetensors") {
                 best_params(saved, &loaded)?
             } else {
                 Vec::new()
@@ -606,12 +612,12 @@ pub fn train(request: TrainRequest) -> Result<()> {
     };
 
     let first_epoch = start.position.epoch;
-    let mut progress = Progress::new(
-        &splits,
-        &train_config,
-        first_epoch,
-        request.quiet || request.json,
-    );
+    let silent = request.quiet || request.json;
+    if !silent {
+        print_plan(&model, &splits)?;
+    }
+    let mut progress = Progress::new(silent);
+    progress.epochs = train_config.epochs;
     let started = Instant::now();
     let session = Session {
         optimizer: &mut optimizer,
@@ -674,6 +680,7 @@ pub fn train(request: TrainRequest) -> Result<()> {
     } else {
         None
     };
+    let restored = train_config.early_stopping.is_some_and(|e| e.restore_best);
     let mut summary = serde_json::json!({
         "run": run_dir.display().to_string(),
         "epochs": first_epoch + history.epochs.len(),
@@ -684,6 +691,8 @@ pub fn train(request: TrainRequest) -> Result<()> {
         "train_accuracy": points.last().and_then(|p| p.train_accuracy),
         "validation_loss": points.last().and_then(|p| p.validation_loss),
         "validation_accuracy": points.last().and_then(|p| p.validation_accuracy),
+        "best_epoch": history.best_epoch.map(|e| e + 1),
+        "params_hold": if history.best_epoch.is_some() && restored { "best" } else { "last" },
         "test_loss": test.map(|t| t.loss),
         "test_accuracy": test.and_then(|t| t.accuracy),
     });
@@ -711,6 +720,27 @@ pub fn train(request: TrainRequest) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// What is about to be trained, before the first step: the model summary (as
+/// `chainrule summary` prints it) and the sizes of the data's splits.
+fn print_plan(model: &Sequential<f32>, splits: &Splits) -> Result<()> {
+    let plan = chainrule::nn::Architecture::new(model.input_shape(), model.layers().to_vec())?;
+    print!("{}", crate::inspect::architecture_table(&plan));
+    let rows = |d: Option<&chainrule::data::Dataset<f32>>| {
+        d.map_or("none".to_string(), |d| crate::inspect::group(d.len()))
+    };
+    println!(
+        "data: {} training, {} validation, {} test rows; {} features{}",
+        rows(Some(&splits.train)),
+        rows(splits.validation.as_ref()),
+        rows(splits.test.as_ref()),
+        splits.features,
+        splits
+            .classes
+            .map_or(String::new(), |c| format!(", {c} classes"))
+    );
     Ok(())
 }
 
@@ -792,6 +822,23 @@ fn print_summary(summary: &serde_json::Value, history: &History) {
             percent(f("test_accuracy"))
         );
     }
+    if let Some(best) = summary["best_epoch"].as_u64() {
+        let run = summary["run"].as_str().unwrap_or("");
+        let by = if summary["validation_loss"].is_null() {
+            "lowest training loss"
+        } else {
+            "lowest validation loss"
+        };
+        if summary["params_hold"] == "best" {
+            println!(
+                "params.safetensors holds the best epoch, {best} ({by}), restored by early stopping; the last epoch's are last.safetensors (eval --weights last {run})"
+            );
+        } else {
+            println!(
+                "params.safetensors holds the last epoch; the best, epoch {best} ({by}), is best.safetensors (eval --weights best {run})"
+            );
+        }
+    }
     println!("Run folder: {}", summary["run"].as_str().unwrap_or(""));
 }
 
@@ -848,6 +895,16 @@ fn save_checkpoint(
             .collect();
         save.write("best.safetensors", &safetensors_bytes(&named)?)?;
     }
+    if !checkpoint.last.is_empty() {
+        // Early stopping restored the best epoch into params.safetensors: the last
+        // epoch's parameters stay loadable beside it.
+        let named: BTreeMap<String, chainrule::Tensor<f32>> = checkpoint
+            .last
+            .iter()
+            .map(|p| (p.name.clone(), p.value.clone()))
+            .collect();
+        save.write("last.safetensors", &safetensors_bytes(&named)?)?;
+    }
     let mut header = "# chainrule run configuration: every setting, defaults filled in.\n# Reproduce with: chainrule train --config config.toml\n".to_string();
     // The settings that are off have no value to write: say so.
     for (name, unset, meaning) in [
@@ -876,7 +933,7 @@ fn save_checkpoint(
         seed: run.cfg.seed.unwrap_or(0),
         threads: run.cfg.threads.unwrap_or(0),
         scaler: splits.scaler.clone(),
-        early_stopping: state.best.as_ref().map(|b| BestRecord {
+        best: state.best.as_ref().map(|b| BestRecord {
             best_loss: b.loss,
             best_epoch: b.epoch + 1,
         }),
@@ -969,111 +1026,113 @@ fn parse_metrics(path: &Path, rows: &[String]) -> Result<Vec<EpochPoint>> {
         .collect()
 }
 
-/// Live progress: a bar on a terminal, one line per epoch otherwise.
+/// Live progress as Keras shows it: on a terminal, an `Epoch i/n` line and a bar per
+/// epoch with the running mean of the loss (and accuracy) over the batches so far,
+/// which stays on screen with the validation metrics once the epoch ends; otherwise
+/// one line per epoch.
 struct Progress {
+    /// The bar of the epoch under way, on a terminal.
     bar: Option<ProgressBar>,
-    lines: bool,
+    terminal: bool,
+    silent: bool,
     epochs: usize,
-    rows_done: usize,
-    started: Instant,
-    /// The last finished epoch's accuracy, shown on the bar.
-    accuracy: String,
+    /// The epoch whose bar `bar` is.
+    epoch: Option<usize>,
+}
+
+/// The metrics as the bar shows them: `loss 0.1234  accuracy 95.12%`.
+fn metrics_text(loss: f64, accuracy: Option<f64>, prefix: &str) -> String {
+    let accuracy = accuracy.map_or(String::new(), |a| {
+        format!("  {prefix}accuracy {:.2}%", 100.0 * a)
+    });
+    format!("{prefix}loss {loss:.4}{accuracy}")
 }
 
 impl Progress {
-    fn new(
-        splits: &Splits,
-        config: &chainrule::train::TrainConfig,
-        first_epoch: usize,
-        silent: bool,
-    ) -> Progress {
-        let batches = splits.train.len().div_ceil(config.batch_size.max(1));
-        let remaining = (config.epochs.saturating_sub(first_epoch) * batches) as u64;
-        let terminal = std::io::stderr().is_terminal();
-        let bar = (!silent && terminal).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(remaining), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30.cyan/blue}] {msg}  ETA {eta}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            bar
-        });
+    fn new(silent: bool) -> Progress {
         Progress {
-            bar,
-            lines: !silent && !terminal,
-            epochs: config.epochs,
-            rows_done: 0,
-            started: Instant::now(),
-            accuracy: String::new(),
+            bar: None,
+            terminal: std::io::stderr().is_terminal(),
+            silent,
+            epochs: 0,
+            epoch: None,
         }
     }
 
+    /// The bar of `epoch` (of `batches` batches), started with its `Epoch i/n` line
+    /// when the epoch is new.
+    fn bar_of(&mut self, epoch: usize, batches: usize) -> &ProgressBar {
+        if self.epoch != Some(epoch) {
+            self.finish();
+            eprintln!("Epoch {}/{}", epoch + 1, self.epochs);
+            let bar =
+                ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{pos:>6}/{len} [{bar:30.cyan/blue}] ETA {eta:<4} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            self.bar = Some(bar);
+            self.epoch = Some(epoch);
+        }
+        self.bar.as_ref().expect("just set")
+    }
+
     fn on(&mut self, event: &Event<'_>) {
+        if self.silent {
+            return;
+        }
         match event {
             Event::Step {
                 epoch,
                 batch,
                 batches,
-                rows,
-                loss,
-            } => {
-                self.rows_done += rows;
-                if let Some(bar) = &self.bar {
-                    let speed =
-                        self.rows_done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-                    bar.set_prefix(format!("epoch {}/{}", epoch + 1, self.epochs));
-                    bar.set_message(format!(
-                        "batch {}/{batches}  loss {loss:.4}{}  {speed:.0} samples/s",
-                        batch + 1,
-                        self.accuracy
-                    ));
-                    bar.inc(1);
-                }
+                epoch_so_far,
+                ..
+            } if self.terminal => {
+                let bar = self.bar_of(*epoch, *batches);
+                bar.set_message(metrics_text(epoch_so_far.loss, epoch_so_far.accuracy, ""));
+                bar.set_position(*batch as u64 + 1);
             }
+            Event::Step { .. } => {}
             Event::Epoch(m) => {
-                if let Some(a) = m.validation.and_then(|v| v.accuracy).or(m.train.accuracy) {
-                    let which = if m.validation.is_some() {
-                        "val_acc"
-                    } else {
-                        "acc"
-                    };
-                    self.accuracy = format!("  {which} {:.2}%", 100.0 * a);
+                let mut line = metrics_text(m.train.loss, m.train.accuracy, "");
+                if let Some(v) = m.validation {
+                    line += &format!("  {}", metrics_text(v.loss, v.accuracy, "val_"));
                 }
-                let acc = m
-                    .train
-                    .accuracy
-                    .map_or(String::new(), |a| format!("  accuracy {:.2}%", 100.0 * a));
-                let val = m.validation.map_or(String::new(), |v| {
-                    format!(
-                        "  val_loss {:.4}{}",
-                        v.loss,
-                        v.accuracy.map_or(String::new(), |a| format!(
-                            "  val_accuracy {:.2}%",
-                            100.0 * a
-                        ))
-                    )
-                });
-                let line = format!(
-                    "epoch {}/{}  loss {:.4}{acc}{val}  lr {}  {:.2} s",
-                    m.epoch + 1,
-                    self.epochs,
-                    m.train.loss,
-                    m.lr,
-                    m.seconds
-                );
-                if let Some(bar) = &self.bar {
-                    bar.println(line);
-                } else if self.lines {
-                    eprintln!("{line}");
+                line += &format!("  lr {}", m.lr);
+                if self.terminal {
+                    let batches = self.bar.as_ref().and_then(|b| b.length()).unwrap_or(0);
+                    let bar = self.bar_of(m.epoch, batches as usize);
+                    bar.set_style(
+                        ProgressStyle::with_template("{pos:>6}/{len} [{bar:30.cyan/blue}] {msg}")
+                            .expect("valid template")
+                            .progress_chars("=> "),
+                    );
+                    bar.finish_with_message(format!("{:.1} s  {line}", m.seconds));
+                } else {
+                    eprintln!(
+                        "epoch {}/{}  {line}  {:.2} s",
+                        m.epoch + 1,
+                        self.epochs,
+                        m.seconds
+                    );
                 }
             }
         }
     }
 
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+    /// Leaves the screen clean when training ends: a bar cut short by Ctrl-C stays
+    /// where it stopped, and what follows starts on a line of its own.
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+            // indicatif leaves the cursor at the end of the bar's last drawing.
+            eprintln!();
         }
     }
 }

@@ -112,6 +112,98 @@ fn drop_last_skips_the_partial_batch() {
 }
 
 #[test]
+fn each_step_reports_the_running_mean_of_its_epoch_so_far() {
+    // Independently of the tally: the mean of the batch losses weighted by their
+    // rows (mse averages over a batch), step by step; after an epoch's last batch it
+    // is the epoch's training loss.
+    let data = regression_data(10, 1);
+    let cfg =
+        config(r#"{"loss": "mse", "optimizer": {"type": "sgd"}, "batch_size": 4, "epochs": 2}"#);
+    let mut sums = vec![(0.0, 0usize); 2];
+    let mut finals = Vec::new();
+    let history = fit(&mut mlp(), &data, None, &cfg, |e| match e {
+        Event::Step {
+            epoch,
+            rows,
+            loss,
+            epoch_so_far,
+            ..
+        } => {
+            let (sum, count) = &mut sums[*epoch];
+            *sum += loss * *rows as f64;
+            *count += rows;
+            let mean = *sum / *count as f64;
+            assert!(
+                (epoch_so_far.loss - mean).abs() <= 1e-12 * mean.abs(),
+                "{epoch_so_far:?} vs {mean}"
+            );
+            assert_eq!(
+                epoch_so_far.accuracy, None,
+                "a regression loss has no accuracy"
+            );
+            finals.push((*epoch, epoch_so_far.loss));
+        }
+        Event::Epoch(_) => {}
+    })
+    .unwrap();
+    for (epoch, metrics) in history.epochs.iter().enumerate() {
+        let last = finals.iter().rev().find(|(e, _)| *e == epoch).unwrap().1;
+        assert_eq!(last, metrics.train.loss);
+    }
+}
+
+#[test]
+fn the_best_epoch_is_kept_whenever_there_is_a_validation_set() {
+    // No early stopping: training runs every epoch, and the best epoch by validation
+    // loss is the one with the lowest validation loss in the history. A learning rate
+    // this large makes the validation loss go down, then up.
+    let train = regression_data(64, 2);
+    let validation = regression_data(32, 3);
+    let cfg = config(
+        r#"{"loss": "mse", "optimizer": {"type": "sgd", "lr": 0.5}, "batch_size": 8, "epochs": 3}"#,
+    );
+    let mut model = mlp();
+    let mut best = None;
+    let history = chainrule::train::fit_checkpointed(
+        &mut model,
+        &train,
+        Some(&validation),
+        &cfg,
+        chainrule::train::Session {
+            optimizer: &mut chainrule::optim::Optimizer::new(cfg.optimizer.clone()),
+            start: chainrule::train::TrainState::default(),
+            stop: None,
+        },
+        |_| {},
+        |c| {
+            best = c.state.best.as_ref().map(|b| (b.epoch, b.params.clone()));
+            assert!(c.last.is_empty(), "nothing was restored");
+            Ok::<(), Error>(())
+        },
+    )
+    .unwrap();
+    assert_eq!(history.epochs.len(), 3);
+    let lowest = (0..3)
+        .min_by(|&a, &b| {
+            let v = |e: usize| history.epochs[e].validation.unwrap().loss;
+            v(a).total_cmp(&v(b))
+        })
+        .unwrap();
+    let (epoch, params) = best.unwrap();
+    assert_eq!((history.best_epoch, epoch), (Some(lowest), lowest));
+    // Here the second epoch is best: neither the first nor the last.
+    assert_eq!(lowest, 1);
+    // The kept parameters are that epoch's: they score its validation loss.
+    let mut at_best = mlp();
+    let count = at_best.params().len();
+    at_best.params_mut().clone_from_slice(&params[..count]);
+    assert_eq!(
+        evaluate(&mut at_best, &validation, Loss::Mse).unwrap(),
+        history.epochs[lowest].validation.unwrap()
+    );
+}
+
+#[test]
 fn early_stopping_stops_after_patience_and_restores_the_best_parameters() {
     // The validation targets are the negated training targets: the better the model
     // fits the training set, the worse the validation loss, which therefore peaks

@@ -54,7 +54,8 @@ pub struct History {
     pub epochs: Vec<EpochMetrics>,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
-    /// The epoch with the best monitored loss, when early stopping was on.
+    /// The epoch with the best monitored loss: the validation loss when there is a
+    /// validation set (else, with early stopping on, the training loss).
     pub best_epoch: Option<usize>,
     /// Where a run stopped by [`Session::stop`] should continue.
     pub interrupted: Option<Position>,
@@ -75,6 +76,10 @@ pub enum Event<'a> {
         rows: usize,
         /// The batch loss before the step.
         loss: f64,
+        /// The epoch's training metrics so far: the running mean of the loss (and
+        /// the accuracy) over its batches up to this one, a resumed epoch's earlier
+        /// batches included; after the last batch, the epoch's `train` metrics.
+        epoch_so_far: Metrics,
     },
     /// After an epoch (and its validation).
     Epoch(&'a EpochMetrics),
@@ -506,8 +511,8 @@ pub struct Position {
     pub batch: usize,
 }
 
-/// Early stopping's record: the lowest monitored loss so far, the epoch that reached
-/// it, and (with [`EarlyStopping::restore_best`]) the parameters after that epoch.
+/// The best epoch so far: the lowest monitored loss (validation, else training for
+/// early stopping), the epoch that reached it, and the parameters after that epoch.
 ///
 /// ```
 /// use chainrule::nn::Param;
@@ -523,7 +528,7 @@ pub struct Best<F: Float> {
     /// The epoch, from 0.
     pub epoch: usize,
     /// The parameters after `epoch`, followed by the buffers (batch norm's running
-    /// statistics); empty when they are not to be restored.
+    /// statistics); empty when a resumed run's checkpoint did not keep them.
     pub params: Vec<Param<F>>,
 }
 
@@ -542,8 +547,8 @@ pub struct Best<F: Float> {
 pub struct TrainState<F: Float> {
     /// The first step not yet taken.
     pub position: Position,
-    /// Early stopping's record so far (`None` before the first epoch ends, or
-    /// without early stopping).
+    /// The best epoch so far (`None` before the first epoch ends, or with neither a
+    /// validation set nor early stopping).
     pub best: Option<Best<F>>,
     /// The training metrics' sums over the batches of `position.epoch` taken
     /// before `position.batch`.
@@ -636,6 +641,10 @@ pub struct Checkpoint<'c, F: Float, M> {
     pub history: &'c History,
     /// Why now.
     pub moment: Moment,
+    /// The parameters and buffers of the last epoch, when early stopping has just
+    /// replaced them in `model` by the best epoch's ([`Moment::Finished`] only);
+    /// empty otherwise.
+    pub last: &'c [Param<F>],
 }
 
 /// [`fit`] continuing a run from `session.start` with an optimizer that already holds
@@ -761,9 +770,8 @@ fn train_loop<F: Float, M: Module<F>, E: From<crate::Error>>(
     } = session;
     // The record comes from a file: its parameters must fit before anything is
     // trained (restoring them at the end copies them over the model's).
-    let restores = config.early_stopping.is_some_and(|e| e.restore_best);
     if let Some(best) = &state.best
-        && restores
+        && !best.params.is_empty()
         && !same_names_and_shapes(&best.params, &snapshot(model))
     {
         return Err(crate::error::invalid(
@@ -830,6 +838,7 @@ fn train_loop<F: Float, M: Module<F>, E: From<crate::Error>>(
                     state: &state,
                     history: &history,
                     moment: Moment::Interrupted,
+                    last: &[],
                 })?;
                 return Ok(history);
             }
@@ -891,6 +900,7 @@ fn train_loop<F: Float, M: Module<F>, E: From<crate::Error>>(
                 batches: batches.len(),
                 rows: rows.len(),
                 loss: value.as_f64(),
+                epoch_so_far: tally.metrics(config.loss),
             });
         }
         let validation_metrics = validation
@@ -909,22 +919,23 @@ fn train_loop<F: Float, M: Module<F>, E: From<crate::Error>>(
         // Early stopping counts this epoch before anything is saved or a stop request
         // is honoured: a run continued from here must not count it again, nor miss it.
         let mut out_of_patience = false;
-        if let Some(stopping) = config.early_stopping {
+        // The best epoch is kept whenever there is a validation loss to rank epochs
+        // by (a run's best checkpoint), and for early stopping on the training loss.
+        if config.early_stopping.is_some() || validation.is_some() {
+            let min_delta = config.early_stopping.map_or(0.0, |s| s.min_delta);
             let improved = state
                 .best
                 .as_ref()
-                .is_none_or(|b| monitored < b.loss - stopping.min_delta);
+                .is_none_or(|b| monitored < b.loss - min_delta);
             if improved {
                 state.best = Some(Best {
                     loss: monitored,
                     epoch,
-                    params: if stopping.restore_best {
-                        snapshot(model)
-                    } else {
-                        Vec::new()
-                    },
+                    params: snapshot(model),
                 });
-            } else if epoch - state.best.as_ref().map_or(0, |b| b.epoch) >= stopping.patience {
+            } else if let Some(stopping) = config.early_stopping
+                && epoch - state.best.as_ref().map_or(0, |b| b.epoch) >= stopping.patience
+            {
                 out_of_patience = true;
             }
         }
@@ -950,15 +961,18 @@ fn train_loop<F: Float, M: Module<F>, E: From<crate::Error>>(
                 state: &state,
                 history: &history,
                 moment,
+                last: &[],
             })?;
             if moment == Moment::Interrupted {
                 return Ok(history);
             }
         }
     }
-    if let (Some(stopping), Some(best)) = (config.early_stopping, &state.best) {
+    let mut last = Vec::new();
+    if let Some(best) = &state.best {
         history.best_epoch = Some(best.epoch);
-        if stopping.restore_best {
+        if config.early_stopping.is_some_and(|s| s.restore_best) && !best.params.is_empty() {
+            last = snapshot(model);
             // Checked at the start: the same names and shapes as the model's.
             let (params, buffers) = best.params.split_at(model.params().len());
             model.params_mut().clone_from_slice(params);
@@ -971,6 +985,7 @@ fn train_loop<F: Float, M: Module<F>, E: From<crate::Error>>(
         state: &state,
         history: &history,
         moment: Moment::Finished,
+        last: &last,
     })?;
     Ok(history)
 }
