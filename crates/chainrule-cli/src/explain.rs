@@ -11,6 +11,7 @@ use chainrule::nn::{Mode, Module, Sequential};
 use chainrule::optim::OptimizerConfig;
 use chainrule_explain::derive::{ParamElement, all_elements, explain};
 use chainrule_explain::formula::Formula;
+use chainrule_explain::notation::number;
 use chainrule_explain::spatial;
 use chainrule_explain::step::{ElementState, Step, StepLine};
 use std::collections::BTreeMap;
@@ -538,6 +539,9 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     if elements.len() > MAX_DERIVATIONS {
         return parameter_table(&model, &x, &y, loss, &args.format);
     }
+    if args.format == "text" {
+        print!("{}", forward_pass(&model, &x)?);
+    }
     let mut derivations = Vec::with_capacity(elements.len());
     for element in &elements {
         let mut d = explain(&model, &x, &y, loss, lr, element).map_err(|e| anyhow!("--{e}"))?;
@@ -547,6 +551,51 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         derivations.push(d);
     }
     show(&derivations, &args.format, "the chain's product")
+}
+
+/// The forward pass of a layer stack on the first sample, layer by layer in the
+/// notebooks' notation (z⁽ˡ⁾ the output of the l-th linear layer, a⁽ˡ⁾ that of the
+/// activations after it), as the forward pass of a formula network is shown.
+fn forward_pass(model: &Sequential<f64>, x: &Tensor<f64>) -> Result<String> {
+    const SHOWN: usize = 8;
+    let first = x.select_rows(&[0])?;
+    let tape = chainrule::Tape::new();
+    let params = model.bind(&tape);
+    let trace = model.forward_trace(&params, tape.constant(first))?;
+    let mut out = if x.shape()[0] > 1 {
+        "forward pass (sample 1):\n".to_string()
+    } else {
+        "forward pass:\n".to_string()
+    };
+    let mut linear = 0;
+    for (i, (layer, output)) in model.layers().iter().zip(&trace).enumerate() {
+        let symbol = if matches!(layer, chainrule::nn::Layer::Linear { .. }) {
+            linear += 1;
+            'z'
+        } else {
+            'a'
+        };
+        let values = output.value().to_vec();
+        let mut shown: Vec<String> = values
+            .iter()
+            .take(SHOWN)
+            .map(|v| chainrule_explain::notation::number(*v))
+            .collect();
+        if values.len() > SHOWN {
+            shown.push(format!("… ({} values)", values.len()));
+        }
+        let name = format!(
+            "{symbol}⁽{}⁾",
+            chainrule_explain::notation::superscript(linear)
+        );
+        out += &format!(
+            "  {i} {:<24} {name} = [{}]\n",
+            crate::inspect::layer_label(layer),
+            shown.join(", ")
+        );
+    }
+    out.push('\n');
+    Ok(out)
 }
 
 /// The most parameter elements `explain` derives one by one when no `--param` is
@@ -945,7 +994,7 @@ fn explain_formula(formula: &Formula, lr: f64, args: &ExplainArgs) -> Result<()>
         "text" => {
             println!("forward pass:");
             for (name, value) in &computed {
-                println!("  {name} = {value:?}{}", role(name));
+                println!("  {name} = {}{}", number(*value), role(name));
             }
             println!();
             let blocks: Vec<String> = derivations.iter().map(|d| d.text()).collect();
@@ -954,7 +1003,7 @@ fn explain_formula(formula: &Formula, lr: f64, args: &ExplainArgs) -> Result<()>
         "markdown" => {
             println!("| quantity | value |\n| --- | --- |");
             for (name, value) in &computed {
-                println!("| `{name}`{} | {value:?} |", role(name));
+                println!("| `{name}`{} | {} |", role(name), number(*value));
             }
             println!();
             let blocks: Vec<String> = derivations.iter().map(|d| d.markdown()).collect();
@@ -1233,20 +1282,40 @@ pub fn symbolic(args: &SymbolicArgs) -> Result<()> {
         );
         return Ok(());
     }
+    let latex = args.format == "latex";
     for (n, row) in s.outputs.iter().enumerate() {
         for (j, e) in row.iter().enumerate() {
-            println!("output[{n}][{j}] = {}", render(e));
+            if latex {
+                println!("$$\\hat{{y}}_{{{},{}}} = {}$$\n", n + 1, j + 1, render(e));
+            } else {
+                println!("output[{n}][{j}] = {}", render(e));
+            }
         }
     }
-    println!("C = {}\n", render(&s.loss));
+    if latex {
+        println!("$$C = {}$$\n", render(&s.loss));
+    } else {
+        println!("C = {}\n", render(&s.loss));
+    }
     for (((sym, d), g), (_, name, _)) in derivatives.iter().zip(&autodiff).zip(&s.params) {
         let value = d.eval(&env).unwrap_or(f64::NAN);
-        let ok = (value - g).abs() <= 1e-10 * g.abs().max(1.0);
-        println!(
-            "∂C/∂{sym} ({name}) = {}\n    = {value}   (autodiff: {g} {})",
-            render(d),
-            if ok { "✓" } else { "✗" }
-        );
+        let ok = if (value - g).abs() <= 1e-10 * g.abs().max(1.0) {
+            "✓"
+        } else {
+            "✗"
+        };
+        if latex {
+            println!(
+                "`{name}`: $$\\frac{{\\partial C}}{{\\partial {}}} = {}$$\n= {value} (autodiff: {g} {ok})\n",
+                chainrule_explain::symbolic::latex_symbol(sym),
+                render(d)
+            );
+        } else {
+            println!(
+                "∂C/∂{sym} ({name}) = {}\n    = {value}   (autodiff: {g} {ok})",
+                render(d)
+            );
+        }
     }
     Ok(())
 }
@@ -1314,21 +1383,46 @@ fn symbolic_formula(formula: &Formula, args: &SymbolicArgs) -> Result<()> {
         );
         return Ok(());
     }
+    let latex = args.format == "latex";
+    let symbol = |name: &str| {
+        if latex {
+            chainrule_explain::symbolic::latex_symbol(name)
+        } else {
+            name.to_string()
+        }
+    };
+    // LaTeX goes in $$ blocks (Markdown with math, as explain writes it); the
+    // numbers and the check stay text beside them.
+    let equation = |left: String, right: String| {
+        if latex {
+            format!("$${left} = {right}$$")
+        } else {
+            format!("{left} = {right}")
+        }
+    };
     if let (Some(name), Some(e)) = (formula.output_name(), &output) {
         println!(
-            "{name} = {}\n    = {:?}\n",
-            render(e),
+            "{}\n    = {:?}\n",
+            equation(symbol(name), render(e)),
             e.eval(&env).unwrap_or(f64::NAN)
         );
     }
-    println!("{} = {}\n", formula.loss_name(), render(&loss));
+    println!("{}\n", equation(symbol(formula.loss_name()), render(&loss)));
     for ((name, d), g) in derivatives.iter().zip(&autodiff) {
         let value = d.eval(&env).unwrap_or(f64::NAN);
         let ok = (value - g).abs() <= 1e-10 * g.abs().max(1.0);
+        let left = if latex {
+            format!(
+                r"\frac{{\partial {}}}{{\partial {}}}",
+                symbol(formula.loss_name()),
+                symbol(name)
+            )
+        } else {
+            format!("∂{}/∂{name}", formula.loss_name())
+        };
         println!(
-            "∂{}/∂{name} = {}\n    = {value:?}   (autodiff: {g:?} {})\n",
-            formula.loss_name(),
-            render(d),
+            "{}\n    = {value:?}   (autodiff: {g:?} {})\n",
+            equation(left, render(d)),
             if ok { "✓" } else { "✗" }
         );
     }

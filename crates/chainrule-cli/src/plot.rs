@@ -1,14 +1,20 @@
 //! Plots, as PNG and SVG, with an embedded font (DejaVu Sans) so they render the
-//! same on a machine without fonts or external programs.
+//! same on a machine without fonts or external programs: the PNGs are drawn with it,
+//! and the SVGs carry it as an `@font-face` (their text stays text).
 
 use anyhow::{Result, anyhow};
+use base64::Engine;
 use chainrule::nn::Sequential;
 use chainrule::train::predict;
 use chainrule::{Tensor, io::write_atomic};
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
+
+/// The family name under which the SVGs embed DejaVu Sans.
+const SVG_FONT: &str = "chainrule-dejavu-sans";
 
 /// The per-class colours (matplotlib's tab10).
 const CLASS_COLORS: [RGBColor; 10] = [
@@ -41,12 +47,24 @@ fn register_font() {
     });
 }
 
-/// Draws with `draw` into `<stem>.png` and `<stem>.svg`, each written atomically.
+/// Draws into `<stem>.png` and `<stem>.svg`, each written atomically.
 fn save_png_and_svg(
     stem: &Path,
     size: (u32, u32),
     draw_png: impl Fn(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
     draw_svg: impl Fn(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
+    save_png_and_finished_svg(stem, size, draw_png, draw_svg, Ok)
+}
+
+/// [`save_png_and_svg`], with the SVG's text passed through `finish` before it is
+/// written.
+fn save_png_and_finished_svg(
+    stem: &Path,
+    size: (u32, u32),
+    draw_png: impl Fn(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+    draw_svg: impl Fn(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<()>,
+    finish: impl FnOnce(String) -> Result<String>,
 ) -> Result<()> {
     register_font();
     let png = stem.with_extension("png");
@@ -73,8 +91,71 @@ fn save_png_and_svg(
         root.present()
             .map_err(|e| anyhow!("{}: {e}", stem.display()))?;
     }
-    write_atomic(&stem.with_extension("svg"), svg.as_bytes())?;
+    write_atomic(
+        &stem.with_extension("svg"),
+        with_font(&finish(svg)?).as_bytes(),
+    )?;
     Ok(())
+}
+
+/// `svg` with DejaVu Sans embedded as a web font and its text set in it.
+fn with_font(svg: &str) -> String {
+    let font = base64::engine::general_purpose::STANDARD.encode(dejavu::sans::regular());
+    let style = format!(
+        "<defs><style>@font-face {{ font-family: \"{SVG_FONT}\"; src: url(data:font/ttf;base64,{font}) format(\"truetype\"); }}</style></defs>"
+    );
+    let body = svg.replace(
+        "font-family=\"sans-serif\"",
+        &format!("font-family=\"{SVG_FONT}, sans-serif\""),
+    );
+    insert_after_opening_tag(&body, &style)
+}
+
+/// `svg` with `element` placed first inside its `<svg …>` element.
+fn insert_after_opening_tag(svg: &str, element: &str) -> String {
+    match svg
+        .find("<svg")
+        .and_then(|start| svg[start..].find('>').map(|end| start + end + 1))
+    {
+        Some(at) => format!("{}{element}{}", &svg[..at], &svg[at..]),
+        None => svg.to_string(),
+    }
+}
+
+/// `svg` with a PNG (`rgb`, `width` × `height` pixels, rows from the top) drawn
+/// over `area` (left, top, right, bottom in SVG pixels) just after the background,
+/// beneath everything else.
+fn with_image_layer(
+    svg: &str,
+    rgb: &[u8],
+    (width, height): (u32, u32),
+    area: (i32, i32, i32, i32),
+) -> Result<String> {
+    let mut png_bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut png_bytes, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| anyhow!("plot: {e}"))?;
+        writer
+            .write_image_data(rgb)
+            .map_err(|e| anyhow!("plot: {e}"))?;
+    }
+    let (left, top, right, bottom) = area;
+    let image = format!(
+        "<image x=\"{left}\" y=\"{top}\" width=\"{}\" height=\"{}\" preserveAspectRatio=\"none\" style=\"image-rendering: pixelated\" href=\"data:image/png;base64,{}\"/>",
+        right - left,
+        bottom - top,
+        base64::engine::general_purpose::STANDARD.encode(&png_bytes)
+    );
+    // The background is the first element plotters writes (a full-size rect).
+    let after_background = svg
+        .find("<rect")
+        .and_then(|start| svg[start..].find("/>").map(|end| start + end + 2));
+    Ok(match after_background {
+        Some(at) => format!("{}{image}{}", &svg[..at], &svg[at..]),
+        None => insert_after_opening_tag(svg, &image),
+    })
 }
 
 /// One epoch's numbers as the plots need them.
@@ -85,6 +166,8 @@ pub struct EpochPoint {
     pub train_accuracy: Option<f64>,
     pub validation_loss: Option<f64>,
     pub validation_accuracy: Option<f64>,
+    /// The learning rate of the epoch, when known.
+    pub lr: Option<f64>,
 }
 
 macro_rules! plot_err {
@@ -96,61 +179,153 @@ macro_rules! plot_err {
 /// A named line: its label, colour and (x, y) points.
 type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
-fn curves<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    title: &str,
-    y_label: &str,
-    series: &[Series<'_>],
-    y_range: std::ops::Range<f64>,
-    last_epoch: f64,
+/// One panel of the training plot: its title, its axis, its lines, and the epoch
+/// to mark.
+struct Panel<'a> {
+    title: &'a str,
+    y_label: &'a str,
+    series: Vec<Series<'a>>,
     legend: SeriesLabelPosition,
-) -> Result<()> {
-    let mut chart = plot_err!(
-        ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 24))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
-            .build_cartesian_2d(1.0..last_epoch.max(2.0), y_range)
-    )?;
-    plot_err!(
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc(y_label)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 17))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-    )?;
-    for (name, color, points) in series {
-        if points.is_empty() {
-            continue;
-        }
-        let color = *color;
-        plot_err!(chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2))))?
-            .label(*name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-            });
-    }
-    plot_err!(
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .position(legend)
-            .draw()
-    )?;
-    Ok(())
+    /// The epoch with the lowest validation loss, marked by a vertical line.
+    best: Option<f64>,
+    /// Whether the values may be drawn on a log scale (positive quantities).
+    may_log: bool,
 }
 
-/// Loss (and accuracy, for classification) per epoch, training and validation.
+/// A tick label without float noise: 0.25, 1500, 3e-5.
+fn tick(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let magnitude = v.abs();
+    if (1e-3..1e5).contains(&magnitude) {
+        let text = format!("{v:.4}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:.0e}")
+    }
+}
+
+impl Panel<'_> {
+    /// The finite values of every line.
+    fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        self.series
+            .iter()
+            .flat_map(|(_, _, points)| points.iter().map(|p| p.1))
+            .filter(|v| v.is_finite())
+    }
+
+    /// Draws the panel on `area`, over epochs 1..=`last_epoch`: on a log scale when
+    /// its values are positive and span two decades or more (a loss that falls from
+    /// 2 to 0.01 is a flat line at the bottom otherwise).
+    fn draw<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        last_epoch: f64,
+    ) -> Result<()> {
+        let (lo, hi) = self
+            .values()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            });
+        let x_range = 1.0..last_epoch.max(2.0);
+        let builder = |area| {
+            let mut b = ChartBuilder::on(area);
+            b.caption(self.title, ("sans-serif", 24))
+                .margin(16)
+                .x_label_area_size(48)
+                .y_label_area_size(64);
+            b
+        };
+        // Up to 30 decades: beyond that (a diverged run) the axis stays linear, and
+        // its bounds finite.
+        if self.may_log && lo > 0.0 && (100.0..1e30).contains(&(hi / lo)) {
+            let (bottom, top) = (lo / 1.5, hi * 1.5);
+            let y = (bottom..top).log_scale();
+            let chart = plot_err!(builder(area).build_cartesian_2d(x_range, y))?;
+            self.finish(
+                chart,
+                (bottom, top),
+                &format!("{} (log scale)", self.y_label),
+            )
+        } else {
+            let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+            // Losses from 0; a finite top, however large the largest value
+            // (1.05 × 1.7e308 is inf).
+            let bottom = if self.may_log {
+                0.0
+            } else {
+                lo - 0.05 * (hi - lo).max(1e-9)
+            };
+            let top = (hi + 0.05 * (hi - bottom).max(1e-9)).clamp(bottom + 1e-9, f64::MAX);
+            let chart = plot_err!(builder(area).build_cartesian_2d(x_range, bottom..top))?;
+            self.finish(chart, (bottom, top), self.y_label)
+        }
+    }
+
+    fn finish<'a, DB: DrawingBackend + 'a, Y>(
+        &self,
+        mut chart: ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+        (bottom, top): (f64, f64),
+        y_label: &str,
+    ) -> Result<()>
+    where
+        Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    {
+        plot_err!(
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .y_desc(y_label)
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| tick(*v))
+                .label_style(("sans-serif", 15))
+                .axis_desc_style(("sans-serif", 17))
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw()
+        )?;
+        if let Some(best) = self.best {
+            let grey = RGBColor(110, 110, 110);
+            plot_err!(chart.draw_series(DashedLineSeries::new(
+                [(best, bottom), (best, top)],
+                6,
+                4,
+                grey.stroke_width(1)
+            )))?
+            .label(format!("best epoch ({best:.0})"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], grey.stroke_width(1))
+            });
+        }
+        for (name, color, points) in &self.series {
+            if points.is_empty() {
+                continue;
+            }
+            let color = *color;
+            plot_err!(chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2))))?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+                });
+        }
+        plot_err!(
+            chart
+                .configure_series_labels()
+                .label_font(("sans-serif", 16))
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(180, 180, 180))
+                .position(self.legend.clone())
+                .draw()
+        )?;
+        Ok(())
+    }
+}
+
+/// Loss (and accuracy, for classification) and the learning rate per epoch,
+/// training and validation, with the best epoch (lowest validation loss) marked.
 pub fn training_curves(stem: &Path, points: &[EpochPoint]) -> Result<()> {
     let classification = points.iter().any(|p| p.train_accuracy.is_some());
-    let width = if classification { 1200 } else { 640 };
+    let width = if classification { 1500 } else { 1000 };
     save_png_and_svg(
         stem,
         (width, 480),
@@ -175,53 +350,54 @@ fn draw_training<DB: DrawingBackend>(
             .filter(|(_, y)| y.is_finite())
             .collect()
     };
-    let losses = series(&|p| Some(p.train_loss));
     let val_losses = series(&|p| p.validation_loss);
-    let accs = series(&|p| p.train_accuracy.map(|a| 100.0 * a));
-    let val_accs = series(&|p| p.validation_accuracy.map(|a| 100.0 * a));
-    let max_loss = losses
+    let best = val_losses
         .iter()
-        .chain(&val_losses)
-        .map(|p| p.1)
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
-    let min_acc = accs
-        .iter()
-        .chain(&val_accs)
-        .map(|p| p.1)
-        .fold(100.0, f64::min);
-    plot_err!(root.fill(&WHITE))?;
-    let panels = if classification {
-        root.split_evenly((1, 2))
-    } else {
-        vec![root.clone()]
-    };
-    curves(
-        &panels[0],
-        "Loss",
-        "loss",
-        &[
-            ("train", train_color, losses),
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|p| p.0);
+    let mut panels = vec![Panel {
+        title: "Loss",
+        y_label: "loss",
+        series: vec![
+            ("train", train_color, series(&|p| Some(p.train_loss))),
             ("validation", val_color, val_losses),
         ],
-        // A finite top, however large the largest loss (1.05 × 1.7e308 is inf).
-        0.0..(max_loss * 1.05).clamp(1e-6, f64::MAX),
-        last,
-        SeriesLabelPosition::UpperRight,
-    )?;
+        legend: SeriesLabelPosition::UpperRight,
+        best,
+        may_log: true,
+    }];
     if classification {
-        curves(
-            &panels[1],
-            "Accuracy",
-            "accuracy (%)",
-            &[
-                ("train", train_color, accs),
-                ("validation", val_color, val_accs),
+        panels.push(Panel {
+            title: "Accuracy",
+            y_label: "accuracy (%)",
+            series: vec![
+                (
+                    "train",
+                    train_color,
+                    series(&|p| p.train_accuracy.map(|a| 100.0 * a)),
+                ),
+                (
+                    "validation",
+                    val_color,
+                    series(&|p| p.validation_accuracy.map(|a| 100.0 * a)),
+                ),
             ],
-            (min_acc - 5.0).clamp(0.0, 95.0)..100.5,
-            last,
-            SeriesLabelPosition::LowerRight,
-        )?;
+            legend: SeriesLabelPosition::LowerRight,
+            best,
+            may_log: false,
+        });
+    }
+    panels.push(Panel {
+        title: "Learning rate",
+        y_label: "learning rate",
+        series: vec![("lr", class_color(2), series(&|p| p.lr))],
+        legend: SeriesLabelPosition::UpperRight,
+        best: None,
+        may_log: true,
+    });
+    plot_err!(root.fill(&WHITE))?;
+    for (panel, area) in panels.iter().zip(root.split_evenly((1, panels.len()))) {
+        panel.draw(&area, last)?;
     }
     Ok(())
 }
@@ -280,11 +456,22 @@ pub fn decision_boundary(
         classes,
         names,
     };
-    save_png_and_svg(
+    // The PNG paints the grid cell by cell; the SVG gets it as one image beneath the
+    // axes and points instead of GRID² rectangles.
+    let area = std::cell::Cell::new((0, 0, 0, 0));
+    save_png_and_finished_svg(
         stem,
         (760, 700),
-        |root| scene.draw(root),
-        |root| scene.draw(root),
+        |root| scene.draw(root, true).map(drop),
+        |root| scene.draw(root, false).map(|a| area.set(a)),
+        |svg| {
+            with_image_layer(
+                &svg,
+                &scene.grid_pixels(),
+                (GRID as u32, GRID as u32),
+                area.get(),
+            )
+        },
     )
 }
 
@@ -298,8 +485,33 @@ struct Boundary<'a> {
     names: &'a [String],
 }
 
+/// A class's colour at a quarter strength over white: the predicted regions.
+fn region_color(class: usize) -> RGBColor {
+    let RGBColor(r, g, b) = class_color(class);
+    let mix = |c: u8| (255.0 - 0.25 * (255.0 - f64::from(c))).round() as u8;
+    RGBColor(mix(r), mix(g), mix(b))
+}
+
 impl Boundary<'_> {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+    /// The predicted regions as RGB pixels, one per grid cell, rows from the top.
+    fn grid_pixels(&self) -> Vec<u8> {
+        let mut rgb = Vec::with_capacity(self.grid * self.grid * 3);
+        for row in (0..self.grid).rev() {
+            for column in 0..self.grid {
+                let RGBColor(r, g, b) = region_color(self.predicted[row * self.grid + column]);
+                rgb.extend([r, g, b]);
+            }
+        }
+        rgb
+    }
+
+    /// Draws the axes and the points, and with `regions` the predicted class of each
+    /// grid cell; returns the plotting area in pixels (left, top, right, bottom).
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        regions: bool,
+    ) -> Result<(i32, i32, i32, i32)> {
         plot_err!(root.fill(&WHITE))?;
         let mut chart = plot_err!(
             ChartBuilder::on(root)
@@ -313,16 +525,19 @@ impl Boundary<'_> {
             (self.x.1 - self.x.0) / self.grid as f64,
             (self.y.1 - self.y.0) / self.grid as f64,
         );
-        plot_err!(
-            chart.draw_series(self.predicted.iter().enumerate().map(|(k, &class)| {
-                let (i, j) = ((k % self.grid) as f64, (k / self.grid) as f64);
-                let corner = (self.x.0 + i * dx, self.y.0 + j * dy);
-                Rectangle::new(
-                    [corner, (corner.0 + dx, corner.1 + dy)],
-                    class_color(class).mix(0.25).filled(),
-                )
-            }))
-        )?;
+        if regions {
+            plot_err!(
+                chart.draw_series(self.predicted.iter().enumerate().map(|(k, &class)| {
+                    let (i, j) = ((k % self.grid) as f64, (k / self.grid) as f64);
+                    let corner = (self.x.0 + i * dx, self.y.0 + j * dy);
+                    Rectangle::new(
+                        [corner, (corner.0 + dx, corner.1 + dy)],
+                        region_color(class).filled(),
+                    )
+                }))
+            )?;
+        }
+        let (xs, ys) = chart.plotting_area().get_pixel_range();
         plot_err!(
             chart
                 .configure_mesh()
@@ -363,7 +578,7 @@ impl Boundary<'_> {
                 .border_style(RGBColor(180, 180, 180))
                 .draw()
         )?;
-        Ok(())
+        Ok((xs.start, ys.start, xs.end, ys.end))
     }
 }
 
@@ -453,6 +668,118 @@ fn draw_confusion<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chainrule::nn::Module;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("chainrule-plot-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_training_svg_embeds_its_font_marks_the_best_epoch_and_goes_log_when_the_loss_spans_decades()
+     {
+        let dir = scratch("curves");
+        // The validation loss falls from 3 to 0.004 and rises again after epoch 7.
+        let validation = [3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.004, 0.006, 0.009];
+        let points: Vec<EpochPoint> = validation
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| EpochPoint {
+                epoch: i + 1,
+                train_loss: v * 0.9,
+                train_accuracy: None,
+                validation_loss: Some(v),
+                validation_accuracy: None,
+                lr: Some(0.1),
+            })
+            .collect();
+        let stem = dir.join("training");
+        training_curves(&stem, &points).unwrap();
+        let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+        assert!(svg.contains("@font-face") && svg.contains("data:font/ttf;base64,"));
+        assert!(
+            !svg.contains("font-family=\"sans-serif\""),
+            "every text in the embedded font"
+        );
+        assert!(svg.contains("loss (log scale)"));
+        assert!(svg.contains("best epoch (7)"));
+        assert!(svg.contains("learning rate"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_loss_within_one_decade_stays_on_a_linear_axis() {
+        let dir = scratch("linear");
+        let points: Vec<EpochPoint> = (1..=5)
+            .map(|epoch| EpochPoint {
+                epoch,
+                train_loss: 1.0 / epoch as f64,
+                train_accuracy: None,
+                validation_loss: None,
+                validation_accuracy: None,
+                lr: Some(0.1),
+            })
+            .collect();
+        let stem = dir.join("training");
+        training_curves(&stem, &points).unwrap();
+        let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+        assert!(
+            !svg.contains("log scale") && !svg.contains("best epoch"),
+            "no validation, no best"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_decision_boundary_svg_is_one_image_beneath_the_points_and_matches_the_png() {
+        let dir = scratch("boundary");
+        // One linear layer: class 1 where x₀ > 0, class 0 elsewhere.
+        let mut model = Sequential::<f32>::from_json(
+            r#"{"layers": [{"type": "linear", "in": 2, "out": 2}]}"#,
+            0,
+        )
+        .unwrap();
+        model.params_mut()[0].value = Tensor::from_vec(vec![-1.0, 0.0, 1.0, 0.0], &[2, 2]).unwrap();
+        model.params_mut()[1].value = Tensor::zeros(&[2]);
+        let x =
+            Tensor::from_vec(vec![-1.0, -1.0, -0.5, 1.0, 0.5, -1.0, 1.0, 1.0], &[4, 2]).unwrap();
+        let names = vec!["left".to_string(), "right".to_string()];
+        let stem = dir.join("boundary");
+        decision_boundary(&stem, &model, &x, &[0, 0, 1, 1], &names).unwrap();
+        let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+        assert_eq!(svg.matches("<image").count(), 1);
+        assert!(
+            svg.matches("<rect").count() < 20,
+            "not a rectangle per grid cell"
+        );
+        assert_eq!(
+            svg.matches("<circle").count(),
+            4 + 2,
+            "the points and the legend's marks"
+        );
+        // The image comes before the points (beneath them).
+        assert!(svg.find("<image").unwrap() < svg.find("<circle").unwrap());
+        // Its left half is class 0's colour and its right half class 1's, as the
+        // model predicts.
+        let payload = svg.split("data:image/png;base64,").nth(1).unwrap();
+        let png_bytes = base64::engine::general_purpose::STANDARD
+            .decode(&payload[..payload.find('"').unwrap()])
+            .unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        let at = |column: usize, row: usize| {
+            let i = (row * info.width as usize + column) * 3;
+            RGBColor(pixels[i], pixels[i + 1], pixels[i + 2])
+        };
+        let (w, h) = (info.width as usize, info.height as usize);
+        assert_eq!(at(2, h / 2), region_color(0));
+        assert_eq!(at(w - 3, h / 2), region_color(1));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn training_curves_with_non_finite_and_huge_losses_are_drawn_and_end() {
@@ -465,6 +792,7 @@ mod tests {
             train_accuracy: Some(accuracy),
             validation_loss: Some(-loss),
             validation_accuracy: Some(accuracy),
+            lr: Some(loss),
         };
         let points = [
             point(1, f64::INFINITY, f64::NAN),

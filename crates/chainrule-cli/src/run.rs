@@ -656,6 +656,7 @@ pub fn train(request: TrainRequest) -> Result<()> {
         train_accuracy: m.train.accuracy,
         validation_loss: m.validation.map(|v| v.loss),
         validation_accuracy: m.validation.and_then(|v| v.accuracy),
+        lr: Some(m.lr),
     }));
     let test = splits
         .test
@@ -1021,6 +1022,7 @@ fn parse_metrics(path: &Path, rows: &[String]) -> Result<Vec<EpochPoint>> {
                 train_accuracy: num(f[2]),
                 validation_loss: num(f[3]),
                 validation_accuracy: num(f[4]),
+                lr: f.get(5).and_then(|v| num(v)),
             })
         })
         .collect()

@@ -585,6 +585,166 @@ pub fn all_elements(model: &Sequential<f64>) -> Vec<ParamElement> {
     out
 }
 
+/// How many terms of a long sum are written out: the largest by magnitude; the rest
+/// are counted and totalled.
+pub const SHOWN_TERMS: usize = 6;
+
+/// A sum of labelled terms as text: every term when there are at most
+/// [`SHOWN_TERMS`], else the largest ones with their labels, then how many terms
+/// are left and their total.
+///
+/// ```
+/// use chainrule_explain::derive::largest_terms;
+/// let terms: Vec<(String, f64)> = (1..=8).map(|i| (format!("unit {i}"), i as f64)).collect();
+/// assert_eq!(largest_terms(&terms[..2], "units"), "1 + 2");
+/// let zeros: Vec<(String, f64)> = (1..=8).map(|i| (format!("unit {i}"), 0.0)).collect();
+/// assert_eq!(largest_terms(&zeros, "units"), "0 (all 8 units' terms are 0)");
+/// assert_eq!(
+///     largest_terms(&terms, "units"),
+///     "8 (unit 8) + 7 (unit 7) + 6 (unit 6) + 5 (unit 5) + 4 (unit 4) + 3 (unit 3) + the other 2 units' 3"
+/// );
+/// ```
+pub fn largest_terms(terms: &[(String, f64)], what: &str) -> String {
+    if terms.len() <= SHOWN_TERMS {
+        return join_terms(terms.iter().map(|(_, v)| operand(*v)));
+    }
+    if terms.iter().all(|(_, v)| *v == 0.0) {
+        return format!("0 (all {} {what}' terms are 0)", terms.len());
+    }
+    let mut order: Vec<usize> = (0..terms.len()).collect();
+    order.sort_by(|&a, &b| {
+        terms[b]
+            .1
+            .abs()
+            .total_cmp(&terms[a].1.abs())
+            .then(a.cmp(&b))
+    });
+    let (shown, rest) = order.split_at(SHOWN_TERMS);
+    let rest_total: f64 = rest.iter().map(|&i| terms[i].1).sum();
+    let mut parts: Vec<String> = shown
+        .iter()
+        .map(|&i| format!("{} ({})", operand(terms[i].1), terms[i].0))
+        .collect();
+    parts.push(format!(
+        "the other {} {what}' {}",
+        rest.len(),
+        operand(rest_total)
+    ));
+    join_terms(parts.into_iter())
+}
+
+/// [`largest_terms`] in LaTeX.
+///
+/// ```
+/// use chainrule_explain::derive::largest_terms_latex;
+/// let terms: Vec<(String, f64)> = (1..=8).map(|i| (format!("sample {i}"), -(i as f64))).collect();
+/// assert!(largest_terms_latex(&terms, "samples").ends_with(r"\underbrace{-3}_{\text{the other 2 samples}}"));
+/// ```
+pub fn largest_terms_latex(terms: &[(String, f64)], what: &str) -> String {
+    let latex_operand = |v: f64| {
+        let n = number(v);
+        if v < 0.0 {
+            format!(r"\left({n}\right)")
+        } else {
+            n
+        }
+    };
+    if terms.len() <= SHOWN_TERMS {
+        return join_terms(terms.iter().map(|(_, v)| latex_operand(*v)));
+    }
+    let mut order: Vec<usize> = (0..terms.len()).collect();
+    order.sort_by(|&a, &b| {
+        terms[b]
+            .1
+            .abs()
+            .total_cmp(&terms[a].1.abs())
+            .then(a.cmp(&b))
+    });
+    let (shown, rest) = order.split_at(SHOWN_TERMS);
+    let rest_total: f64 = rest.iter().map(|&i| terms[i].1).sum();
+    let mut parts: Vec<String> = shown
+        .iter()
+        .map(|&i| {
+            format!(
+                r"\underbrace{{{}}}_{{\text{{{}}}}}",
+                latex_operand(terms[i].1),
+                terms[i].0
+            )
+        })
+        .collect();
+    parts.push(format!(
+        r"\underbrace{{{}}}_{{\text{{the other {} {what}}}}}",
+        number(rest_total),
+        rest.len()
+    ));
+    join_terms(parts.into_iter())
+}
+
+/// Terms joined with " + " (a negative operand is in parentheses, as `operand`
+/// writes it).
+fn join_terms(terms: impl Iterator<Item = String>) -> String {
+    terms.collect::<Vec<_>>().join(" + ")
+}
+
+/// ∂C/∂a of a hidden unit written out over the units it feeds: the dead ones
+/// (whose activation's derivative is 0, such as a ReLU below 0) named and left out,
+/// the largest of the rest with their numbers.
+fn hidden_sum_text(h: &HiddenSum, indent: &str) -> String {
+    let up = superscript(h.next_layer);
+    let (dead, live): (Vec<usize>, Vec<usize>) =
+        (0..h.terms.len()).partition(|&i| h.terms[i].1 == 0.0);
+    let terms: Vec<(String, f64)> = live
+        .iter()
+        .map(|&i| {
+            let (w, sg, d) = h.terms[i];
+            (format!("i = {}", i + 1), w * sg * d)
+        })
+        .collect();
+    let written = if live.len() <= SHOWN_TERMS {
+        join_terms(live.iter().map(|&i| {
+            let (w, sg, d) = h.terms[i];
+            format!("{} · {} · {}", operand(w), operand(sg), operand(d))
+        }))
+    } else {
+        largest_terms(&terms, "units")
+    };
+    let units = if h.terms.len() == 1 {
+        "the 1 unit".to_string()
+    } else {
+        format!("the {} units", h.terms.len())
+    };
+    let mut out = format!(
+        "{indent}    = {}   (w⁽{up}⁾ᵢⱼ · {}′(z⁽{up}⁾ᵢ) · ∂C/∂a⁽{up}⁾ᵢ over {units} i of layer {} that a⁽{}⁾ⱼ feeds)\n",
+        if written.is_empty() {
+            "0".to_string()
+        } else {
+            written
+        },
+        h.next_activation,
+        h.next_layer,
+        superscript(h.next_layer - 1)
+    );
+    if !dead.is_empty() {
+        const LISTED: usize = 12;
+        let mut names: Vec<String> = dead
+            .iter()
+            .take(LISTED)
+            .map(|i| (i + 1).to_string())
+            .collect();
+        if dead.len() > LISTED {
+            names.push("…".into());
+        }
+        out += &format!(
+            "{indent}      {} of them {} dead ({}′(z⁽{up}⁾ᵢ) = 0) and contribute 0: i = {}\n",
+            dead.len(),
+            if dead.len() == 1 { "is" } else { "are" },
+            h.next_activation,
+            names.join(", ")
+        );
+    }
+    out
+}
+
 /// Whether a derivation's `gradient` equals backprop's `autodiff` (to 1e-12 relative).
 pub(crate) fn agrees(gradient: f64, autodiff: f64) -> bool {
     (gradient - autodiff).abs() <= 1e-12 * autodiff.abs().max(1.0)
@@ -664,7 +824,9 @@ impl Derivation {
         let formulas: Vec<&str> = first.factors.iter().map(|f| f.formula.0.as_str()).collect();
         out += &format!("               = {}\n", formulas.join(" · "));
         let batch = self.samples.len() > 1;
-        for (n, sample) in self.samples.iter().enumerate() {
+        let shown = self.shown_samples();
+        for &n in &shown {
+            let sample = &self.samples[n];
             let indent = if batch {
                 out += &format!("  sample {}:\n", n + 1);
                 "    "
@@ -672,37 +834,23 @@ impl Derivation {
                 "  "
             };
             for f in &sample.factors {
-                let sub = f
+                let value = number(f.value);
+                // Each step once: no "= 1 = 1" when the formula is its own value.
+                let mut line = format!("{indent}{} = {}", f.name.0, f.formula.0);
+                if let Some(t) = f
                     .substituted
                     .as_ref()
-                    .map_or(String::new(), |t| format!(" = {t}"));
-                out += &format!(
-                    "{indent}{} = {}{sub} = {}\n",
-                    f.name.0,
-                    f.formula.0,
-                    number(f.value)
-                );
+                    .filter(|t| **t != f.formula.0 && **t != value)
+                {
+                    line += &format!(" = {t}");
+                }
+                if f.formula.0 != value {
+                    line += &format!(" = {value}");
+                }
+                out += &line;
+                out.push('\n');
                 if let (Some(h), true) = (&sample.hidden, f.name.0.starts_with("∂C/∂a")) {
-                    let terms: Vec<String> = h
-                        .terms
-                        .iter()
-                        .map(|(w, sg, d)| {
-                            format!("{} · {} · {}", operand(*w), operand(*sg), operand(*d))
-                        })
-                        .collect();
-                    let up = superscript(h.next_layer);
-                    let units = if h.terms.len() == 1 {
-                        "the 1 unit".to_string()
-                    } else {
-                        format!("the {} units", h.terms.len())
-                    };
-                    out += &format!(
-                        "{indent}    = {}   (w⁽{up}⁾ᵢⱼ · {}′(z⁽{up}⁾ᵢ) · ∂C/∂a⁽{up}⁾ᵢ over {units} i of layer {} that a⁽{}⁾ⱼ feeds)\n",
-                        terms.join(" + "),
-                        h.next_activation,
-                        h.next_layer,
-                        superscript(h.next_layer - 1)
-                    );
+                    out += &hidden_sum_text(h, indent);
                 }
             }
             let values: Vec<String> = sample.factors.iter().map(|f| operand(f.value)).collect();
@@ -713,11 +861,23 @@ impl Derivation {
             );
         }
         if batch {
-            let terms: Vec<String> = self.samples.iter().map(|t| operand(t.term)).collect();
+            if shown.len() < self.samples.len() {
+                out += &format!(
+                    "  (the {} samples with the largest products are written out; the other {} follow the same chain)\n",
+                    shown.len(),
+                    self.samples.len() - shown.len()
+                );
+            }
+            let terms: Vec<(String, f64)> = self
+                .samples
+                .iter()
+                .enumerate()
+                .map(|(n, t)| (format!("sample {}", n + 1), t.term))
+                .collect();
             out += &format!(
                 "  sum over the {} samples: {} = {}\n",
                 self.samples.len(),
-                terms.join(" + "),
+                largest_terms(&terms, "samples"),
                 number(self.gradient)
             );
         }
@@ -731,6 +891,25 @@ impl Derivation {
             self.step.as_ref(),
         );
         out
+    }
+
+    /// The samples whose chains are written out in full: all of them up to
+    /// [`SHOWN_TERMS`]` / 2`, else those with the largest products, in sample order.
+    fn shown_samples(&self) -> Vec<usize> {
+        let limit = SHOWN_TERMS / 2;
+        let mut order: Vec<usize> = (0..self.samples.len()).collect();
+        if order.len() > limit {
+            order.sort_by(|&a, &b| {
+                self.samples[b]
+                    .term
+                    .abs()
+                    .total_cmp(&self.samples[a].term.abs())
+                    .then(a.cmp(&b))
+            });
+            order.truncate(limit);
+            order.sort_unstable();
+        }
+        order
     }
 
     /// Markdown with LaTeX (`$$ … $$` blocks).
@@ -757,7 +936,9 @@ impl Derivation {
             names.join(r" \cdot "),
             formulas.join(r" \cdot ")
         );
-        for (n, sample) in self.samples.iter().enumerate() {
+        let shown = self.shown_samples();
+        for &n in &shown {
+            let sample = &self.samples[n];
             let values: Vec<String> = sample.factors.iter().map(|f| number(f.value)).collect();
             let label = if self.samples.len() > 1 {
                 format!("Sample {}: ", n + 1)
@@ -770,6 +951,26 @@ impl Derivation {
                 number(sample.term)
             )
             .replace(r" \cdot =", " =");
+        }
+        if self.samples.len() > 1 {
+            if shown.len() < self.samples.len() {
+                out += &format!(
+                    "The {} samples with the largest products are written out; the other {} follow the same chain.\n\n",
+                    shown.len(),
+                    self.samples.len() - shown.len()
+                );
+            }
+            let terms: Vec<(String, f64)> = self
+                .samples
+                .iter()
+                .enumerate()
+                .map(|(n, t)| (format!("sample {}", n + 1), t.term))
+                .collect();
+            out += &format!(
+                "Sum over the {} samples: $${}$$\n\n",
+                self.samples.len(),
+                largest_terms_latex(&terms, "samples")
+            );
         }
         out += &format!("{}\n\n", self.reduction);
         let (lr, old, new) = self.update;

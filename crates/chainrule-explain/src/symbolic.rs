@@ -331,6 +331,28 @@ impl Expr {
                 if precedence > 0 {
                     out.push('(');
                 }
+                // `1 − y`, not `-y + 1`: a sum that would open with a minus sign
+                // opens with its positive constant instead, when it has one.
+                let negative_first = terms.first().is_some_and(|t| {
+                    t.clone().split_coefficient().0 < 0.0 || matches!(t, Num(v) if *v < 0.0)
+                });
+                let constant = terms.iter().position(|t| matches!(t, Num(v) if *v > 0.0));
+                let reordered: Vec<Expr>;
+                let terms = match constant {
+                    Some(k) if negative_first && style != Style::Sympy => {
+                        reordered = std::iter::once(terms[k].clone())
+                            .chain(
+                                terms
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|&(i, _)| i != k)
+                                    .map(|(_, t)| t.clone()),
+                            )
+                            .collect();
+                        &reordered
+                    }
+                    _ => terms,
+                };
                 for (i, t) in terms.iter().enumerate() {
                     let (c, _) = t.clone().split_coefficient();
                     let negative = c < 0.0 || matches!(t, Num(v) if *v < 0.0);
@@ -442,7 +464,7 @@ impl Expr {
 }
 
 /// `w2_1_3` → `w^{(2)}_{1,3}`; `x_2` → `x_{2}`; `w13` → `w_{13}`; anything else as is.
-pub(crate) fn latex_symbol(s: &str) -> String {
+pub fn latex_symbol(s: &str) -> String {
     let digits = s.trim_start_matches(|c: char| c.is_ascii_alphabetic());
     if !s.contains('_') && !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
         return format!("{}_{{{digits}}}", &s[..s.len() - digits.len()]);
@@ -555,6 +577,22 @@ fn write_out(
     Ok(written)
 }
 
+/// The most parameter elements × samples that [`from_sequential`] writes out as one
+/// formula.
+///
+/// ```
+/// use chainrule::{loss::{Loss, Target}, nn::Sequential, Tensor};
+/// use chainrule_explain::symbolic::from_sequential;
+/// // The spiral's default network: 4,547 parameter elements.
+/// let m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 64}, {"type": "relu"},
+///     {"type": "linear", "in": 64, "out": 64}, {"type": "relu"}, {"type": "linear", "in": 64, "out": 3}]}"#, 0)?;
+/// let err = from_sequential(&m, &Tensor::zeros(&[1, 2]), &Target::Classes(vec![0]), Loss::CrossEntropy, false)
+///     .unwrap_err().to_string();
+/// assert!(err.contains("4547 parameter elements × 1 samples is more than 2000"), "{err}");
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+pub const MAX_SYMBOLIC_SIZE: usize = 2_000;
+
 /// Writes out a layer stack on the inputs `x` (numbers substituted, as notebook 003
 /// does, or kept as symbols when `symbolic_inputs`) with the loss against `target`:
 /// the forward pass and the loss are recorded on a tape, as training records them,
@@ -581,6 +619,20 @@ pub fn from_sequential(
     symbolic_inputs: bool,
 ) -> Result<Symbolic> {
     model.check_input(x)?;
+    // The closed form grows with every parameter and sample it holds, and it is
+    // differentiated once per parameter: refuse before it takes the machine's
+    // memory (a 2-64-64-3 network on one sample took 12 GB).
+    let size = model.params().iter().map(|p| p.value.len()).sum::<usize>() * x.shape()[0].max(1);
+    if size > MAX_SYMBOLIC_SIZE {
+        return Err(Error::InvalidValue {
+            field: "model".into(),
+            message: format!(
+                "symbolic writes the whole network as one formula: {} parameter elements × {} samples is more than {MAX_SYMBOLIC_SIZE}; explain derives one element at a time at any size",
+                model.params().iter().map(|p| p.value.len()).sum::<usize>(),
+                x.shape()[0]
+            ),
+        });
+    }
     // Symbols for every parameter element: w{l}_{j}_{k}, b{l}_{j}, l counting the
     // linear layers from 1.
     let mut params = Vec::new();

@@ -134,7 +134,15 @@ impl Loss {
             Loss::Huber => (format!("clamp({a} − {y}, −1, 1)/{count}"), format!(r"\frac{{\operatorname{{clamp}}({al} - {yl}, -1, 1)}}{{{count}}}"), format!("Huber (δ = 1) averages over M = {count} outputs.")),
             Loss::Bce => (format!("({a} − {y})/max({a}(1 − {a}), ε)/{count}"), format!(r"\frac{{{al} - {yl}}}{{{count}\,\max({al}(1 - {al}), \epsilon)}}"), format!("BCE averages over M = {count} outputs (ε = 1e-12 as PyTorch).")),
             Loss::BceLogits => (format!("(σ({a}) − {y})/{count}"), format!(r"\frac{{\sigma({al}) - {yl}}}{{{count}}}"), format!("BCE on logits averages over M = {count} outputs.")),
-            Loss::CrossEntropy => (format!("(softmax({a}) − {y})/{rows}"), format!(r"\frac{{\mathrm{{softmax}}({al}) - {yl}}}{{{rows}}}"), format!("Cross-entropy averages over the N = {rows} samples: ∂C/∂logit = (p − y)/N, y one-hot or probabilities.")),
+            // pⱼ = softmax(a)ⱼ, named after the target's symbol yⱼ (when y is a
+            // number, the softmax is written out).
+            Loss::CrossEntropy => {
+                let (p, pl) = match (y.strip_prefix('y'), yl.strip_prefix('y')) {
+                    (Some(sub), Some(sub_latex)) => (format!("p{sub}"), format!("p{sub_latex}")),
+                    _ => (format!("softmax({a})"), format!(r"\mathrm{{softmax}}({al})")),
+                };
+                (format!("({p} − {y})/{rows}"), format!(r"\frac{{{pl} - {yl}}}{{{rows}}}"), format!("Cross-entropy averages over the N = {rows} samples: ∂C/∂logit = (p − y)/N with p = softmax(logits), y one-hot or probabilities."))
+            }
         };
         GradientNotation {
             text,

@@ -119,7 +119,7 @@ fn each_step_reports_the_running_mean_of_its_epoch_so_far() {
     let data = regression_data(10, 1);
     let cfg =
         config(r#"{"loss": "mse", "optimizer": {"type": "sgd"}, "batch_size": 4, "epochs": 2}"#);
-    let mut sums = vec![(0.0, 0usize); 2];
+    let mut sums = [(0.0, 0usize); 2];
     let mut finals = Vec::new();
     let history = fit(&mut mlp(), &data, None, &cfg, |e| match e {
         Event::Step {
