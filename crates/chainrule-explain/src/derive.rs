@@ -868,16 +868,10 @@ impl Derivation {
                     self.samples.len() - shown.len()
                 );
             }
-            let terms: Vec<(String, f64)> = self
-                .samples
-                .iter()
-                .enumerate()
-                .map(|(n, t)| (format!("sample {}", n + 1), t.term))
-                .collect();
             out += &format!(
                 "  sum over the {} samples: {} = {}\n",
                 self.samples.len(),
-                largest_terms(&terms, "samples"),
+                largest_terms(&self.sample_terms(), "samples"),
                 number(self.gradient)
             );
         }
@@ -891,6 +885,15 @@ impl Derivation {
             self.step.as_ref(),
         );
         out
+    }
+
+    /// Each sample's product, labelled by the sample's number.
+    fn sample_terms(&self) -> Vec<(String, f64)> {
+        self.samples
+            .iter()
+            .enumerate()
+            .map(|(n, t)| (format!("sample {}", n + 1), t.term))
+            .collect()
     }
 
     /// The samples whose chains are written out in full: all of them up to
@@ -960,16 +963,10 @@ impl Derivation {
                     self.samples.len() - shown.len()
                 );
             }
-            let terms: Vec<(String, f64)> = self
-                .samples
-                .iter()
-                .enumerate()
-                .map(|(n, t)| (format!("sample {}", n + 1), t.term))
-                .collect();
             out += &format!(
                 "Sum over the {} samples: $${}$$\n\n",
                 self.samples.len(),
-                largest_terms_latex(&terms, "samples")
+                largest_terms_latex(&self.sample_terms(), "samples")
             );
         }
         out += &format!("{}\n\n", self.reduction);

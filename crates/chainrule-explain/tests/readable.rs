@@ -28,20 +28,25 @@ fn network() -> Sequential<f64> {
     m
 }
 
-#[test]
-fn a_hidden_units_sum_names_its_dead_units_and_shows_its_largest_terms() {
-    let m = network();
+/// The derivation of `param` on the sample (0.3, −0.2) with target 1, mse.
+fn derivation(m: &Sequential<f64>, param: &str) -> chainrule_explain::derive::Derivation {
     let x = Tensor::from_vec(vec![0.3, -0.2], &[1, 2]).unwrap();
     let y = Target::Values(Tensor::from_vec(vec![1.0], &[1, 1]).unwrap());
-    let d = explain(
-        &m,
+    explain(
+        m,
         &x,
         &y,
         Loss::Mse,
         0.1,
-        &ParamElement::parse("0.weight[0,1]").unwrap(),
+        &ParamElement::parse(param).unwrap(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn a_hidden_units_sum_names_its_dead_units_and_shows_its_largest_terms() {
+    let m = network();
+    let d = derivation(&m, "0.weight[0,1]");
     assert!(d.verified());
     let text = d.text();
     // Independently: the second layer's pre-activations, and which are ≤ 0.
@@ -79,18 +84,7 @@ fn a_hidden_units_sum_names_its_dead_units_and_shows_its_largest_terms() {
 
 #[test]
 fn a_bias_factor_is_written_once() {
-    let m = network();
-    let x = Tensor::from_vec(vec![0.3, -0.2], &[1, 2]).unwrap();
-    let y = Target::Values(Tensor::from_vec(vec![1.0], &[1, 1]).unwrap());
-    let d = explain(
-        &m,
-        &x,
-        &y,
-        Loss::Mse,
-        0.1,
-        &ParamElement::parse("4.bias[0]").unwrap(),
-    )
-    .unwrap();
+    let d = derivation(&network(), "4.bias[0]");
     let text = d.text();
     assert!(text.contains("∂z⁽³⁾₁/∂b⁽³⁾₁ = 1\n"), "{text}");
     assert!(!text.contains("= 1 = 1"), "{text}");
