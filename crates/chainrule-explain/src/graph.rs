@@ -871,6 +871,12 @@ fn order_columns(columns: usize, column_of: &[usize], links: &[Link]) -> Vec<Vec
         }
         count
     };
+    let mut incoming: Vec<Vec<&Link>> = vec![Vec::new(); column_of.len()];
+    let mut outgoing: Vec<Vec<&Link>> = vec![Vec::new(); column_of.len()];
+    for l in links {
+        incoming[l.to].push(l);
+        outgoing[l.from].push(l);
+    }
     let mut best = (crossings(&order), order.clone());
     for sweep in 0..SWEEPS {
         let left_to_right = sweep % 2 == 0;
@@ -882,18 +888,14 @@ fn order_columns(columns: usize, column_of: &[usize], links: &[Link]) -> Vec<Vec
         for c in sequence {
             let pos = positions(&order);
             let key = |slot: usize| {
-                let wanted: Vec<f64> = links
-                    .iter()
-                    .filter_map(|l| {
-                        if left_to_right && l.to == slot {
-                            Some(pos[l.from] - l.port)
-                        } else if !left_to_right && l.from == slot {
-                            Some(pos[l.to] + l.port)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
+                let wanted: Vec<f64> = if left_to_right {
+                    incoming[slot]
+                        .iter()
+                        .map(|l| pos[l.from] - l.port)
+                        .collect()
+                } else {
+                    outgoing[slot].iter().map(|l| pos[l.to] + l.port).collect()
+                };
                 if wanted.is_empty() {
                     pos[slot]
                 } else {
@@ -914,18 +916,27 @@ fn order_columns(columns: usize, column_of: &[usize], links: &[Link]) -> Vec<Vec
 
 /// The top of every slot: each column keeps its order and its gaps, and each slot
 /// moves toward the height of what it connects to (a port level with the output it
-/// comes from), so that edges run straight where they can.
+/// comes from), so that edges run straight where they can. Sweeps alternate: right
+/// to left a slot follows the ports it feeds, left to right the outputs feeding it;
+/// the last sweep is left to right, so a chain of single-operand layers is a
+/// straight line from the input.
 fn place_vertically(
     order: &[Vec<usize>],
     height: &[f64],
     links: &[Link],
     slots: &[Slot],
 ) -> Vec<f64> {
-    const ROUNDS: usize = 12;
+    const ROUNDS: usize = 9;
     let gap = |a: usize, b: usize| match (slots[a], slots[b]) {
         (Slot::Box, Slot::Box) => BOX_GAP,
         _ => BOX_GAP / 2.0,
     };
+    let mut incoming: Vec<Vec<&Link>> = vec![Vec::new(); height.len()];
+    let mut outgoing: Vec<Vec<&Link>> = vec![Vec::new(); height.len()];
+    for l in links {
+        incoming[l.to].push(l);
+        outgoing[l.from].push(l);
+    }
     let mut top = vec![0.0; height.len()];
     for column in order {
         let mut y = 0.0;
@@ -938,7 +949,8 @@ fn place_vertically(
         }
     }
     for round in 0..ROUNDS {
-        let columns: Vec<&Vec<usize>> = if round % 2 == 0 {
+        let left_to_right = round % 2 == 0;
+        let columns: Vec<&Vec<usize>> = if left_to_right {
             order.iter().collect()
         } else {
             order.iter().rev().collect()
@@ -949,18 +961,17 @@ fn place_vertically(
             let wanted: Vec<f64> = column
                 .iter()
                 .map(|&s| {
-                    let targets: Vec<f64> = links
-                        .iter()
-                        .filter_map(|l| {
-                            if l.to == s {
-                                Some(middle(l.from, &top) - l.port * height[s])
-                            } else if l.from == s {
-                                Some(middle(l.to, &top) + l.port * height[l.to])
-                            } else {
-                                None
-                            }
-                        })
-                        .collect();
+                    let targets: Vec<f64> = if left_to_right {
+                        incoming[s]
+                            .iter()
+                            .map(|l| middle(l.from, &top) - l.port * height[s])
+                            .collect()
+                    } else {
+                        outgoing[s]
+                            .iter()
+                            .map(|l| middle(l.to, &top) + l.port * height[l.to])
+                            .collect()
+                    };
                     if targets.is_empty() {
                         middle(s, &top)
                     } else {
