@@ -1111,37 +1111,31 @@ pub struct GraphArgs {
     /// Where to write the SVG; the DOT goes beside it (same name, .dot).
     #[arg(long)]
     pub out: PathBuf,
+    /// `operations`: every recorded node with its value and gradient; `layers`: one
+    /// box per layer, shapes on the edges; `auto`: layers for a model of more than 40
+    /// nodes or 10,000 parameters.
+    #[arg(long, default_value = "auto")]
+    pub detail: String,
 }
 
 pub fn graph(args: &GraphArgs) -> Result<()> {
-    use chainrule::nn::Module;
-    let tape = chainrule::Tape::new();
-    let (loss, names) = if let Some((formula, _)) = load_formula(&args.inputs)? {
-        let vars = formula.record(&tape);
-        let names: std::collections::BTreeMap<usize, String> =
-            vars.iter().map(|(n, v)| (v.id(), n.clone())).collect();
-        (vars[formula.loss_name()], names)
+    use chainrule_explain::graph::{Detail, Graph};
+    let detail = match args.detail.as_str() {
+        "auto" => Detail::Auto,
+        "operations" => Detail::Operations,
+        "layers" => Detail::Layers,
+        other => bail!("--detail: {other:?} must be auto, operations or layers"),
+    };
+    let drawing = if let Some((formula, _)) = load_formula(&args.inputs)? {
+        Graph::of_formula(&formula, detail)?
     } else {
         let problem = load(&args.inputs)?;
-        let params = problem.model.bind(&tape);
-        let x = tape.constant(problem.x.clone());
-        let prediction = problem.model.forward(&params, x)?;
-        let loss = problem.loss.compute(prediction, &problem.y)?;
+        let pass = Graph::of_model(&problem.model, &problem.x, &problem.y, problem.loss, detail)?;
         if let Some(run) = &problem.run {
-            report_prediction(&problem, run, &prediction.value(), loss.item()?)?;
+            report_prediction(&problem, run, &pass.prediction, pass.loss)?;
         }
-        let mut names: std::collections::BTreeMap<usize, String> = problem
-            .model
-            .params()
-            .iter()
-            .zip(&params)
-            .map(|(p, v)| (v.id(), p.name.clone()))
-            .collect();
-        names.insert(x.id(), "x".into());
-        (loss, names)
+        pass.graph
     };
-    let grads = loss.backward_retain_all()?;
-    let drawing = chainrule_explain::graph::Graph::from_tape(&tape, loss.id(), &grads, &names);
     let svg = if args.out.extension().is_some_and(|e| e == "svg") {
         args.out.clone()
     } else {

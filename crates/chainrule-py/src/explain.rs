@@ -13,7 +13,7 @@ use chainrule::nn::{Module, Sequential};
 use chainrule::{Tape, Tensor};
 use chainrule_explain::derive::{ParamElement, all_elements};
 use chainrule_explain::formula::Formula;
-use chainrule_explain::graph::Graph;
+use chainrule_explain::graph::{Detail, Graph};
 use chainrule_explain::symbolic::Expr;
 use chainrule_explain::symbolic::from_sequential;
 use chainrule_explain::{check, spatial};
@@ -150,44 +150,7 @@ fn formula_params(text: &str) -> PyResult<Vec<(String, f64)>> {
 fn formula_gradient(text: &str) -> PyResult<Vec<(String, f64)>> {
     guard(|| {
         let formula = Formula::parse(text).py_in("formula")?;
-        let tape = Tape::new();
-        let vars = formula.record(&tape);
-        let grads = vars[formula.loss_name()].backward().py()?;
-        formula
-            .params()
-            .into_iter()
-            .map(|(n, _)| {
-                let g = grads.wrt(vars[&n]).map_or(Ok(0.0), |g| g.item()).py()?;
-                Ok((n, g))
-            })
-            .collect()
-    })
-}
-
-/// `chainrule graph`: the computation graph of the loss, with values and gradients,
-/// as (SVG, DOT).
-#[pyfunction]
-fn graph(
-    model: PyRef<'_, Model>,
-    x: &Bound<'_, PyAny>,
-    y: &Bound<'_, PyAny>,
-    loss: &str,
-) -> PyResult<(String, String)> {
-    guard(|| {
-        let (m, x, y, loss) = problem(&model, x, y, loss)?;
-        let tape = Tape::new();
-        let params = m.bind(&tape);
-        let xv = tape.constant(x);
-        let c = loss.compute(m.forward(&params, xv).py()?, &y).py()?;
-        let mut names: BTreeMap<usize, String> = m
-            .params()
-            .iter()
-            .zip(&params)
-            .map(|(p, v)| (v.id(), p.name.clone()))
-            .collect();
-        names.insert(xv.id(), "x".into());
-        let grads = c.backward_retain_all().py()?;
-        let g = Graph::from_tape(&tape, c.id(), &grads, &names);
+        let g = Graph::of_formula(&formula, Detail::Auto).py()?;
         Ok((g.to_svg(), g.to_dot()))
     })
 }

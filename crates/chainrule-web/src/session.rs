@@ -501,23 +501,10 @@ impl Session {
     /// # Errors
     /// A sample past the data; errors of the forward or backward pass.
     pub fn graph(&self, sample: usize) -> Result<String> {
+        use chainrule_explain::graph::{Detail, Graph};
         let (x, y) = self.sample(sample)?;
-        let tape = chainrule::Tape::new();
-        let params = self.model.bind(&tape);
-        let input = tape.constant(x);
-        let prediction = self.model.forward(&params, input)?;
-        let loss = self.loss.compute(prediction, &y)?;
-        let mut names: BTreeMap<usize, String> = self
-            .model
-            .params()
-            .iter()
-            .zip(&params)
-            .map(|(p, v)| (v.id(), p.name.clone()))
-            .collect();
-        names.insert(input.id(), "x".into());
-        let grads = loss.backward_retain_all()?;
-        let drawing = chainrule_explain::graph::Graph::from_tape(&tape, loss.id(), &grads, &names);
-        Ok(drawing.to_svg())
+        let pass = Graph::of_model(&self.model, &x, &y, self.loss, Detail::Auto)?;
+        Ok(pass.graph.to_svg())
     }
 
     /// A central-difference gradient check (step `1e-6`, tolerance `1e-6`) of every
