@@ -6,8 +6,10 @@
 //! by one `memcpy` of its buffer; any other layout (Fortran order, a slice with
 //! strides) or dtype (the other float, an integer type) by one pass that reads it in
 //! logical (C) order, as NumPy shows it, converting each element. Class indices go
-//! the same way, in one pass, into the library's index list. The Python half adds no
-//! copy of its own to a NumPy array (it casts only lists, torch tensors and bools).
+//! the same way, in one pass, into the library's index list. `Sequential`'s methods
+//! in the Python half add no copy of a NumPy array (they make arrays of lists and of
+//! torch tensors, a CPU tensor's without a copy, and cast only bools); `gradcheck`
+//! makes its own float64 copies, which it hands to PyTorch too.
 //!
 //! **Out: no copy.** A tensor that holds its storage alone (predictions, gradients,
 //! traces) hands it to NumPy as the array's buffer: the array's `base` is the Rust
