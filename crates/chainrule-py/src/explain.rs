@@ -54,6 +54,15 @@ fn problem(
 /// One derivation's renderings: (text, markdown, json, verified).
 type Rendered = (String, String, String, bool);
 
+/// The [`Rendered`] of a derivation: the layer-stack, tensor-layer and formula
+/// derivations have these four methods, though no common trait.
+macro_rules! rendered {
+    ($d:expr) => {{
+        let d = $d;
+        (d.text(), d.markdown(), d.json().to_string(), d.verified())
+    }};
+}
+
 /// `chainrule explain`: the derivation of `param` (every element of a linear stack,
 /// or each tensor's largest-gradient element of a network with tensor layers, when
 /// `None`).
@@ -87,7 +96,7 @@ fn explain(
                 .iter()
                 .map(|e| {
                     let d = spatial::explain_element(&m, &x, &y, loss, lr, e).py()?;
-                    Ok((d.text(), d.markdown(), d.json().to_string(), d.verified()))
+                    Ok(rendered!(d))
                 })
                 .collect();
         }
@@ -99,7 +108,7 @@ fn explain(
             .iter()
             .map(|e| {
                 let d = chainrule_explain::derive::explain(&m, &x, &y, loss, lr, e).py()?;
-                Ok((d.text(), d.markdown(), d.json().to_string(), d.verified()))
+                Ok(rendered!(d))
             })
             .collect()
     })
@@ -118,10 +127,7 @@ fn explain_formula(text: &str, param: Option<&str>, lr: f64) -> PyResult<(String
         };
         let derivations = names
             .iter()
-            .map(|n| {
-                let d = formula.explain(n, lr).py()?;
-                Ok((d.text(), d.markdown(), d.json().to_string(), d.verified()))
-            })
+            .map(|n| Ok(rendered!(formula.explain(n, lr).py()?)))
             .collect::<PyResult<Vec<_>>>()?;
         let forward = formula.forward().py()?;
         let values: serde_json::Map<String, Value> = forward
@@ -171,23 +177,35 @@ fn graph_formula(text: &str) -> PyResult<(String, String)> {
     })
 }
 
-/// Each derivative as JSON: its sympy text, its value, and autodiff's.
-fn derivatives_json(
-    derivatives: &[(String, Expr)],
+/// The JSON of `symbolic` and `symbolic_formula`: the outputs' and the loss's closed
+/// forms with their values, the parameters (symbol, element, value), the inputs
+/// (symbol, value), and every ∂C/∂θ with its value beside autodiff's.
+fn symbolic_json(
+    outputs: &[Vec<Expr>],
+    loss: &Expr,
     env: &BTreeMap<String, f64>,
+    params: &[(String, String, f64)],
+    inputs: &[(String, f64)],
+    derivatives: &[(String, Expr)],
     autodiff: &[f64],
-    elements: &[String],
 ) -> Value {
-    Value::Array(
-        derivatives
-            .iter()
-            .zip(autodiff)
-            .zip(elements)
-            .map(|(((sym, d), g), element)| {
-                json!({"symbol": sym, "param": element, "sympy": d.sympy(), "latex": d.latex(), "text": d.text(), "value": d.eval(env), "autodiff": g})
-            })
-            .collect(),
-    )
+    let derivatives: Vec<Value> = derivatives
+        .iter()
+        .zip(autodiff)
+        .zip(params)
+        .map(|(((symbol, d), g), (_, element, _))| {
+            json!({"symbol": symbol, "param": element, "sympy": d.sympy(), "latex": d.latex(), "text": d.text(), "value": d.eval(env), "autodiff": g})
+        })
+        .collect();
+    json!({
+        "outputs": outputs.iter().map(|row| row.iter().map(Expr::sympy).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "loss": loss.sympy(),
+        "loss_latex": loss.latex(),
+        "loss_value": loss.eval(env),
+        "params": params.iter().map(|(symbol, element, value)| json!({"symbol": symbol, "param": element, "value": value})).collect::<Vec<_>>(),
+        "inputs": inputs.iter().map(|(symbol, value)| json!({"symbol": symbol, "value": value})).collect::<Vec<_>>(),
+        "derivatives": derivatives,
+    })
 }
 
 /// `chainrule symbolic --format json`: outputs, loss and every ∂C/∂θ as sympy text,
@@ -213,7 +231,6 @@ fn symbolic(
             ));
         }
         let s = from_sequential(&m, &x, &y, loss, symbolic_inputs).py()?;
-        let env = s.env();
         let (_, grads) = chainrule::train::loss_and_grads(&m, &x, &y, loss).py()?;
         let autodiff: Vec<f64> = m
             .params()
@@ -221,21 +238,20 @@ fn symbolic(
             .zip(grads)
             .flat_map(|(p, g)| g.map_or_else(|| vec![0.0; p.value.len()], |t| t.to_vec()))
             .collect();
-        let elements: Vec<String> = s.params.iter().map(|(_, e, _)| e.clone()).collect();
-        let out = json!({
-            "outputs": s.outputs.iter().map(|row| row.iter().map(Expr::sympy).collect::<Vec<_>>()).collect::<Vec<_>>(),
-            "loss": s.loss.sympy(),
-            "loss_latex": s.loss.latex(),
-            "loss_value": s.loss.eval(&env),
-            "params": s.params.iter().map(|(sym, e, v)| json!({"symbol": sym, "param": e, "value": v})).collect::<Vec<_>>(),
-            "inputs": s.inputs.iter().map(|(k, v)| json!({"symbol": k, "value": v})).collect::<Vec<_>>(),
-            "derivatives": derivatives_json(&s.derivatives(), &env, &autodiff, &elements),
-        });
+        let out = symbolic_json(
+            &s.outputs,
+            &s.loss,
+            &s.env(),
+            &s.params,
+            &s.inputs,
+            &s.derivatives(),
+            &autodiff,
+        );
         Ok(out.to_string())
     })
 }
 
-/// `chainrule symbolic --format json` of a formula network.
+/// `chainrule symbolic --format json` of a formula network (with its output's value).
 #[pyfunction]
 #[pyo3(signature = (text, symbolic_inputs=false))]
 fn symbolic_formula(text: &str, symbolic_inputs: bool) -> PyResult<String> {
@@ -264,17 +280,21 @@ fn symbolic_formula(text: &str, symbolic_inputs: bool) -> PyResult<String> {
             .iter()
             .map(|(n, _)| (n.clone(), loss.diff(n)))
             .collect();
-        let names: Vec<String> = params.iter().map(|(n, _)| n.clone()).collect();
-        let out = json!({
-            "outputs": output.iter().map(|e| vec![e.sympy()]).collect::<Vec<_>>(),
-            "output_value": output.as_ref().and_then(|e| e.eval(&env)),
-            "loss": loss.sympy(),
-            "loss_latex": loss.latex(),
-            "loss_value": loss.eval(&env),
-            "params": params.iter().map(|(n, v)| json!({"symbol": n, "param": n, "value": v})).collect::<Vec<_>>(),
-            "inputs": inputs.iter().map(|(k, v)| json!({"symbol": k, "value": v})).collect::<Vec<_>>(),
-            "derivatives": derivatives_json(&derivatives, &env, &autodiff, &names),
-        });
+        // A formula's parameter is its own symbol.
+        let params: Vec<(String, String, f64)> =
+            params.into_iter().map(|(n, v)| (n.clone(), n, v)).collect();
+        let output_value = output.as_ref().and_then(|e| e.eval(&env));
+        let outputs: Vec<Vec<Expr>> = output.into_iter().map(|e| vec![e]).collect();
+        let mut out = symbolic_json(
+            &outputs,
+            &loss,
+            &env,
+            &params,
+            &inputs,
+            &derivatives,
+            &autodiff,
+        );
+        out["output_value"] = json!(output_value);
         Ok(out.to_string())
     })
 }
@@ -345,28 +365,33 @@ fn trace<'py>(
 ) -> PyResult<Trace<'py>> {
     guard(|| {
         let (m, x, y, loss) = problem(&model, x, y, loss)?;
-        let tape = Tape::new();
-        let params = m.bind(&tape);
-        let xv = tape.constant(x);
-        let outputs = m.forward_trace(&params, xv).py()?;
-        let last = outputs.last().copied().unwrap_or(xv);
-        let c = loss.compute(last, &y).py()?;
-        let grads = c.backward_retain_all().py()?;
-        let mut values = Vec::new();
-        let mut upstream = Vec::new();
-        let mut ops = Vec::new();
-        let mut start = xv.id() + 1;
-        for v in &outputs {
-            values.push(array(py, &v.value())?);
-            let g = grads
-                .wrt(*v)
-                .cloned()
-                .unwrap_or_else(|| Tensor::zeros(&v.shape()));
-            upstream.push(array(py, &g)?);
-            ops.push((start..=v.id()).filter_map(|id| tape.label(id)).collect());
-            start = v.id() + 1;
-        }
-        Ok((values, upstream, ops, c.item().py()?))
+        let (values, upstream, ops, loss) = {
+            let tape = Tape::new();
+            let params = m.bind(&tape);
+            let xv = tape.constant(x);
+            let outputs = m.forward_trace(&params, xv).py()?;
+            let last = outputs.last().copied().unwrap_or(xv);
+            let c = loss.compute(last, &y).py()?;
+            let grads = c.backward_retain_all().py()?;
+            let mut values = Vec::new();
+            let mut upstream = Vec::new();
+            let mut ops = Vec::new();
+            let mut start = xv.id() + 1;
+            for v in &outputs {
+                values.push(v.value());
+                let g = grads.wrt(*v).cloned();
+                upstream.push(g.unwrap_or_else(|| Tensor::zeros(&v.shape())));
+                ops.push((start..=v.id()).filter_map(|id| tape.label(id)).collect());
+                start = v.id() + 1;
+            }
+            (values, upstream, ops, c.item().py()?)
+        };
+        // The tape is gone, so each tensor holds its storage alone and moves to NumPy
+        // without a copy.
+        let arrays = |tensors: Vec<Tensor<f64>>| -> PyResult<Vec<_>> {
+            tensors.into_iter().map(|t| array(py, t)).collect()
+        };
+        Ok((arrays(values)?, arrays(upstream)?, ops, loss))
     })
 }
 

@@ -54,6 +54,7 @@ fn _panic_for_tests(message: &str) -> PyResult<()> {
 fn _chainrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::Model>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::_copied_outputs_for_tests, m)?)?;
     explain::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

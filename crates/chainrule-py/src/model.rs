@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// The model in the dtype its parameters have.
 #[derive(Clone)]
@@ -37,20 +38,36 @@ impl Net {
     pub(crate) fn f64(&self) -> PyResult<Sequential<f64>> {
         match self {
             Net::F64(m) => Ok(m.clone()),
-            Net::F32(m) => {
-                let mut wide = Sequential::<f64>::from_json(&m.to_json(), 0).py()?;
-                wide.set_mode(m.mode());
-                wide.load(
-                    m.state_dict()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.cast()))
-                        .collect(),
-                )
-                .py()?;
-                Ok(wide)
-            }
+            Net::F32(m) => cast(m),
         }
     }
+
+    /// The model in `dtype` ("float32" or "float64").
+    fn astype(&self, dtype: &str) -> PyResult<Net> {
+        match dtype {
+            "float32" => Ok(Net::F32(each!(self, m => cast(m))?)),
+            "float64" => Ok(Net::F64(each!(self, m => cast(m))?)),
+            other => Err(unknown_dtype(other)),
+        }
+    }
+}
+
+/// The error for a dtype that is neither "float32" nor "float64".
+fn unknown_dtype(dtype: &str) -> PyErr {
+    invalid(
+        "dtype",
+        format!("{dtype:?} must be \"float32\" or \"float64\""),
+    )
+}
+
+/// The same model in dtype `G`: rebuilt from its model JSON, with its parameters and
+/// buffers converted and its mode kept. The one place a model changes dtype.
+fn cast<F: Float, G: Float>(m: &Sequential<F>) -> PyResult<Sequential<G>> {
+    let mut cast = Sequential::<G>::from_json(&m.to_json(), 0).py()?;
+    cast.set_mode(m.mode());
+    let state = m.state_dict().into_iter().map(|(k, v)| (k, v.cast()));
+    cast.load(state.collect()).py()?;
+    Ok(cast)
 }
 
 /// A layer stack with its parameters (see `chainrule.Sequential` for the Python API).
@@ -60,7 +77,7 @@ pub struct Model {
 }
 
 /// Builds a model of dtype `F` from its JSON and, if given, its tensors.
-fn build<F: Float>(
+fn build<F: Float + numpy::Element>(
     text: &str,
     tensors: Option<&Bound<'_, PyDict>>,
     seed: u64,
@@ -125,6 +142,64 @@ fn grad_as<'py, F: Float + numpy::Element>(
     Ok((value.as_f64(), dict(py, grads)?))
 }
 
+/// How often training, which runs without the GIL, takes it back when no Python
+/// callback wants the event: to check for Ctrl-C (`Python::check_signals`) and to let
+/// the progress bar redraw, which it does at most ten times a second anyway. Taking
+/// the GIL after every step would make each step wait for whichever Python thread
+/// holds it, up to the interpreter's switch interval (5 ms by default).
+const ATTACH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What `fit` does between steps, with the GIL released.
+struct Listener {
+    /// `on_event(kind, data)`, if any.
+    on_event: Option<Py<PyAny>>,
+    /// Whether `on_event` wants every step (a user's callback), or a step now and
+    /// then (the progress bar).
+    every_step: bool,
+    /// When the GIL was last taken.
+    last_attach: Instant,
+    /// The first error: Ctrl-C (KeyboardInterrupt), or the callback's own.
+    failure: Option<PyErr>,
+}
+
+impl Listener {
+    /// Takes the GIL when `event` is due: checks for Ctrl-C and hands the event to
+    /// `on_event`. An error is kept, and `stop` set: training ends after this step.
+    fn hear(&mut self, event: &Event<'_>, stop: &AtomicBool) {
+        let due = match (event, &self.on_event) {
+            _ if self.failure.is_some() => false,
+            (Event::Epoch(_), Some(_)) => true,
+            (Event::Step { .. }, Some(_)) if self.every_step => true,
+            _ => self.last_attach.elapsed() >= ATTACH_INTERVAL,
+        };
+        if !due {
+            return;
+        }
+        let outcome = Python::attach(|py| {
+            py.check_signals()?;
+            let Some(f) = &self.on_event else {
+                return Ok(());
+            };
+            match event {
+                Event::Step {
+                    epoch,
+                    batch,
+                    batches,
+                    loss,
+                    ..
+                } => f.call1(py, ("step", (*epoch, *batch, *batches, *loss))),
+                Event::Epoch(e) => f.call1(py, ("epoch", epoch(py, e)?)),
+            }
+            .map(drop)
+        });
+        self.last_attach = Instant::now();
+        if let Err(e) = outcome {
+            self.failure = Some(e);
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn fit_as<'py, F: Float + numpy::Element>(
     py: Python<'py>,
@@ -132,56 +207,41 @@ fn fit_as<'py, F: Float + numpy::Element>(
     x: &Bound<'py, PyAny>,
     y: &Bound<'py, PyAny>,
     config: &str,
-    val_x: Option<&Bound<'py, PyAny>>,
-    val_y: Option<&Bound<'py, PyAny>>,
+    validation: Option<(&Bound<'py, PyAny>, &Bound<'py, PyAny>)>,
     on_event: Option<&Bound<'py, PyAny>>,
+    every_step: bool,
 ) -> PyResult<Bound<'py, PyList>> {
     let config = TrainConfig::from_json(config).py()?;
     let (x, target) = batch(m, (x, "x"), (y, "y"), config.loss)?;
     let data = Dataset::new(x, target).py()?;
-    let validation = match (val_x, val_y) {
-        (Some(vx), Some(vy)) => {
+    let validation = match validation {
+        Some((vx, vy)) => {
             let (vx, vt) = batch(m, (vx, "validation x"), (vy, "validation y"), config.loss)?;
             Some(Dataset::new(vx, vt).py_in("validation")?)
         }
-        _ => None,
+        None => None,
+    };
+    let mut listener = Listener {
+        on_event: on_event.map(|f| f.clone().unbind()),
+        every_step,
+        last_attach: Instant::now(),
+        failure: None,
     };
     let stop = AtomicBool::new(false);
-    let mut failure: Option<PyErr> = None;
     let mut optimizer = Optimizer::new(config.optimizer.clone());
-    let session = Session {
-        optimizer: &mut optimizer,
-        start: TrainState::default(),
-        stop: Some(&stop),
-    };
-    let result = train::fit_from(m, &data, validation.as_ref(), &config, session, |event| {
-        if failure.is_some() {
-            return;
-        }
-        // Ctrl-C (KeyboardInterrupt) and the callback's own errors stop training after
-        // the current step; the error is raised once `fit` returns.
-        let outcome = py.check_signals().and_then(|()| match (event, on_event) {
-            (
-                Event::Step {
-                    epoch,
-                    batch,
-                    batches,
-                    loss,
-                    ..
-                },
-                Some(f),
-            ) => f
-                .call1(("step", (*epoch, *batch, *batches, *loss)))
-                .map(drop),
-            (Event::Epoch(e), Some(f)) => f.call1(("epoch", epoch(py, e)?)).map(drop),
-            _ => Ok(()),
-        });
-        if let Err(e) = outcome {
-            failure = Some(e);
-            stop.store(true, Ordering::Relaxed);
-        }
+    // Training needs no Python object: other Python threads run meanwhile, and the
+    // listener takes the GIL back between steps.
+    let result = py.detach(|| {
+        let session = Session {
+            optimizer: &mut optimizer,
+            start: TrainState::default(),
+            stop: Some(&stop),
+        };
+        train::fit_from(m, &data, validation.as_ref(), &config, session, |event| {
+            listener.hear(event, &stop)
+        })
     });
-    if let Some(e) = failure {
+    if let Some(e) = listener.failure {
         return Err(e);
     }
     let h = result.map_err(to_py)?;
@@ -213,12 +273,7 @@ impl Model {
             let net = match dtype {
                 "float32" => Net::F32(build(text, params, seed)?),
                 "float64" => Net::F64(build(text, params, seed)?),
-                other => {
-                    return Err(invalid(
-                        "dtype",
-                        format!("{other:?} must be \"float32\" or \"float64\""),
-                    ));
-                }
+                other => return Err(unknown_dtype(other)),
             };
             Ok(Model { net })
         })
@@ -295,31 +350,9 @@ impl Model {
     /// The same model in another dtype.
     fn astype(&self, dtype: &str) -> PyResult<Model> {
         guard(|| {
-            let text = self.to_json();
-            let state = each!(&self.net, m => m.state_dict().into_iter().map(|(k, v)| (k, v.cast::<f64>())).collect::<std::collections::BTreeMap<_, _>>());
-            let training = self.training();
-            let mut net = match dtype {
-                "float64" => {
-                    let mut m = Sequential::<f64>::from_json(&text, 0).py()?;
-                    m.load(state).py()?;
-                    Net::F64(m)
-                }
-                "float32" => {
-                    let mut m = Sequential::<f32>::from_json(&text, 0).py()?;
-                    m.load(state.into_iter().map(|(k, v)| (k, v.cast())).collect())
-                        .py()?;
-                    Net::F32(m)
-                }
-                other => {
-                    return Err(invalid(
-                        "dtype",
-                        format!("{other:?} must be \"float32\" or \"float64\""),
-                    ));
-                }
-            };
-            let mode = if training { Mode::Train } else { Mode::Eval };
-            each!(&mut net, m => m.set_mode(mode));
-            Ok(Model { net })
+            Ok(Model {
+                net: self.net.astype(dtype)?,
+            })
         })
     }
 
@@ -354,7 +387,7 @@ impl Model {
                 let mode = m.mode();
                 let out = train::predict(m, &x);
                 m.set_mode(mode);
-                array(py, &out.py()?)
+                array(py, out.py()?)
             })
         })
     }
@@ -384,10 +417,12 @@ impl Model {
         })
     }
 
-    /// Trains as the contract's training config (JSON) says; calls
-    /// `on_event("step", (epoch, batch, batches, loss))` after each step and
-    /// `on_event("epoch", metrics)` after each epoch. Returns the per-epoch history.
-    #[pyo3(signature = (x, y, config, val_x=None, val_y=None, on_event=None))]
+    /// Trains as the contract's training config (JSON) says, with the GIL released;
+    /// calls `on_event("step", (epoch, batch, batches, loss))` after each step (when
+    /// `every_step`, else after a step now and then) and `on_event("epoch", metrics)`
+    /// after each epoch. Ctrl-C stops training after the current step and raises
+    /// KeyboardInterrupt. Returns the per-epoch history.
+    #[pyo3(signature = (x, y, config, val_x=None, val_y=None, on_event=None, every_step=true))]
     #[allow(clippy::too_many_arguments)]
     fn fit<'py>(
         &mut self,
@@ -398,10 +433,12 @@ impl Model {
         val_x: Option<&Bound<'py, PyAny>>,
         val_y: Option<&Bound<'py, PyAny>>,
         on_event: Option<&Bound<'py, PyAny>>,
+        every_step: bool,
     ) -> PyResult<Bound<'py, PyList>> {
+        let validation = val_x.zip(val_y);
         guard(|| {
             // Training leaves the model in training mode, as PyTorch's loop does.
-            each!(&mut self.net, m => fit_as(py, m, x, y, config, val_x, val_y, on_event))
+            each!(&mut self.net, m => fit_as(py, m, x, y, config, validation, on_event, every_step))
         })
     }
 }

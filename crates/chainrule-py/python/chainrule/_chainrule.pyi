@@ -1,7 +1,9 @@
 """Type stubs of the native module ``chainrule._chainrule`` (crates/chainrule-py/src).
 
 Users call the ``chainrule`` package; this module is its Rust half. Arrays are NumPy
-arrays of float32/float64 (inputs, parameters) or int32/int64 (class indices).
+arrays of float32/float64 or of an integer type (inputs, parameters; integer
+targets are class indices), copied once into the library's tensors; the arrays it
+returns own the library's buffers (no copy, except ``state_dict``'s: one each).
 """
 
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -40,6 +42,7 @@ class Model:
         val_x: Optional[np.ndarray] = None,
         val_y: Optional[np.ndarray] = None,
         on_event: Optional[Callable[[str, Any], None]] = None,
+        every_step: bool = True,
     ) -> List[Dict[str, Any]]: ...
 
 # (text, markdown, json, verified) of one derivation
@@ -62,3 +65,4 @@ def trace(
     model: Model, x: np.ndarray, y: np.ndarray, loss: str
 ) -> Tuple[List[np.ndarray], List[np.ndarray], List[List[str]], float]: ...
 def _panic_for_tests(message: str) -> None: ...
+def _copied_outputs_for_tests() -> int: ...

@@ -20,7 +20,8 @@ _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 
 
 def as_array(a: ArrayLike, name: str) -> np.ndarray:
-    """A NumPy array from an array, a list or a torch tensor (no copy for arrays)."""
+    """A NumPy array from an array, a list or a torch tensor (no copy for arrays, nor
+    for CPU torch tensors)."""
     if hasattr(a, "detach") and hasattr(a, "numpy"):  # a torch tensor
         a = a.detach().cpu().numpy()
     arr = np.asarray(a)
@@ -30,17 +31,19 @@ def as_array(a: ArrayLike, name: str) -> np.ndarray:
 
 
 def as_inputs(a: ArrayLike, name: str, dtype: str) -> np.ndarray:
-    """Inputs: float arrays pass as they are; integers and lists become ``dtype``."""
+    """Inputs: arrays of floats and integers pass as they are (the native module reads
+    them into its tensor in one pass, converting as it goes); bools become ``dtype``."""
     arr = as_array(a, name)
-    if arr.dtype.kind in "iub":
+    if arr.dtype.kind == "b":
         arr = arr.astype(dtype)
     return arr
 
 
 def as_targets(a: ArrayLike, name: str) -> np.ndarray:
-    """Targets: floats, or int32/int64 class indices (other integers become int64)."""
+    """Targets: floats, or integer class indices, pass as they are; bools become
+    int64."""
     arr = as_array(a, name)
-    if arr.dtype.kind in "iub" and arr.dtype not in (np.int32, np.int64):
+    if arr.dtype.kind == "b":
         arr = arr.astype(np.int64)
     return arr
 
@@ -192,7 +195,9 @@ class Sequential:
         return self._m.to_json()
 
     def state_dict(self) -> Dict[str, np.ndarray]:
-        """Parameters and buffers by PyTorch name, as arrays (copies)."""
+        """Parameters and buffers by PyTorch name, as arrays: copies (one each), so that
+        writing to them leaves the model as it is (unlike PyTorch's, which alias the
+        parameters)."""
         return dict(self._m.state_dict())
 
     def param_names(self) -> List[str]:
@@ -207,7 +212,9 @@ class Sequential:
 
     def predict(self, x: ArrayLike) -> np.ndarray:
         """The outputs for ``x`` (``[N, ...]``), in evaluation mode (the model's own
-        mode is kept)."""
+        mode is kept), of the model's dtype. ``x`` is copied once into the library's
+        tensor; the result is the library's own buffer, handed to NumPy without a
+        copy (its ``base`` is the Rust allocation)."""
         return self._m.predict(as_inputs(x, "x", self.dtype))
 
     __call__ = predict
@@ -219,7 +226,8 @@ class Sequential:
 
     def grad(self, x: ArrayLike, y: ArrayLike, loss: str, *, seed: int = 0) -> Dict[str, np.ndarray]:
         """∂loss/∂θ for every parameter θ, by PyTorch name, with all of (x, y) as one
-        batch (``chainrule grad``). In training mode dropout draws its masks from
+        batch (``chainrule grad``), as arrays of the model's dtype handed to NumPy
+        without a copy. In training mode dropout draws its masks from
         ``seed``. Loss names: mse, sse, half_sse, mae, huber, bce, bce_logits,
         cross_entropy (spec/interchange.md)."""
         return self.value_and_grad(x, y, loss, seed=seed)[1]
@@ -258,8 +266,17 @@ class Sequential:
         ``progress`` draws a one-line bar (plain text with carriage returns: it
         redraws in place in a terminal and in Jupyter; no tqdm needed) and one line per
         epoch. ``callback(kind, data)`` is called with ``("step", (epoch, batch,
-        batches, loss))`` and ``("epoch", metrics)``. Ctrl-C stops after the current
-        step and raises ``KeyboardInterrupt``; the steps taken are kept.
+        batches, loss))`` after every step and ``("epoch", metrics)`` after every epoch.
+
+        Training runs without the GIL: other Python threads run meanwhile. It takes
+        the GIL back between steps only to call ``callback`` and draw the bar (without
+        a callback, after a step at most ten times a second, and after every epoch) and
+        to check for Ctrl-C: Ctrl-C (or "Interrupt the kernel" in Jupyter) stops after
+        the current step and raises ``KeyboardInterrupt``; the steps taken are kept.
+
+        ``x`` and ``y`` are copied once, into the library's tensors (a C-contiguous
+        array of the model's dtype by one ``memcpy``; other layouts and dtypes, integer
+        ones included, by one converting pass), and never again.
         """
         if isinstance(optimizer, str):
             opt: Dict[str, Any] = {"type": optimizer}
@@ -293,6 +310,8 @@ class Sequential:
         if validation is not None:
             vx = as_inputs(validation[0], "validation x", self.dtype)
             vy = as_targets(validation[1], "validation y")
+        # Without a callback only the bar listens, and it redraws ten times a second at
+        # most: training then takes the GIL back after a step only now and then.
         rows = self._m.fit(
             as_inputs(x, "x", self.dtype),
             as_targets(y, "y"),
@@ -300,6 +319,7 @@ class Sequential:
             vx,
             vy,
             on_event if (bar is not None or callback is not None) else None,
+            every_step=callback is not None,
         )
         return History(rows)
 

@@ -358,6 +358,28 @@ impl<F: Float> Tensor<F> {
         self.data.as_slice()
     }
 
+    /// The tensor as an owned ndarray array (the inverse of [`Tensor::from_array`]):
+    /// its storage handed over without copying when this tensor is the only holder
+    /// of it, else its elements copied (storage shared with a clone stays unchanged).
+    /// The array keeps the tensor's strides, so a transposed tensor stays transposed.
+    ///
+    /// ```
+    /// use chainrule::Tensor;
+    /// let t = Tensor::<f64>::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+    /// let storage = t.as_slice().unwrap().as_ptr();
+    /// let a = t.into_array();
+    /// assert_eq!(a.as_ptr(), storage); // moved, not copied
+    /// assert_eq!(a.shape(), &[2, 2]);
+    ///
+    /// let shared = Tensor::<f64>::ones(&[2]);
+    /// let clone = shared.clone();
+    /// assert_ne!(shared.into_array().as_ptr(), clone.as_slice().unwrap().as_ptr());
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn into_array(self) -> ArrayD<F> {
+        self.data.into_owned()
+    }
+
     /// The elements in row-major order: borrowed when they are stored that way,
     /// else copied (for kernels that read a whole tensor as one slice).
     pub(crate) fn values(&self) -> std::borrow::Cow<'_, [F]> {
