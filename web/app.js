@@ -623,7 +623,8 @@ function drawFormula() {
     const td = tr.insertCell();
     td.textContent = fmt(value);
     td.dataset.element = name;
-    tr.onclick = () => { selected = name; explain(name); writeUrl(); };
+    if (name === selected) tr.classList.add("selected");
+    tr.onclick = () => { selected = name; redraw(true); };
   }
   box.replaceChildren(table);
   const pre = document.createElementNS(NS, "foreignObject");
@@ -735,7 +736,9 @@ function renderFactors(d) {
 }
 
 function explain(name) {
-  $("explain-title").textContent = `∂C/∂${name}`;
+  // The loss's own name: C for a network, the formula's (notebook 003: L) otherwise.
+  const loss = formula ? (/^loss\s+(\w+)\s*=/m.exec(formula)?.[1] ?? "L") : "C";
+  $("explain-title").textContent = `∂${loss}/∂${name}`;
   $("explain-text").textContent = "";
   try {
     if (formula) {

@@ -375,15 +375,16 @@ def test_switching_presets_resets_the_curve_and_the_controls_that_apply(browser,
     assert not curve.is_displayed()
     for control in TRAINING_CONTROLS + ["hidden", "lr", "loss", "samples"]:
         assert not usable(browser, control), control
+    # Its parameters are clicked in the table; the formula names its loss L.
     browser.find_element(By.CSS_SELECTOR, '#params-table td[data-element="w0"]').click()
-    wait(browser, lambda d: d.find_element(By.ID, "explain-title").text == "∂C/∂w0")
+    wait(browser, lambda d: d.find_element(By.ID, "explain-title").text == "∂L/∂w0")
     assert browser.find_elements(By.CSS_SELECTOR, "#explain-math .katex")
     # Its link restores the chosen parameter.
     url = browser.current_url
     assert "el=w0" in url
     browser.get("about:blank")
     open_page(browser, url)
-    assert browser.find_element(By.ID, "explain-title").text == "∂C/∂w0"
+    assert browser.find_element(By.ID, "explain-title").text == "∂L/∂w0"
     curve = browser.find_element(By.ID, "curve")
     # A notebook with a network trains again, with its own loss and learning rate
     # shown but fixed, and a curve that starts at its own first loss.
