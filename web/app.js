@@ -467,10 +467,10 @@ function drawNetwork() {
     const t = document.createElementNS(NS, "title"); t.textContent = title; e.append(t);
   };
   const few = linears.reduce((n, l) => n + l.in * l.out, 0) <= 12;
-  // The units the chosen weight joins (or the chosen bias's unit), as "column:unit":
-  // in a column too dense for every unit's step-through numbers, only these are
-  // labelled; every unit's numbers are in its tooltip.
-  const focus = new Map();   // "column:unit" → "source" or "target" of the chosen weight
+  // The units the chosen weight joins ("source" → "target"), or the chosen bias's
+  // unit ("target"), by "column:unit": in a column too dense to write step-through
+  // numbers on, these are ringed and their numbers written in the note.
+  const focus = new Map();
   const m = /^(\d+)\.(weight|bias)\[(\d+)(?:,(\d+))?\]$/.exec(selected ?? "");
   const chosenCol = m ? linears.findIndex((l) => l.index === Number(m[1])) : -1;
   if (chosenCol >= 0) {
@@ -479,13 +479,14 @@ function drawNetwork() {
   }
   let hiddenLabels = false;
   const focusNotes = [];     // the chosen weight's units' numbers, when not drawn
-  // Step-through lines above a unit, or in its tooltip only when its column is dense.
+  // A unit's step-through numbers: always in its tooltip, and written above it
+  // unless its column is too dense.
   const traceLabels = (col, x, y, lines, circle) => {
     if (!lines.length) return;
-    const t = document.createElementNS(NS, "title");
-    t.textContent = lines.join("\n");
-    const old = circle.querySelector("title");
-    if (old) old.textContent += `\n${t.textContent}`; else circle.append(t);
+    let title = circle.querySelector("title");
+    if (title) title.textContent += "\n";
+    else title = circle.appendChild(document.createElementNS(NS, "title"));
+    title.textContent += lines.join("\n");
     const last = col === widths.length - 1;
     if (spacing(col) < 11 * lines.length + 16) {
       // No room between a dense column's units (nor between its column and the
@@ -578,7 +579,7 @@ function drawNetwork() {
       backward: `Backward pass: ∂C/∂ of each unit's z and a, and of ${few ? "each" : "the chosen"} weight (chain rule from the loss back).`,
       update: `Update with η = ${fmt(trace.lr)} on this one sample: θ ← θ − η·∂C/∂θ.`,
     }[phase] + (hiddenLabels ? " Too many units to write on: hover a unit for its numbers." : "")
-      + (focusNotes.length ? ` The chosen ${m[2]}'s units (ringed): ${focusNotes.filter(Boolean).join("; ")}.` : "");
+      + (focusNotes.length ? ` The chosen ${m[2]}'s ${m[4] === undefined ? "unit" : "units"} (ringed): ${focusNotes.filter(Boolean).join("; ")}.` : "");
   } else {
     $("phase-note").textContent = "";
   }
