@@ -122,10 +122,30 @@ async function fetchText(url) {
   return r.text();
 }
 
-function setPresetControls(isNotebook) {
-  $("data-settings").disabled = isNotebook;
-  for (const id of ["hidden", "activation", "batch", "seed"]) $(id).disabled = isNotebook;
-  $("boundary-figure").hidden = isNotebook;
+// What applies to each kind of preset: a data set ("data") uses every control; a
+// notebook ("notebook") brings its own data, network, loss and learning rate (the
+// network fieldset shows them, disabled; its data and architecture fields are
+// hidden); notebook 003 ("formula") is a formula network with no Playground, so
+// only clicking a parameter applies: no training, curve, sample, step-through,
+// graph, gradient check or downloads. Switching back re-enables everything.
+const NOT_FOR_NOTEBOOKS = ["samples", "noise", "validation", "hidden", "activation", "batch", "seed"];
+const NOT_FOR_FORMULA = ["run", "step", "sample", "phase-forward", "phase-backward", "phase-update",
+  "phase-off", "graph", "gradcheck", "download-model", "download-params"];
+
+function setPresetControls(kind) {
+  const notebookOrFormula = kind !== "data";
+  $("data-settings").hidden = notebookOrFormula;
+  $("network-settings").disabled = notebookOrFormula;
+  $("network-settings").hidden = kind === "formula";
+  for (const id of NOT_FOR_NOTEBOOKS) $(id).closest("label").hidden = notebookOrFormula;
+  for (const id of NOT_FOR_FORMULA) $(id).disabled = kind === "formula";
+  $("boundary-figure").hidden = notebookOrFormula;
+  $("curve-figure").hidden = kind === "formula";
+  $("val-key").hidden = kind !== "data";   // a notebook's data has no validation split
+  $("curve-sets").textContent = kind === "data" ? "sets" : "set";
+  $("sample-hint").hidden = kind === "formula";
+  $("step-through").hidden = kind === "formula";
+  document.body.dataset.preset = kind;
 }
 
 // Builds the playground from the controls (or a notebook's files); `restore` replays
@@ -143,7 +163,7 @@ async function reset(restore = null) {
       const name = preset.slice(3);
       const dir = `notebooks/${name}`;
       const meta = JSON.parse(await fetchText(`${dir}/explain.json`));
-      setPresetControls(true);
+      setPresetControls(name === "003" ? "formula" : "notebook");
       if (name === "003") {
         formula = await fetchText(`${dir}/network.formula`);
         notebook = { name, lr: meta.lr, loss: "bce" };
@@ -164,7 +184,7 @@ async function reset(restore = null) {
         next.load_parameters(params);
       }
     } else {
-      setPresetControls(false);
+      setPresetControls("data");
       next = new Playground(JSON.stringify(settings()));
     }
     if (pg) pg.free();
@@ -178,21 +198,24 @@ async function reset(restore = null) {
   selected = null;
   phase = null;
   uploadedParams = false;
+  for (const key of ["accuracy", "validationAccuracy", "steps", "uploaded"]) delete $("status").dataset[key];
+  drawCurve();
   $("explain-title").textContent = "Derivation";
   $("explain-math").textContent = formula ? "Click a parameter." : "Click a weight or a unit.";
   $("factors").replaceChildren();
   $("explain-text").textContent = "";
   $("graph-view").replaceChildren();
+  $("graph-section").hidden = true;
   $("phase-note").textContent = "";
   if (pg) {
     computeBounds();
     if (restore?.steps) {
       try { pg.train(restore.steps); } catch (e) { showError(e); }
     }
-    if (restore?.el) selected = restore.el;
     if (restore?.phase) phase = restore.phase;
     recordHistory();
   }
+  if (restore?.el) selected = restore.el;   // notebook 003's parameters too
   redraw(true);
   document.body.dataset.state = "ready";
 }
@@ -340,7 +363,14 @@ function drawBoundary() {
 function drawCurve() {
   const c = $("curve"), g = c.getContext("2d");
   g.clearRect(0, 0, c.width, c.height);
-  if (history.length < 2) return;
+  c.dataset.points = String(history.length);
+  if (history.length < 2) {
+    if (history.length === 1 && !running) {
+      g.fillStyle = "#777"; g.font = "12px system-ui";
+      g.fillText(`step ${history[0].step} · loss ${fmt(history[0].train)}: Run or Step to draw the curve`, 8, c.height / 2);
+    }
+    return;
+  }
   const all = history.flatMap((h) => (h.val === undefined ? [h.train] : [h.train, h.val]));
   const max = Math.max(...all, 1e-9);
   const last = history[history.length - 1].step || 1;
@@ -349,7 +379,7 @@ function drawCurve() {
     let started = false;
     for (const h of history) {
       if (h[key] === undefined) continue;
-      const x = h.step / last * (c.width - 2) + 1, y = c.height - 2 - h[key] / max * (c.height - 16);
+      const x = h.step / last * (c.width - 2) + 1, y = c.height - 2 - h[key] / max * (c.height - 20);
       started ? g.lineTo(x, y) : g.moveTo(x, y);
       started = true;
     }
@@ -374,9 +404,12 @@ function layout() {
   const widths = [linears[0].in, ...linears.map((l) => l.out)];
   const svg = $("drawing");
   const W = Number(svg.getAttribute("width")), H = Number(svg.getAttribute("height"));
+  // Units of a column share its height, at most 110 px apart: a 2-2-1 network spreads
+  // out so that the labels of crossing edges do not meet.
+  const spacing = (col) => Math.min(110, (H - 60) / widths[col]);
   const pos = (col, unit) => [40 + col * (W - 80) / (widths.length - 1),
-    H / 2 + (unit - (widths[col] - 1) / 2) * Math.min(44, (H - 40) / widths[col])];
-  return { linears, widths, pos };
+    H / 2 + (unit - (widths[col] - 1) / 2) * spacing(col)];
+  return { linears, widths, pos, spacing };
 }
 
 function heatMaps(lay) {
@@ -418,7 +451,7 @@ function drawNetwork() {
   const svg = $("drawing");
   const params = JSON.parse(pg.parameters());
   const lay = layout();
-  const { linears, widths, pos } = lay;
+  const { linears, widths, pos, spacing } = lay;
   const trace = phase ? JSON.parse(pg.trace(Number($("sample").value))) : null;
   svg.replaceChildren();
   const add = (tag, attrs, parent = svg) => {
@@ -434,6 +467,48 @@ function drawNetwork() {
     const t = document.createElementNS(NS, "title"); t.textContent = title; e.append(t);
   };
   const few = linears.reduce((n, l) => n + l.in * l.out, 0) <= 12;
+  // The units the chosen weight joins ("source" → "target"), or the chosen bias's
+  // unit ("target"), by "column:unit": in a column too dense to write step-through
+  // numbers on, these are ringed and their numbers written in the note.
+  const focus = new Map();
+  const m = /^(\d+)\.(weight|bias)\[(\d+)(?:,(\d+))?\]$/.exec(selected ?? "");
+  const chosenCol = m ? linears.findIndex((l) => l.index === Number(m[1])) : -1;
+  if (chosenCol >= 0) {
+    focus.set(`${chosenCol + 1}:${m[3]}`, "target");
+    if (m[4] !== undefined) focus.set(`${chosenCol}:${m[4]}`, "source");
+  }
+  let hiddenLabels = false;
+  const focusNotes = [];     // the chosen weight's units' numbers, when not drawn
+  // A unit's step-through numbers: always in its tooltip, and written above it
+  // unless its column is too dense.
+  const traceLabels = (col, x, y, lines, circle) => {
+    if (!lines.length) return;
+    let title = circle.querySelector("title");
+    if (title) title.textContent += "\n";
+    else title = circle.appendChild(document.createElementNS(NS, "title"));
+    title.textContent += lines.join("\n");
+    const last = col === widths.length - 1;
+    if (spacing(col) < 11 * lines.length + 16) {
+      // No room between a dense column's units (nor between its column and the
+      // next, for the chosen weight's units): the numbers go to the tooltip, and
+      // the chosen weight's units' numbers to the note under the drawing.
+      hiddenLabels = true;
+      const unit = Number(circle.id.split("-")[2]);
+      const role = focus.get(`${col}:${unit}`);
+      if (role) {
+        circle.classList.add("focus");
+        const where = last ? `output ${unit + 1}` : `unit ${unit + 1} of layer ${col}`;
+        focusNotes[role === "source" ? 0 : 1] = `${where}: ${lines.join(", ")}`;
+      }
+      return;
+    }
+    // Above the unit; the last column's labels end at the unit's right edge, inside
+    // the drawing.
+    lines.forEach((text, i) => {
+      add("text", { x: last ? x + 12 : x, y: y - 15 - 11 * (lines.length - 1 - i),
+        "text-anchor": last ? "end" : "middle", class: "trace" }).textContent = text;
+    });
+  };
   const edgeLabels = [];
   linears.forEach((l, col) => {
     const w = params[`${l.index}.weight`].values;
@@ -462,9 +537,9 @@ function drawNetwork() {
   const heat = heatMaps(lay);
   for (let k = 0; k < widths[0]; k++) {
     const [x, y] = pos(0, k);
-    add("circle", { cx: x, cy: y, r: 11, fill: "#eee", class: "input", id: `unit-0-${k}` });
+    const circle = add("circle", { cx: x, cy: y, r: 11, fill: "#eee", class: "input", id: `unit-0-${k}` });
     add("text", { x: x - 16, y: y + 4, "text-anchor": "end", class: "unit-label" }).textContent = `x${k + 1}`;
-    if (trace) add("text", { x, y: y - 15, "text-anchor": "middle", class: "trace" }).textContent = fmt(trace.x[k]);
+    if (trace) traceLabels(0, x, y, [fmt(trace.x[k])], circle);
   }
   linears.forEach((l, col) => {
     const b = params[`${l.index}.bias`]?.values;
@@ -489,9 +564,7 @@ function drawNetwork() {
           : phase === "backward"
             ? [`∂C/∂z=${fmt(z.grad[j])}`, ...(a ? [`∂C/∂a=${fmt(a.grad[j])}`] : [])]
             : b ? [`b→${fmt(trace.params[`${l.index}.bias`].new[j])}`] : [];
-        lines.forEach((t, i) => {
-          add("text", { x, y: y - 15 - 11 * (lines.length - 1 - i), "text-anchor": "middle", class: "trace" }).textContent = t;
-        });
+        traceLabels(col + 1, x, y, lines, circle);
       }
     }
   });
@@ -505,7 +578,8 @@ function drawNetwork() {
       forward: `Forward pass of sample ${$("sample").value}: each unit's z = Σ w·a + b and a = f(z); loss C = ${fmt(trace.loss)}.`,
       backward: `Backward pass: ∂C/∂ of each unit's z and a, and of ${few ? "each" : "the chosen"} weight (chain rule from the loss back).`,
       update: `Update with η = ${fmt(trace.lr)} on this one sample: θ ← θ − η·∂C/∂θ.`,
-    }[phase];
+    }[phase] + (hiddenLabels ? " Too many units to write on: hover a unit for its numbers." : "")
+      + (focusNotes.length ? ` The chosen ${m[2]}'s ${m[4] === undefined ? "unit" : "units"} (ringed): ${focusNotes.filter(Boolean).join("; ")}.` : "");
   } else {
     $("phase-note").textContent = "";
   }
@@ -543,14 +617,15 @@ function drawFormula() {
   $("boundary-figure").hidden = true;
   const box = $("params-table");
   const table = document.createElement("table");
-  table.innerHTML = "<caption>Notebook 003's parameters (click one)</caption>";
+  table.innerHTML = "<caption>Parameters (click one)</caption>";
   for (const [name, value] of JSON.parse(formula_params(formula))) {
     const tr = table.insertRow();
     tr.insertCell().textContent = name;
     const td = tr.insertCell();
     td.textContent = fmt(value);
     td.dataset.element = name;
-    tr.onclick = () => { selected = name; explain(name); writeUrl(); };
+    if (name === selected) tr.classList.add("selected");
+    tr.onclick = () => { selected = name; redraw(true); };
   }
   box.replaceChildren(table);
   const pre = document.createElementNS(NS, "foreignObject");
@@ -574,10 +649,17 @@ function renderMarkdown(md, box) {
   box.append(para);
   parts.forEach((part, i) => {
     if (i % 2 === 1) {
+      const display = part.includes("\n");
       const span = document.createElement("span");
-      span.className = part.includes("\n") ? "display" : "inline";
+      span.className = display ? "display" : "inline";
       if (window.katex) {
-        window.katex.render(part.trim(), span, { displayMode: part.includes("\n"), throwOnError: false, output: "htmlAndMathml" });
+        // A display equation (the chain with its factors' formulas) is typeset in
+        // KaTeX's inline mode with \displaystyle: the same look, but KaTeX breaks
+        // inline mathematics after a top-level relation or operator (=, ·, +), so a
+        // long chain wraps inside the panel instead of running past it. A piece that
+        // cannot break scrolls inside its own block (style.css: .math .display).
+        const tex = display ? `\\displaystyle ${part.trim()}` : part.trim();
+        window.katex.render(tex, span, { displayMode: false, throwOnError: false, output: "htmlAndMathml" });
       } else {
         span.textContent = part.trim();
       }
@@ -655,7 +737,9 @@ function renderFactors(d) {
 }
 
 function explain(name) {
-  $("explain-title").textContent = `∂C/∂${name}`;
+  // The loss's own name: C for a network, the formula's (notebook 003: L) otherwise.
+  const loss = formula ? (/^loss\s+(\w+)\s*=/m.exec(formula)?.[1] ?? "L") : "C";
+  $("explain-title").textContent = `∂${loss}/∂${name}`;
   $("explain-text").textContent = "";
   try {
     if (formula) {
@@ -753,12 +837,22 @@ for (const p of ["forward", "backward", "update"]) {
 $("phase-off").onclick = () => { phase = null; if (pg) redraw(true); };
 $("graph").onclick = () => {
   if (!pg) return;
-  try { $("graph-view").innerHTML = pg.graph(Number($("sample").value)); } catch (e) { showError(e); }
+  try {
+    const sample = Number($("sample").value);
+    $("graph-view").innerHTML = pg.graph(sample);
+    $("graph-title").textContent = `Graph of the loss on sample ${sample} (chainrule graph)`;
+    $("graph-section").hidden = false;
+    $("graph-section").scrollIntoView({ block: "nearest" });
+  } catch (e) { showError(e); }
 };
 $("gradcheck").onclick = () => {
   if (!pg) return;
-  $("explain-title").textContent = "Gradient check (first 8 points)";
-  try { $("explain-text").textContent = pg.gradcheck(Math.min(8, pg.samples())); } catch (e) { showError(e); }
+  // Under the derivation (if any), headed, so that the panel's title still names it.
+  const n = Math.min(8, pg.samples());
+  try {
+    $("explain-text").textContent = `Gradient check on the first ${n} point(s) (chainrule gradcheck):\n\n${pg.gradcheck(n)}`;
+    $("explain-text").scrollIntoView({ block: "nearest" });
+  } catch (e) { showError(e); }
 };
 $("share").onclick = async () => {
   writeUrl();

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds the playground into web/dist/: the chainrule-web crate for wasm32, its
-# JavaScript glue (wasm-bindgen-cli at the crate's pinned version), KaTeX (from npm,
-# at the version below) for the typeset derivations, the notebooks' worked examples
-# (examples/notebooks) and the static files. Then serve it with
+# JavaScript glue (wasm-bindgen-cli at the crate's pinned version, installed --locked
+# when missing), KaTeX (from npm, at the version below) for the typeset derivations,
+# the notebooks' worked examples (examples/notebooks) and the static files. Then
+# serve it with
 #   chainrule playground            (or: cargo run --release -p chainrule-cli -- playground)
 #
-# Needs: rustup and cargo; npm, or curl, to fetch KaTeX's package from the npm
-# registry once (it is kept in target/katex-$KATEX_VERSION).
+# Needs: rustup and cargo; curl and sha256sum when wasm-bindgen-cli is missing; npm,
+# or curl, to fetch KaTeX's package from the npm registry once (it is kept in
+# target/katex-$KATEX_VERSION).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +19,32 @@ version=$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)"$/\1/p' crates/chainrule-web/C
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
+target="${CARGO_TARGET_DIR:-target}"
 if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$version" ]; then
-  # Not --locked: the lock file wasm-bindgen-cli 0.2.130 ships names a
-  # webpki-roots release that crates.io no longer offers.
-  cargo install wasm-bindgen-cli --version "$version"
+  # Installed --locked, from the lock file the release ships, so every build gets the
+  # same dependencies. That lock file (0.2.130's) names webpki-roots 1.0.11, which
+  # crates.io does not have: not yanked (cargo would still take a yanked crate from a
+  # lock file) but absent, from the index and as a download (measured on 30 November
+  # 2026: `cargo install wasm-bindgen-cli --version 0.2.130 --locked` fails with
+  # "failed to select a version for the requirement `webpki-roots = \"^1.0.10\"`
+  # (locked to 1.0.11)", and static.crates.io answers 403 for that .crate). So the
+  # release's source is unpacked (checked against the index's checksum), that one
+  # entry is moved to the release before it, 1.0.10 (`cargo update --precise`, which
+  # changes nothing else), and that is installed --locked.
+  src="$target/wasm-bindgen-cli-$version"
+  rm -rf "$src"
+  mkdir -p "$target"
+  curl -fsSL -o "$src.crate" "https://static.crates.io/crates/wasm-bindgen-cli/wasm-bindgen-cli-$version.crate"
+  want=$(curl -fsSL https://index.crates.io/wa/sm/wasm-bindgen-cli | grep "\"vers\": *\"$version\"" |
+    sed 's/.*"cksum": *"\([0-9a-f]*\)".*/\1/')
+  echo "$want  $src.crate" | sha256sum --check --quiet
+  tar -xzf "$src.crate" -C "$target"
+  if grep -A1 '^name = "webpki-roots"$' "$src/Cargo.lock" | grep -q '^version = "1.0.11"$'; then
+    (cd "$src" && cargo update --package webpki-roots@1.0.11 --precise 1.0.10)
+  fi
+  cargo install --locked --path "$src"
 fi
 
-target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --target wasm32-unknown-unknown -p chainrule-web
 
 katex="$target/katex-$KATEX_VERSION"

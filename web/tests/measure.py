@@ -39,6 +39,12 @@ def main():
         Select(d.find_element(By.ID, "preset")).select_by_value(value)
         ready()
 
+    def shot(name, element_id):
+        """A screenshot with the element scrolled into view (below the fold)."""
+        d.execute_script("document.getElementById(arguments[0]).scrollIntoView()", element_id)
+        d.save_screenshot(str(out / name))
+        d.execute_script("window.scrollTo(0, 0)")
+
     def click(element):
         e = d.find_element(By.CSS_SELECTOR, f'#drawing [data-element="{element}"]:not(text)')
         d.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", e)
@@ -69,10 +75,17 @@ def main():
     WebDriverWait(d, 10, 0.05).until(lambda d: d.find_element(By.ID, "run").text == "Run")
     click("2.weight[1,3]")
     d.save_screenshot(str(out / "spiral-trained.png"))
+    click("0.weight[5,1]")   # a first-layer weight: the longest chain and sum
+    d.save_screenshot(str(out / "spiral-hidden-weight.png"))
+    click("2.weight[1,3]")
     d.find_element(By.ID, "graph").click()
-    d.save_screenshot(str(out / "spiral-graph.png"))
+    shot("spiral-graph.png", "graph-view")
     d.find_element(By.ID, "gradcheck").click()
-    d.save_screenshot(str(out / "spiral-gradcheck.png"))
+    shot("spiral-gradcheck.png", "explain-text")
+    d.execute_script("window.scrollTo(0, 0)")
+    d.find_element(By.ID, "phase-backward").click()
+    d.save_screenshot(str(out / "spiral-backward.png"))
+    d.find_element(By.ID, "phase-off").click()
 
     preset("nb:000")
     click("2.weight[0,0]")
@@ -91,6 +104,11 @@ def main():
             return (performance.now() - t0) / 20000;
         """)
         print(f"notebook 000 (2-2-1) step in wasm: {per_step * 1000:.2f} µs")
+    for name, element in (("001_single_weight", "0.weight[0,0]"), ("001_two_weights", "0.weight[0,0]"),
+                          ("001_sigmoid_biases", "0.bias[0]"), ("004", "0.weight[1,0]")):
+        preset(f"nb:{name}")
+        click(element)
+        d.save_screenshot(str(out / f"nb{name}.png"))
     preset("nb:003")
     d.find_element(By.CSS_SELECTOR, '#params-table td[data-element="w0"]').click()
     d.save_screenshot(str(out / "nb003-w0.png"))

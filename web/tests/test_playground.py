@@ -295,3 +295,113 @@ def test_the_playground_command_refuses_paths_outside_its_folder(site):
         urllib.request.urlopen(site + "%2e%2e/index.html")
     assert refused.value.code == 403
     assert shutil.which(str(CHAINRULE)) or CHAINRULE.is_file()
+
+
+# Every element of a panel whose box ends right of the panel's right edge, unless an
+# element between it and the panel clips or scrolls it (then that element is what shows,
+# and it is checked instead). KaTeX's MathML copy is such a clipped element.
+OVERFLOWING = """
+const panel = arguments[0];
+const right = panel.getBoundingClientRect().right;
+const clips = (e) => ["auto", "scroll", "hidden", "clip"].includes(getComputedStyle(e).overflowX);
+const out = [];
+for (const e of panel.querySelectorAll("*")) {
+  let shown = e;
+  for (let a = e.parentElement; a && a !== panel; a = a.parentElement) if (clips(a)) shown = a;
+  const r = shown.getBoundingClientRect();
+  if (r.width > 0 && r.right > right + 0.5) {
+    out.push(`${shown.tagName.toLowerCase()}.${shown.className.baseVal ?? shown.className}`
+             + ` ends at ${r.right.toFixed(1)} > ${right.toFixed(1)}`);
+  }
+}
+return [...new Set(out)];
+"""
+
+
+def test_the_widest_derivation_stays_inside_its_panel(browser, site):
+    open_page(browser, site)   # the spiral: 2 → 16 → 16 → 3
+    for _ in range(3):
+        step(browser)
+    # A first-layer weight: its unit feeds 16 units, the longest chain and sum.
+    click_element(browser, "0.weight[5,1]")
+    panel = browser.find_element(By.ID, "explain")
+    assert browser.find_elements(By.CSS_SELECTOR, "#explain-math .display .katex")
+    assert browser.execute_script(OVERFLOWING, panel) == []
+    page_width = browser.execute_script("return document.documentElement.clientWidth")
+    assert panel.rect["x"] + panel.rect["width"] <= page_width + 0.5
+    # The chain wrapped at its operators rather than scrolling: its block shows all of it.
+    display = browser.find_element(By.CSS_SELECTOR, "#explain-math .display")
+    assert browser.execute_script(
+        "return arguments[0].scrollWidth <= arguments[0].clientWidth + 1", display)
+    # The gradient check's table shows in the same panel.
+    browser.find_element(By.ID, "gradcheck").click()
+    wait(browser, lambda d: "every tensor" in d.find_element(By.ID, "explain-text").text)
+    assert browser.execute_script(OVERFLOWING, panel) == []
+    # The graph (2,000 px wide) gets a row of its own and scrolls inside it.
+    browser.find_element(By.ID, "graph").click()
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#graph-view svg"))
+    graph = browser.find_element(By.ID, "graph-section")
+    assert browser.execute_script(OVERFLOWING, graph) == []
+    assert graph.rect["x"] + graph.rect["width"] <= page_width + 0.5
+
+
+def usable(driver, element_id):
+    element = driver.find_element(By.ID, element_id)
+    return element.is_displayed() and element.is_enabled()
+
+
+# Controls that act on a Playground (training, the sample, its views and files).
+TRAINING_CONTROLS = ["run", "step", "sample", "phase-forward", "phase-update", "graph",
+                     "gradcheck", "download-model", "download-params"]
+
+
+def curve_is_blank(driver):
+    return driver.execute_script("""
+        const c = document.getElementById('curve');
+        return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.every((v) => v === 0);
+    """)
+
+
+def test_switching_presets_resets_the_curve_and_the_controls_that_apply(browser, site):
+    open_page(browser, site)
+    curve = browser.find_element(By.ID, "curve")
+    for _ in range(3):
+        step(browser)
+    assert int(curve.get_attribute("data-points")) == 4 and not curve_is_blank(browser)
+    # Notebook 003 is a formula network: derivations only. The previous curve is gone
+    # and nothing that trains, samples or downloads can be used.
+    choose_preset(browser, "nb:003")
+    assert curve.get_attribute("data-points") == "0" and curve_is_blank(browser)
+    assert not curve.is_displayed()
+    for control in TRAINING_CONTROLS + ["hidden", "lr", "loss", "samples"]:
+        assert not usable(browser, control), control
+    # Its parameters are clicked in the table; the formula names its loss L.
+    browser.find_element(By.CSS_SELECTOR, '#params-table td[data-element="w0"]').click()
+    wait(browser, lambda d: d.find_element(By.ID, "explain-title").text == "∂L/∂w0")
+    assert browser.find_elements(By.CSS_SELECTOR, "#explain-math .katex")
+    # Its link restores the chosen parameter.
+    url = browser.current_url
+    assert "el=w0" in url
+    browser.get("about:blank")
+    open_page(browser, url)
+    assert browser.find_element(By.ID, "explain-title").text == "∂L/∂w0"
+    curve = browser.find_element(By.ID, "curve")
+    # A notebook with a network trains again, with its own loss and learning rate
+    # shown but fixed, and a curve that starts at its own first loss.
+    choose_preset(browser, "nb:000")
+    assert curve.get_attribute("data-points") == "1"
+    for control in TRAINING_CONTROLS:
+        assert usable(browser, control), control
+    assert browser.find_element(By.ID, "loss").get_attribute("value") == "sse"
+    for control in ["loss", "optimizer", "lr", "hidden", "samples"]:
+        assert not usable(browser, control), control
+    step(browser)
+    assert curve.get_attribute("data-points") == "2"
+    # Back to a data set: every control applies again, and the curve starts over.
+    choose_preset(browser, "moons")
+    assert curve.get_attribute("data-points") == "1"
+    for control in TRAINING_CONTROLS + ["hidden", "activation", "loss", "optimizer", "lr",
+                                        "momentum", "batch", "seed", "samples", "noise",
+                                        "validation"]:
+        assert usable(browser, control), control
+    assert browser.find_element(By.ID, "loss").get_attribute("value") == "cross_entropy"
