@@ -420,6 +420,33 @@ fn resume_from(
     })
 }
 
+/// A settings error named by the flag the user typed, when the value came from one:
+/// `--lr: must be ≥ 0, got -1 (optimizer.lr)` rather than the config field alone.
+fn named_by_flag(e: anyhow::Error) -> anyhow::Error {
+    const FLAGS: [(&str, &str); 9] = [
+        ("optimizer.lr", "--lr"),
+        ("optimizer.momentum", "--momentum"),
+        ("optimizer.weight_decay", "--weight-decay"),
+        ("optimizer.betas", "--betas"),
+        ("epochs", "--epochs"),
+        ("batch_size", "--batch-size"),
+        ("validation_split", "--validation-split"),
+        ("clip_grad_norm", "--clip-grad-norm"),
+        ("patience", "--patience"),
+    ];
+    let message = e.to_string();
+    let typed =
+        |flag: &str| std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    for (field, flag) in FLAGS {
+        if let Some(rest) = message.strip_prefix(&format!("{field}:"))
+            && typed(flag)
+        {
+            return anyhow!("{flag}:{rest} ({field})");
+        }
+    }
+    e
+}
+
 /// Early stopping's best parameters from `best.safetensors`, in the model's order.
 fn best_params(saved: &SavedCheckpoint, model: &Sequential<f32>) -> Result<Vec<Param<f32>>> {
     let path = saved.file("best.safetensors")?;
@@ -560,7 +587,8 @@ pub fn train(request: TrainRequest) -> Result<()> {
     let splits = config::load_data(&cfg)?;
     let mut model = config::build_model(&cfg, &splits)?;
     let splits = config::shaped_for(&model, splits)?;
-    let train_config = config::train_config(&cfg, splits.classes.is_some())?;
+    let train_config =
+        config::train_config(&cfg, splits.classes.is_some()).map_err(named_by_flag)?;
     let cfg = config::completed(cfg, &splits, &train_config);
     let mut optimizer = Optimizer::new(train_config.optimizer.clone());
     let mut start = TrainState::default();

@@ -115,14 +115,20 @@ fn a_negative_number_reaches_the_check_of_its_value() {
     let dir = scratch("negative");
     // clap took "-1" for a flag ("unexpected argument"): the value is now read and
     // refused for what it is.
+    // The flag typed is named first, the config field beside it.
+    let lr = failure(&dir, &["train", "--lr", "-1"]);
+    says(&lr, &["optimizer.lr", "must be ≥ 0, got -1"]);
+    assert!(lr.starts_with("chainrule: --lr: "), "{lr}");
+    let clip = failure(&dir, &["train", "--clip-grad-norm", "-1"]);
     says(
-        &failure(&dir, &["train", "--lr", "-1"]),
-        &["optimizer.lr", "must be ≥ 0, got -1"],
-    );
-    says(
-        &failure(&dir, &["train", "--clip-grad-norm", "-1"]),
+        &clip,
         &["clip_grad_norm", "must be a positive number, got -1"],
     );
+    assert!(clip.starts_with("chainrule: --clip-grad-norm: "), "{clip}");
+    // From a config file, the field alone.
+    std::fs::write(dir.join("c.toml"), "[optimizer]\ntype = \"sgd\"\nlr = -1\n").unwrap();
+    let from_file = failure(&dir, &["train", "--config", "c.toml"]);
+    assert!(!from_file.contains("--lr"), "{from_file}");
 }
 
 #[test]
