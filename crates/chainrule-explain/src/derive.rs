@@ -611,6 +611,18 @@ pub fn largest_terms(terms: &[(String, f64)], what: &str) -> String {
     if terms.iter().all(|(_, v)| *v == 0.0) {
         return format!("0 (all {} {what}' terms are 0)", terms.len());
     }
+    let (shown, rest, rest_total) = largest_first(terms);
+    let mut parts: Vec<String> = shown
+        .iter()
+        .map(|&i| format!("{} ({})", operand(terms[i].1), terms[i].0))
+        .collect();
+    parts.push(format!("the other {rest} {what}' {}", operand(rest_total)));
+    join_terms(parts.into_iter())
+}
+
+/// The [`SHOWN_TERMS`] terms of largest magnitude (ties by position), how many
+/// are left and the sum of those.
+fn largest_first(terms: &[(String, f64)]) -> (Vec<usize>, usize, f64) {
     let mut order: Vec<usize> = (0..terms.len()).collect();
     order.sort_by(|&a, &b| {
         terms[b]
@@ -619,18 +631,9 @@ pub fn largest_terms(terms: &[(String, f64)], what: &str) -> String {
             .total_cmp(&terms[a].1.abs())
             .then(a.cmp(&b))
     });
-    let (shown, rest) = order.split_at(SHOWN_TERMS);
-    let rest_total: f64 = rest.iter().map(|&i| terms[i].1).sum();
-    let mut parts: Vec<String> = shown
-        .iter()
-        .map(|&i| format!("{} ({})", operand(terms[i].1), terms[i].0))
-        .collect();
-    parts.push(format!(
-        "the other {} {what}' {}",
-        rest.len(),
-        operand(rest_total)
-    ));
-    join_terms(parts.into_iter())
+    let rest = order.split_off(SHOWN_TERMS.min(order.len()));
+    let rest_total = rest.iter().map(|&i| terms[i].1).sum();
+    (order, rest.len(), rest_total)
 }
 
 /// [`largest_terms`] in LaTeX.
@@ -652,16 +655,7 @@ pub fn largest_terms_latex(terms: &[(String, f64)], what: &str) -> String {
     if terms.len() <= SHOWN_TERMS {
         return join_terms(terms.iter().map(|(_, v)| latex_operand(*v)));
     }
-    let mut order: Vec<usize> = (0..terms.len()).collect();
-    order.sort_by(|&a, &b| {
-        terms[b]
-            .1
-            .abs()
-            .total_cmp(&terms[a].1.abs())
-            .then(a.cmp(&b))
-    });
-    let (shown, rest) = order.split_at(SHOWN_TERMS);
-    let rest_total: f64 = rest.iter().map(|&i| terms[i].1).sum();
+    let (shown, rest, rest_total) = largest_first(terms);
     let mut parts: Vec<String> = shown
         .iter()
         .map(|&i| {
@@ -673,9 +667,8 @@ pub fn largest_terms_latex(terms: &[(String, f64)], what: &str) -> String {
         })
         .collect();
     parts.push(format!(
-        r"\underbrace{{{}}}_{{\text{{the other {} {what}}}}}",
-        number(rest_total),
-        rest.len()
+        r"\underbrace{{{}}}_{{\text{{the other {rest} {what}}}}}",
+        number(rest_total)
     ));
     join_terms(parts.into_iter())
 }
