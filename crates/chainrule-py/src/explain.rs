@@ -156,8 +156,33 @@ fn formula_params(text: &str) -> PyResult<Vec<(String, f64)>> {
 fn formula_gradient(text: &str) -> PyResult<Vec<(String, f64)>> {
     guard(|| {
         let formula = Formula::parse(text).py_in("formula")?;
-        let g = Graph::of_formula(&formula, Detail::Auto).py()?;
-        Ok((g.to_svg(), g.to_dot()))
+        let tape = Tape::new();
+        let vars = formula.record(&tape);
+        let grads = vars[formula.loss_name()].backward().py()?;
+        formula
+            .params()
+            .into_iter()
+            .map(|(n, _)| {
+                let g = grads.wrt(vars[&n]).map_or(Ok(0.0), |g| g.item()).py()?;
+                Ok((n, g))
+            })
+            .collect()
+    })
+}
+
+/// `chainrule graph`: the computation graph of the loss, with values and gradients,
+/// as (SVG, DOT), laid out as the command draws it.
+#[pyfunction]
+fn graph(
+    model: PyRef<'_, Model>,
+    x: &Bound<'_, PyAny>,
+    y: &Bound<'_, PyAny>,
+    loss: &str,
+) -> PyResult<(String, String)> {
+    guard(|| {
+        let (m, x, y, loss) = problem(&model, x, y, loss)?;
+        let pass = Graph::of_model(&m, &x, &y, loss, Detail::Auto).py()?;
+        Ok((pass.graph.to_svg(), pass.graph.to_dot()))
     })
 }
 
@@ -166,13 +191,7 @@ fn formula_gradient(text: &str) -> PyResult<Vec<(String, f64)>> {
 fn graph_formula(text: &str) -> PyResult<(String, String)> {
     guard(|| {
         let formula = Formula::parse(text).py_in("formula")?;
-        let tape = Tape::new();
-        let vars = formula.record(&tape);
-        let names: BTreeMap<usize, String> =
-            vars.iter().map(|(n, v)| (v.id(), n.clone())).collect();
-        let c = vars[formula.loss_name()];
-        let grads = c.backward_retain_all().py()?;
-        let g = Graph::from_tape(&tape, c.id(), &grads, &names);
+        let g = Graph::of_formula(&formula, Detail::Auto).py()?;
         Ok((g.to_svg(), g.to_dot()))
     })
 }
