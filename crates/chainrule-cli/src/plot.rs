@@ -100,7 +100,10 @@ fn save_png_and_finished_svg(
 
 /// `svg` with DejaVu Sans embedded as a web font and its text set in it.
 fn with_font(svg: &str) -> String {
-    let font = base64::engine::general_purpose::STANDARD.encode(dejavu::sans::regular());
+    // Encoded once per process: a run draws several SVGs, eval one more.
+    static FONT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let font = FONT
+        .get_or_init(|| base64::engine::general_purpose::STANDARD.encode(dejavu::sans::regular()));
     let style = format!(
         "<defs><style>@font-face {{ font-family: \"{SVG_FONT}\"; src: url(data:font/ttf;base64,{font}) format(\"truetype\"); }}</style></defs>"
     );

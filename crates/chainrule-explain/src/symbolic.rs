@@ -622,13 +622,13 @@ pub fn from_sequential(
     // The closed form grows with every parameter and sample it holds, and it is
     // differentiated once per parameter: refuse before it takes the machine's
     // memory (a 2-64-64-3 network on one sample took 12 GB).
-    let size = model.params().iter().map(|p| p.value.len()).sum::<usize>() * x.shape()[0].max(1);
-    if size > MAX_SYMBOLIC_SIZE {
+    let elements: usize = model.params().iter().map(|p| p.value.len()).sum();
+    if elements * x.shape()[0].max(1) > MAX_SYMBOLIC_SIZE {
         return Err(Error::InvalidValue {
             field: "model".into(),
             message: format!(
                 "symbolic writes the whole network as one formula: {} parameter elements × {} samples is more than {MAX_SYMBOLIC_SIZE}; explain derives one element at a time at any size",
-                model.params().iter().map(|p| p.value.len()).sum::<usize>(),
+                elements,
                 x.shape()[0]
             ),
         });

@@ -475,24 +475,13 @@ impl Session {
         let (x, y) = self.sample(sample)?;
         let lr = self.optimizer.config().lr();
         let d = explain(&self.model, &x, &y, self.loss, lr, &which)?;
-        if !d.verified() {
-            return Err(invalid(
-                "param",
-                format!(
-                    "{param}: the chain's product {} differs from autodiff's {}",
-                    d.gradient, d.autodiff
-                ),
-            ));
-        }
-        match format {
-            "markdown" => Ok(d.markdown()),
-            "text" => Ok(d.text()),
-            "json" => Ok(d.json().to_string()),
-            other => Err(invalid(
-                "format",
-                format!("{other:?} must be markdown, text or json"),
-            )),
-        }
+        checked_rendering(
+            param,
+            "the chain's product",
+            (d.gradient, d.autodiff, d.verified()),
+            format,
+            [&|| d.markdown(), &|| d.text(), &|| d.json().to_string()],
+        )
     }
 
     /// The computation graph of the loss on point `sample` as SVG, each node with its
@@ -561,19 +550,35 @@ fn grid(x_range: (f64, f64), y_range: (f64, f64), nx: usize, ny: usize) -> Resul
 pub fn explain_formula(formula: &str, param: &str, lr: f64, format: &str) -> Result<String> {
     let parsed = chainrule_explain::formula::Formula::parse(formula)?;
     let d = parsed.explain(param, lr)?;
-    if !d.verified() {
+    checked_rendering(
+        param,
+        "the paths' sum",
+        (d.gradient, d.autodiff, d.verified()),
+        format,
+        [&|| d.markdown(), &|| d.text(), &|| d.json().to_string()],
+    )
+}
+
+/// A derivation in `format` (its markdown, text and json renderings, in that order),
+/// refused when its `sum` (gradient) differs from autodiff's: both kinds of
+/// derivation are checked and rendered alike.
+fn checked_rendering(
+    param: &str,
+    sum: &str,
+    (gradient, autodiff, verified): (f64, f64, bool),
+    format: &str,
+    [markdown, text, json]: [&dyn Fn() -> String; 3],
+) -> Result<String> {
+    if !verified {
         return Err(invalid(
             "param",
-            format!(
-                "{param}: the paths' sum {} differs from autodiff's {}",
-                d.gradient, d.autodiff
-            ),
+            format!("{param}: {sum} {gradient} differs from autodiff's {autodiff}"),
         ));
     }
     match format {
-        "markdown" => Ok(d.markdown()),
-        "text" => Ok(d.text()),
-        "json" => Ok(d.json().to_string()),
+        "markdown" => Ok(markdown()),
+        "text" => Ok(text()),
+        "json" => Ok(json()),
         other => Err(invalid(
             "format",
             format!("{other:?} must be markdown, text or json"),
