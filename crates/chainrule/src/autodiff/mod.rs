@@ -18,6 +18,7 @@
 //! Invariant: a node's inputs always have smaller ids than the node.
 
 pub mod elementwise;
+pub mod explanation;
 pub mod op;
 
 mod gradients;
@@ -28,6 +29,7 @@ mod var;
 mod fault;
 
 pub use elementwise::{Constant, DerivativeNotation, Elementwise, Formula, Style};
+pub use explanation::{LocalSum, Term};
 #[cfg(feature = "fault-injection")]
 pub use fault::inject_fault;
 pub use gradients::Gradients;
