@@ -1,9 +1,9 @@
 //! The gradient-flow audit: after a backward pass, the signs that a network has
 //! silently stopped learning.
 
-use chainrule::autodiff::Elementwise;
+use chainrule::autodiff::{Elementwise, Op};
 use chainrule::loss::{Loss, Target};
-use chainrule::nn::{Layer, Module, Sequential};
+use chainrule::nn::{Module, Sequential};
 use chainrule::{Float, Result, Tape, Tensor};
 
 /// Below this ratio ‖∂C/∂W‖ / ‖W‖ a layer's gradient is called vanishing.
@@ -121,8 +121,8 @@ pub fn audit<F: Float>(
     let c = loss.compute(*trace.last().expect("a layer"), target)?;
     let grads = c.backward()?;
     let mut findings = Vec::new();
-    for (layer, kind) in model.layers().iter().enumerate() {
-        if *kind != Layer::Activation(Elementwise::Relu) || layer == 0 {
+    for (layer, output) in trace.iter().enumerate() {
+        if tape.op(output.id()) != Some(Op::Map(Elementwise::Relu)) || layer == 0 {
             continue;
         }
         let input = trace[layer - 1].value();

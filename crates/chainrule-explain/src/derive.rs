@@ -16,7 +16,7 @@ use crate::step::Step;
 use crate::symbolic::Expr;
 use chainrule::autodiff::{Elementwise, Op};
 use chainrule::loss::{Loss, Target};
-use chainrule::nn::{Layer, Module, Sequential};
+use chainrule::nn::{Module, Sequential};
 use chainrule::{Error, Result, Tape, Tensor, Var};
 use serde_json::json;
 
@@ -263,18 +263,58 @@ impl Activation {
     }
 }
 
-/// Where each linear layer's z and a live in the model's layer list, with the
+/// A dense layer, as its parameters show it: a 2-D weight `[outputs, inputs]` named
+/// `{layer}.weight`, and a bias `{layer}.bias` when it has one. In the networks this
+/// module derives (dense layers and element-wise functions between them) only the
+/// dense layers have parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Dense {
+    /// Position in the model's layers.
+    pub layer: usize,
+    /// Index of the weight in `model.params()`.
+    pub offset: usize,
+    /// Rows of the weight.
+    pub outputs: usize,
+    /// Columns of the weight.
+    pub inputs: usize,
+    /// Whether the bias follows the weight.
+    pub bias: bool,
+}
+
+/// The dense layers of `model`, in order.
+pub(crate) fn dense_layers(model: &Sequential<f64>) -> Vec<Dense> {
+    let params = model.params();
+    params
+        .iter()
+        .enumerate()
+        .filter_map(|(offset, p)| {
+            let layer = p.name.strip_suffix(".weight")?.parse().ok()?;
+            let &[outputs, inputs] = p.value.shape() else {
+                return None;
+            };
+            let bias = params
+                .get(offset + 1)
+                .is_some_and(|b| b.name == format!("{layer}.bias"));
+            Some(Dense {
+                layer,
+                offset,
+                outputs,
+                inputs,
+                bias,
+            })
+        })
+        .collect()
+}
+
+/// Where each dense layer's z and a live in the model's layer list, with the
 /// activation between them read from the tape that recorded `trace`.
 fn units(model: &Sequential<f64>, tape: &Tape<f64>, trace: &[Var<'_, f64>]) -> Vec<Unit> {
-    let layers = model.layers();
+    let dense = dense_layers(model);
     let mut units = Vec::new();
-    for (i, layer) in layers.iter().enumerate() {
-        if !matches!(layer, Layer::Linear { .. }) {
-            continue;
-        }
-        let activations: Vec<usize> = (i + 1..layers.len())
-            .take_while(|&k| !matches!(layers[k], Layer::Linear { .. }))
-            .collect();
+    for (d, layer) in dense.iter().enumerate() {
+        let i = layer.layer;
+        let next = dense.get(d + 1).map_or(trace.len(), |n| n.layer);
+        let activations: Vec<usize> = (i + 1..next).collect();
         let output = activations.last().copied().unwrap_or(i);
         let activation = match activations.as_slice() {
             [] => Activation::Identity,
@@ -329,14 +369,12 @@ pub fn explain(
             message: format!("layer {} is not a linear layer", which.layer),
         })?;
     let unit = &units[position];
-    let Layer::Linear {
+    let Dense {
         inputs,
         outputs,
         bias,
-    } = model.layers()[unit.linear]
-    else {
-        unreachable!("a linear layer")
-    };
+        ..
+    } = dense_layers(model)[position];
     if which.unit >= outputs || (!which.bias && which.input >= inputs) || (which.bias && !bias) {
         return Err(Error::InvalidValue {
             field: "param".into(),
@@ -553,32 +591,26 @@ pub fn explain(
 /// ```
 pub fn all_elements(model: &Sequential<f64>) -> Vec<ParamElement> {
     let mut out = Vec::new();
-    for (layer, l) in model.layers().iter().enumerate() {
-        if let Layer::Linear {
-            inputs,
-            outputs,
-            bias,
-        } = *l
-        {
-            for unit in 0..outputs {
-                for input in 0..inputs {
-                    out.push(ParamElement {
-                        layer,
-                        bias: false,
-                        unit,
-                        input,
-                    });
-                }
+    for dense in dense_layers(model) {
+        let layer = dense.layer;
+        for unit in 0..dense.outputs {
+            for input in 0..dense.inputs {
+                out.push(ParamElement {
+                    layer,
+                    bias: false,
+                    unit,
+                    input,
+                });
             }
-            if bias {
-                for unit in 0..outputs {
-                    out.push(ParamElement {
-                        layer,
-                        bias: true,
-                        unit,
-                        input: 0,
-                    });
-                }
+        }
+        if dense.bias {
+            for unit in 0..dense.outputs {
+                out.push(ParamElement {
+                    layer,
+                    bias: true,
+                    unit,
+                    input: 0,
+                });
             }
         }
     }

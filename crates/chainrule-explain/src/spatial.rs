@@ -15,43 +15,46 @@
 
 use crate::notation::number;
 use crate::step::Step;
+pub use chainrule::autodiff::Term;
+use chainrule::autodiff::{Gradients, LocalSum, Op};
 use chainrule::loss::{Loss, Target};
-use chainrule::nn::{Layer, Mode, Module, Sequential};
-use chainrule::tensor::Window2d;
-use chainrule::{Error, Result, Tape, Tensor, Var};
+use chainrule::nn::{Module, Sequential};
+use chainrule::{Error, Result, Tape, Tensor};
 use serde_json::json;
 
 /// How many of the largest terms a derivation lists.
 pub const SHOWN_TERMS: usize = 6;
 
-/// Whether `model` has layers beyond the linear stack of [`crate::derive`]
-/// (convolution, pooling, flatten, dropout, normalisation): its derivations are sums
-/// over positions, written by this module.
+/// Whether `model` records operations beyond the dense layers and element-wise
+/// functions of [`crate::derive`] (convolution, pooling, reshaping, dropout,
+/// normalisation): its derivations are sums over positions, written by this module.
+/// Read from the operations one recorded forward pass of two zero samples makes (two:
+/// batch norm in training mode needs more than one value per channel).
 ///
 /// ```
 /// use chainrule::nn::Sequential;
 /// let m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}, {"type": "dropout"}]}"#, 0)?;
 /// assert!(chainrule_explain::spatial::is_tensor_network(&m));
+/// let mlp = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}, {"type": "tanh"}]}"#, 0)?;
+/// assert!(!chainrule_explain::spatial::is_tensor_network(&mlp));
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn is_tensor_network(model: &Sequential<f64>) -> bool {
-    model.layers().iter().any(|l| {
+    let Some(sample) = model.input_shape() else {
+        return false;
+    };
+    let shape: Vec<usize> = std::iter::once(2).chain(sample).collect();
+    let tape = Tape::new();
+    let params = model.bind(&tape);
+    let Ok(outputs) = model.forward_trace(&params, tape.constant(Tensor::zeros(&shape))) else {
+        return false;
+    };
+    outputs.iter().any(|o| {
         !matches!(
-            l,
-            Layer::Linear { .. } | Layer::Activation(_) | Layer::Softmax | Layer::Identity
+            tape.op(o.id()),
+            None | Some(Op::Linear | Op::LinearRelu | Op::Map(_) | Op::Softmax { .. })
         )
     })
-}
-
-/// One term of a gradient's sum: where it is, its factors, and their product.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Term {
-    /// Where in the sum (`n=0, p=3, q=1`).
-    pub at: String,
-    /// Each factor's symbol and value.
-    pub factors: Vec<(String, f64)>,
-    /// The product of the factors.
-    pub value: f64,
 }
 
 /// The derivation of one parameter element's gradient as a sum of terms.
@@ -230,39 +233,84 @@ pub fn parse_element(text: &str) -> Result<(String, Vec<usize>)> {
     Ok((name.to_string(), index))
 }
 
-/// One recorded forward and backward pass, with every layer's output and gradient.
+/// One recorded forward and backward pass of a model and its loss: the tape that
+/// training records, every node's gradient kept, and which node is which layer's
+/// output (for naming only).
 struct Pass {
-    /// The input and each layer's output.
-    values: Vec<Tensor<f64>>,
-    /// ∂C/∂ of the input and each layer's output (zeros where none flows).
-    grads: Vec<Tensor<f64>>,
-    /// Each parameter's gradient, in `model.params()` order.
-    param_grads: Vec<Tensor<f64>>,
+    tape: Tape<f64>,
 }
 
-fn record(model: &Sequential<f64>, x: &Tensor<f64>, y: &Target<f64>, loss: Loss) -> Result<Pass> {
-    let tape = Tape::new();
-    let params = model.bind(&tape);
-    let input = tape.param(x.clone());
-    let outputs = model.forward_trace(&params, input)?;
-    let last = *outputs.last().ok_or_else(|| Error::InvalidValue {
-        field: "model".into(),
-        message: "has no layers".into(),
-    })?;
-    let c = loss.compute(last, y)?;
-    let grads = c.backward_retain_all()?;
-    let all: Vec<Var<'_, f64>> = std::iter::once(input).chain(outputs).collect();
-    let grad_of = |v: &Var<'_, f64>| {
-        grads
-            .wrt(*v)
+/// The nodes of a [`Pass`] that the derivations need, once recorded.
+struct Recorded {
+    /// Every node's gradient.
+    grads: Gradients<f64>,
+    /// Each parameter's node, in `model.params()` order.
+    params: Vec<usize>,
+    /// Each layer's output node, in layer order.
+    outputs: Vec<usize>,
+}
+
+impl Pass {
+    fn record(
+        &self,
+        model: &Sequential<f64>,
+        x: &Tensor<f64>,
+        y: &Target<f64>,
+        loss: Loss,
+    ) -> Result<Recorded> {
+        let tape = &self.tape;
+        let params = model.bind(tape);
+        let input = tape.param(x.clone());
+        let outputs = model.forward_trace(&params, input)?;
+        let last = *outputs.last().ok_or_else(|| Error::InvalidValue {
+            field: "model".into(),
+            message: "has no layers".into(),
+        })?;
+        let c = loss.compute(last, y)?;
+        Ok(Recorded {
+            grads: c.backward_retain_all()?,
+            params: params.iter().map(|p| p.id()).collect(),
+            outputs: outputs.iter().map(|o| o.id()).collect(),
+        })
+    }
+
+    /// The first node that reads node `id`, and at which of its inputs.
+    fn consumer(&self, id: usize) -> Option<(usize, usize)> {
+        (id + 1..self.tape.len())
+            .find_map(|k| Some((k, self.tape.inputs(k).iter().position(|&i| i == id)?)))
+    }
+
+    /// ∂C/∂(element `at` of input `slot` of node `node`), as that node's operation
+    /// declares it.
+    fn local_sum(
+        &self,
+        grads: &Gradients<f64>,
+        node: usize,
+        slot: usize,
+        at: &[usize],
+    ) -> Option<LocalSum> {
+        let tape = &self.tape;
+        let inputs: Vec<Tensor<f64>> = tape
+            .inputs(node)
+            .iter()
+            .map(|&i| tape.value(i))
+            .collect::<Option<_>>()?;
+        let output = tape.value(node)?;
+        let grad = grads
+            .by_id(node)
             .cloned()
-            .unwrap_or_else(|| Tensor::zeros(&v.shape()))
-    };
-    Ok(Pass {
-        values: all.iter().map(|v| v.value()).collect(),
-        grads: all.iter().map(grad_of).collect(),
-        param_grads: params.iter().map(grad_of).collect(),
-    })
+            .unwrap_or_else(|| Tensor::zeros(output.shape()));
+        let inputs: Vec<&Tensor<f64>> = inputs.iter().collect();
+        tape.op(node)?.local_sum(&inputs, &output, &grad, slot, at)
+    }
+
+    /// `layer 3 (max_pool2d)` for a layer's output node, else the operation's label.
+    fn name(&self, model: &Sequential<f64>, recorded: &Recorded, node: usize) -> String {
+        match recorded.outputs.iter().position(|&o| o == node) {
+            Some(layer) => format!("layer {layer} ({})", model.layers()[layer].type_name()),
+            None => self.tape.label(node).unwrap_or_default(),
+        }
+    }
 }
 
 /// For each parameter tensor, the element whose gradient is largest: what `explain`
@@ -286,13 +334,18 @@ pub fn largest_elements(
     y: &Target<f64>,
     loss: Loss,
 ) -> Result<Vec<String>> {
-    let pass = record(model, x, y, loss)?;
+    let pass = Pass { tape: Tape::new() };
+    let recorded = pass.record(model, x, y, loss)?;
     Ok(model
         .params()
         .iter()
-        .zip(&pass.param_grads)
-        .map(|(p, g)| {
-            let values = g.to_vec();
+        .zip(&recorded.params)
+        .map(|(p, &id)| {
+            let values = recorded
+                .grads
+                .by_id(id)
+                .map(Tensor::to_vec)
+                .unwrap_or_default();
             let flat = (0..values.len())
                 .max_by(|&a, &b| values[a].abs().total_cmp(&values[b].abs()))
                 .unwrap_or(0);
@@ -306,12 +359,13 @@ pub fn largest_elements(
 }
 
 /// The derivation of `element` (`"0.weight[1,0,2,2]"`) of `model`'s parameters on
-/// the batch `x`, `y`, in the model's mode, with the update at `lr`.
+/// the batch `x`, `y`, in the model's mode, with the update at `lr`: the sum that
+/// the operation reading the parameter declares ([`Op::local_sum`]), and the way the
+/// largest term's ∂C/∂ came down from the loss, one recorded operation at a time.
 ///
 /// # Errors
-/// [`Error::InvalidValue`] for an element the model does not have, or of a layer
-/// this module does not derive (a linear stack's are [`crate::derive`]'s); shape
-/// errors when the data does not fit.
+/// [`Error::InvalidValue`] for an element the model does not have, or one no
+/// recorded operation reads; shape errors when the data does not fit.
 ///
 /// ```
 /// use chainrule::{data::Target, loss::Loss, nn::Sequential, Tensor};
@@ -347,69 +401,48 @@ pub fn explain_element(
             "{element} is outside {name}'s shape {shape:?}"
         )));
     }
-    let layer_index: usize = name
-        .split('.')
-        .next()
-        .and_then(|l| l.parse().ok())
-        .ok_or_else(|| invalid(format!("{name:?} does not start with its layer")))?;
-    let is_bias = name.ends_with(".bias");
-    let pass = record(model, x, y, loss)?;
-    let input = &pass.values[layer_index];
-    let output_grad = &pass.grads[layer_index + 1];
-    let layer = &model.layers()[layer_index];
-    let (formula, mut terms, padded) = match *layer {
-        Layer::Conv2d { window, .. } => conv_terms(input, output_grad, &window, &index, is_bias),
-        Layer::Linear { .. } => linear_terms(input, output_grad, &index, is_bias),
-        Layer::BatchNorm { eps, .. } => {
-            let per_channel = model.mode() == Mode::Train;
-            let running = running_statistics(model, layer_index);
-            norm_terms(
-                input,
-                output_grad,
-                index[0],
-                is_bias,
-                NormSets::Channel {
-                    eps,
-                    running: if per_channel { None } else { running },
-                },
-            )
-        }
-        Layer::LayerNorm { ref shape, eps, .. } => norm_terms(
-            input,
-            output_grad,
-            flat_index(&index, shape),
-            is_bias,
-            NormSets::Trailing {
-                size: shape.iter().product(),
-                eps,
-            },
-        ),
-        _ => {
-            return Err(invalid(format!(
-                "{name}: {} layers have no parameters to derive",
-                layer.type_name()
-            )));
+    let pass = Pass { tape: Tape::new() };
+    let recorded = pass.record(model, x, y, loss)?;
+    let unread = || invalid(format!("{name}: no recorded operation reads it"));
+    // The operation that reads the parameter; a reshape on the way (batch norm's γ
+    // in evaluation mode, broadcast per channel) passes each element on unchanged.
+    let (mut node, mut slot) = pass
+        .consumer(recorded.params[position])
+        .ok_or_else(unread)?;
+    let mut at = index.clone();
+    let sum = loop {
+        let sum = pass
+            .local_sum(&recorded.grads, node, slot, &at)
+            .ok_or_else(unread)?;
+        match (pass.tape.op(node), sum.terms.first()) {
+            (Some(Op::Reshape { .. }), Some(term)) if sum.terms.len() == 1 => {
+                at = term.output.clone().ok_or_else(unread)?;
+                (node, slot) = pass.consumer(node).ok_or_else(unread)?;
+            }
+            _ => break sum,
         }
     };
-    terms.sort_by(|a, b| b.term.value.abs().total_cmp(&a.term.value.abs()));
-    let gradient: f64 = terms.iter().map(|t| t.term.value).sum();
+    let gradient = sum.total();
+    let mut terms = sum.terms;
+    terms.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
     let rest_terms = terms.split_off(SHOWN_TERMS.min(terms.len()));
     let upstream = terms
         .first()
         .and_then(|t| t.output.clone())
-        .map(|e| upstream(model, &pass, layer_index + 1, e))
+        .map(|e| upstream(model, &pass, &recorded, node, e))
         .unwrap_or_default();
-    let autodiff = pass.param_grads[position].to_vec()[flat_index(&index, &shape)];
-    let old = model.params()[position].value.to_vec()[flat_index(&index, &shape)];
+    let flat = flat_index(&index, &shape);
+    let autodiff = recorded
+        .grads
+        .by_id(recorded.params[position])
+        .map_or(0.0, |g| g.to_vec()[flat]);
+    let old = model.params()[position].value.to_vec()[flat];
     Ok(SumDerivation {
         param: element.to_string(),
-        formula,
-        shown: terms.into_iter().map(|t| t.term).collect(),
-        rest: (
-            rest_terms.len(),
-            rest_terms.iter().map(|t| t.term.value).sum(),
-        ),
-        padded,
+        formula: sum.formula,
+        shown: terms,
+        rest: (rest_terms.len(), rest_terms.iter().map(|t| t.value).sum()),
+        padded: sum.padded,
         gradient,
         autodiff,
         upstream,
@@ -418,448 +451,125 @@ pub fn explain_element(
     })
 }
 
-/// A term, and the layer output element whose gradient it multiplies.
-struct Located {
-    term: Term,
-    output: Option<Vec<usize>>,
-}
-
-impl Located {
-    fn new(at: String, factors: Vec<(String, f64)>, output: Vec<usize>) -> Located {
-        let value = factors.iter().map(|(_, v)| v).product();
-        Located {
-            term: Term { at, factors, value },
-            output: Some(output),
-        }
-    }
-}
-
-fn conv_terms(
-    x: &Tensor<f64>,
-    g: &Tensor<f64>,
-    window: &Window2d,
-    index: &[usize],
-    bias: bool,
-) -> (String, Vec<Located>, usize) {
-    let (xs, gs) = (x.shape().to_vec(), g.shape().to_vec());
-    let (xv, gv) = (x.to_vec(), g.to_vec());
-    let (o, c, i, j) = if bias {
-        (index[0], 0, 0, 0)
-    } else {
-        (index[0], index[1], index[2], index[3])
-    };
-    let mut terms = Vec::new();
-    let mut padded = 0;
-    for n in 0..gs[0] {
-        for p in 0..gs[2] {
-            for q in 0..gs[3] {
-                let dz = gv[((n * gs[1] + o) * gs[2] + p) * gs[3] + q];
-                let dz_symbol = format!("∂C/∂z[{n},{o},{p},{q}]");
-                if bias {
-                    terms.push(Located::new(
-                        format!("n={n}, p={p}, q={q}"),
-                        vec![(dz_symbol, dz)],
-                        vec![n, o, p, q],
-                    ));
-                    continue;
-                }
-                let r =
-                    (p * window.stride[0] + i * window.dilation[0]).checked_sub(window.padding[0]);
-                let s =
-                    (q * window.stride[1] + j * window.dilation[1]).checked_sub(window.padding[1]);
-                match (r.filter(|&r| r < xs[2]), s.filter(|&s| s < xs[3])) {
-                    (Some(r), Some(s)) => terms.push(Located::new(
-                        format!("n={n}, p={p}, q={q}"),
-                        vec![
-                            (
-                                format!("x[{n},{c},{r},{s}]"),
-                                xv[((n * xs[1] + c) * xs[2] + r) * xs[3] + s],
-                            ),
-                            (dz_symbol, dz),
-                        ],
-                        vec![n, o, p, q],
-                    )),
-                    _ => padded += 1,
-                }
-            }
-        }
-    }
-    let formula = if bias {
-        format!("Σₙ Σₚ Σ_q ∂C/∂z[n,{o},p,q]")
-    } else {
-        let [s0, s1] = window.stride;
-        let [d0, d1] = window.dilation;
-        let [p0, p1] = window.padding;
-        format!(
-            "Σₙ Σₚ Σ_q x[n, {c}, {}, {}] · ∂C/∂z[n,{o},p,q]",
-            position("p", s0, i * d0, p0),
-            position("q", s1, j * d1, p1)
-        )
-    };
-    (formula, terms, padded)
-}
-
-/// `p·s + offset − pad`, written simply.
-fn position(var: &str, stride: usize, offset: usize, pad: usize) -> String {
-    let mut text = if stride == 1 {
-        var.to_string()
-    } else {
-        format!("{stride}{var}")
-    };
-    let shift = offset as i64 - pad as i64;
-    if shift > 0 {
-        text += &format!("+{shift}");
-    } else if shift < 0 {
-        text += &format!("−{}", -shift);
-    }
-    text
-}
-
-fn linear_terms(
-    x: &Tensor<f64>,
-    g: &Tensor<f64>,
-    index: &[usize],
-    bias: bool,
-) -> (String, Vec<Located>, usize) {
-    let (xv, gv) = (x.to_vec(), g.to_vec());
-    let (rows, inputs, outputs) = (x.shape()[0], x.shape()[1], g.shape()[1]);
-    let j = index[0];
-    let terms = (0..rows)
-        .map(|n| {
-            let dz = (format!("∂C/∂z[{n},{j}]"), gv[n * outputs + j]);
-            let factors = if bias {
-                vec![dz]
-            } else {
-                let k = index[1];
-                vec![(format!("a[{n},{k}]"), xv[n * inputs + k]), dz]
-            };
-            Located::new(format!("n={n}"), factors, vec![n, j])
-        })
-        .collect();
-    let formula = if bias {
-        format!("Σₙ ∂C/∂z[n,{j}]")
-    } else {
-        format!("Σₙ a[n,{}] · ∂C/∂z[n,{j}]", index[1])
-    };
-    (formula, terms, 0)
-}
-
-/// Which values a normalisation's parameter element scales.
-enum NormSets {
-    /// Batch norm: channel `c` of every sample and position; with the running
-    /// statistics in evaluation mode.
-    Channel {
-        eps: f64,
-        running: Option<(Vec<f64>, Vec<f64>)>,
-    },
-    /// Layer norm: element `k` of each sample's trailing block of `size`.
-    Trailing { size: usize, eps: f64 },
-}
-
-fn norm_terms(
-    x: &Tensor<f64>,
-    g: &Tensor<f64>,
-    k: usize,
-    bias: bool,
-    sets: NormSets,
-) -> (String, Vec<Located>, usize) {
-    let (xv, gv) = (x.to_vec(), g.to_vec());
-    let shape = x.shape().to_vec();
-    let mut terms = Vec::new();
-    let mut add = |i: usize, mean: f64, var: f64, eps: f64| {
-        let at = unravel(i, &shape);
-        let name = at
-            .iter()
-            .map(usize::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let dy = (format!("∂C/∂y[{name}]"), gv[i]);
-        let factors = if bias {
-            vec![dy]
-        } else {
-            let xhat = (xv[i] - mean) / (var + eps).sqrt();
-            vec![(format!("x̂[{name}]"), xhat), dy]
-        };
-        terms.push(Located::new(name.clone(), factors, at));
-    };
-    match sets {
-        NormSets::Channel { eps, running } => {
-            let channels = shape[1];
-            let inner: usize = shape[2..].iter().product();
-            let members: Vec<usize> = (0..xv.len())
-                .filter(|i| i / inner % channels == k)
-                .collect();
-            let (mean, var) = match running {
-                Some((m, v)) => (m[k], v[k]),
-                None => moments(members.iter().map(|&i| xv[i])),
-            };
-            for &i in &members {
-                add(i, mean, var, eps);
-            }
-        }
-        NormSets::Trailing { size, eps } => {
-            for row in 0..xv.len() / size {
-                let (mean, var) = moments(xv[row * size..(row + 1) * size].iter().copied());
-                add(row * size + k, mean, var, eps);
-            }
-        }
-    }
-    let formula = if bias {
-        "Σ ∂C/∂y over the values it shifts".to_string()
-    } else {
-        "Σ x̂ · ∂C/∂y over the values it scales, x̂ = (x − μ)/√(σ² + ε)".to_string()
-    };
-    (formula, terms, 0)
-}
-
-/// Mean and biased variance.
-fn moments(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
-    let n = values.clone().count().max(1) as f64;
-    let mean = values.clone().sum::<f64>() / n;
-    let var = values.map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-    (mean, var)
-}
-
-/// A batch norm layer's running mean and variance.
-fn running_statistics(model: &Sequential<f64>, layer: usize) -> Option<(Vec<f64>, Vec<f64>)> {
-    let find = |suffix: &str| {
-        model
-            .buffers()
-            .iter()
-            .find(|b| b.name == format!("{layer}.{suffix}"))
-            .map(|b| b.value.to_vec())
-    };
-    Some((find("running_mean")?, find("running_var")?))
-}
-
-/// How ∂C/∂ of `element` of the output of layer `first − 1` was made by the layers
-/// from `first` on, one line per layer, until a layer with parameters or the loss.
+/// How ∂C/∂ of `element` of node `from`'s output came down from the loss: one line
+/// per recorded operation above it, each the sum its operation declares with the
+/// numbers, and autodiff's value beside it. The walk follows the largest term, and
+/// stops at the loss or after an operation that has parameters of its own (the next
+/// layer with weights, whose sum over its outputs the line shows).
 fn upstream(
     model: &Sequential<f64>,
     pass: &Pass,
-    first: usize,
+    recorded: &Recorded,
+    from: usize,
     mut element: Vec<usize>,
 ) -> Vec<String> {
     let mut lines = Vec::new();
+    let mut node = from;
     let at = |e: &[usize]| e.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
-    for layer_index in first..model.layers().len() {
-        let (input, output) = (&pass.values[layer_index], &pass.values[layer_index + 1]);
-        let (g_in, g_out) = (&pass.grads[layer_index], &pass.grads[layer_index + 1]);
-        let here = flat_index(&element, input.shape());
-        let g_here = g_in.to_vec()[here];
-        let name = format!(
-            "layer {layer_index} ({})",
-            model.layers()[layer_index].type_name()
-        );
-        match &model.layers()[layer_index] {
-            Layer::Activation(f) => {
-                let z = input.to_vec()[here];
-                let da = g_out.to_vec()[here];
-                lines.push(format!(
-                    "{name}: ∂C/∂z[{}] = ∂C/∂a · {}′(z) = {} · {} = {}",
-                    at(&element),
-                    f.name(),
-                    number(da),
-                    number(f.grad(z, output.to_vec()[here], 1.0)),
-                    number(g_here)
-                ));
+    while let Some((next, slot)) = pass.consumer(node) {
+        let g_here = recorded
+            .grads
+            .by_id(node)
+            .map_or(0.0, |g| g.to_vec()[flat_index(&element, g.shape())]);
+        let name = pass.name(model, recorded, next);
+        let Some(sum) = pass.local_sum(&recorded.grads, next, slot, &element) else {
+            lines.push(format!(
+                "{name}: ∂C/∂a[{}] = {} (from the loss)",
+                at(&element),
+                number(g_here)
+            ));
+            break;
+        };
+        lines.push(sum_line(&name, &at(&element), &sum, g_here));
+        let largest = sum
+            .terms
+            .iter()
+            .max_by(|a, b| a.value.abs().total_cmp(&b.value.abs()));
+        let has_parameters = pass
+            .tape
+            .inputs(next)
+            .iter()
+            .any(|i| *i != node && recorded.params.contains(i));
+        match largest.and_then(|t| t.output.clone()) {
+            Some(output) if !has_parameters => {
+                element = output;
+                node = next;
             }
-            Layer::Dropout { p } => {
-                let kept = output.to_vec()[here] != 0.0 || input.to_vec()[here] == 0.0;
-                lines.push(if model.mode() == Mode::Eval {
-                    format!("{name}: the identity in evaluation mode")
-                } else if kept {
-                    format!(
-                        "{name}: kept, so ∂C/∂a = ∂C/∂d · 1/(1 − {p}) = {}",
-                        number(g_here)
-                    )
-                } else {
-                    format!("{name}: dropped, so no gradient reaches it (0)")
-                });
-            }
-            Layer::MaxPool2d { window } | Layer::AvgPool2d { window } => {
-                let [_, _, oh, ow] = output.shape() else {
-                    break;
-                };
-                let (n, c, r, s) = (element[0], element[1], element[2], element[3]);
-                let windows: Vec<(usize, usize)> = (0..*oh)
-                    .flat_map(|p| (0..*ow).map(move |q| (p, q)))
-                    .filter(|&(p, q)| covers(window, p, r, 0) && covers(window, q, s, 1))
-                    .collect();
-                let xs = input.shape();
-                let xv = input.to_vec();
-                let gv = g_out.to_vec();
-                let out_at = |p: usize, q: usize| ((n * xs[1] + c) * oh + p) * ow + q;
-                let max_pool = matches!(model.layers()[layer_index], Layer::MaxPool2d { .. });
-                let mut parts = Vec::new();
-                for &(p, q) in &windows {
-                    if max_pool {
-                        let first_max = first_maximum(&xv, xs, n, c, window, p, q);
-                        parts.push(if first_max == Some((r, s)) {
-                            format!(
-                                "the maximum of window ({p},{q}): receives its ∂C/∂y = {}",
-                                number(gv[out_at(p, q)])
-                            )
-                        } else {
-                            let m = first_max.map_or(f64::NAN, |(a, b)| {
-                                xv[((n * xs[1] + c) * xs[2] + a) * xs[3] + b]
-                            });
-                            format!(
-                                "not the maximum of window ({p},{q}) (that is {}): nothing",
-                                number(m)
-                            )
-                        });
-                    } else {
-                        parts.push(format!(
-                            "window ({p},{q}): ∂C/∂y / {} = {}",
-                            window.kernel[0] * window.kernel[1],
-                            number(gv[out_at(p, q)] / (window.kernel[0] * window.kernel[1]) as f64)
-                        ));
-                    }
-                }
-                lines.push(format!(
-                    "{name}: a[{}] = {}: {}; total {}",
-                    at(&element),
-                    number(xv[here]),
-                    parts.join("; "),
-                    number(g_here)
-                ));
-                if let Some(&(p, q)) = windows.iter().find(|&&(p, q)| {
-                    !max_pool || first_maximum(&xv, xs, n, c, window, p, q) == Some((r, s))
-                }) {
-                    element = vec![n, c, p, q];
-                    continue;
-                }
-                break;
-            }
-            Layer::Flatten => {
-                let flat = flat_index(&element[1..], &input.shape()[1..]);
-                lines.push(format!(
-                    "{name}: a[{}] is element {flat} of sample {}'s row",
-                    at(&element),
-                    element[0]
-                ));
-                element = vec![element[0], flat];
-                continue;
-            }
-            Layer::BatchNorm { eps, affine, .. } if model.mode() == Mode::Train => {
-                lines.push(batch_norm_paths(
-                    model,
-                    pass,
-                    layer_index,
-                    &element,
-                    *eps,
-                    *affine,
-                ));
-                break;
-            }
-            Layer::Identity => continue,
-            other => {
-                lines.push(format!(
-                    "{name}: ∂C/∂a[{}] = {} (the sum over the {} outputs it feeds)",
-                    at(&element),
-                    number(g_here),
-                    other.type_name()
-                ));
-                break;
-            }
+            _ => break,
         }
     }
     lines
 }
 
-/// Batch norm's backward for one input element, as its three paths: directly through
-/// x̂, through the batch mean, and through the batch variance.
-fn batch_norm_paths(
-    model: &Sequential<f64>,
-    pass: &Pass,
-    layer: usize,
-    element: &[usize],
-    eps: f64,
-    affine: bool,
-) -> String {
-    let (x, gy) = (&pass.values[layer], &pass.grads[layer + 1]);
-    let shape = x.shape();
-    let (xv, gv) = (x.to_vec(), gy.to_vec());
-    let channels = shape[1];
-    let inner: usize = shape[2..].iter().product();
-    let c = element[1];
-    let gamma = if affine {
-        model
-            .param_offset(layer)
-            .map_or(1.0, |o| model.params()[o].value.to_vec()[c])
-    } else {
-        1.0
+/// One line of the walk: `name [context]: ∂C/∂a[e] = formula = terms = total;
+/// autodiff g ✓`. Up to four terms are shown in the operation's order; more are
+/// shown largest first, three of them and the rest's total. A single term is not
+/// repeated: its factors' product is the total.
+fn sum_line(name: &str, element: &str, sum: &LocalSum, autodiff: f64) -> String {
+    let single = sum.terms.len() == 1;
+    let term = |t: &Term| {
+        let factors: Vec<String> = t.factors.iter().map(|(_, v)| number(*v)).collect();
+        let mut text = factors.join(" · ");
+        if t.factors.len() > 1 && !single {
+            text += &format!(" = {}", number(t.value));
+        }
+        if !t.at.is_empty() {
+            text += &format!(" ({})", t.at);
+        }
+        text
     };
-    let members: Vec<usize> = (0..xv.len())
-        .filter(|i| i / inner % channels == c)
-        .collect();
-    let (mean, var) = moments(members.iter().map(|&i| xv[i]));
-    let sd = (var + eps).sqrt();
-    let m = members.len() as f64;
-    let xhat = |i: usize| (xv[i] - mean) / sd;
-    let mean_g = members.iter().map(|&i| gamma * gv[i]).sum::<f64>() / m;
-    let mean_gx = members
-        .iter()
-        .map(|&i| gamma * gv[i] * xhat(i))
-        .sum::<f64>()
-        / m;
-    let i = flat_index(element, shape);
-    let direct = gamma * gv[i] / sd;
-    let through_mean = -mean_g / sd;
-    let through_var = -xhat(i) * mean_gx / sd;
-    format!(
-        "layer {layer} (batch norm, channel {c}, {} values, μ = {}, σ = {}): ∂C/∂x = {} (through x̂) {} (through μ) {} (through σ²) = {}; autodiff {}",
-        members.len(),
-        number(mean),
-        number(sd),
-        number(direct),
-        signed(through_mean),
-        signed(through_var),
-        number(direct + through_mean + through_var),
-        number(pass.grads[layer].to_vec()[i])
-    )
-}
-
-fn signed(v: f64) -> String {
-    if v < 0.0 {
-        format!("− {}", number(-v))
+    let mut terms: Vec<&Term> = sum.terms.iter().collect();
+    let mut parts: Vec<String> = Vec::new();
+    if terms.len() > 4 {
+        terms.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
+        parts.extend(terms[..3].iter().map(|t| term(t)));
+        let rest: f64 = terms[3..].iter().map(|t| t.value).sum();
+        parts.push(format!(
+            "{} more terms, together {}",
+            terms.len() - 3,
+            number(rest)
+        ));
     } else {
-        format!("+ {}", number(v))
+        parts.extend(terms.iter().map(|t| term(t)));
     }
-}
-
-/// Whether output position `o` of a window reads input position `i` along `axis`.
-fn covers(window: &Window2d, o: usize, i: usize, axis: usize) -> bool {
-    (0..window.kernel[axis]).any(|k| window.source(axis, o, k, usize::MAX) == Some(i))
-}
-
-/// The first maximum (row-major) of window (p, q) of plane (n, c).
-fn first_maximum(
-    x: &[f64],
-    shape: &[usize],
-    n: usize,
-    c: usize,
-    window: &Window2d,
-    p: usize,
-    q: usize,
-) -> Option<(usize, usize)> {
-    let mut best: Option<((usize, usize), f64)> = None;
-    for i in 0..window.kernel[0] {
-        let Some(r) = window.source(0, p, i, shape[2]) else {
-            continue;
-        };
-        for j in 0..window.kernel[1] {
-            let Some(s) = window.source(1, q, j, shape[3]) else {
-                continue;
-            };
-            let v = x[((n * shape[1] + c) * shape[2] + r) * shape[3] + s];
-            if best.is_none_or(|(_, m)| v > m) {
-                best = Some(((r, s), v));
-            }
+    // A negative number is subtracted: a − b, not a + -b (a product keeps its
+    // factors' signs and is added).
+    let mut shown = String::new();
+    for (i, text) in parts.iter().enumerate() {
+        match text.strip_prefix('-') {
+            _ if i == 0 => shown += text,
+            Some(positive) if !text.contains(" · ") => shown += &format!(" − {positive}"),
+            _ => shown += &format!(" + {text}"),
         }
     }
-    best.map(|(at, _)| at)
+    let context = if sum.context.is_empty() {
+        String::new()
+    } else {
+        let named: Vec<String> = sum
+            .context
+            .iter()
+            .map(|(what, v)| format!("{what} = {}", number(*v)))
+            .collect();
+        format!(" [{}]", named.join(", "))
+    };
+    let total = sum.total();
+    let verdict = if crate::derive::agrees(total, autodiff) {
+        "✓"
+    } else {
+        "✗"
+    };
+    let body = match sum.terms.as_slice() {
+        [] => format!("{} = 0", sum.formula),
+        [t] if t.factors.len() == 1 && t.at.is_empty() => {
+            format!("{} = {}", sum.formula, number(total))
+        }
+        [t] if t.factors.len() == 1 => format!("{} = {} ({})", sum.formula, number(total), t.at),
+        _ => format!("{} = {shown} = {}", sum.formula, number(total)),
+    };
+    format!(
+        "{name}{context}: ∂C/∂a[{element}] = {body}; autodiff {} {verdict}",
+        number(autodiff)
+    )
 }
 
 /// The row-major flat index of `index` in `shape`.

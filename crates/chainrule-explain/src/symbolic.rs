@@ -9,7 +9,7 @@
 use crate::notation::number;
 use chainrule::autodiff::{Elementwise, Formula, Style};
 use chainrule::loss::{Loss, Target};
-use chainrule::nn::{Layer, Module, Sequential};
+use chainrule::nn::{Module, Sequential};
 use chainrule::{Error, Result, Tape, Tensor};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -637,17 +637,17 @@ pub fn from_sequential(
     // linear layers from 1.
     let mut params = Vec::new();
     let mut symbols: BTreeMap<usize, Vec<Expr>> = BTreeMap::new();
-    let mut linear = 0;
-    for (i, layer) in model.layers().iter().enumerate() {
-        let Layer::Linear {
-            inputs,
+    for (
+        linear,
+        crate::derive::Dense {
+            layer: i,
+            offset,
             outputs,
+            inputs,
             bias,
-        } = *layer
-        else {
-            continue;
-        };
-        let offset = model.param_offset(i).expect("a linear layer");
+        },
+    ) in crate::derive::dense_layers(model).into_iter().enumerate()
+    {
         let mut name = |p: usize, symbol: String, element: String, value: f64| {
             params.push((symbol.clone(), element, value));
             symbols.entry(p).or_default().push(Sym(symbol));
@@ -676,7 +676,6 @@ pub fn from_sequential(
                 );
             }
         }
-        linear += 1;
     }
     let (rows, features) = (x.shape()[0], x.shape()[1]);
     let inputs: Vec<(String, f64)> = if symbolic_inputs {

@@ -1,6 +1,7 @@
 //! Derivations of tensor networks (tests/reference's spatial cases, made by PyTorch):
 //! every parameter tensor, at its largest and at seeded random elements, sums to
-//! autodiff's gradient; batch norm's three paths add up to autodiff's ∂C/∂x; and a
+//! autodiff's gradient; every operation's sum on the way down from the loss (batch
+//! norm's three paths among them) adds up to autodiff's gradient there; and a
 //! convolution's sum has one term per sample and output position.
 
 use chainrule::Tensor;
@@ -107,11 +108,16 @@ fn every_sum_equals_autodiff_on_the_reference_cases() {
                     "{case:?} {element}"
                 );
             }
-            for line in d.upstream.iter().filter(|l| l.contains("through σ²")) {
+            // Every operation on the way down from the loss: its declared sum with
+            // the numbers equals autodiff's gradient at that node.
+            for line in d.upstream.iter().filter(|l| l.contains("; autodiff")) {
                 let total = number_after(line.split("; autodiff").next().unwrap(), "=");
                 let autodiff = number_after(line, "autodiff");
                 assert!((total - autodiff).abs() <= 1e-10, "{line}");
-                paths += 1;
+                assert!(line.ends_with('✓'), "{line}");
+                if line.contains("through σ²") {
+                    paths += 1;
+                }
             }
         }
     }

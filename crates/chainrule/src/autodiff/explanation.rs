@@ -10,6 +10,7 @@
 //! computes (tests/local_sums.rs checks every operation here against it).
 
 use super::Op;
+use super::op::{coordinates, flat_index as flat};
 use crate::Tensor;
 
 /// One term of a [`LocalSum`]: where it sits, its factors and their product.
@@ -76,21 +77,6 @@ fn list(index: &[usize]) -> String {
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// Row-major coordinates of element `flat` of `shape`.
-fn coordinates(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut c = vec![0; shape.len()];
-    for (d, &n) in shape.iter().enumerate().rev() {
-        c[d] = flat % n.max(1);
-        flat /= n.max(1);
-    }
-    c
-}
-
-/// The flat row-major index of coordinates `c` in `shape`.
-fn flat(c: &[usize], shape: &[usize]) -> usize {
-    c.iter().zip(shape).fold(0, |acc, (&i, &n)| acc * n + i)
 }
 
 /// Whether output coordinates `c` read element `e` of an input of `shape` that
@@ -505,9 +491,7 @@ impl Op {
                                 vec![dy(&out, "y")],
                                 Some(out),
                             )),
-                            Some((_, m)) => {
-                                passed.push((format!("maximum of window ({p},{q}), not it"), m))
-                            }
+                            Some((_, m)) => passed.push((format!("window ({p},{q})'s maximum"), m)),
                             None => {}
                         }
                     }
@@ -629,7 +613,7 @@ impl Op {
                             ],
                             padded: 0,
                             context: vec![
-                                ("values sharing its μ and σ".into(), m),
+                                ("m (values that share μ and σ)".into(), m),
                                 ("μ".into(), mean),
                                 ("σ".into(), sd),
                             ],

@@ -832,7 +832,7 @@ fn pick_larger<F: Float>(
 }
 
 /// Row-major coordinates of element `flat` of `shape`.
-fn coordinates(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+pub(super) fn coordinates(mut flat: usize, shape: &[usize]) -> Vec<usize> {
     let mut c = vec![0; shape.len()];
     for (d, &n) in shape.iter().enumerate().rev() {
         c[d] = flat % n.max(1);
@@ -842,7 +842,7 @@ fn coordinates(mut flat: usize, shape: &[usize]) -> Vec<usize> {
 }
 
 /// The flat row-major index of coordinates `c` in `shape`.
-fn flat_index(c: &[usize], shape: &[usize]) -> usize {
+pub(super) fn flat_index(c: &[usize], shape: &[usize]) -> usize {
     c.iter().zip(shape).fold(0, |acc, (&i, &n)| acc * n + i)
 }
 
