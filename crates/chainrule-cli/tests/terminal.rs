@@ -94,6 +94,17 @@ fn read_until(child: &mut Child, wanted: &str) -> String {
     String::from_utf8_lossy(&seen).into_owned()
 }
 
+/// A bar's `done/total` batches, the first thing on its line.
+#[track_caller]
+fn batches(bar: &str) -> (usize, usize) {
+    let (done, total) = bar
+        .split_whitespace()
+        .next()
+        .and_then(|count| count.split_once('/'))
+        .unwrap_or_else(|| panic!("a bar: {bar:?}"));
+    (done.parse().unwrap(), total.parse().unwrap())
+}
+
 /// The rows of a run's metrics.csv after its header, as columns of numbers.
 fn metrics(run: &Path) -> Vec<Vec<f64>> {
     std::fs::read_to_string(run.join("checkpoint/metrics.csv"))
@@ -134,13 +145,7 @@ fn each_epoch_ends_as_a_full_bar_with_the_metrics_its_checkpoint_recorded() {
         // then the epoch's numbers, which must be the ones the checkpoint recorded
         // (metrics.csv: epoch, train_loss, train_accuracy, val_loss, val_accuracy, …).
         let bar = &lines[at + 1];
-        let (done, total) = bar
-            .trim_start()
-            .split_once(' ')
-            .unwrap()
-            .0
-            .split_once('/')
-            .unwrap();
+        let (done, total) = batches(bar);
         assert_eq!(done, total, "a full bar: {bar:?}");
         assert!(bar.contains("[=============================="), "{bar:?}");
         let expected = format!(
@@ -191,14 +196,7 @@ fn ctrl_c_leaves_the_bar_where_it_stopped_and_goes_on_on_a_new_line() {
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap();
-    let (done, total) = bar
-        .trim_start()
-        .split_once(' ')
-        .unwrap()
-        .0
-        .split_once('/')
-        .unwrap();
-    let (done, total): (usize, usize) = (done.parse().unwrap(), total.parse().unwrap());
+    let (done, total) = batches(bar);
     assert!(done < total, "a bar cut short: {bar:?}");
     // The checkpoint holds the interrupted epoch's batches; the run stopped cleanly.
     assert!(status.code().is_some(), "exited, not killed: {status:?}");
