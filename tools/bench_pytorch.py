@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Run the speed workloads in chainrule and in PyTorch on the same data, side by side.
 
-    pip install torch numpy && python3 tools/bench_pytorch.py MNIST_DIR [--runs 3] [--threads 2]
+    pip install torch numpy && python3 tools/bench_pytorch.py MNIST_DIR [--runs 3] [--threads 2] [--workloads w1,w2,w3,w4]
 
-chainrule runs first (`chainrule bench --json`, release build), then PyTorch runs the same
-three workloads in the same order, with the same data in memory, timing only the
-training loop (see `chainrule bench --help` for W1-W4). Prints medians and the
-ratio PyTorch / chainrule (above 1: chainrule is faster).
+The two systems take turns, run after run (chainrule's `bench --runs 1 --json`, release
+build, then PyTorch's same workloads in the same order, with the same data in memory,
+timing only the training loop; see `chainrule bench --help` for W1-W4), so that a
+change in the machine's load falls on both alike. Prints medians and the ratio
+PyTorch / chainrule (above 1: chainrule is faster).
 """
 import argparse
 import gzip
@@ -125,21 +126,34 @@ def main():
     parser.add_argument("data")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workloads", default="w1,w2,w3,w4")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    ours = json.loads(subprocess.run(
-        ["cargo", "run", "-q", "--release", "-p", "chainrule-cli", "--", "bench", "--data", args.data,
-         "--workloads", "w1,w2,w3,w4", "--runs", str(args.runs), "--threads", str(args.threads), "--json"],
-        cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "chainrule-cli"], cwd=ROOT, check=True)
     folder = Path(args.data)
     train, test = mnist(folder, "train"), mnist(folder, "t10k")
-    theirs = {
-        "W1": [epoch([784, 128, 10], 64, train, test) for _ in range(args.runs)],
-        "W2": [epoch([784, 1024, 1024, 10], 256, train, test) for _ in range(args.runs)],
-        "W3": [(xor_steps(), None) for _ in range(args.runs)],
-        "W4": [(cnn_epoch(train), None) for _ in range(args.runs)],
+    workloads = [w.strip().upper() for w in args.workloads.split(",")]
+    run_theirs = {
+        "W1": lambda: epoch([784, 128, 10], 64, train, test),
+        "W2": lambda: epoch([784, 1024, 1024, 10], 256, train, test),
+        "W3": lambda: (xor_steps(), None),
+        "W4": lambda: (cnn_epoch(train), None),
     }
-    print(f"medians over {args.runs} runs (min-max); W1, W2: seconds per epoch (test accuracy); "
+    ours, theirs = {}, {name: [] for name in workloads}
+    for run in range(args.runs):
+        # One run of each workload in chainrule, then the same in PyTorch.
+        for t in json.loads(subprocess.run(
+                [str(ROOT / "target/release/chainrule"), "bench", "--data", args.data,
+                 "--workloads", args.workloads, "--runs", "1", "--threads", str(args.threads), "--json"],
+                cwd=ROOT, check=True, capture_output=True, text=True).stdout):
+            if t["workload"] in ours:
+                ours[t["workload"]]["seconds"] += t["seconds"]
+            else:
+                ours[t["workload"]] = t
+        for name in workloads:
+            theirs[name].append(run_theirs[name]())
+    ours = list(ours.values())
+    print(f"medians over {args.runs} interleaved runs (min-max); W1, W2: seconds per epoch (test accuracy); "
           f"W3: microseconds per step; W4: seconds per epoch, scaled from {W4_BATCHES} batches; "
           f"target: the speed issues'")
     print(f"{'workload':<9} {'chainrule':>28} {'PyTorch ' + torch.__version__:>28} {'PyTorch/chainrule':>18} {'target':>8}")
