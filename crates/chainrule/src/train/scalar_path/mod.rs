@@ -27,6 +27,9 @@ pub(super) struct ScalarPath<F: Float> {
     outputs: Vec<ScalarVar>,
     spare_grads: Vec<Option<Tensor<F>>>,
     spare_prediction: Option<Tensor<F>>,
+    /// The model's input features, when it fixes them: read once, as finding them
+    /// builds the input shape.
+    features: Option<usize>,
 }
 
 impl<F: Float> ScalarPath<F> {
@@ -39,6 +42,7 @@ impl<F: Float> ScalarPath<F> {
             outputs: Vec::new(),
             spare_grads: Vec::new(),
             spare_prediction: None,
+            features: model.input_features(),
         })
     }
 
@@ -64,6 +68,7 @@ impl<F: Float> ScalarPath<F> {
             outputs,
             spare_grads,
             spare_prediction,
+            features: expected,
         } = self;
         tape.clear();
         params.clear();
@@ -77,6 +82,9 @@ impl<F: Float> ScalarPath<F> {
             &[rows, features] => (rows, features),
             _ => return None,
         };
+        if expected.is_some_and(|d| d != features) {
+            return None;
+        }
         let xs = x.as_slice()?;
         for row in xs.chunks(features.max(1)).take(rows) {
             if !network::forward_scalar(model, tape, params, row, outputs) {

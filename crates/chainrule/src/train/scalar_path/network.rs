@@ -21,9 +21,6 @@ pub(super) fn forward_scalar<F: Float>(
     x: &[F],
     out: &mut Vec<ScalarVar>,
 ) -> bool {
-    if model.input_features().is_some_and(|d| d != x.len()) {
-        return false;
-    }
     // The sample's activations live at out[base..]: each layer appends its
     // outputs, then drops its inputs.
     let base = out.len();
