@@ -6,7 +6,7 @@
 //! handed back for reuse, as the training loop does with a step's tensors.
 
 use chainrule::Tensor;
-use chainrule::tensor::{Window2d, recycle, with_training_team};
+use chainrule::tensor::{Window2d, recycle, recycle_indices, with_training_team};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -63,12 +63,34 @@ fn kernels(c: &mut Criterion) {
                 bench.iter(|| recycle(black_box(h.max_pool2d(&pool).unwrap())))
             })
         });
+        // What training runs: the forward that keeps each maximum's index, and the
+        // backward that sends the gradient through them.
+        group.bench_function(format!("max_pool_forward_indices_{threads}t"), |bench| {
+            with_training_team(threads, || {
+                bench.iter(|| {
+                    let (y, at) = h.max_pool2d_with_indices(&pool).unwrap();
+                    recycle(black_box(y));
+                    recycle_indices(black_box(at));
+                })
+            })
+        });
+        let (_, at) = h.max_pool2d_with_indices(&pool).unwrap();
         group.bench_function(format!("max_pool_backward_{threads}t"), |bench| {
             with_training_team(threads, || {
                 bench.iter(|| {
                     recycle(black_box(
-                        Tensor::max_pool2d_backward(&h, &gp, &pool).unwrap(),
+                        Tensor::max_pool2d_backward_indices(h.shape(), &at, &gp).unwrap(),
                     ))
+                })
+            })
+        });
+        // Dropout at the shape of the example's first (after the pooling, p = 0.25).
+        group.bench_function(format!("dropout_{threads}t"), |bench| {
+            with_training_team(threads, || {
+                bench.iter(|| {
+                    let (y, mask) = gp.dropout(0.25, 9);
+                    recycle(black_box(y));
+                    recycle(black_box(mask));
                 })
             })
         });

@@ -178,7 +178,10 @@ pub fn check_local_derivative<F: Float>(
         value.shape(),
     )?;
     let refs: Vec<&Tensor<F>> = inputs.iter().collect();
-    let analytic = local_backward(&op, &refs, &value, &weights, &vec![true; inputs.len()])?;
+    // The backward reads what the recorded forward saved, as in training.
+    let saved = tape.saved(id).unwrap_or_default();
+    let need = vec![true; inputs.len()];
+    let analytic = local_backward(&op, &refs, &value, &saved, &weights, &need)?;
     let weighted = |values: &[Tensor<F>]| -> Result<f64> {
         let refs: Vec<&Tensor<F>> = values.iter().collect();
         let out = op.forward(&refs)?;

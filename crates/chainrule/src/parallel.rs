@@ -146,6 +146,42 @@ pub(crate) fn for_each_block_if<T: Send>(
     });
 }
 
+/// [`for_each_block`] over two slices of one length cut alike: `f(start, a, b)` gets
+/// the same range of each, for kernels that write two outputs per element (a value
+/// and what its backward reads).
+///
+/// # Panics
+/// When the slices' lengths differ (a kernel's own mistake, never the user's).
+pub(crate) fn for_each_block_pair<T: Send, U: Send>(
+    a: &mut [T],
+    b: &mut [U],
+    row: usize,
+    f: impl Fn(usize, &mut [T], &mut [U]) + Sync,
+) {
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "for_each_block_pair: slices of one length"
+    );
+    let len = a.len();
+    with_current(|team| match team.map(|t| (t, block_count(t, len, row))) {
+        Some((team, parts)) if parts > 1 => {
+            let mut jobs: SmallVec<[_; 16]> = SmallVec::new();
+            let (mut rest_a, mut rest_b, mut start) = (a, b, 0);
+            for i in 0..parts {
+                let end = block_end(len, row, parts, i);
+                let (block_a, tail_a) = rest_a.split_at_mut(end - start);
+                let (block_b, tail_b) = rest_b.split_at_mut(end - start);
+                let f = &f;
+                jobs.push(move || f(start, block_a, block_b));
+                (rest_a, rest_b, start) = (tail_a, tail_b, end);
+            }
+            team.run(jobs);
+        }
+        _ => f(0, a, b),
+    });
+}
+
 /// Whether `test` holds for every block of `data`, blocks as in [`for_each_block`]
 /// (read-only).
 pub(crate) fn all_blocks<T: Sync>(data: &[T], test: impl Fn(&[T]) -> bool + Sync) -> bool {
@@ -726,6 +762,28 @@ mod tests {
                             .iter()
                             .all(|&(s, n)| s % row == 0 && n % row == 0)
                     );
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn paired_blocks_cover_both_slices_alike() {
+        for threads in [1, 2, 3] {
+            Team::scope(threads, |_| {
+                for (len, row) in [(10, 3), (ELEMENTWISE_SPLIT_MIN + 7, 64)] {
+                    let mut a = vec![0u32; len];
+                    let mut b = vec![0.0f64; len];
+                    for_each_block_pair(&mut a, &mut b, row, |start, a, b| {
+                        assert_eq!(a.len(), b.len());
+                        assert!(start % row == 0);
+                        for (i, (a, b)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+                            *a += (start + i) as u32 + 1;
+                            *b += (start + i) as f64 + 1.0;
+                        }
+                    });
+                    assert!(a.iter().enumerate().all(|(i, &v)| v == i as u32 + 1));
+                    assert!(b.iter().enumerate().all(|(i, &v)| v == i as f64 + 1.0));
                 }
             });
         }

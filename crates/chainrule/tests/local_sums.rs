@@ -108,7 +108,12 @@ fn element_wise_functions_and_arithmetic_with_broadcasting() {
         check(op, &[b, a], &mut r);
     }
     let x = r.tensor(&[2, 3, 2], false);
-    check(Op::Reshape { shape: vec![2, 6] }, &[x], &mut r);
+    check(
+        Op::Reshape { shape: vec![2, 6] },
+        std::slice::from_ref(&x),
+        &mut r,
+    );
+    check(Op::Dropout { p: 0.4, stream: 11 }, &[x], &mut r);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! central finite differences of its forward, on seeded random inputs with odd
 //! shapes, strides, padding and dilation.
 
-use chainrule::autodiff::Op;
+use chainrule::autodiff::{Op, Saved};
 use chainrule::gradcheck::gradcheck;
 use chainrule::tensor::Window2d;
 use chainrule::{Tape, Tensor};
@@ -112,4 +112,98 @@ fn a_tied_maximum_sends_its_gradient_to_the_first_in_the_window() {
     let w = Window2d::new([2, 2], [2, 2], [0, 0], [1, 1]);
     let dx = Tensor::max_pool2d_backward(&x, &g, &w).unwrap();
     assert_eq!(dx.to_vec(), vec![10.0, 0.0, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn dropout_gradient_matches_finite_differences() {
+    for (p, stream) in [(0.3, 1), (0.5, 2)] {
+        check(Op::Dropout { p, stream }, vec![random(&[4, 3, 5], 13)]);
+    }
+}
+
+/// The gradient of each operation that keeps state from its forward, through a
+/// recorded tape (which passes the saved state to the backward), against the same
+/// backward told nothing (which computes it again from the inputs): equal bits.
+#[test]
+fn what_a_forward_saves_gives_the_backward_it_would_compute_again() {
+    let image = random(&[3, 4, 9, 7], 14);
+    let (gamma, beta) = (random(&[4], 15), random(&[4], 16));
+    let cases: Vec<(Op, Vec<Tensor<f64>>)> = vec![
+        (
+            Op::MaxPool2d {
+                window: Window2d::new([2, 2], [2, 2], [0, 0], [1, 1]),
+            },
+            vec![image.map(|v| (v * 2.0).round())],
+        ),
+        (
+            Op::MaxPool2d {
+                window: Window2d::new([3, 2], [2, 1], [1, 1], [2, 1]),
+            },
+            vec![image.map(|v| (v * 2.0).round())],
+        ),
+        (
+            Op::BatchNorm { eps: 1e-5 },
+            vec![image.clone(), gamma, beta],
+        ),
+        (Op::BatchNorm { eps: 1e-3 }, vec![image.clone()]),
+        (
+            Op::Dropout {
+                p: 0.25,
+                stream: 17,
+            },
+            vec![image.clone()],
+        ),
+    ];
+    for (op, inputs) in cases {
+        let tape = Tape::<f64>::new();
+        let vars: Vec<_> = inputs.iter().map(|t| tape.param(t.clone())).collect();
+        let y = tape.apply(op.clone(), &vars).unwrap();
+        let saved = tape.saved(y.id()).unwrap();
+        assert!(!matches!(saved, Saved::Nothing), "{op:?} saves its state");
+        let r = random(&y.shape(), 18);
+        let grads = y
+            .mul(tape.constant(r.clone()))
+            .unwrap()
+            .sum(&[], false)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let refs: Vec<&Tensor<f64>> = inputs.iter().collect();
+        let plain = op.forward(&refs).unwrap();
+        assert_eq!(plain, y.value(), "{op:?}: forward and forward_saving");
+        let need = vec![true; inputs.len()];
+        let again = op
+            .backward(&refs, &plain, &Saved::Nothing, &r, &need)
+            .unwrap();
+        for (v, g) in vars.iter().zip(again) {
+            assert_eq!(grads.wrt(*v).unwrap(), &g.unwrap(), "{op:?}");
+        }
+    }
+}
+
+/// Dropout's one node against its composed form, the product with a constant mask
+/// (what was recorded before it had its own rule): the same values and gradients.
+#[test]
+fn dropout_is_the_product_with_its_mask() {
+    let x = random(&[6, 50], 19);
+    let tape = Tape::<f64>::new();
+    let v = tape.param(x.clone());
+    let (p, stream) = (0.4, 23);
+    let one = tape.apply(Op::Dropout { p, stream }, &[v]).unwrap();
+    let mask = Tensor::dropout_mask(x.shape(), p, stream);
+    let composed = v.mul(tape.constant(mask)).unwrap();
+    assert_eq!(one.value(), composed.value());
+    let r = random(&[6, 50], 20);
+    let grad = |y: chainrule::Var<'_, f64>| {
+        let grads = y
+            .mul(tape.constant(r.clone()))
+            .unwrap()
+            .sum(&[], false)
+            .unwrap()
+            .backward()
+            .unwrap();
+        grads.wrt(v).unwrap().clone()
+    };
+    assert_eq!(grad(one), grad(composed));
+    assert_eq!(tape.label(one.id()), Some("dropout(0.4)".into()));
 }

@@ -280,6 +280,19 @@ impl Op {
                     terms,
                 )
             }
+            // Dropout in training: y = x · m, m = 0 where dropped and 1/(1 − p) where
+            // kept, drawn from the step's stream.
+            Op::Dropout { p, stream } => {
+                let m = crate::tensor::mask_value(*stream, flat(at, &x[0].shape), *p);
+                sum(
+                    format!("m · ∂C/∂y, m = 1/(1 − {p}) where kept, 0 where dropped"),
+                    vec![Term::new(
+                        if m == 0.0 { "dropped" } else { "kept" }.into(),
+                        vec![(format!("m[{}]", list(at)), m), dy(at, "y")],
+                        Some(at.to_vec()),
+                    )],
+                )
+            }
             // The same elements under a new shape: ∂C/∂x = ∂C/∂y at the same place.
             Op::Reshape { .. } => {
                 let c = coordinates(flat(at, &x[0].shape), &y.shape);

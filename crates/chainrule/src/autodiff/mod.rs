@@ -1,8 +1,8 @@
 //! Reverse-mode automatic differentiation on a flat tape.
 //!
 //! # How it works
-//! A [`Tape`] records every operation as a node: its value, its [`Op`] and the ids
-//! of its inputs. Nodes are appended after their inputs, so creation order is a
+//! A [`Tape`] records every operation as a node: its value, its [`Op`], the ids
+//! of its inputs and what the operation's forward kept for its backward ([`Saved`]). Nodes are appended after their inputs, so creation order is a
 //! topological order and `backward` simply walks the tape from the end: for each node
 //! that received a gradient it asks the node's operation for the inputs' gradients (the
 //! chain rule: ∂L/∂x = ∂L/∂out · ∂out/∂x), reduces each to its input's shape (undoing
@@ -33,7 +33,7 @@ pub use explanation::{LocalSum, Term};
 #[cfg(feature = "fault-injection")]
 pub use fault::inject_fault;
 pub use gradients::Gradients;
-pub use op::{Arity, InputGrads, Op};
+pub use op::{Arity, InputGrads, Op, Saved};
 pub use tape::Tape;
 pub(crate) use tape::local_backward;
 pub use var::Var;

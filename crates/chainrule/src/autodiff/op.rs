@@ -1,9 +1,11 @@
 //! The operation table: every operation the tape records, as one closed enum, with
 //! its forward and its local derivative side by side.
 //!
-//! Conventions, in every arm: `x` holds the inputs, `out` is the forward result, `g`
-//! is ∂L/∂out (the gradient flowing in from above), and the backward arm returns
-//! ∂L/∂input for the inputs whose `need` flag is set. A gradient may have the
+//! Conventions, in every arm: `x` holds the inputs, `out` is the forward result,
+//! `saved` is what the forward kept beside it ([`Saved`]: max pooling's maxima, batch
+//! norm's statistics, dropout's mask), `g` is ∂L/∂out (the gradient flowing in from
+//! above), and the backward arm returns ∂L/∂input for the inputs whose `need` flag is
+//! set. A gradient may have the
 //! broadcast shape of `out`: the tape reduces it to the input's shape in one place
 //! ([`Tensor::sum_to_shape`]), so no arm deals with broadcasting. Element-wise
 //! functions are one arm, [`Op::Map`], which reads the [`Elementwise`] table.
@@ -17,6 +19,7 @@ use crate::tensor::Window2d;
 use crate::{Error, Float, Result, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Gradients returned by an operation's backward: one entry per input, `None` where
 /// not needed.
@@ -27,6 +30,56 @@ use std::borrow::Cow;
 /// assert!(grads[1].is_none());
 /// ```
 pub type InputGrads<F> = Vec<Option<Tensor<F>>>;
+
+/// What an operation's forward keeps beside its output ([`Op::forward_saving`]): what
+/// its backward would otherwise compute again from the inputs, and what a layer
+/// reads from the pass (batch norm's statistics, for its running ones). The tape
+/// keeps it with the node ([`Tape::saved`](super::Tape::saved)). Cheap to clone: the
+/// large parts are shared.
+///
+/// ```
+/// use chainrule::autodiff::{Op, Saved};
+/// use chainrule::{tensor::Window2d, Tensor};
+/// let x = Tensor::<f64>::from_vec(vec![1.0, 5.0, 3.0, 2.0], &[1, 1, 2, 2])?;
+/// let (y, saved) = Op::MaxPool2d { window: Window2d::square(2) }.forward_saving(&[&x])?;
+/// assert_eq!(y.to_vec(), vec![5.0]);
+/// assert!(matches!(saved, Saved::Argmax(at) if *at == vec![1]));
+/// # Ok::<(), chainrule::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub enum Saved<F: Float> {
+    /// Nothing: the backward needs only the inputs and the output.
+    #[default]
+    Nothing,
+    /// Max pooling: for each output element, the flat index in its input plane of
+    /// its window's first maximum ([`Tensor::max_pool2d_with_indices`]).
+    Argmax(Arc<Vec<u32>>),
+    /// Batch norm: each channel's batch mean and biased variance, in f64.
+    Moments {
+        /// The means, one per channel.
+        mean: Vec<f64>,
+        /// The biased variances, one per channel.
+        var: Vec<f64>,
+    },
+    /// Dropout: the mask the product was taken with (0 or 1/(1 − p) per element).
+    Mask(Tensor<F>),
+}
+
+impl<F: Float> Saved<F> {
+    /// Hands the storage back for the next step's operations (tensor::pool), when
+    /// nothing else shares it.
+    pub(crate) fn recycle(self) {
+        match self {
+            Saved::Argmax(at) => {
+                if let Ok(at) = Arc::try_unwrap(at) {
+                    crate::tensor::pool::recycle_indices(at);
+                }
+            }
+            Saved::Mask(mask) => crate::tensor::pool::recycle(mask),
+            Saved::Nothing | Saved::Moments { .. } => {}
+        }
+    }
+}
 
 /// How many inputs an operation takes.
 ///
@@ -187,6 +240,15 @@ pub enum Op {
         /// Window size, stride and (−∞) padding.
         window: Window2d,
     },
+    /// Dropout in training: x ⊙ mask, each element of the mask 0 with probability
+    /// `p` and 1/(1 − p) otherwise, drawn from `stream` (see [`Tensor::dropout`]);
+    /// the forward keeps the mask for the backward, ∂L/∂x = g ⊙ mask.
+    Dropout {
+        /// The probability of dropping an element.
+        p: f64,
+        /// The random stream the mask is drawn from (the layer's, for one step).
+        stream: u64,
+    },
     /// The mean of each window of x `[N, C, H, W]`, padded zeros counted.
     AvgPool2d {
         /// Window size, stride and (zero) padding.
@@ -249,6 +311,7 @@ impl Op {
             Op::Conv2d { .. } => "conv2d",
             Op::MaxPool2d { .. } => "max_pool2d",
             Op::AvgPool2d { .. } => "avg_pool2d",
+            Op::Dropout { .. } => "dropout",
             Op::BatchNorm { .. } => "batch_norm",
             Op::LayerNorm { .. } => "layer_norm",
         }
@@ -283,6 +346,7 @@ impl Op {
                 format!("narrow[{axis}, {start}..{}]", start + len)
             }
             Op::Reshape { shape } => format!("reshape{shape:?}"),
+            Op::Dropout { p, .. } => format!("dropout({p})"),
             Op::Permute { axes } => format!("permute{axes:?}"),
             Op::Conv2d { window } | Op::MaxPool2d { window } | Op::AvgPool2d { window } => {
                 let Window2d {
@@ -369,18 +433,7 @@ impl Op {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn forward<F: Float>(&self, x: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        if !self.arity().accepts(x.len()) {
-            return Err(Error::Shape {
-                op: "apply",
-                message: format!(
-                    "{} takes {:?} inputs, got {}",
-                    self.name(),
-                    self.arity(),
-                    x.len()
-                ),
-                got: vec![],
-            });
-        }
+        self.check_arity(x.len())?;
         match self {
             Op::Add => x[0].add(x[1]),
             Op::Sub => x[0].sub(x[1]),
@@ -428,6 +481,11 @@ impl Op {
             Op::Conv2d { window } => x[0].conv2d(x[1], x.get(2).copied(), window),
             Op::MaxPool2d { window } => x[0].max_pool2d(window),
             Op::AvgPool2d { window } => x[0].avg_pool2d(window),
+            Op::Dropout { p, stream } => {
+                let (y, mask) = x[0].dropout(*p, *stream);
+                crate::tensor::pool::recycle(mask);
+                Ok(y)
+            }
             Op::BatchNorm { eps } => Ok(x[0]
                 .batch_norm(x.get(1).copied(), x.get(2).copied(), *eps)?
                 .0),
@@ -445,18 +503,70 @@ impl Op {
         }
     }
 
-    /// Computes ∂L/∂x for each input `i` with `need[i]`, from the inputs, the output
-    /// and `g` = ∂L/∂out: the chain rule's local step.
+    /// An error unless `n` inputs fit the operation's [`Arity`].
+    fn check_arity(&self, n: usize) -> Result<()> {
+        if self.arity().accepts(n) {
+            return Ok(());
+        }
+        Err(Error::Shape {
+            op: "apply",
+            message: format!("{} takes {:?} inputs, got {n}", self.name(), self.arity()),
+            got: vec![],
+        })
+    }
+
+    /// [`Op::forward`] that also returns what the backward reads beside the inputs
+    /// and the output ([`Saved`]), computed in the same pass: what the tape records.
+    /// The output is the same, bit for bit.
+    ///
+    /// # Errors
+    /// As [`Op::forward`].
+    ///
+    /// ```
+    /// use chainrule::autodiff::{Op, Saved};
+    /// use chainrule::Tensor;
+    /// let x = Tensor::<f64>::from_vec(vec![1.0, 10.0, 3.0, 30.0], &[2, 2])?;
+    /// let (y, saved) = Op::BatchNorm { eps: 0.0 }.forward_saving(&[&x])?;
+    /// assert_eq!(y.to_vec(), vec![-1.0, -1.0, 1.0, 1.0]);
+    /// let Saved::Moments { mean, var } = saved else { unreachable!() };
+    /// assert_eq!((mean, var), (vec![2.0, 20.0], vec![1.0, 100.0]));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn forward_saving<F: Float>(&self, x: &[&Tensor<F>]) -> Result<(Tensor<F>, Saved<F>)> {
+        self.check_arity(x.len())?;
+        Ok(match self {
+            Op::MaxPool2d { window } => {
+                let (y, at) = x[0].max_pool2d_with_indices(window)?;
+                (y, Saved::Argmax(Arc::new(at)))
+            }
+            Op::BatchNorm { eps } => {
+                let (y, mean, var) =
+                    x[0].batch_norm_moments(x.get(1).copied(), x.get(2).copied(), *eps)?;
+                (y, Saved::Moments { mean, var })
+            }
+            Op::Dropout { p, stream } => {
+                let (y, mask) = x[0].dropout(*p, *stream);
+                (y, Saved::Mask(mask))
+            }
+            _ => (self.forward(x)?, Saved::Nothing),
+        })
+    }
+
+    /// Computes ∂L/∂x for each input `i` with `need[i]`, from the inputs, the output,
+    /// what the forward saved and `g` = ∂L/∂out: the chain rule's local step. With
+    /// [`Saved::Nothing`] (or anything else than [`Op::forward_saving`] gave), an
+    /// operation that saves something computes it again from the inputs.
     ///
     /// # Errors
     /// Only if the tensors are inconsistent with the forward pass.
     ///
     /// ```
-    /// use chainrule::{autodiff::Op, Tensor};
+    /// use chainrule::{autodiff::{Op, Saved}, Tensor};
     /// let (a, b) = (Tensor::<f64>::scalar(3.0), Tensor::scalar(4.0));
     /// let out = Op::Mul.forward(&[&a, &b])?;
     /// // mul returns (g·b, g·a); only the input that needs one gets it.
-    /// let grads = Op::Mul.backward(&[&a, &b], &out, &Tensor::scalar(1.0), &[true, false])?;
+    /// let g = Tensor::scalar(1.0);
+    /// let grads = Op::Mul.backward(&[&a, &b], &out, &Saved::Nothing, &g, &[true, false])?;
     /// assert_eq!(grads[0].as_ref().unwrap().item()?, 4.0);
     /// assert!(grads[1].is_none());
     /// # Ok::<(), chainrule::Error>(())
@@ -465,6 +575,7 @@ impl Op {
         &self,
         x: &[&Tensor<F>],
         out: &Tensor<F>,
+        saved: &Saved<F>,
         g: &Tensor<F>,
         need: &[bool],
     ) -> Result<InputGrads<F>> {
@@ -617,9 +728,16 @@ impl Op {
                 }
                 grads
             }
-            Op::MaxPool2d { window } => {
-                vec![Some(Tensor::max_pool2d_backward(x[0], g, window)?)]
-            }
+            // g to each window's first maximum, at the index the forward found
+            Op::MaxPool2d { window } => vec![Some(match saved {
+                Saved::Argmax(at) => Tensor::max_pool2d_backward_indices(x[0].shape(), at, g)?,
+                _ => Tensor::max_pool2d_backward(x[0], g, window)?,
+            })],
+            // ∂/∂x = mask
+            Op::Dropout { p, stream } => vec![Some(match saved {
+                Saved::Mask(mask) => g.mul(mask)?,
+                _ => g.mul(&Tensor::dropout_mask(x[0].shape(), *p, *stream))?,
+            })],
             Op::AvgPool2d { window } => {
                 vec![Some(Tensor::avg_pool2d_backward(x[0].shape(), g, window)?)]
             }
@@ -629,7 +747,14 @@ impl Op {
                     need.get(1) == Some(&true),
                     need.get(2) == Some(&true),
                 ];
-                let grads = Tensor::batch_norm_backward(x[0], x.get(1).copied(), g, *eps, needs)?;
+                // The statistics of the forward, when it kept them.
+                let moments = match saved {
+                    Saved::Moments { mean, var } => Some((&mean[..], &var[..])),
+                    _ => None,
+                };
+                let weight = x.get(1).copied();
+                let grads =
+                    Tensor::batch_norm_backward_moments(x[0], weight, g, *eps, needs, moments)?;
                 grads.into_iter().take(x.len()).collect()
             }
             Op::LayerNorm { trailing, eps } => {
@@ -1049,6 +1174,13 @@ impl Op {
                 })
                 .collect(),
             Op::Reshape { .. } => values.to_vec(),
+            // x · m, m the mask's element (0 or 1/(1 − p))
+            Op::Dropout { p, stream } => (values.iter().enumerate())
+                .map(|(i, v)| {
+                    let m = crate::tensor::mask_value(*stream, i, *p);
+                    v.clone().times(E::number(m))
+                })
+                .collect(),
             Op::Permute { axes } => (0..out_len)
                 .map(|i| {
                     let c = coordinates(i, out_shape);
@@ -1327,6 +1459,7 @@ mod tests {
                 },
                 vec![image.clone()],
             ),
+            (Op::Dropout { p: 0.4, stream: 11 }, vec![image.clone()]),
             (
                 Op::BatchNorm { eps: 1e-5 },
                 vec![image.clone(), tensor(&[3], 15), tensor(&[3], 16)],

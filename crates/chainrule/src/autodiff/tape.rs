@@ -1,7 +1,7 @@
 //! The tape: nodes in creation order (a topological order), recording and the
 //! backward pass.
 
-use super::{Gradients, InputGrads, Op, Var};
+use super::{Gradients, InputGrads, Op, Saved, Var};
 use crate::{Error, Float, Result, Tensor};
 use smallvec::SmallVec;
 use std::cell::{Cell, Ref, RefCell};
@@ -14,6 +14,8 @@ pub(super) struct Node<F: Float> {
     /// Input ids, inline up to four (no heap allocation per node).
     pub(super) inputs: Inputs,
     pub(super) requires_grad: bool,
+    /// What the operation's forward kept for its backward ([`Op::forward_saving`]).
+    pub(super) saved: Saved<F>,
 }
 
 /// A node's input ids: inline for up to four inputs, as almost every operation has.
@@ -78,6 +80,7 @@ impl<F: Float> Tape<F> {
         // The values' storage serves the next pass's operations (tensor::pool).
         for node in self.nodes.get_mut().drain(..) {
             crate::tensor::pool::recycle(node.value);
+            node.saved.recycle();
         }
     }
 
@@ -111,7 +114,7 @@ impl<F: Float> Tape<F> {
     /// assert!(w.requires_grad());
     /// ```
     pub fn param(&self, value: Tensor<F>) -> Var<'_, F> {
-        self.push(value, None, Inputs::new(), true)
+        self.push(value, None, Inputs::new(), true, Saved::Nothing)
     }
 
     /// A leaf without a gradient (data, targets, fixed numbers).
@@ -123,7 +126,7 @@ impl<F: Float> Tape<F> {
     /// assert!(!x.requires_grad());
     /// ```
     pub fn constant(&self, value: Tensor<F>) -> Var<'_, F> {
-        self.push(value, None, Inputs::new(), false)
+        self.push(value, None, Inputs::new(), false, Saved::Nothing)
     }
 
     /// A 0-d parameter: the notebooks' `w1`, `b1`.
@@ -165,7 +168,10 @@ impl<F: Float> Tape<F> {
         result
     }
 
-    /// Records `op` applied to `inputs` and returns its output.
+    /// Records `op` applied to `inputs` and returns its output. The node keeps what
+    /// the operation's forward saved ([`Op::forward_saving`]), also under
+    /// [`Tape::no_grad`]: batch norm's running statistics are updated from its batch's
+    /// statistics in either case, as PyTorch's are.
     ///
     /// # Errors
     /// The operation's forward error (shapes that do not fit, a wrong number of
@@ -184,13 +190,13 @@ impl<F: Float> Tape<F> {
         if inputs.iter().any(|v| !std::ptr::eq(v.tape, self)) {
             return Err(Error::ForeignTape { op: "apply" });
         }
-        let (value, requires_grad) = {
+        let (value, saved, requires_grad) = {
             let nodes = self.nodes.borrow();
             let values: SmallVec<[&Tensor<F>; 4]> =
                 inputs.iter().map(|v| &nodes[v.id].value).collect();
-            let value = op.forward(&values)?;
+            let (value, saved) = op.forward_saving(&values)?;
             let requires_grad = inputs.iter().any(|v| nodes[v.id].requires_grad);
-            (value, requires_grad)
+            (value, saved, requires_grad)
         };
         Ok(if self.recording.get() {
             self.push(
@@ -198,9 +204,10 @@ impl<F: Float> Tape<F> {
                 Some(op),
                 inputs.iter().map(|v| v.id).collect(),
                 requires_grad,
+                saved,
             )
         } else {
-            self.push(value, None, Inputs::new(), false)
+            self.push(value, None, Inputs::new(), false, saved)
         })
     }
 
@@ -210,6 +217,7 @@ impl<F: Float> Tape<F> {
         op: Option<Op>,
         inputs: Inputs,
         requires_grad: bool,
+        saved: Saved<F>,
     ) -> Var<'_, F> {
         let mut nodes = self.nodes.borrow_mut();
         nodes.push(Node {
@@ -217,6 +225,7 @@ impl<F: Float> Tape<F> {
             op,
             inputs,
             requires_grad,
+            saved,
         });
         Var {
             tape: self,
@@ -264,6 +273,25 @@ impl<F: Float> Tape<F> {
     /// ```
     pub fn value(&self, id: usize) -> Option<Tensor<F>> {
         self.nodes.borrow().get(id).map(|n| n.value.clone())
+    }
+
+    /// What node `id`'s operation saved in its forward ([`Saved::Nothing`] for leaves
+    /// and operations that save nothing; `None` for unknown ids): a cheap, shared
+    /// copy.
+    ///
+    /// ```
+    /// use chainrule::autodiff::{Op, Saved};
+    /// use chainrule::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.param(Tensor::from_vec(vec![1.0, 3.0], &[2, 1])?);
+    /// let y = tape.apply(Op::BatchNorm { eps: 1e-5 }, &[x])?;
+    /// let Some(Saved::Moments { mean, var }) = tape.saved(y.id()) else { unreachable!() };
+    /// assert_eq!((mean, var), (vec![2.0], vec![1.0]));
+    /// assert!(matches!(tape.saved(x.id()), Some(Saved::Nothing)));
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn saved(&self, id: usize) -> Option<Saved<F>> {
+        self.nodes.borrow().get(id).map(|n| n.saved.clone())
     }
 
     /// The input ids of node `id` (empty for leaves).
@@ -314,7 +342,7 @@ impl<F: Float> Tape<F> {
                 .iter()
                 .map(|&i| nodes[i].requires_grad)
                 .collect();
-            let input_grads = local_backward(op, &inputs, &node.value, &g, &need)?;
+            let input_grads = local_backward(op, &inputs, &node.value, &node.saved, &g, &need)?;
             // Used up: its storage can serve a later operation (tensor::pool).
             crate::tensor::pool::recycle(g);
             for ((&input, grad), needed) in node.inputs.iter().zip(input_grads).zip(need) {
@@ -343,10 +371,11 @@ pub(crate) fn local_backward<F: Float>(
     op: &Op,
     inputs: &[&Tensor<F>],
     out: &Tensor<F>,
+    saved: &Saved<F>,
     g: &Tensor<F>,
     need: &[bool],
 ) -> Result<InputGrads<F>> {
-    let grads = op.backward(inputs, out, g, need)?;
+    let grads = op.backward(inputs, out, saved, g, need)?;
     #[cfg(feature = "fault-injection")]
     let grads = super::fault::corrupt(op, grads);
     Ok(grads)

@@ -3,7 +3,7 @@
 
 use super::layer::too_large;
 use super::{Init, Layer, Mode, Module, Param};
-use crate::autodiff::Op;
+use crate::autodiff::{Op, Saved};
 use crate::config::json::{Fields, parse};
 use crate::error::invalid;
 use crate::io::{read_file, read_safetensors, write_atomic, write_safetensors};
@@ -392,8 +392,8 @@ impl<F: Float> Sequential<F> {
                 if self.mode == Mode::Eval || p == 0.0 {
                     h
                 } else {
-                    let mask = dropout_mask(&h.shape(), p, self.noise_key, index);
-                    h.mul(tape.constant(mask))?
+                    let stream = dropout_stream(self.noise_key, index);
+                    tape.apply(Op::Dropout { p, stream }, &[h])?
                 }
             }
             Layer::BatchNorm { eps, affine, .. } => {
@@ -404,9 +404,13 @@ impl<F: Float> Sequential<F> {
                 match self.mode {
                     Mode::Train => {
                         let y = tape.apply(Op::BatchNorm { eps }, &inputs)?;
-                        let moments = channel_moments(&h.value());
-                        if let Ok(mut measured) = self.measured.lock() {
-                            measured[index] = Some(moments);
+                        // The running statistics are updated from the very numbers
+                        // the forward normalised with (on the training team).
+                        if let Some(Saved::Moments { mean, var }) = tape.saved(y.id())
+                            && let Ok(mut measured) = self.measured.lock()
+                        {
+                            let count = h.value().len() / mean.len().max(1);
+                            measured[index] = Some((mean, var, count));
                         }
                         y
                     }
@@ -893,54 +897,12 @@ fn parameter_shapes(layer: &Layer) -> Vec<(&'static str, Vec<usize>, Start)> {
     }
 }
 
-/// Each channel's (axis 1's) mean and biased variance over the other axes, in f64,
-/// and how many values each has.
-fn channel_moments<F: Float>(x: &Tensor<F>) -> Moments {
-    let shape = x.shape();
-    let channels = shape.get(1).copied().unwrap_or(1);
-    let inner: usize = shape.iter().skip(2).product();
-    let count = x.len() / channels.max(1);
-    let values = x.to_vec();
-    let mut mean = vec![0.0; channels];
-    let mut var = vec![0.0; channels];
-    for (i, v) in values.iter().enumerate() {
-        mean[i / inner % channels] += v.as_f64();
-    }
-    mean.iter_mut().for_each(|m| *m /= count as f64);
-    for (i, v) in values.iter().enumerate() {
-        let c = i / inner % channels;
-        var[c] += (v.as_f64() - mean[c]).powi(2);
-    }
-    var.iter_mut().for_each(|s| *s /= count as f64);
-    (mean, var, count)
-}
-
-/// Dropout's mask for a tensor of `shape` in layer `layer`: each element 0 with
-/// probability `p`, else 1/(1 − p). Element `i`'s draw is a hash of (key, layer, i)
-/// (SplitMix64's finaliser), so the mask depends on nothing but those: not on the
-/// order or the threads that compute it.
-fn dropout_mask<F: Float>(shape: &[usize], p: f64, key: u64, layer: usize) -> Tensor<F> {
-    let stream = mix(key ^ mix(layer as u64 + 0x9e37_79b9_7f4a_7c15));
-    let keep = F::from_f64(1.0 / (1.0 - p));
-    // On kept storage, in blocks shared among the training team: each element is its
-    // own draw, so neither changes a bit of the mask.
-    let mut mask = crate::tensor::pool::reused::<F>(shape);
-    crate::parallel::for_each_block(mask.as_mut_slice(), 1, |start, block| {
-        for (m, i) in block.iter_mut().zip(start as u64..) {
-            // The top 53 bits as a uniform number in [0, 1).
-            let u = (mix(stream.wrapping_add(i)) >> 11) as f64 / (1u64 << 53) as f64;
-            *m = if u < p { F::zero() } else { keep };
-        }
-    });
-    mask
-}
-
-/// SplitMix64's finaliser: a bijection of u64 whose outputs for consecutive inputs
-/// look independent.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// The random stream of dropout layer `layer`'s mask under `key` (one per step):
+/// element `i` of the mask is a hash of the stream and `i` ([`Tensor::dropout`]), so
+/// the mask depends on nothing but the key, the layer and `i`.
+fn dropout_stream(key: u64, layer: usize) -> u64 {
+    use crate::tensor::mix;
+    mix(key ^ mix(layer as u64 + 0x9e37_79b9_7f4a_7c15))
 }
 
 impl<F: Float> Module<F> for Sequential<F> {

@@ -9,6 +9,7 @@
 //! element-wise operations broadcast (trailing axes aligned, size-1 axes stretched).
 
 mod conv;
+mod dropout;
 mod manipulate;
 mod math;
 mod matmul;
@@ -19,6 +20,8 @@ pub(crate) mod pool;
 mod pool2d;
 
 pub use conv::Window2d;
+pub(crate) use dropout::{mask_value, mix};
+pub use pool2d::NO_MAXIMUM;
 
 pub use math::broadcast_shape;
 pub(crate) use math::sigmoid;
@@ -42,6 +45,14 @@ pub fn with_training_team<R>(threads: usize, f: impl FnOnce() -> R) -> R {
 #[doc(hidden)]
 pub fn recycle<F: Float>(tensor: Tensor<F>) {
     pool::recycle(tensor);
+}
+
+/// Hands an index buffer (max pooling's, [`Tensor::max_pool2d_with_indices`]) back
+/// for the next one of its length on this thread, as the tape does; for the
+/// benchmarks.
+#[doc(hidden)]
+pub fn recycle_indices(indices: Vec<u32>) {
+    pool::recycle_indices(indices);
 }
 use ndarray::{ArcArray, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};

@@ -113,7 +113,7 @@ pub(crate) fn conv2d_backward<F: Float>(
 /// plane) of the window's maximum: the first in the window's row-major order when
 /// tied, a NaN counting as larger than everything; `usize::MAX` when the window
 /// holds only padding.
-fn argmax<F: Float>(x: &Tensor<F>, window: &Window2d) -> Vec<usize> {
+pub(crate) fn argmax<F: Float>(x: &Tensor<F>, window: &Window2d) -> Vec<usize> {
     let [n, c, h, w] = dims(x);
     let [oh, ow] = window.output_size([h, w]).expect("checked");
     let x = x.to_vec();

@@ -236,6 +236,24 @@ impl<F: Float> Tensor<F> {
         bias: Option<&Tensor<F>>,
         eps: f64,
     ) -> Result<(Tensor<F>, Tensor<F>, Tensor<F>)> {
+        let (y, mean, var) = self.batch_norm_moments(weight, bias, eps)?;
+        let c = [mean.len()];
+        Ok((
+            y,
+            from_f64(mean.into_iter(), &c),
+            from_f64(var.into_iter(), &c),
+        ))
+    }
+
+    /// [`Tensor::batch_norm`] with each channel's mean and biased variance in f64, as
+    /// computed: what a recorded batch norm keeps for its backward and for the
+    /// running statistics.
+    pub(crate) fn batch_norm_moments(
+        &self,
+        weight: Option<&Tensor<F>>,
+        bias: Option<&Tensor<F>>,
+        eps: f64,
+    ) -> Result<(Tensor<F>, Vec<f64>, Vec<f64>)> {
         let ch = channels("batch_norm", self.shape())?;
         check_affine("batch_norm", weight, &[ch.c])?;
         check_affine("batch_norm", bias, &[ch.c])?;
@@ -250,12 +268,8 @@ impl<F: Float> Tensor<F> {
             .map(|(c, s)| [0.0, gamma[c] * inverse_std(s[1], eps), s[0], beta[c]])
             .collect();
         let y = ch.affine_map(self.shape(), &x, None, &coefficients);
-        let c = [ch.c];
-        Ok((
-            y,
-            from_f64(stats.iter().copied().step_by(2), &c),
-            from_f64(stats.iter().copied().skip(1).step_by(2), &c),
-        ))
+        let (mean, var) = stats.chunks_exact(2).map(|s| (s[0], s[1])).unzip();
+        Ok((y, mean, var))
     }
 
     /// The gradients of [`Tensor::batch_norm`] with respect to its input, weight and
@@ -281,13 +295,41 @@ impl<F: Float> Tensor<F> {
         eps: f64,
         need: [bool; 3],
     ) -> Result<[Option<Tensor<F>>; 3]> {
+        Self::batch_norm_backward_moments(x, weight, grad, eps, need, None)
+    }
+
+    /// [`Tensor::batch_norm_backward`] from the channels' mean and biased variance
+    /// that the forward computed (`moments`, as
+    /// [`Tensor::batch_norm_moments`] gives them), which then are not computed again:
+    /// one pass over x and g for Σg and Σg·(x − μ), one for ∂x. With `None`, it
+    /// computes them first.
+    pub(crate) fn batch_norm_backward_moments(
+        x: &Tensor<F>,
+        weight: Option<&Tensor<F>>,
+        grad: &Tensor<F>,
+        eps: f64,
+        need: [bool; 3],
+        moments_of_forward: Option<(&[f64], &[f64])>,
+    ) -> Result<[Option<Tensor<F>>; 3]> {
         let ch = channels("batch_norm", x.shape())?;
         check_affine("batch_norm", weight, &[ch.c])?;
         check_same("batch_norm backward", grad, x)?;
+        if let Some((mean, var)) = moments_of_forward
+            && (mean.len() != ch.c || var.len() != ch.c)
+        {
+            return Err(Error::Shape {
+                op: "batch_norm backward",
+                message: format!("the saved statistics must have {} channels", ch.c),
+                got: vec![mean.len(), var.len()],
+            });
+        }
         let (xv, g) = (x.values(), grad.values());
         // Per channel: μ, σ², Σg and Σg·(x − μ).
         let stats = ch.for_each_channel::<4>(xv.len(), |c, slots| {
-            let (mean, var) = moments(ch.runs(&xv, c), ch.m());
+            let (mean, var) = match moments_of_forward {
+                Some((mean, var)) => (mean[c], var[c]),
+                None => moments(ch.runs(&xv, c), ch.m()),
+            };
             let [sum_g, sum_gx] = (ch.runs(&xv, c).zip(ch.runs(&g, c)))
                 .map(|(xs, gs)| {
                     lane_sums(xs.len(), |i| {
@@ -554,6 +596,46 @@ mod tests {
             }
         }
     });
+
+    for_f32_and_f64!(
+        batch_norm_backward_from_the_forwards_moments_gives_the_same_bits,
+        |F| {
+            for (i, &shape) in BATCH_SHAPES.iter().enumerate() {
+                let seed = 10 * i as u64;
+                let x = input::<F>(shape, 3.0, seed);
+                let c = [shape[1]];
+                let (w, b) = (input::<F>(&c, 1.0, seed + 1), input::<F>(&c, 0.0, seed + 2));
+                let grad = input::<F>(shape, 0.0, seed + 3);
+                let (y, mean, var) = x.batch_norm_moments(Some(&w), Some(&b), 1e-5).unwrap();
+                let (public_y, public_mean, public_var) =
+                    x.batch_norm(Some(&w), Some(&b), 1e-5).unwrap();
+                assert!(y == public_y, "{shape:?}");
+                let as_f = |v: &[f64]| to_t(v.iter().map(|&v| F::from_f64(v)).collect(), &c);
+                assert!(as_f(&mean) == public_mean && as_f(&var) == public_var);
+                let again = Tensor::batch_norm_backward(&x, Some(&w), &grad, 1e-5, [true; 3]);
+                let saved = Some((&mean[..], &var[..]));
+                let from_saved = Tensor::batch_norm_backward_moments(
+                    &x,
+                    Some(&w),
+                    &grad,
+                    1e-5,
+                    [true; 3],
+                    saved,
+                );
+                assert!(again.unwrap() == from_saved.unwrap(), "{shape:?}");
+                let short = Some((&mean[1..], &var[..]));
+                let wrong = Tensor::batch_norm_backward_moments(
+                    &x,
+                    Some(&w),
+                    &grad,
+                    1e-5,
+                    [true; 3],
+                    short,
+                );
+                assert!(wrong.is_err());
+            }
+        }
+    );
 
     for_f32_and_f64!(layer_norm_and_its_gradients_match_the_naive_loops, |F| {
         for (i, (shape, trailing)) in [

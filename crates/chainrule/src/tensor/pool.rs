@@ -23,6 +23,8 @@ const MIN_LEN: usize = 256;
 thread_local! {
     static F32: RefCell<Vec<ArcArray<f32, IxDyn>>> = const { RefCell::new(Vec::new()) };
     static F64: RefCell<Vec<ArcArray<f64, IxDyn>>> = const { RefCell::new(Vec::new()) };
+    /// Index buffers (max pooling's saved maxima), kept as the tensors are.
+    static INDICES: RefCell<Vec<Vec<u32>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Calls `f` with this thread's store for `F` (`None` while the thread is ending).
@@ -120,6 +122,38 @@ pub(crate) fn recycle<F: Float>(tensor: Tensor<F>) {
     }
 }
 
+/// `len` indices on kept storage when there is some (values of an earlier step: the
+/// caller writes every one), else zeros.
+pub(crate) fn indices(len: usize) -> Vec<u32> {
+    let kept = (len >= MIN_LEN)
+        .then(|| {
+            INDICES
+                .try_with(|store| {
+                    let mut store = store.try_borrow_mut().ok()?;
+                    let i = store.iter().rposition(|v| v.len() == len)?;
+                    Some(store.swap_remove(i))
+                })
+                .ok()
+                .flatten()
+        })
+        .flatten();
+    kept.unwrap_or_else(|| vec![0; len])
+}
+
+/// Keeps an index buffer for a later [`indices`] of its length, when it is large
+/// enough and the store has room.
+pub(crate) fn recycle_indices(buffer: Vec<u32>) {
+    if buffer.len() >= MIN_LEN {
+        let _ = INDICES.try_with(|store| {
+            if let Ok(mut store) = store.try_borrow_mut()
+                && store.len() < CAPACITY
+            {
+                store.push(buffer);
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +223,20 @@ mod tests {
             fused.wrt(x).unwrap().to_vec(),
             plain.wrt(x).unwrap().to_vec()
         );
+    }
+
+    #[test]
+    fn index_buffers_come_back_by_length() {
+        let buffer = indices(1000);
+        assert!(buffer.iter().all(|&i| i == 0), "fresh storage is zeroed");
+        let address = buffer.as_ptr();
+        recycle_indices(buffer);
+        let other = indices(999);
+        assert_ne!(other.as_ptr(), address);
+        let again = indices(1000);
+        assert_eq!(again.as_ptr(), address);
+        recycle_indices(vec![7; 10]);
+        assert_eq!(indices(10), vec![0; 10], "small buffers are not kept");
     }
 
     #[test]

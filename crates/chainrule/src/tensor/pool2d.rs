@@ -8,6 +8,10 @@ use crate::{Error, Float, Result, parallel};
 use smallvec::SmallVec;
 use std::ops::Range;
 
+/// In max pooling's indices ([`Tensor::max_pool2d_with_indices`]): a window of
+/// padding only, which has no maximum and receives no gradient.
+pub const NO_MAXIMUM: u32 = u32::MAX;
+
 /// The input and output sizes of a pooling, checked.
 fn pool_shapes(
     op: &'static str,
@@ -45,7 +49,7 @@ impl Planes {
     }
 
     /// Whether the windows are 2×2 and tile the input (the MNIST network's pooling),
-    /// which [`Planes::max_2x2`] and [`Planes::max_2x2_backward`] compute a whole
+    /// which [`Planes::max_2x2`] and [`Planes::max_2x2_indices`] compute a whole
     /// output row at a time.
     fn two_by_two(&self) -> bool {
         self.window.kernel == [2, 2] && self.window.tiles()
@@ -63,31 +67,29 @@ impl Planes {
         }
     }
 
-    /// The gradient of [`Planes::max_2x2`] for one plane: each window's gradient
-    /// (from `gy`, `[OH, OW]`) added to its first maximum in `dx`, zeroed first. A
-    /// row of windows finds its maxima's positions first, as numbers 0 to 3 in `F`
-    /// lanes (`at`, scratch for `OW` values) so that the search vectorises as the
-    /// forward does; then each gradient goes to its place.
-    fn max_2x2_backward<F: Float>(&self, plane: &[F], gy: &[F], dx: &mut [F], at: &mut [F]) {
+    /// [`Planes::max_2x2`] that also writes, in `at`, each maximum's flat index in
+    /// the plane. The index rides in `u32` lanes beside the values (the same width
+    /// as `f32`), chosen by the same selects, so that the row still vectorises.
+    fn max_2x2_indices<F: Float>(&self, plane: &[F], out: &mut [F], at: &mut [u32]) {
         let (w, ow) = (self.w, self.ow);
-        dx.fill(F::zero());
-        let position = [0.0, 1.0, 2.0, 3.0].map(F::from_f64);
-        for (p, gy) in gy.chunks_exact(ow).enumerate() {
+        let rows = out.chunks_exact_mut(ow).zip(at.chunks_exact_mut(ow));
+        for (p, (out, at)) in rows.enumerate() {
             let rows = &plane[2 * p * w..(2 * p + 2) * w];
             let (r0, r1) = rows.split_at(w);
             let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-            for (at, (a, b)) in at.iter_mut().zip(windows) {
-                let (mut k, mut m) = (position[0], a[0]);
-                for (&v, &here) in [a[1], b[0], b[1]].iter().zip(&position[1..]) {
+            // The window's top left in the plane, and the offsets of its four taps.
+            let top = (2 * p * w) as u32;
+            let offsets = [0, 1, w as u32, w as u32 + 1];
+            for (q, ((o, at), (a, b))) in out.iter_mut().zip(at).zip(windows).enumerate() {
+                let corner = top + 2 * q as u32;
+                let (mut m, mut k) = (a[0], corner);
+                for (&v, &offset) in [a[1], b[0], b[1]].iter().zip(&offsets[1..]) {
                     let take = beats(v, m);
-                    k = if take { here } else { k };
+                    k = if take { corner + offset } else { k };
                     m = if take { v } else { m };
                 }
+                *o = m;
                 *at = k;
-            }
-            for (q, (&k, &g)) in at.iter().zip(gy).enumerate() {
-                let k = k.as_f64() as usize;
-                dx[(2 * p + k / 2) * w + 2 * q + k % 2] += g;
             }
         }
     }
@@ -137,39 +139,34 @@ impl Planes {
         });
     }
 
-    /// [`Planes::max_row`] that also says which tap each maximum is: its number in
-    /// `taps` in `tap`, as an `F` so that the search stays in the lanes of the
-    /// values and vectorises (−1 for a window of padding only).
-    fn argmax_row<F: Float>(&self, taps: &Taps, plane: &[F], p: usize, m: &mut [F], tap: &mut [F]) {
+    /// [`Planes::max_row`] that also writes, in `at`, each maximum's flat index in
+    /// the plane ([`NO_MAXIMUM`] for a window of padding only), chosen by selects
+    /// beside the values'.
+    fn argmax_row<F: Float>(
+        &self,
+        taps: &Taps,
+        plane: &[F],
+        p: usize,
+        m: &mut [F],
+        at: &mut [u32],
+    ) {
         m.fill(F::neg_infinity());
-        tap.fill(-F::one());
+        at.fill(NO_MAXIMUM);
         let stride = self.window.stride[1];
-        for (t, ((rows, row_offset), (cols, col_offset))) in taps.iter().enumerate() {
-            if !rows.contains(&p) || cols.is_empty() {
-                continue;
-            }
-            let r = ((p * self.window.stride[0]) as isize + row_offset) as usize;
-            let first = r * self.w + ((cols.start * stride) as isize + col_offset) as usize;
-            let (number, values) = (F::from_f64(t as f64), plane[first..].iter().step_by(stride));
-            for ((m, tap), &v) in m[cols.clone()]
-                .iter_mut()
-                .zip(&mut tap[cols.clone()])
-                .zip(values)
-            {
+        self.for_each_tap(taps, p, |columns, first| {
+            let values = plane[first..].iter().step_by(stride);
+            let slots = m[columns.clone()].iter_mut().zip(&mut at[columns]);
+            for (k, ((m, at), &v)) in slots.zip(values).enumerate() {
                 // The first value inside the window is taken whatever it is.
-                let take = beats(v, *m) | (*tap < F::zero());
+                let take = beats(v, *m) | (*at == NO_MAXIMUM);
                 *m = if take { v } else { *m };
-                *tap = if take { number } else { *tap };
+                *at = if take {
+                    (first + k * stride) as u32
+                } else {
+                    *at
+                };
             }
-        }
-    }
-
-    /// The flat index in the plane of the value that tap number `t` of `taps` reads
-    /// for output position (p, q).
-    fn source(&self, taps: &Taps, t: usize, p: usize, q: usize) -> usize {
-        let ((_, row_offset), (_, col_offset)) = &taps[t];
-        let r = ((p * self.window.stride[0]) as isize + row_offset) as usize;
-        r * self.w + ((q * self.window.stride[1]) as isize + col_offset) as usize
+        });
     }
 }
 
@@ -229,8 +226,114 @@ impl<F: Float> Tensor<F> {
         Ok(y)
     }
 
+    /// [`Tensor::max_pool2d`] that also says where each maximum is: for every output
+    /// element (row-major, as the output), the flat index in its input plane
+    /// (`[H, W]`, as PyTorch's `return_indices=True` gives) of its window's first
+    /// maximum in the window's row-major order, or [`NO_MAXIMUM`] for a window of
+    /// padding only. [`Tensor::max_pool2d_backward_indices`] sends the gradient
+    /// through them.
+    ///
+    /// # Errors
+    /// As [`Tensor::max_pool2d`], and [`Error::Shape`] for planes of 2³² − 1 values
+    /// or more (their indices would not fit in `u32`).
+    ///
+    /// ```
+    /// use chainrule::{tensor::Window2d, Tensor};
+    /// let x = Tensor::<f32>::from_vec(vec![1.0, 5.0, 5.0, 2.0], &[1, 1, 2, 2])?;
+    /// let (y, at) = x.max_pool2d_with_indices(&Window2d::square(2))?;
+    /// assert_eq!((y.to_vec(), at), (vec![5.0], vec![1])); // the first of the tied 5s
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn max_pool2d_with_indices(&self, window: &Window2d) -> Result<(Tensor<F>, Vec<u32>)> {
+        let (dims, [oh, ow]) = pool_shapes("max_pool2d", self.shape(), window)?;
+        check_plane("max_pool2d", self.shape())?;
+        let g = Planes::new(dims, [oh, ow], window);
+        let x = self.values();
+        let mut y = pool::reused::<F>(&[dims[0], dims[1], oh, ow]);
+        let mut at = pool::indices(y.len());
+        let taps = g.taps();
+        let per = oh * ow;
+        parallel::for_each_block_pair(y.as_mut_slice(), &mut at, per, |start, block, at| {
+            let planes = block.chunks_exact_mut(per).zip(at.chunks_exact_mut(per));
+            for (i, (out, at)) in planes.enumerate() {
+                let plane = &x[(start / per + i) * g.h * g.w..][..g.h * g.w];
+                if g.two_by_two() {
+                    g.max_2x2_indices(plane, out, at);
+                    continue;
+                }
+                let rows = out.chunks_exact_mut(ow).zip(at.chunks_exact_mut(ow));
+                for (p, (out, at)) in rows.enumerate() {
+                    g.argmax_row(&taps, plane, p, out, at);
+                }
+            }
+        });
+        Ok((y, at))
+    }
+
+    /// The gradient of a max pooling with respect to its input of `shape`
+    /// (`[N, C, H, W]`), from the indices [`Tensor::max_pool2d_with_indices`] gave:
+    /// each element of `grad` added at its index in its plane, in the output's order
+    /// (so that overlapping windows add up their gradients at a shared maximum in the
+    /// definition's order). An index outside the plane ([`NO_MAXIMUM`]) sends nothing.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `shape` is not `[N, C, H, W]`, `grad` is not
+    /// `[N, C, OH, OW]`, or the indices are not one per element of `grad`.
+    ///
+    /// ```
+    /// use chainrule::{tensor::Window2d, Tensor};
+    /// let x = Tensor::<f32>::from_vec(vec![1.0, 5.0, 5.0, 2.0], &[1, 1, 2, 2])?;
+    /// let (_, at) = x.max_pool2d_with_indices(&Window2d::square(2))?;
+    /// let g = Tensor::from_vec(vec![1.5], &[1, 1, 1, 1])?;
+    /// let dx = Tensor::max_pool2d_backward_indices(x.shape(), &at, &g)?;
+    /// assert_eq!(dx.to_vec(), vec![0.0, 1.5, 0.0, 0.0]);
+    /// # Ok::<(), chainrule::Error>(())
+    /// ```
+    pub fn max_pool2d_backward_indices(
+        shape: &[usize],
+        indices: &[u32],
+        grad: &Tensor<F>,
+    ) -> Result<Tensor<F>> {
+        let op = "max_pool2d backward";
+        let [n, c, h, w] = image_shape(op, shape)?;
+        let per = match grad.shape() {
+            &[gn, gc, oh, ow] if [gn, gc] == [n, c] && indices.len() == grad.len() => oh * ow,
+            other => {
+                return Err(Error::Shape {
+                    op,
+                    message: format!(
+                        "the gradient must be [{n}, {c}, OH, OW] with one index per element ({} indices)",
+                        indices.len()
+                    ),
+                    got: other.to_vec(),
+                });
+            }
+        };
+        let gv = grad.values();
+        let mut dx = pool::reused::<F>(shape);
+        let size = h * w;
+        if dx.is_empty() {
+            return Ok(dx);
+        }
+        parallel::for_each_block(dx.as_mut_slice(), size, |start, block| {
+            for (i, dx) in block.chunks_exact_mut(size).enumerate() {
+                let plane = start / size + i;
+                let (gy, at) = (&gv[plane * per..][..per], &indices[plane * per..][..per]);
+                dx.fill(F::zero());
+                for (&k, &g) in at.iter().zip(gy) {
+                    if let Some(d) = dx.get_mut(k as usize) {
+                        *d += g;
+                    }
+                }
+            }
+        });
+        Ok(dx)
+    }
+
     /// The gradient of [`Tensor::max_pool2d`] with respect to its input `x`: each
-    /// element of `grad` goes to its window's maximum (the first, when tied).
+    /// element of `grad` goes to its window's maximum (the first, when tied). It
+    /// finds the maxima again; a recorded max pooling keeps them from its forward
+    /// ([`Tensor::max_pool2d_with_indices`]) instead.
     ///
     /// # Errors
     /// [`Error::Shape`] when the shapes do not fit.
@@ -250,34 +353,11 @@ impl<F: Float> Tensor<F> {
     ) -> Result<Tensor<F>> {
         let (dims, [oh, ow]) = pool_shapes("max_pool2d", x.shape(), window)?;
         check_grad("max_pool2d backward", grad, [dims[0], dims[1], oh, ow])?;
-        let g = Planes::new(dims, [oh, ow], window);
-        let (xv, gv) = (x.values(), grad.values());
-        let mut dx = pool::reused::<F>(x.shape());
-        let size = g.h * g.w;
-        let taps = g.taps();
-        parallel::for_each_block(dx.as_mut_slice(), size, |start, block| {
-            let (mut m, mut tap) = (vec![F::zero(); ow], vec![F::zero(); ow]);
-            for (i, dx) in block.chunks_exact_mut(size).enumerate() {
-                let plane = start / size + i;
-                let gy = &gv[plane * oh * ow..][..oh * ow];
-                let plane = &xv[plane * size..][..size];
-                if g.two_by_two() {
-                    g.max_2x2_backward(plane, gy, dx, &mut tap);
-                    continue;
-                }
-                // The gradients added at the maxima in the definition's order.
-                dx.fill(F::zero());
-                for (p, gy) in gy.chunks_exact(ow).enumerate() {
-                    g.argmax_row(&taps, plane, p, &mut m, &mut tap);
-                    for (q, (&t, &gy)) in tap.iter().zip(gy).enumerate() {
-                        if t >= F::zero() {
-                            dx[g.source(&taps, t.as_f64() as usize, p, q)] += gy;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(dx)
+        let (y, at) = x.max_pool2d_with_indices(window)?;
+        pool::recycle(y);
+        let dx = Self::max_pool2d_backward_indices(x.shape(), &at, grad);
+        pool::recycle_indices(at);
+        dx
     }
 
     /// Average pooling (PyTorch `avg_pool2d` with `count_include_pad=True`): each
@@ -359,6 +439,20 @@ impl<F: Float> Tensor<F> {
             }
         });
         Ok(dx)
+    }
+}
+
+/// Checks that a plane's flat indices fit in `u32` below [`NO_MAXIMUM`].
+fn check_plane(op: &'static str, shape: &[usize]) -> Result<()> {
+    let plane = shape[2..].iter().product::<usize>();
+    if plane < NO_MAXIMUM as usize {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            op,
+            message: "planes of 2³² − 1 values or more have no u32 indices".into(),
+            got: shape.to_vec(),
+        })
     }
 }
 
@@ -461,6 +555,83 @@ mod tests {
             }
         }
     });
+
+    /// Kept index buffers of `len` filled with an index no window has, so that a
+    /// kernel that skips an output element shows.
+    fn poison_indices(len: usize) {
+        for _ in 0..2 {
+            pool::recycle_indices(vec![NO_MAXIMUM - 1; len]);
+        }
+    }
+
+    for_f32_and_f64!(saved_maxima_and_their_backward_match_the_naive_loops, |F| {
+        // The cases above (stride > 1, padding, dilation, odd sizes, windows of padding
+        // only) with tied values and NaNs, then larger seeded random ones so that the
+        // kernels' storage comes from the pool and the planes are cut among the team.
+        let mut all = cases();
+        let mut r = Shapes::new(7);
+        while all.len() < 60 {
+            let window = Window2d::new(
+                [r.pick(1, 3), r.pick(1, 3)],
+                [r.pick(1, 3), r.pick(1, 3)],
+                [r.pick(0, 1), r.pick(0, 1)],
+                [r.pick(1, 2), r.pick(1, 2)],
+            );
+            let shape = [r.pick(1, 4), r.pick(1, 5), r.pick(5, 33), r.pick(5, 33)];
+            if window.output_size([shape[2], shape[3]]).is_some() {
+                all.push((shape, window));
+            }
+        }
+        for (i, &(shape, window)) in all.iter().enumerate() {
+            for nans in [false, true] {
+                let x = tied::<F>(&shape, 100 + i as u64, nans);
+                let [oh, ow] = window.output_size([shape[2], shape[3]]).unwrap();
+                let out = [shape[0], shape[1], oh, ow];
+                let grad = Tensor::<F>::rand_uniform(&out, -1.0, 1.0, 150 + i as u64).unwrap();
+                let what = |op: &str| format!("{op}, {shape:?}, {window:?}, NaN: {nans}");
+                let (run, threads) = on_1_and_2_threads(|| {
+                    poison::<F>(&out);
+                    poison_indices(out.iter().product());
+                    let (y, at) = x.max_pool2d_with_indices(&window).unwrap();
+                    poison::<F>(&shape);
+                    let dx = Tensor::max_pool2d_backward_indices(&shape, &at, &grad).unwrap();
+                    (y, at, dx)
+                });
+                let bits = |t: &Tensor<F>| -> Vec<u64> {
+                    t.to_vec().iter().map(|v| v.as_f64().to_bits()).collect()
+                };
+                let same = bits(&run.0) == bits(&threads.0)
+                    && run.1 == threads.1
+                    && bits(&run.2) == bits(&threads.2);
+                assert!(same, "{}", what("1 and 2 threads"));
+                let (y, at, dx) = run;
+                assert_close(&y, &x.max_pool2d(&window).unwrap(), 0.0, &what("value"));
+                let expected: Vec<u32> = naive::argmax(&x, &window)
+                    .into_iter()
+                    .map(|i| u32::try_from(i).unwrap_or(NO_MAXIMUM))
+                    .collect();
+                assert_eq!(at, expected, "{}", what("indices"));
+                // The same additions in the same order as the naive loop: equal bits.
+                let naive_dx = naive::max_pool2d_backward(&x, &grad, &window);
+                assert_close(&dx, &naive_dx, 0.0, &what("backward"));
+            }
+        }
+    });
+
+    #[test]
+    fn backward_from_indices_refuses_what_does_not_fit() {
+        let grad = Tensor::<f32>::ones(&[1, 2, 2, 2]);
+        let shape = [1, 2, 4, 4];
+        assert!(Tensor::max_pool2d_backward_indices(&shape, &[0; 8], &grad).is_ok());
+        assert!(Tensor::max_pool2d_backward_indices(&shape, &[0; 7], &grad).is_err());
+        assert!(Tensor::max_pool2d_backward_indices(&[2, 2, 4, 4], &[0; 8], &grad).is_err());
+        assert!(Tensor::max_pool2d_backward_indices(&[2, 4, 4], &[0; 8], &grad).is_err());
+        // Indices outside the plane send nothing (and do not panic).
+        let dx =
+            Tensor::max_pool2d_backward_indices(&shape, &[16, NO_MAXIMUM, 3, 3, 0, 0, 0, 0], &grad)
+                .unwrap();
+        assert_eq!(dx.to_vec()[..16].iter().sum::<f32>(), 2.0);
+    }
 
     for_f32_and_f64!(
         average_pooling_and_its_gradient_match_the_naive_loops,
