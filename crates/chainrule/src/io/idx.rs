@@ -134,6 +134,20 @@ pub(crate) fn stream_idx<T>(
         &format!("shape {shape:?}"),
         (count as u64).saturating_mul(std::mem::size_of::<T>() as u64),
     )?;
+    // A gzip stream ends with its uncompressed length mod 2³² (ISIZE). When that
+    // agrees with the header, the values are reserved at once: growing by doubling
+    // copied 128 MB into 188 MB for MNIST's training images, a peak 100 MB above the
+    // data. The size passed the memory check above, so a file that lies in both
+    // places reserves no more than a plain file of its declared size could; one
+    // that disagrees is reserved as its data arrives.
+    let declared = (header as u64 + count as u64) % (1 << 32);
+    let trailer = raw
+        .len()
+        .checked_sub(4)
+        .map(|at| u32::from_le_bytes(raw[at..].try_into().expect("4 bytes")));
+    if !gzip || trailer.is_some_and(|size| u64::from(size) == declared) {
+        out.reserve_exact(count);
+    }
     let mut buf = vec![0u8; 1 << 16];
     let mut seen = 0usize;
     loop {
