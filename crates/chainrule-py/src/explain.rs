@@ -5,8 +5,8 @@
 
 use crate::convert::{array, batch, loss};
 use crate::errors::{OrPy, invalid};
-use crate::guard;
 use crate::model::Model;
+use crate::{guard, released};
 use chainrule::data::Target;
 use chainrule::loss::Loss;
 use chainrule::nn::{Module, Sequential};
@@ -46,7 +46,7 @@ fn problem(
     loss_name: &str,
 ) -> PyResult<Problem> {
     let loss = loss(loss_name)?;
-    let m = model.net.f64()?;
+    let m = model.net.f64(x.py())?;
     let (x, y) = batch(&m, (x, "x"), (y, "y"), loss)?;
     Ok((m, x, y, loss))
 }
@@ -69,6 +69,7 @@ macro_rules! rendered {
 #[pyfunction]
 #[pyo3(signature = (model, x, y, loss, param=None, lr=0.01))]
 fn explain(
+    py: Python<'_>,
     model: PyRef<'_, Model>,
     x: &Bound<'_, PyAny>,
     y: &Bound<'_, PyAny>,
@@ -87,30 +88,32 @@ fn explain(
                 ),
             ));
         }
-        if spatial::is_tensor_network(&m) {
+        released(py, || {
+            if spatial::is_tensor_network(&m) {
+                let elements = match param {
+                    Some(p) => vec![p.to_string()],
+                    None => spatial::largest_elements(&m, &x, &y, loss).py()?,
+                };
+                return elements
+                    .iter()
+                    .map(|e| {
+                        let d = spatial::explain_element(&m, &x, &y, loss, lr, e).py()?;
+                        Ok(rendered!(d))
+                    })
+                    .collect();
+            }
             let elements = match param {
-                Some(p) => vec![p.to_string()],
-                None => spatial::largest_elements(&m, &x, &y, loss).py()?,
+                Some(p) => vec![ParamElement::parse(p).py()?],
+                None => all_elements(&m),
             };
-            return elements
+            elements
                 .iter()
                 .map(|e| {
-                    let d = spatial::explain_element(&m, &x, &y, loss, lr, e).py()?;
+                    let d = chainrule_explain::derive::explain(&m, &x, &y, loss, lr, e).py()?;
                     Ok(rendered!(d))
                 })
-                .collect();
-        }
-        let elements = match param {
-            Some(p) => vec![ParamElement::parse(p).py()?],
-            None => all_elements(&m),
-        };
-        elements
-            .iter()
-            .map(|e| {
-                let d = chainrule_explain::derive::explain(&m, &x, &y, loss, lr, e).py()?;
-                Ok(rendered!(d))
-            })
-            .collect()
+                .collect()
+        })
     })
 }
 
@@ -118,55 +121,64 @@ fn explain(
 /// derivations). `param=None` derives every parameter.
 #[pyfunction]
 #[pyo3(signature = (text, param=None, lr=0.01))]
-fn explain_formula(text: &str, param: Option<&str>, lr: f64) -> PyResult<(String, Vec<Rendered>)> {
+fn explain_formula(
+    py: Python<'_>,
+    text: &str,
+    param: Option<&str>,
+    lr: f64,
+) -> PyResult<(String, Vec<Rendered>)> {
     guard(|| {
-        let formula = Formula::parse(text).py_in("formula")?;
-        let names: Vec<String> = match param {
-            Some(p) => vec![p.to_string()],
-            None => formula.params().into_iter().map(|(n, _)| n).collect(),
-        };
-        let derivations = names
-            .iter()
-            .map(|n| Ok(rendered!(formula.explain(n, lr).py()?)))
-            .collect::<PyResult<Vec<_>>>()?;
-        let forward = formula.forward().py()?;
-        let values: serde_json::Map<String, Value> = forward
-            .iter()
-            .map(|(n, v)| (n.clone(), (*v).into()))
-            .collect();
-        let summary = json!({
-            "forward": values,
-            "params": formula.params().into_iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            "inputs": formula.inputs().into_iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            "output": formula.output_name(),
-            "loss": formula.loss_name(),
-        });
-        Ok((summary.to_string(), derivations))
+        released(py, || {
+            let formula = Formula::parse(text).py_in("formula")?;
+            let names: Vec<String> = match param {
+                Some(p) => vec![p.to_string()],
+                None => formula.params().into_iter().map(|(n, _)| n).collect(),
+            };
+            let derivations = names
+                .iter()
+                .map(|n| Ok(rendered!(formula.explain(n, lr).py()?)))
+                .collect::<PyResult<Vec<_>>>()?;
+            let forward = formula.forward().py()?;
+            let values: serde_json::Map<String, Value> = forward
+                .iter()
+                .map(|(n, v)| (n.clone(), (*v).into()))
+                .collect();
+            let summary = json!({
+                "forward": values,
+                "params": formula.params().into_iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                "inputs": formula.inputs().into_iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                "output": formula.output_name(),
+                "loss": formula.loss_name(),
+            });
+            Ok((summary.to_string(), derivations))
+        })
     })
 }
 
 /// A formula network's parameters and their values, in order.
 #[pyfunction]
-fn formula_params(text: &str) -> PyResult<Vec<(String, f64)>> {
-    guard(|| Ok(Formula::parse(text).py_in("formula")?.params()))
+fn formula_params(py: Python<'_>, text: &str) -> PyResult<Vec<(String, f64)>> {
+    guard(|| released(py, || Ok(Formula::parse(text).py_in("formula")?.params())))
 }
 
 /// Autodiff's ∂L/∂θ of a formula network for every parameter, in order.
 #[pyfunction]
-fn formula_gradient(text: &str) -> PyResult<Vec<(String, f64)>> {
+fn formula_gradient(py: Python<'_>, text: &str) -> PyResult<Vec<(String, f64)>> {
     guard(|| {
-        let formula = Formula::parse(text).py_in("formula")?;
-        let tape = Tape::new();
-        let vars = formula.record(&tape);
-        let grads = vars[formula.loss_name()].backward().py()?;
-        formula
-            .params()
-            .into_iter()
-            .map(|(n, _)| {
-                let g = grads.wrt(vars[&n]).map_or(Ok(0.0), |g| g.item()).py()?;
-                Ok((n, g))
-            })
-            .collect()
+        released(py, || {
+            let formula = Formula::parse(text).py_in("formula")?;
+            let tape = Tape::new();
+            let vars = formula.record(&tape);
+            let grads = vars[formula.loss_name()].backward().py()?;
+            formula
+                .params()
+                .into_iter()
+                .map(|(n, _)| {
+                    let g = grads.wrt(vars[&n]).map_or(Ok(0.0), |g| g.item()).py()?;
+                    Ok((n, g))
+                })
+                .collect()
+        })
     })
 }
 
@@ -174,6 +186,7 @@ fn formula_gradient(text: &str) -> PyResult<Vec<(String, f64)>> {
 /// as (SVG, DOT), laid out as the command draws it.
 #[pyfunction]
 fn graph(
+    py: Python<'_>,
     model: PyRef<'_, Model>,
     x: &Bound<'_, PyAny>,
     y: &Bound<'_, PyAny>,
@@ -181,18 +194,22 @@ fn graph(
 ) -> PyResult<(String, String)> {
     guard(|| {
         let (m, x, y, loss) = problem(&model, x, y, loss)?;
-        let pass = Graph::of_model(&m, &x, &y, loss, Detail::Auto).py()?;
-        Ok((pass.graph.to_svg(), pass.graph.to_dot()))
+        released(py, || {
+            let pass = Graph::of_model(&m, &x, &y, loss, Detail::Auto).py()?;
+            Ok((pass.graph.to_svg(), pass.graph.to_dot()))
+        })
     })
 }
 
 /// `chainrule graph` of a formula network, as (SVG, DOT).
 #[pyfunction]
-fn graph_formula(text: &str) -> PyResult<(String, String)> {
+fn graph_formula(py: Python<'_>, text: &str) -> PyResult<(String, String)> {
     guard(|| {
-        let formula = Formula::parse(text).py_in("formula")?;
-        let g = Graph::of_formula(&formula, Detail::Auto).py()?;
-        Ok((g.to_svg(), g.to_dot()))
+        released(py, || {
+            let formula = Formula::parse(text).py_in("formula")?;
+            let g = Graph::of_formula(&formula, Detail::Auto).py()?;
+            Ok((g.to_svg(), g.to_dot()))
+        })
     })
 }
 
@@ -232,6 +249,7 @@ fn symbolic_json(
 #[pyfunction]
 #[pyo3(signature = (model, x, y, loss, symbolic_inputs=false))]
 fn symbolic(
+    py: Python<'_>,
     model: PyRef<'_, Model>,
     x: &Bound<'_, PyAny>,
     y: &Bound<'_, PyAny>,
@@ -249,72 +267,76 @@ fn symbolic(
                 ),
             ));
         }
-        let s = from_sequential(&m, &x, &y, loss, symbolic_inputs).py()?;
-        let (_, grads) = chainrule::train::loss_and_grads(&m, &x, &y, loss).py()?;
-        let autodiff: Vec<f64> = m
-            .params()
-            .iter()
-            .zip(grads)
-            .flat_map(|(p, g)| g.map_or_else(|| vec![0.0; p.value.len()], |t| t.to_vec()))
-            .collect();
-        let out = symbolic_json(
-            &s.outputs,
-            &s.loss,
-            &s.env(),
-            &s.params,
-            &s.inputs,
-            &s.derivatives(),
-            &autodiff,
-        );
-        Ok(out.to_string())
+        released(py, || {
+            let s = from_sequential(&m, &x, &y, loss, symbolic_inputs).py()?;
+            let (_, grads) = chainrule::train::loss_and_grads(&m, &x, &y, loss).py()?;
+            let autodiff: Vec<f64> = m
+                .params()
+                .iter()
+                .zip(grads)
+                .flat_map(|(p, g)| g.map_or_else(|| vec![0.0; p.value.len()], |t| t.to_vec()))
+                .collect();
+            let out = symbolic_json(
+                &s.outputs,
+                &s.loss,
+                &s.env(),
+                &s.params,
+                &s.inputs,
+                &s.derivatives(),
+                &autodiff,
+            );
+            Ok(out.to_string())
+        })
     })
 }
 
 /// `chainrule symbolic --format json` of a formula network (with its output's value).
 #[pyfunction]
 #[pyo3(signature = (text, symbolic_inputs=false))]
-fn symbolic_formula(text: &str, symbolic_inputs: bool) -> PyResult<String> {
+fn symbolic_formula(py: Python<'_>, text: &str, symbolic_inputs: bool) -> PyResult<String> {
     guard(|| {
-        let formula = Formula::parse(text).py_in("formula")?;
-        let expression = |name: &str| formula.expression(name, symbolic_inputs).py();
-        let loss = expression(formula.loss_name())?;
-        let output = formula.output_name().map(expression).transpose()?;
-        let params = formula.params();
-        let mut env: BTreeMap<String, f64> = params.iter().cloned().collect();
-        let inputs = if symbolic_inputs {
-            formula.inputs()
-        } else {
-            Vec::new()
-        };
-        env.extend(inputs.iter().cloned());
-        let tape = Tape::new();
-        let vars = formula.record(&tape);
-        let grads = vars[formula.loss_name()].backward().py()?;
-        let autodiff = params
-            .iter()
-            .map(|(n, _)| grads.wrt(vars[n]).map_or(Ok(0.0), |g| g.item()))
-            .collect::<chainrule::Result<Vec<f64>>>()
-            .py()?;
-        let derivatives: Vec<(String, Expr)> = params
-            .iter()
-            .map(|(n, _)| (n.clone(), loss.diff(n)))
-            .collect();
-        // A formula's parameter is its own symbol.
-        let params: Vec<(String, String, f64)> =
-            params.into_iter().map(|(n, v)| (n.clone(), n, v)).collect();
-        let output_value = output.as_ref().and_then(|e| e.eval(&env));
-        let outputs: Vec<Vec<Expr>> = output.into_iter().map(|e| vec![e]).collect();
-        let mut out = symbolic_json(
-            &outputs,
-            &loss,
-            &env,
-            &params,
-            &inputs,
-            &derivatives,
-            &autodiff,
-        );
-        out["output_value"] = json!(output_value);
-        Ok(out.to_string())
+        released(py, || {
+            let formula = Formula::parse(text).py_in("formula")?;
+            let expression = |name: &str| formula.expression(name, symbolic_inputs).py();
+            let loss = expression(formula.loss_name())?;
+            let output = formula.output_name().map(expression).transpose()?;
+            let params = formula.params();
+            let mut env: BTreeMap<String, f64> = params.iter().cloned().collect();
+            let inputs = if symbolic_inputs {
+                formula.inputs()
+            } else {
+                Vec::new()
+            };
+            env.extend(inputs.iter().cloned());
+            let tape = Tape::new();
+            let vars = formula.record(&tape);
+            let grads = vars[formula.loss_name()].backward().py()?;
+            let autodiff = params
+                .iter()
+                .map(|(n, _)| grads.wrt(vars[n]).map_or(Ok(0.0), |g| g.item()))
+                .collect::<chainrule::Result<Vec<f64>>>()
+                .py()?;
+            let derivatives: Vec<(String, Expr)> = params
+                .iter()
+                .map(|(n, _)| (n.clone(), loss.diff(n)))
+                .collect();
+            // A formula's parameter is its own symbol.
+            let params: Vec<(String, String, f64)> =
+                params.into_iter().map(|(n, v)| (n.clone(), n, v)).collect();
+            let output_value = output.as_ref().and_then(|e| e.eval(&env));
+            let outputs: Vec<Vec<Expr>> = output.into_iter().map(|e| vec![e]).collect();
+            let mut out = symbolic_json(
+                &outputs,
+                &loss,
+                &env,
+                &params,
+                &inputs,
+                &derivatives,
+                &autodiff,
+            );
+            out["output_value"] = json!(output_value);
+            Ok(out.to_string())
+        })
     })
 }
 
@@ -334,13 +356,17 @@ fn gradcheck<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     guard(|| {
         let (m, x, y, loss) = problem(&model, x, y, loss)?;
-        let report = check::check_model(&m, &x, &y, loss, tolerance, step).py()?;
-        // The check records bind, x, forward, loss on a fresh tape; recording the same
-        // again gives the same node ids, and each layer's last node.
-        let tape = Tape::new();
-        let params = m.bind(&tape);
-        let outputs = m.forward_trace(&params, tape.constant(x)).py()?;
-        let ends: Vec<usize> = outputs.iter().map(|v| v.id()).collect();
+        let (report, ends) = released(py, || {
+            let report = check::check_model(&m, &x, &y, loss, tolerance, step)?;
+            // The check records bind, x, forward, loss on a fresh tape; recording the
+            // same again gives the same node ids, and each layer's last node.
+            let tape = Tape::new();
+            let params = m.bind(&tape);
+            let outputs = m.forward_trace(&params, tape.constant(x))?;
+            let ends: Vec<usize> = outputs.iter().map(|v| v.id()).collect();
+            Ok::<_, chainrule::Error>((report, ends))
+        })
+        .py()?;
         let out = PyDict::new(py);
         let tensors = PyList::empty(py);
         for t in &report.tensors {
@@ -384,14 +410,14 @@ fn trace<'py>(
 ) -> PyResult<Trace<'py>> {
     guard(|| {
         let (m, x, y, loss) = problem(&model, x, y, loss)?;
-        let (values, upstream, ops, loss) = {
+        let (values, upstream, ops, loss) = released(py, || -> chainrule::Result<_> {
             let tape = Tape::new();
             let params = m.bind(&tape);
             let xv = tape.constant(x);
-            let outputs = m.forward_trace(&params, xv).py()?;
+            let outputs = m.forward_trace(&params, xv)?;
             let last = outputs.last().copied().unwrap_or(xv);
-            let c = loss.compute(last, &y).py()?;
-            let grads = c.backward_retain_all().py()?;
+            let c = loss.compute(last, &y)?;
+            let grads = c.backward_retain_all()?;
             let mut values = Vec::new();
             let mut upstream = Vec::new();
             let mut ops = Vec::new();
@@ -403,8 +429,9 @@ fn trace<'py>(
                 ops.push((start..=v.id()).filter_map(|id| tape.label(id)).collect());
                 start = v.id() + 1;
             }
-            (values, upstream, ops, c.item().py()?)
-        };
+            Ok((values, upstream, ops, c.item()?))
+        })
+        .py()?;
         // The tape is gone, so each tensor holds its storage alone and moves to NumPy
         // without a copy.
         let arrays = |tensors: Vec<Tensor<f64>>| -> PyResult<Vec<_>> {

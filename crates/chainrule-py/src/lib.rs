@@ -10,7 +10,8 @@
 //! `python/chainrule/__init__.py` and in the stubs `python/chainrule/_chainrule.pyi`.
 //!
 //! Every entry point runs inside [`guard`]: a Rust panic becomes
-//! `chainrule.InternalError` (a `chainrule.Error`), never an abort.
+//! `chainrule.InternalError` (a `chainrule.Error`), never an abort. Every one that
+//! does real work does it in [`released`], without the GIL.
 #![warn(missing_docs)]
 
 mod convert;
@@ -18,6 +19,7 @@ mod errors;
 mod explain;
 mod model;
 
+use pyo3::marker::Ungil;
 use pyo3::prelude::*;
 
 /// Runs `f`, turning a panic into `chainrule.InternalError` with the panic's message.
@@ -42,6 +44,37 @@ pub(crate) fn guard<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     }
 }
 
+/// Runs `f` with the GIL released, so that other Python threads run while chainrule
+/// computes: every entry point that does real work runs it here (inputs already read
+/// or borrowed, results turned into Python objects afterwards). `f` may take the GIL
+/// back itself (`Python::attach`), as `fit`'s listener does and as an error's
+/// construction does. tests/test_threads.py checks, call by call, that another
+/// thread runs meanwhile.
+pub(crate) fn released<T: Ungil>(py: Python<'_>, f: impl Ungil + FnOnce() -> T) -> T {
+    py.detach(f)
+}
+
+/// The fewest elements for which a conversion (an array read into a tensor, a model
+/// cast to f64, parameters copied out) runs in [`released`]: below it, the pass takes
+/// less than releasing the GIL costs, and taking the GIL back may wait for another
+/// thread for up to the interpreter's switch interval (5 ms); NumPy likewise keeps the
+/// GIL for small arrays. Above it, the pass runs without the GIL.
+const RELEASE_FROM: usize = 1 << 16;
+
+/// Runs `f`, a pass over `elements` elements, in [`released`] when they are
+/// [`RELEASE_FROM`] or more, else with the GIL held.
+pub(crate) fn released_for<T: Ungil>(
+    py: Python<'_>,
+    elements: usize,
+    f: impl Ungil + FnOnce() -> T,
+) -> T {
+    if elements >= RELEASE_FROM {
+        released(py, f)
+    } else {
+        f()
+    }
+}
+
 /// A hook for the test suite only: panics inside [`guard`], so that a test can see a
 /// panic arrive as `chainrule.InternalError`.
 #[pyfunction]
@@ -55,6 +88,7 @@ fn _chainrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::Model>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(convert::_copied_outputs_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::_converted_inputs_for_tests, m)?)?;
     explain::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -1,9 +1,9 @@
 //! `chainrule._chainrule.Model`: a [`Sequential`] in f32 or f64, with the contract's
 //! operations (grad, fit, evaluate, predict, save) on NumPy arrays.
 
-use crate::convert::{array, batch, dict, loss, named};
+use crate::convert::{array, dict, input, loss, named, samples};
 use crate::errors::{OrPy, invalid, to_py};
-use crate::guard;
+use crate::{guard, released, released_for};
 use chainrule::data::Dataset;
 use chainrule::io::{read_safetensors, read_text, safetensors_dtype};
 use chainrule::nn::{Mode, Module, Sequential};
@@ -34,11 +34,15 @@ macro_rules! each {
 }
 
 impl Net {
-    /// The model in f64 (explanations and checks need exact numbers).
-    pub(crate) fn f64(&self) -> PyResult<Sequential<f64>> {
+    /// The model in f64 (explanations and checks need exact numbers): a float32
+    /// model cast (without the GIL when it is large), a float64 one shared.
+    pub(crate) fn f64(&self, py: Python<'_>) -> PyResult<Sequential<f64>> {
         match self {
             Net::F64(m) => Ok(m.clone()),
-            Net::F32(m) => cast(m),
+            Net::F32(m) => {
+                let elements = m.params().iter().map(|p| p.value.len()).sum();
+                released_for(py, elements, || cast(m))
+            }
         }
     }
 
@@ -76,17 +80,22 @@ pub struct Model {
     pub(crate) net: Net,
 }
 
-/// Builds a model of dtype `F` from its JSON and, if given, its tensors.
+/// Builds a model of dtype `F` from its JSON and, if given, its tensors (read first,
+/// with the GIL; the model is built and loaded without it).
 fn build<F: Float + numpy::Element>(
+    py: Python<'_>,
     text: &str,
     tensors: Option<&Bound<'_, PyDict>>,
     seed: u64,
 ) -> PyResult<Sequential<F>> {
-    let mut m = Sequential::<F>::from_json(text, seed).py_in("model")?;
-    if let Some(tensors) = tensors {
-        m.load(named::<F>(tensors)?).py_in("params")?;
-    }
-    Ok(m)
+    let tensors = tensors.map(named::<F>).transpose()?;
+    released(py, || {
+        let mut m = Sequential::<F>::from_json(text, seed).py_in("model")?;
+        if let Some(tensors) = tensors {
+            m.load(tensors).py_in("params")?;
+        }
+        Ok(m)
+    })
 }
 
 /// Reads model.json and params.safetensors in the parameters' dtype.
@@ -127,18 +136,31 @@ fn grad_as<'py, F: Float + numpy::Element>(
     seed: u64,
 ) -> PyResult<(f64, Bound<'py, PyDict>)> {
     let loss = loss(loss_name)?;
-    let (x, target) = batch(m, (x, "x"), (y, "y"), loss)?;
-    let mut m = m.clone();
-    if m.mode() == Mode::Train {
-        m.set_noise_key(noise_key(seed, 0));
-    }
-    let (value, grads) = train::loss_and_grads(&m, &x, &target, loss).py()?;
-    let grads = m.params().iter().zip(grads).map(|(p, g)| {
-        (
-            p.name.clone(),
-            g.unwrap_or_else(|| Tensor::zeros(p.value.shape())),
-        )
-    });
+    let (x, target) = samples(m, (x, "x"), (y, "y"), loss)?;
+    let x = x.rows();
+    let (value, grads) = released(py, || -> chainrule::Result<_> {
+        x.check_finite("x")?;
+        // The one batch is the whole of x: a lent array's rows are copied into it.
+        let x = x.all()?;
+        let mut m = m.clone();
+        if m.mode() == Mode::Train {
+            m.set_noise_key(noise_key(seed, 0));
+        }
+        let (value, grads) = train::loss_and_grads(&m, &x, &target, loss)?;
+        let grads: Vec<(String, Tensor<F>)> = m
+            .params()
+            .iter()
+            .zip(grads)
+            .map(|(p, g)| {
+                (
+                    p.name.clone(),
+                    g.unwrap_or_else(|| Tensor::zeros(p.value.shape())),
+                )
+            })
+            .collect();
+        Ok((value, grads))
+    })
+    .py()?;
     Ok((value.as_f64(), dict(py, grads)?))
 }
 
@@ -212,14 +234,15 @@ fn fit_as<'py, F: Float + numpy::Element>(
     every_step: bool,
 ) -> PyResult<Bound<'py, PyList>> {
     let config = TrainConfig::from_json(config).py()?;
-    let (x, target) = batch(m, (x, "x"), (y, "y"), config.loss)?;
-    let data = Dataset::new(x, target).py()?;
-    let validation = match validation {
-        Some((vx, vy)) => {
-            let (vx, vt) = batch(m, (vx, "validation x"), (vy, "validation y"), config.loss)?;
-            Some(Dataset::new(vx, vt).py_in("validation")?)
-        }
-        None => None,
+    let (x, target) = samples(m, (x, "x"), (y, "y"), config.loss)?;
+    let data = Dataset::new(x.rows(), target).py()?;
+    let (validation_x, validation_target) = validation
+        .map(|(vx, vy)| samples(m, (vx, "validation x"), (vy, "validation y"), config.loss))
+        .transpose()?
+        .unzip();
+    let validation = match (&validation_x, validation_target) {
+        (Some(vx), Some(vt)) => Some(Dataset::new(vx.rows(), vt).py_in("validation")?),
+        _ => None,
     };
     let mut listener = Listener {
         on_event: on_event.map(|f| f.clone().unbind()),
@@ -231,7 +254,11 @@ fn fit_as<'py, F: Float + numpy::Element>(
     let mut optimizer = Optimizer::new(config.optimizer.clone());
     // Training needs no Python object: other Python threads run meanwhile, and the
     // listener takes the GIL back between steps.
-    let result = py.detach(|| {
+    let result = released(py, || {
+        data.x.check_finite("x")?;
+        if let Some(v) = &validation {
+            v.x.check_finite("validation x")?;
+        }
         let session = Session {
             optimizer: &mut optimizer,
             start: TrainState::default(),
@@ -264,6 +291,7 @@ impl Model {
     #[staticmethod]
     #[pyo3(signature = (text, params=None, dtype="float32", seed=0))]
     fn from_json(
+        py: Python<'_>,
         text: &str,
         params: Option<&Bound<'_, PyDict>>,
         dtype: &str,
@@ -271,8 +299,8 @@ impl Model {
     ) -> PyResult<Model> {
         guard(|| {
             let net = match dtype {
-                "float32" => Net::F32(build(text, params, seed)?),
-                "float64" => Net::F64(build(text, params, seed)?),
+                "float32" => Net::F32(build(py, text, params, seed)?),
+                "float64" => Net::F64(build(py, text, params, seed)?),
                 other => return Err(unknown_dtype(other)),
             };
             Ok(Model { net })
@@ -284,30 +312,32 @@ impl Model {
     /// dtype.
     #[staticmethod]
     #[pyo3(signature = (path, params=None))]
-    fn load(path: PathBuf, params: Option<PathBuf>) -> PyResult<Model> {
+    fn load(py: Python<'_>, path: PathBuf, params: Option<PathBuf>) -> PyResult<Model> {
         guard(|| {
-            // A `chainrule train` run keeps its checkpoint in `checkpoint/`.
-            let path = if path.join("checkpoint").is_dir() {
-                path.join("checkpoint")
-            } else {
-                path
-            };
-            let (model, params) = if path.is_dir() {
-                (
-                    path.join("model.json"),
-                    params.unwrap_or_else(|| path.join("params.safetensors")),
-                )
-            } else {
-                let sibling = path.with_file_name("params.safetensors");
-                (path, params.unwrap_or(sibling))
-            };
-            // The model file first: a wrong path is reported as that path.
-            read_text(&model).py()?;
-            let net = match safetensors_dtype(&params).py()? {
-                "F32" => Net::F32(read(&model, &params)?),
-                _ => Net::F64(read(&model, &params)?),
-            };
-            Ok(Model { net })
+            released(py, || {
+                // A `chainrule train` run keeps its checkpoint in `checkpoint/`.
+                let path = if path.join("checkpoint").is_dir() {
+                    path.join("checkpoint")
+                } else {
+                    path
+                };
+                let (model, params) = if path.is_dir() {
+                    (
+                        path.join("model.json"),
+                        params.unwrap_or_else(|| path.join("params.safetensors")),
+                    )
+                } else {
+                    let sibling = path.with_file_name("params.safetensors");
+                    (path, params.unwrap_or(sibling))
+                };
+                // The model file first: a wrong path is reported as that path.
+                read_text(&model).py()?;
+                let net = match safetensors_dtype(&params).py()? {
+                    "F32" => Net::F32(read(&model, &params)?),
+                    _ => Net::F64(read(&model, &params)?),
+                };
+                Ok(Model { net })
+            })
         })
     }
 
@@ -348,17 +378,17 @@ impl Model {
     }
 
     /// The same model in another dtype.
-    fn astype(&self, dtype: &str) -> PyResult<Model> {
+    fn astype(&self, py: Python<'_>, dtype: &str) -> PyResult<Model> {
         guard(|| {
             Ok(Model {
-                net: self.net.astype(dtype)?,
+                net: released(py, || self.net.astype(dtype))?,
             })
         })
     }
 
     /// Writes model.json and params.safetensors into the folder `path` (which must exist).
-    fn save(&self, path: PathBuf) -> PyResult<()> {
-        guard(|| each!(&self.net, m => m.save_checkpoint(&path)).py())
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        guard(|| released(py, || each!(&self.net, m => m.save_checkpoint(&path))).py())
     }
 
     /// The loss on (x, y) as one batch and its gradient for every parameter.
@@ -374,27 +404,28 @@ impl Model {
         guard(|| each!(&self.net, m => grad_as(py, m, x, y, loss, seed)))
     }
 
-    /// The outputs for `x`, in evaluation mode.
-    fn predict<'py>(
-        &mut self,
-        py: Python<'py>,
-        x: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    /// The outputs for `x`, in evaluation mode (on a copy of the model, which shares
+    /// its parameters' storage: the model's own mode is kept, and other threads may
+    /// use it meanwhile).
+    fn predict<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         guard(|| {
-            each!(&mut self.net, m => {
-                let x = crate::convert::tensor(x, "x")?;
+            each!(&self.net, m => {
+                let x = input(x, "x")?;
+                let x = x.rows();
                 m.check_input(&x).py_in("x")?;
-                let mode = m.mode();
-                let out = train::predict(m, &x);
-                m.set_mode(mode);
+                let out = released(py, || {
+                    x.check_finite("x")?;
+                    train::predict(&mut m.clone(), &x)
+                });
                 array(py, out.py()?)
             })
         })
     }
 
-    /// Loss (and accuracy, for classification) over (x, y), in evaluation mode.
+    /// Loss (and accuracy, for classification) over (x, y), in evaluation mode (on a
+    /// copy of the model, as `predict`).
     fn evaluate<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         y: &Bound<'py, PyAny>,
@@ -402,13 +433,14 @@ impl Model {
     ) -> PyResult<Bound<'py, PyDict>> {
         guard(|| {
             let loss = crate::convert::loss(loss)?;
-            let metrics = each!(&mut self.net, m => {
-                let (x, target) = batch(m, (x, "x"), (y, "y"), loss)?;
-                let data = Dataset::new(x, target).py()?;
-                let mode = m.mode();
-                let metrics = train::evaluate(m, &data, loss);
-                m.set_mode(mode);
-                metrics.py()?
+            let metrics = each!(&self.net, m => {
+                let (x, target) = samples(m, (x, "x"), (y, "y"), loss)?;
+                let data = Dataset::new(x.rows(), target).py()?;
+                released(py, || {
+                    data.x.check_finite("x")?;
+                    train::evaluate(&mut m.clone(), &data, loss)
+                })
+                .py()?
             });
             let d = PyDict::new(py);
             d.set_item("loss", metrics.loss)?;

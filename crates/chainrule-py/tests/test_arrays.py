@@ -1,5 +1,6 @@
-"""NumPy arrays in and out: the dtype kept, inputs copied once into the library's
-tensors, results handed to NumPy without a copy (crates/chainrule-py/src/convert.rs)."""
+"""NumPy arrays in and out: the dtype kept, inputs read in place when C-contiguous of
+the model's dtype and converted once otherwise, results handed to NumPy without a copy
+(crates/chainrule-py/src/convert.rs)."""
 
 import gc
 
@@ -107,3 +108,91 @@ def test_wrong_dtypes_and_class_indices_name_the_argument(rng):
         model.grad(x, np.zeros((5, 2), np.uint8), "mse")
     with pytest.raises(chainrule.InvalidValueError, match=r"^y: targets: class index 2 is outside \[0, 2\)"):
         model.grad(x, np.array([0, 1, 2, 0, 1], np.uint16), "cross_entropy")
+
+
+def other_layouts_and_dtypes(x):
+    """x as arrays that cannot be read in place, each with the values NumPy shows."""
+    wide = np.zeros((x.shape[0], 2 * x.shape[1]), x.dtype)
+    wide[:, ::2] = x
+    other = np.float32 if x.dtype == np.float64 else np.float64
+    return {
+        "Fortran order": np.asfortranarray(x),
+        "strided slice": wide[:, ::2],
+        "other float": x.astype(other),
+        "integers": np.round(x * 10).astype(np.int32),
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inputs_of_the_models_dtype_in_c_order_are_read_in_place_and_others_converted_once(dtype, rng):
+    """`_converted_inputs_for_tests` counts the inputs that the native module converted
+    into a tensor of its own; a C-contiguous array of the model's dtype is lent to the
+    library instead, and read in place, batch by batch. The results are the same
+    either way (the converted array holds the same numbers, in the model's dtype)."""
+    n = 40  # more rows than a batch, so that fit reads the array in several batches
+    x = rng.normal(size=(n, 3)).astype(dtype)
+    y = rng.normal(size=(n, 2)).astype(dtype)
+    labels = rng.integers(0, 2, size=n)
+    model = chainrule.Sequential(LAYERS, dtype=np.dtype(dtype).name, seed=1)
+    calls = {
+        "fit": lambda a: model.astype(model.dtype).fit(
+            a, y, loss="mse", epochs=2, batch_size=8, shuffle=True, progress=False, validation=(a, y)
+        ),
+        "predict": lambda a: model.predict(a),
+        "evaluate": lambda a: model.evaluate(a, labels, "cross_entropy"),
+        "grad": lambda a: model.grad(a, y, "mse"),
+    }
+    for name, call in calls.items():
+        before = _chainrule._converted_inputs_for_tests()
+        lent = call(x)
+        # fit reads x and validation x: both lent.
+        assert _chainrule._converted_inputs_for_tests() == before, name
+        for layout, a in other_layouts_and_dtypes(x).items():
+            before = _chainrule._converted_inputs_for_tests()
+            converted = call(a)
+            assert _chainrule._converted_inputs_for_tests() == before + (2 if name == "fit" else 1), (name, layout)
+            if layout in ("Fortran order", "strided slice"):
+                # The same numbers, read in place or not (fit's history: its losses).
+                if name == "fit":
+                    converted, lent_ = converted["loss"] + converted["val_loss"], lent["loss"] + lent["val_loss"]
+                else:
+                    lent_ = lent
+                np.testing.assert_equal(converted, lent_)
+
+
+def test_a_lent_array_is_left_as_it_was_and_read_only_arrays_are_lent_too(rng):
+    model = chainrule.Sequential(LAYERS, dtype="float64", seed=1)
+    x, y = problem(rng, np.float64)
+    want = model.predict(x.copy())
+    kept = x.copy()
+    x.flags.writeable = False
+    before = _chainrule._converted_inputs_for_tests()
+    close(model.predict(x), want, 0)
+    model.fit(x, y, loss="mse", epochs=1, batch_size=2, progress=False)
+    assert _chainrule._converted_inputs_for_tests() == before
+    np.testing.assert_array_equal(x, kept)
+
+
+def test_lent_arrays_are_checked_for_nan_and_infinities_like_converted_ones(rng):
+    model = chainrule.Sequential(LAYERS, dtype="float64", seed=1)
+    x, y = problem(rng, np.float64)
+    x[2, 1] = np.nan
+    for a in [x, np.asfortranarray(x)]:
+        with pytest.raises(chainrule.InvalidValueError, match=r"^x: holds a non-finite number$"):
+            model.predict(a)
+        with pytest.raises(chainrule.InvalidValueError, match=r"^x: holds a non-finite number$"):
+            model.grad(a, y, "mse")
+        with pytest.raises(chainrule.InvalidValueError, match=r"^validation x: holds a non-finite number$"):
+            model.fit(np.zeros_like(x), y, loss="mse", progress=False, validation=(a, y))
+
+
+def test_an_array_not_aligned_for_its_dtype_is_read_as_numpy_shows_it(rng):
+    """A float64 view of a byte buffer at an odd offset: not aligned, so the Python half
+    copies it before the native module reads it as a slice."""
+    model = chainrule.Sequential(LAYERS, dtype="float64", seed=1)
+    x, _ = problem(rng, np.float64)
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    unaligned = np.frombuffer(raw.data, dtype=np.float64, count=x.size, offset=1).reshape(x.shape)
+    unaligned[...] = x
+    assert not unaligned.flags.aligned and unaligned.flags.c_contiguous
+    close(model.predict(unaligned), model.predict(x), 0)

@@ -2,8 +2,11 @@
 
 Users call the ``chainrule`` package; this module is its Rust half. Arrays are NumPy
 arrays of float32/float64 or of an integer type (inputs, parameters; integer
-targets are class indices), copied once into the library's tensors; the arrays it
-returns own the library's buffers (no copy, except ``state_dict``'s: one each).
+targets are class indices). The inputs ``x`` of fit, predict, evaluate and grad are
+read in place when C-contiguous of the model's dtype, converted once otherwise;
+other arrays are copied once into the library's tensors. The arrays it returns own
+the library's buffers (no copy, except ``state_dict``'s: one each). Every call that
+computes releases the GIL meanwhile.
 """
 
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -66,3 +69,4 @@ def trace(
 ) -> Tuple[List[np.ndarray], List[np.ndarray], List[List[str]], float]: ...
 def _panic_for_tests(message: str) -> None: ...
 def _copied_outputs_for_tests() -> int: ...
+def _converted_inputs_for_tests() -> int: ...

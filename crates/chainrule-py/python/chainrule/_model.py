@@ -21,12 +21,16 @@ _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 
 def as_array(a: ArrayLike, name: str) -> np.ndarray:
     """A NumPy array from an array, a list or a torch tensor (no copy for arrays, nor
-    for CPU torch tensors)."""
+    for CPU torch tensors). An array whose memory is not aligned for its dtype (a view
+    of a byte buffer at an odd offset, say) is copied: the native module reads arrays
+    as Rust slices, which must be aligned."""
     if hasattr(a, "detach") and hasattr(a, "numpy"):  # a torch tensor
         a = a.detach().cpu().numpy()
     arr = np.asarray(a)
     if arr.dtype == object:
         raise InvalidValueError(f"{name}: not an array of numbers")
+    if not arr.flags.aligned:
+        arr = arr.copy()
     return arr
 
 
@@ -212,16 +216,19 @@ class Sequential:
 
     def predict(self, x: ArrayLike) -> np.ndarray:
         """The outputs for ``x`` (``[N, ...]``), in evaluation mode (the model's own
-        mode is kept), of the model's dtype. ``x`` is copied once into the library's
-        tensor; the result is the library's own buffer, handed to NumPy without a
-        copy (its ``base`` is the Rust allocation)."""
+        mode is kept), of the model's dtype, a thousand rows at a time. A C-contiguous
+        ``x`` of the model's dtype is read in place (each pass copies its thousand rows),
+        any other is converted once; the result is the library's own buffer, handed to
+        NumPy without a copy (its ``base`` is the Rust allocation). Runs without the
+        GIL: other Python threads run meanwhile."""
         return self._m.predict(as_inputs(x, "x", self.dtype))
 
     __call__ = predict
 
     def evaluate(self, x: ArrayLike, y: ArrayLike, loss: str) -> Dict[str, Optional[float]]:
         """``{"loss": ..., "accuracy": ...}`` over (x, y) in evaluation mode; accuracy
-        is None unless the loss classifies (cross_entropy, bce, bce_logits)."""
+        is None unless the loss classifies (cross_entropy, bce, bce_logits). ``x`` is
+        read as :meth:`predict` reads it; runs without the GIL."""
         return dict(self._m.evaluate(as_inputs(x, "x", self.dtype), as_targets(y, "y"), loss))
 
     def grad(self, x: ArrayLike, y: ArrayLike, loss: str, *, seed: int = 0) -> Dict[str, np.ndarray]:
@@ -229,7 +236,9 @@ class Sequential:
         batch (``chainrule grad``), as arrays of the model's dtype handed to NumPy
         without a copy. In training mode dropout draws its masks from
         ``seed``. Loss names: mse, sse, half_sse, mae, huber, bce, bce_logits,
-        cross_entropy (spec/interchange.md)."""
+        cross_entropy (spec/interchange.md). A C-contiguous ``x`` of the model's dtype
+        is not converted: its rows are copied once, as the one batch; any other is
+        converted once, into that batch. Runs without the GIL."""
         return self.value_and_grad(x, y, loss, seed=seed)[1]
 
     def value_and_grad(
@@ -274,9 +283,12 @@ class Sequential:
         to check for Ctrl-C: Ctrl-C (or "Interrupt the kernel" in Jupyter) stops after
         the current step and raises ``KeyboardInterrupt``; the steps taken are kept.
 
-        ``x`` and ``y`` are copied once, into the library's tensors (a C-contiguous
-        array of the model's dtype by one ``memcpy``; other layouts and dtypes, integer
-        ones included, by one converting pass), and never again.
+        A C-contiguous ``x`` (and validation x) of the model's dtype is read in place,
+        lent to the library for the call: no copy of it is made, each batch copies its
+        own rows (writing to it from another thread meanwhile gives undefined numbers,
+        as with NumPy's own functions that release the GIL). Other layouts and dtypes,
+        integer ones included, are converted once, in one pass. ``y`` is read once
+        into the library's targets.
         """
         if isinstance(optimizer, str):
             opt: Dict[str, Any] = {"type": optimizer}

@@ -6,11 +6,13 @@
 //! contract's other readers, so that data knows nothing of losses.
 
 mod csv;
+mod inputs;
 mod mnist;
 mod scale;
 pub mod synthetic;
 
 pub use csv::{CsvData, TargetKind, read_csv, read_csv_bytes};
+pub use inputs::Inputs;
 pub use mnist::read_mnist;
 pub use scale::{MinMaxScaler, Standardizer};
 
@@ -81,6 +83,10 @@ impl<F: Float> Target<F> {
 
 /// Inputs and targets, one row per sample.
 ///
+/// The inputs are a [`Tensor`] (`Dataset<F>`), or any other [`Inputs`]: a view of
+/// memory the caller lends (`Dataset<F, ndarray::ArrayViewD<'_, F>>`), read in place
+/// by training and evaluation, whose batches ([`Dataset::rows`]) are always tensors.
+///
 /// ```
 /// use chainrule::data::{Dataset, Target};
 /// use chainrule::Tensor;
@@ -88,17 +94,24 @@ impl<F: Float> Target<F> {
 /// let data = Dataset::new(x, Target::Classes(vec![0, 1, 0, 1]))?;
 /// let (train, validation) = data.split(0.25, 7)?;
 /// assert_eq!((train.len(), validation.len()), (3, 1));
+///
+/// // The same samples, their inputs lent instead of copied into a tensor.
+/// let values: Vec<f64> = (0..8).map(f64::from).collect();
+/// let lent = ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&[4, 2]), &values[..]).unwrap();
+/// let borrowed = Dataset::new(lent, Target::Classes(vec![0, 1, 0, 1]))?;
+/// assert_eq!(borrowed.rows(&[2, 3])?, data.rows(&[2, 3])?);
+/// assert_eq!(borrowed.split(0.25, 7)?, (train, validation));
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
-pub struct Dataset<F: Float = f32> {
+pub struct Dataset<F: Float = f32, X = Tensor<F>> {
     /// Inputs `[N, D]`, or `[N, ...]` (images: `[N, C, H, W]`).
-    pub x: Tensor<F>,
+    pub x: X,
     /// Targets, N rows.
     pub target: Target<F>,
 }
 
-impl<F: Float> Dataset<F> {
+impl<F: Float, X: Inputs<F>> Dataset<F, X> {
     /// Pairs inputs with targets.
     ///
     /// # Errors
@@ -109,8 +122,8 @@ impl<F: Float> Dataset<F> {
     /// use chainrule::Tensor;
     /// assert!(Dataset::new(Tensor::<f32>::zeros(&[3, 2]), Target::Classes(vec![0, 1])).is_err());
     /// ```
-    pub fn new(x: Tensor<F>, target: Target<F>) -> Result<Self> {
-        if x.ndim() < 2 || x.shape()[0] != target.rows() {
+    pub fn new(x: X, target: Target<F>) -> Result<Self> {
+        if x.shape().len() < 2 || x.shape()[0] != target.rows() {
             return Err(Error::Shape {
                 op: "dataset",
                 message: format!(
@@ -148,8 +161,9 @@ impl<F: Float> Dataset<F> {
         self.len() == 0
     }
 
-    /// The samples at `rows`, in that order. Consecutive rows are taken without
-    /// copying the inputs.
+    /// The samples at `rows`, in that order, as a batch of its own. Consecutive rows
+    /// of a tensor are taken without copying the inputs; rows of lent inputs are
+    /// copied (see [`Inputs`]).
     ///
     /// # Errors
     /// [`Error::Index`] for a row out of range.
@@ -164,7 +178,7 @@ impl<F: Float> Dataset<F> {
     pub fn rows(&self, rows: &[usize]) -> Result<Dataset<F>> {
         let consecutive = !rows.is_empty() && rows.windows(2).all(|w| w[1] == w[0] + 1);
         let x = if consecutive {
-            self.x.narrow(0, rows[0], rows.len())?
+            self.x.narrow_rows(rows[0], rows.len())?
         } else {
             self.x.select_rows(rows)?
         };

@@ -5,6 +5,7 @@ use super::layer::too_large;
 use super::{Init, Layer, Mode, Module, Param};
 use crate::autodiff::{Op, Saved};
 use crate::config::json::{Fields, parse};
+use crate::data::Inputs;
 use crate::error::invalid;
 use crate::io::{read_file, read_safetensors, write_atomic, write_safetensors};
 use crate::{Error, Float, Result, Tensor, Var};
@@ -610,7 +611,8 @@ impl<F: Float> Sequential<F> {
         Ok(())
     }
 
-    /// Checks that `x` is `[N, in]` with N ≥ 1 for this model.
+    /// Checks that `x` (a tensor, or other [`Inputs`]) is `[N, in]` with N ≥ 1 for
+    /// this model.
     ///
     /// # Errors
     /// [`Error::Shape`] otherwise.
@@ -621,9 +623,11 @@ impl<F: Float> Sequential<F> {
     /// let m = Sequential::<f32>::from_json(r#"{"layers": [{"type": "linear", "in": 3, "out": 1}]}"#, 0)?;
     /// assert!(m.check_input(&Tensor::zeros(&[5, 3])).is_ok());
     /// assert!(m.check_input(&Tensor::zeros(&[5, 2])).is_err());
+    /// let lent = [0.0f32; 6];
+    /// assert!(m.check_input(&ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&[2, 3]), &lent[..]).unwrap()).is_ok());
     /// # Ok::<(), chainrule::Error>(())
     /// ```
-    pub fn check_input(&self, x: &Tensor<F>) -> Result<()> {
+    pub fn check_input<X: Inputs<F> + ?Sized>(&self, x: &X) -> Result<()> {
         let expected = self.input_shape();
         let fits = match (x.shape().split_first(), &expected) {
             (Some((&n, sample)), Some(shape)) => n >= 1 && sample == shape.as_slice(),

@@ -9,7 +9,7 @@ mod scalar_path;
 
 pub use crate::config::{EarlyStopping, MAX_EPOCHS, TrainConfig};
 
-use crate::data::{Batches, Dataset, Target};
+use crate::data::{Batches, Dataset, Inputs, Target};
 use crate::loss::Loss;
 use crate::nn::{Mode, Module, Param, Sequential};
 use crate::optim::{Optimizer, clip_grad_norm};
@@ -377,7 +377,8 @@ fn locate_nonfinite<F: Float, M: Module<F>>(
 const EVAL_BATCH: usize = 1024;
 
 /// The model's outputs for `x` `[N, D]`, computed without recording gradients, a
-/// thousand rows at a time.
+/// thousand rows at a time. `x` is a tensor or other [`Inputs`]: lent inputs are
+/// read in place, a thousand rows copied at a time.
 ///
 /// # Errors
 /// Shape errors when `x` does not fit the model.
@@ -388,9 +389,16 @@ const EVAL_BATCH: usize = 1024;
 /// let mut m = Sequential::<f64>::from_json(r#"{"layers": [{"type": "linear", "in": 2, "out": 3}, {"type": "softmax"}]}"#, 0)?;
 /// let p = train::predict(&mut m, &Tensor::zeros(&[5, 2]))?;
 /// assert_eq!(p.shape(), &[5, 3]);
+/// // The same from memory the caller lends.
+/// let zeros = [0.0f64; 10];
+/// let lent = ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&[5, 2]), &zeros[..]).unwrap();
+/// assert_eq!(train::predict(&mut m, &lent)?, p);
 /// # Ok::<(), chainrule::Error>(())
 /// ```
-pub fn predict<F: Float, M: Module<F>>(model: &mut M, x: &Tensor<F>) -> Result<Tensor<F>> {
+pub fn predict<F: Float, M: Module<F>, X: Inputs<F> + ?Sized>(
+    model: &mut M,
+    x: &X,
+) -> Result<Tensor<F>> {
     model.set_mode(Mode::Eval);
     let model = &*model;
     let rows = x.shape().first().copied().unwrap_or(0);
@@ -401,7 +409,7 @@ pub fn predict<F: Float, M: Module<F>>(model: &mut M, x: &Tensor<F>) -> Result<T
             let params = model.bind(&tape);
             model.forward(
                 &params,
-                tape.constant(x.narrow(0, start, EVAL_BATCH.min(rows - start))?),
+                tape.constant(x.narrow_rows(start, EVAL_BATCH.min(rows - start))?),
             )
         })?;
         parts.push(out.value());
@@ -417,7 +425,8 @@ pub fn predict<F: Float, M: Module<F>>(model: &mut M, x: &Tensor<F>) -> Result<T
 }
 
 /// The loss (over the whole set, as one batch would give it) and, for
-/// classification, the accuracy of `model` on `data`.
+/// classification, the accuracy of `model` on `data`, a thousand rows at a time
+/// (lent inputs are read in place, a thousand rows copied at a time).
 ///
 /// # Errors
 /// Shape errors when the data does not fit the model and loss.
@@ -431,11 +440,16 @@ pub fn predict<F: Float, M: Module<F>>(model: &mut M, x: &Tensor<F>) -> Result<T
 /// let data = Dataset::new(Tensor::zeros(&[4, 2]), Target::Classes(vec![0, 1, 2, 0]))?;
 /// let metrics = train::evaluate(&mut m, &data, Loss::CrossEntropy)?;
 /// assert!(metrics.accuracy.is_some());
+/// // Inputs lent from the caller's memory give the same metrics.
+/// let zeros = [0.0f64; 8];
+/// let lent = ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&[4, 2]), &zeros[..]).unwrap();
+/// let lent = Dataset::new(lent, Target::Classes(vec![0, 1, 2, 0]))?;
+/// assert_eq!(train::evaluate(&mut m, &lent, Loss::CrossEntropy)?, metrics);
 /// # Ok::<(), chainrule::Error>(())
 /// ```
-pub fn evaluate<F: Float, M: Module<F>>(
+pub fn evaluate<F: Float, M: Module<F>, X: Inputs<F>>(
     model: &mut M,
-    data: &Dataset<F>,
+    data: &Dataset<F, X>,
     loss: Loss,
 ) -> Result<Metrics> {
     model.set_mode(Mode::Eval);
@@ -469,6 +483,9 @@ pub fn evaluate<F: Float, M: Module<F>>(
 /// become 0, so that they never slow a step down. The calling thread's setting is
 /// put back when training returns.
 ///
+/// The inputs of `train` and `validation` are tensors, or both another kind of
+/// [`Inputs`]: lent inputs are read in place, each batch copying its own rows.
+///
 /// # Errors
 /// Shape errors when the data does not fit the model and loss.
 ///
@@ -484,12 +501,20 @@ pub fn evaluate<F: Float, M: Module<F>>(
 /// let history = train::fit(&mut m, &data, None, &config, |_| {})?;
 /// assert!((m.params()[0].value.item()? - 1.8).abs() < 1e-15);   // notebook 001
 /// assert_eq!(history.epochs[0].train.loss, 1.0);
+///
+/// // The same step with the input lent from the caller's memory.
+/// m.params_mut()[0].value = Tensor::full(&[1, 1], 2.0);
+/// let one = [1.0f64];
+/// let lent = ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&[1, 1]), &one[..]).unwrap();
+/// let data = Dataset::new(lent, Target::Values(Tensor::full(&[1, 1], 1.0)))?;
+/// train::fit(&mut m, &data, Some(&data), &config, |_| {})?;
+/// assert!((m.params()[0].value.item()? - 1.8).abs() < 1e-15);
 /// # Ok::<(), chainrule::Error>(())
 /// ```
-pub fn fit<F: Float, M: Module<F>>(
+pub fn fit<F: Float, M: Module<F>, X: Inputs<F>>(
     model: &mut M,
-    train: &Dataset<F>,
-    validation: Option<&Dataset<F>>,
+    train: &Dataset<F, X>,
+    validation: Option<&Dataset<F, X>>,
     config: &TrainConfig,
     on_event: impl FnMut(&Event<'_>),
 ) -> Result<History> {
@@ -683,10 +708,10 @@ pub struct Checkpoint<'c, F: Float, M> {
 /// assert_eq!(part.params(), whole.params());
 /// # Ok::<(), chainrule::Error>(())
 /// ```
-pub fn fit_from<F: Float, M: Module<F>>(
+pub fn fit_from<F: Float, M: Module<F>, X: Inputs<F>>(
     model: &mut M,
-    train: &Dataset<F>,
-    validation: Option<&Dataset<F>>,
+    train: &Dataset<F, X>,
+    validation: Option<&Dataset<F, X>>,
     config: &TrainConfig,
     session: Session<'_, F>,
     on_event: impl FnMut(&Event<'_>),
@@ -737,10 +762,10 @@ pub fn fit_from<F: Float, M: Module<F>>(
 /// assert_eq!((rest.stopped_early, rest.best_epoch), (history.stopped_early, history.best_epoch));
 /// # Ok::<(), chainrule::Error>(())
 /// ```
-pub fn fit_checkpointed<F: Float, M: Module<F>, E: From<crate::Error>>(
+pub fn fit_checkpointed<F: Float, M: Module<F>, X: Inputs<F>, E: From<crate::Error>>(
     model: &mut M,
-    train: &Dataset<F>,
-    validation: Option<&Dataset<F>>,
+    train: &Dataset<F, X>,
+    validation: Option<&Dataset<F, X>>,
     config: &TrainConfig,
     session: Session<'_, F>,
     on_event: impl FnMut(&Event<'_>),
@@ -754,10 +779,10 @@ pub fn fit_checkpointed<F: Float, M: Module<F>, E: From<crate::Error>>(
 }
 
 /// [`fit_checkpointed`]'s loop.
-fn train_loop<F: Float, M: Module<F>, E: From<crate::Error>>(
+fn train_loop<F: Float, M: Module<F>, X: Inputs<F>, E: From<crate::Error>>(
     model: &mut M,
-    train: &Dataset<F>,
-    validation: Option<&Dataset<F>>,
+    train: &Dataset<F, X>,
+    validation: Option<&Dataset<F, X>>,
     config: &TrainConfig,
     session: Session<'_, F>,
     mut on_event: impl FnMut(&Event<'_>),
