@@ -8,29 +8,14 @@
 //! term up to the loss: each operation's declared sum against autodiff's number at
 //! that node.
 
+mod common;
+
 use chainrule::Tensor;
 use chainrule::autodiff::Elementwise;
 use chainrule::loss::{Loss, Target};
 use chainrule::nn::{Mode, Module, Sequential};
 use chainrule_explain::spatial::{explain_element, is_tensor_network, largest_elements};
-
-/// xorshift64: a seeded stream, the same on every machine.
-struct Stream(u64);
-
-impl Stream {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-    fn uniform(&mut self) -> f64 {
-        self.below(1 << 20) as f64 / (1 << 19) as f64 - 1.0
-    }
-}
+use common::{Stream, random_elements};
 
 /// The output size of a window along one axis, as PyTorch computes it (0 when the
 /// window does not fit).
@@ -165,15 +150,7 @@ fn every_derivation_of_random_tensor_networks_equals_autodiff() {
         };
         assert!(is_tensor_network(&model), "{json}");
         let mut elements = largest_elements(&model, &x, &y, loss).unwrap();
-        for p in model.params() {
-            let index: Vec<String> = p
-                .value
-                .shape()
-                .iter()
-                .map(|&s| rng.below(s).to_string())
-                .collect();
-            elements.push(format!("{}[{}]", p.name, index.join(",")));
-        }
+        elements.extend(random_elements(&model, &mut rng));
         for element in &elements {
             let d = explain_element(&model, &x, &y, loss, 0.1, element)
                 .unwrap_or_else(|e| panic!("case {case} {element}: {e}\n{json}"));

@@ -4,12 +4,15 @@
 //! norm's three paths among them) adds up to autodiff's gradient there; and a
 //! convolution's sum has one term per sample and output position.
 
+mod common;
+
 use chainrule::Tensor;
 use chainrule::data::Target;
 use chainrule::io::{read_npy, read_safetensors};
 use chainrule::loss::Loss;
 use chainrule::nn::{Module, Sequential};
 use chainrule_explain::spatial::{explain_element, is_tensor_network, largest_elements};
+use common::{Stream, random_elements};
 use std::path::{Path, PathBuf};
 
 fn cases() -> Vec<PathBuf> {
@@ -67,27 +70,13 @@ fn number_after(line: &str, marker: &str) -> f64 {
 
 #[test]
 fn every_sum_equals_autodiff_on_the_reference_cases() {
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = |n: usize| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % n as u64) as usize
-    };
+    let mut rng = Stream(0x2545_f491_4f6c_dd1d);
     let mut paths = 0;
     for case in cases() {
         let (model, x, y, loss) = load(&case);
         assert!(is_tensor_network(&model), "{case:?}");
         let mut elements = largest_elements(&model, &x, &y, loss).unwrap();
-        for p in model.params() {
-            let index: Vec<String> = p
-                .value
-                .shape()
-                .iter()
-                .map(|&s| next(s).to_string())
-                .collect();
-            elements.push(format!("{}[{}]", p.name, index.join(",")));
-        }
+        elements.extend(random_elements(&model, &mut rng));
         for element in elements {
             let d = explain_element(&model, &x, &y, loss, 0.1, &element).unwrap();
             assert!(

@@ -1,4 +1,5 @@
-//! Loading the notebooks' networks (examples/notebooks/) for the tests.
+//! Loading the notebooks' networks (examples/notebooks/) for the tests, and the
+//! seeded stream the property tests draw from.
 #![allow(dead_code)] // each test file uses part of it
 
 use chainrule::Tensor;
@@ -54,4 +55,44 @@ pub fn notebook(name: &str) -> Notebook {
         loss,
         lr: settings["lr"].as_f64().unwrap(),
     }
+}
+
+/// xorshift64: a seeded stream, the same on every machine.
+pub struct Stream(pub u64);
+
+impl Stream {
+    /// A number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+    /// True once in `one_in` draws, on average.
+    pub fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+    /// A number in [−1, 1).
+    pub fn uniform(&mut self) -> f64 {
+        self.below(1 << 20) as f64 / (1 << 19) as f64 - 1.0
+    }
+}
+
+/// One element of each of `model`'s parameter tensors, picked by `rng`, named as
+/// `explain --param` takes it (`0.weight[1,0,2,2]`).
+pub fn random_elements(model: &Sequential<f64>, rng: &mut Stream) -> Vec<String> {
+    use chainrule::nn::Module;
+    model
+        .params()
+        .iter()
+        .map(|p| {
+            let index: Vec<String> = p
+                .value
+                .shape()
+                .iter()
+                .map(|&s| rng.below(s).to_string())
+                .collect();
+            format!("{}[{}]", p.name, index.join(","))
+        })
+        .collect()
 }
