@@ -15,18 +15,32 @@ pub(crate) fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Whether element `i` of the mask drawn from `stream` is dropped, with probability
-/// `p`: the top 53 bits of its hash as a uniform number in [0, 1), below `p`.
+/// Element `i`'s draw from `stream`: the top 53 bits of its hash, `k`, which stand
+/// for the uniform number k/2⁵³ in [0, 1).
 #[inline(always)]
-fn dropped(stream: u64, i: u64, p: f64) -> bool {
-    let u = (mix(stream.wrapping_add(i)) >> 11) as f64 / (1u64 << 53) as f64;
-    u < p
+fn draw(stream: u64, i: u64) -> u64 {
+    mix(stream.wrapping_add(i)) >> 11
+}
+
+/// The draws that drop an element with probability `p`: k/2⁵³ < p holds exactly
+/// when the integer k is below ⌈p·2⁵³⌉ (p·2⁵³ is exact), so each draw is compared as
+/// an integer instead of being converted to a float, with the same outcome for any
+/// `p` (a NaN or negative `p` gives 0: nothing dropped; `p` ≥ 1 drops everything).
+fn threshold(p: f64) -> u64 {
+    (p * (1u64 << 53) as f64).ceil() as u64
+}
+
+/// Whether element `i` of the mask drawn from `stream` is dropped, `threshold`
+/// being [`threshold`]`(p)`.
+#[inline(always)]
+fn dropped(stream: u64, i: u64, threshold: u64) -> bool {
+    draw(stream, i) < threshold
 }
 
 /// Element `i` of the mask drawn from `stream`: 0 with probability `p`, else
 /// 1/(1 − p), in f64 (for formulas).
 pub(crate) fn mask_value(stream: u64, i: usize, p: f64) -> f64 {
-    if dropped(stream, i as u64, p) {
+    if dropped(stream, i as u64, threshold(p)) {
         0.0
     } else {
         1.0 / (1.0 - p)
@@ -55,7 +69,7 @@ impl<F: Float> Tensor<F> {
     /// ```
     pub fn dropout(&self, p: f64, stream: u64) -> (Tensor<F>, Tensor<F>) {
         let x = self.values();
-        let keep = F::from_f64(1.0 / (1.0 - p));
+        let (keep, threshold) = (F::from_f64(1.0 / (1.0 - p)), threshold(p));
         // On kept storage, in blocks shared among the training team: each element is
         // its own draw, so neither changes a bit.
         let mut y = pool::reused::<F>(self.shape());
@@ -67,7 +81,7 @@ impl<F: Float> Tensor<F> {
             |start, y, mask| {
                 let xs = &x[start..start + y.len()];
                 for (i, ((y, m), &x)) in (start as u64..).zip(y.iter_mut().zip(mask).zip(xs)) {
-                    *m = if dropped(stream, i, p) {
+                    *m = if dropped(stream, i, threshold) {
                         F::zero()
                     } else {
                         keep
@@ -87,11 +101,11 @@ impl<F: Float> Tensor<F> {
     /// assert_eq!(Tensor::dropout_mask(&[4, 5], 0.5, 9), x.dropout(0.5, 9).1);
     /// ```
     pub fn dropout_mask(shape: &[usize], p: f64, stream: u64) -> Tensor<F> {
-        let keep = F::from_f64(1.0 / (1.0 - p));
+        let (keep, threshold) = (F::from_f64(1.0 / (1.0 - p)), threshold(p));
         let mut mask = pool::reused::<F>(shape);
         parallel::for_each_block(mask.as_mut_slice(), 1, |start, block| {
             for (m, i) in block.iter_mut().zip(start as u64..) {
-                *m = if dropped(stream, i, p) {
+                *m = if dropped(stream, i, threshold) {
                     F::zero()
                 } else {
                     keep
@@ -119,6 +133,44 @@ mod tests {
             .collect();
         let mask = Tensor::from_vec(mask, x.shape()).unwrap();
         (x.mul(&mask).unwrap(), mask)
+    }
+
+    #[test]
+    fn the_integer_threshold_drops_exactly_the_draws_below_p() {
+        let scale = (1u64 << 53) as f64;
+        for p in [
+            0.0,
+            1e-300,
+            f64::MIN_POSITIVE / 4.0,
+            0.1,
+            0.25,
+            1.0 / 3.0,
+            0.5,
+            0.999_999_999,
+            1.0 - f64::EPSILON / 2.0,
+            1.0,
+            1.5,
+            f64::INFINITY,
+            -0.1,
+            f64::NAN,
+        ] {
+            let t = threshold(p);
+            let edge = (p * scale).clamp(0.0, scale - 1.0).floor() as u64;
+            let near = [
+                0,
+                1,
+                2,
+                edge.saturating_sub(1),
+                edge,
+                edge + 1,
+                (1 << 53) - 1,
+            ];
+            let draws = near.into_iter().chain((0..1000).map(|i| draw(7, i)));
+            for k in draws.filter(|&k| k < 1 << 53) {
+                // The float comparison that dropout made before (k/2⁵³ < p).
+                assert_eq!(k < t, (k as f64 / scale) < p, "p {p}, draw {k}");
+            }
+        }
     }
 
     for_f32_and_f64!(one_pass_dropout_gives_the_bits_of_the_two_passes, |F| {
