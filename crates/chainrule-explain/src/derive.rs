@@ -185,8 +185,8 @@ pub struct Derivation {
 
 /// Where each linear layer's z and a live in the model's layer list.
 struct Unit {
-    /// Position of the linear layer in `layers`.
-    linear: usize,
+    /// The dense layer.
+    dense: Dense,
     /// Position of the layer whose output is a (the last activation before the next
     /// linear layer, or the linear layer itself).
     output: usize,
@@ -322,7 +322,7 @@ fn units(model: &Sequential<f64>, tape: &Tape<f64>, trace: &[Var<'_, f64>]) -> V
             _ => Activation::Coupled,
         };
         units.push(Unit {
-            linear: i,
+            dense: *layer,
             output,
             activation,
         });
@@ -363,7 +363,7 @@ pub fn explain(
     let units = units(model, &tape, &trace);
     let position = units
         .iter()
-        .position(|u| u.linear == which.layer)
+        .position(|u| u.dense.layer == which.layer)
         .ok_or_else(|| Error::InvalidValue {
             field: "param".into(),
             message: format!("layer {} is not a linear layer", which.layer),
@@ -374,7 +374,7 @@ pub fn explain(
         outputs,
         bias,
         ..
-    } = dense_layers(model)[position];
+    } = unit.dense;
     if which.unit >= outputs || (!which.bias && which.input >= inputs) || (which.bias && !bias) {
         return Err(Error::InvalidValue {
             field: "param".into(),
@@ -407,20 +407,20 @@ pub fn explain(
     let a = Symbol::new('a', Some(l), &[j + 1]);
     // ∂z/∂w is the linear layer's own input: x itself only when nothing comes before
     // the layer; an activation before the first linear layer gives a⁽⁰⁾ = f(x).
-    let prev = match (position, unit.linear) {
+    let prev = match (position, unit.dense.layer) {
         (0, 0) => Symbol::new('x', None, &[k + 1]),
         (0, _) => Symbol::new('a', Some(0), &[k + 1]),
         _ => Symbol::new('a', Some(l - 1), &[k + 1]),
     };
-    let prev_values = match unit.linear {
+    let prev_values = match unit.dense.layer {
         0 => x.clone(),
         before => value(before - 1),
     };
     let (z_values, a_values, dc_da, dc_dz) = (
-        value(unit.linear),
+        value(unit.dense.layer),
         value(unit.output),
         grad(unit.output),
-        grad(unit.linear),
+        grad(unit.dense.layer),
     );
     let rows = x.shape()[0];
     let last = position + 1 == units.len() && unit.output + 1 == model.layers().len();
@@ -490,11 +490,12 @@ pub fn explain(
                     )
                 } else {
                     let next = &units[position + 1];
-                    let w_next = model.params()
-                        [model.param_offset(next.linear).expect("a linear layer")]
-                    .value
-                    .clone();
-                    let (nz, na, nd) = (value(next.linear), value(next.output), grad(next.output));
+                    let w_next = model.params()[next.dense.offset].value.clone();
+                    let (nz, na, nd) = (
+                        value(next.dense.layer),
+                        value(next.output),
+                        grad(next.output),
+                    );
                     let next_out = w_next.shape()[0];
                     let terms: Vec<(f64, f64, f64)> = (0..next_out)
                         .map(|i| {
@@ -505,7 +506,7 @@ pub fn explain(
                                 None => (
                                     w_next.get(&[i, j]).unwrap_or(0.0),
                                     1.0,
-                                    at(&grad(next.linear), n, i),
+                                    at(&grad(next.dense.layer), n, i),
                                 ),
                             }
                         })
@@ -558,7 +559,7 @@ pub fn explain(
         });
     }
     let gradient: f64 = samples.iter().map(|s| s.term).sum();
-    let offset = model.param_offset(unit.linear).expect("a linear layer") + usize::from(which.bias);
+    let offset = unit.dense.offset + usize::from(which.bias);
     let param_value = &model.params()[offset].value;
     let index: Vec<usize> = if which.bias { vec![j] } else { vec![j, k] };
     let autodiff = grads

@@ -557,16 +557,20 @@ impl Graph {
         }
     }
 
+    /// Each node's position in `nodes`, by its id.
+    fn positions(&self) -> BTreeMap<usize, usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id, i))
+            .collect()
+    }
+
     /// Operations go to the column of their longest path from a leaf; a leaf goes
     /// just left of its first consumer (its nearest column), so that parameters sit
     /// beside their layer instead of all in the first column.
     fn assign_depths(&mut self) {
-        let index: BTreeMap<usize, usize> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.id, i))
-            .collect();
+        let index = self.positions();
         let mut operands: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for e in &self.edges {
             operands[index[&e.to]].push(index[&e.from]);
@@ -692,12 +696,7 @@ impl Graph {
     /// # Ok::<(), chainrule::Error>(())
     /// ```
     pub fn layout(&self) -> Layout {
-        let index: BTreeMap<usize, usize> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.id, i))
-            .collect();
+        let index = self.positions();
         let columns = self
             .nodes
             .iter()

@@ -15,31 +15,25 @@ use std::path::Path;
 
 /// A 2-64-64-3 ReLU MLP (what `chainrule train` trains on the spiral) on four points
 /// with class targets, as `chainrule graph runs/spiral-001 --samples 0..4` draws it.
+/// A ReLU MLP of the given layer sizes (a ReLU between linear layers, none after the
+/// last), seeded with `seed`.
+fn relu_mlp(sizes: &[usize], seed: u64) -> Sequential<f64> {
+    let mut layers = Vec::new();
+    for (i, pair) in sizes.windows(2).enumerate() {
+        if i > 0 {
+            layers.push(Layer::Activation(Elementwise::Relu));
+        }
+        layers.push(Layer::Linear {
+            inputs: pair[0],
+            outputs: pair[1],
+            bias: true,
+        });
+    }
+    Sequential::<f64>::new(layers, seed).unwrap()
+}
+
 fn spiral_sized() -> Graph {
-    let relu = Layer::Activation(Elementwise::Relu);
-    let model = Sequential::<f64>::new(
-        vec![
-            Layer::Linear {
-                inputs: 2,
-                outputs: 64,
-                bias: true,
-            },
-            relu.clone(),
-            Layer::Linear {
-                inputs: 64,
-                outputs: 64,
-                bias: true,
-            },
-            relu,
-            Layer::Linear {
-                inputs: 64,
-                outputs: 3,
-                bias: true,
-            },
-        ],
-        1,
-    )
-    .unwrap();
+    let model = relu_mlp(&[2, 64, 64, 3], 1);
     let x = Tensor::from_vec(vec![0.1, -0.3, 0.5, 0.2, -0.7, 0.9, 0.0, -0.05], &[4, 2]).unwrap();
     let y = Target::Classes(vec![0, 1, 2, 1]);
     Graph::of_model(&model, &x, &y, Loss::CrossEntropy, Detail::Auto)
@@ -193,24 +187,7 @@ fn no_edge_crosses_a_box_and_every_edge_ends_at_its_own_port() {
 #[test]
 fn a_drawing_per_layer_keeps_edges_out_of_boxes_too() {
     let per_layer = {
-        let relu = Layer::Activation(Elementwise::Relu);
-        let model = Sequential::<f64>::new(
-            vec![
-                Layer::Linear {
-                    inputs: 2,
-                    outputs: 64,
-                    bias: true,
-                },
-                relu.clone(),
-                Layer::Linear {
-                    inputs: 64,
-                    outputs: 3,
-                    bias: true,
-                },
-            ],
-            1,
-        )
-        .unwrap();
+        let model = relu_mlp(&[2, 64, 3], 1);
         let x = Tensor::from_vec(vec![0.1, -0.3], &[1, 2]).unwrap();
         Graph::of_model(
             &model,
@@ -227,24 +204,7 @@ fn a_drawing_per_layer_keeps_edges_out_of_boxes_too() {
 
 #[test]
 fn an_mnist_sized_model_is_drawn_one_box_per_layer_with_shapes() {
-    let relu = Layer::Activation(Elementwise::Relu);
-    let model = Sequential::<f64>::new(
-        vec![
-            Layer::Linear {
-                inputs: 784,
-                outputs: 128,
-                bias: true,
-            },
-            relu,
-            Layer::Linear {
-                inputs: 128,
-                outputs: 10,
-                bias: true,
-            },
-        ],
-        0,
-    )
-    .unwrap();
+    let model = relu_mlp(&[784, 128, 10], 0);
     let x = Tensor::from_vec(vec![0.5; 2 * 784], &[2, 784]).unwrap();
     let y = Target::Classes(vec![3, 7]);
     let graph = Graph::of_model(&model, &x, &y, Loss::CrossEntropy, Detail::Auto)

@@ -10,7 +10,7 @@
 //! computes (tests/local_sums.rs checks every operation here against it).
 
 use super::Op;
-use super::op::{coordinates, flat_index as flat};
+use super::op::{broadcast_source, coordinates, flat_index as flat};
 use crate::Tensor;
 
 /// One term of a [`LocalSum`]: where it sits, its factors and their product.
@@ -77,16 +77,6 @@ fn list(index: &[usize]) -> String {
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// Whether output coordinates `c` read element `e` of an input of `shape` that
-/// broadcasts to them.
-fn reads(c: &[usize], e: &[usize], shape: &[usize]) -> bool {
-    let skip = c.len() - shape.len();
-    shape
-        .iter()
-        .enumerate()
-        .all(|(d, &n)| n == 1 || c[skip + d] == e[d])
 }
 
 /// A tensor's values in f64 with its shape, read once.
@@ -229,22 +219,17 @@ impl Op {
             // element that reads this one.
             Op::Add | Op::Sub | Op::Mul | Op::Div => {
                 let own = &x[input].shape;
+                let element = flat(at, own);
                 let other = &x[1 - input.min(1)];
                 let mut terms = Vec::new();
                 for i in 0..y.data.len() {
                     let c = coordinates(i, &y.shape);
-                    if !reads(&c, at, own) {
+                    if broadcast_source(&c, own) != element {
                         continue;
                     }
                     let o = || {
-                        let skip = c.len() - other.shape.len();
-                        let own: Vec<usize> = other
-                            .shape
-                            .iter()
-                            .enumerate()
-                            .map(|(d, &n)| if n == 1 { 0 } else { c[skip + d] })
-                            .collect();
-                        (list(&own), other.at(&own))
+                        let source = broadcast_source(&c, &other.shape);
+                        (list(&coordinates(source, &other.shape)), other.data[source])
                     };
                     let local = match (self, input) {
                         (Op::Add, _) | (Op::Sub, 0) => None,

@@ -972,7 +972,7 @@ pub(super) fn flat_index(c: &[usize], shape: &[usize]) -> usize {
 }
 
 /// The element of an input of shape `shape` that broadcasts to output coordinates `c`.
-fn broadcast_source(c: &[usize], shape: &[usize]) -> usize {
+pub(super) fn broadcast_source(c: &[usize], shape: &[usize]) -> usize {
     let skip = c.len() - shape.len();
     let own: Vec<usize> = shape
         .iter()

@@ -945,36 +945,30 @@ impl<F: Float> Module<F> for Sequential<F> {
     /// PyTorch's update: running ← (1 − momentum)·running + momentum·batch, the
     /// variance unbiased (·n/(n − 1)), and the batch count + 1.
     fn update_buffers(&mut self) {
-        // Only batch norm has buffers; every other model (each MLP) returns at once,
-        // as this runs after every training step (W3 measured 3% of its instructions
-        // in resetting the slots below).
-        if self.buffers.is_empty() {
+        // Each slot is emptied where it lies: this runs after every training step, and
+        // rebuilding the slots cost a model without batch norm (W3) an allocation a
+        // step.
+        let Ok(measured) = self.measured.get_mut() else {
             return;
-        }
-        let measured = match self.measured.get_mut() {
-            Ok(measured) => std::mem::take(measured),
-            Err(_) => return,
         };
-        for (index, moments) in measured.iter().enumerate() {
-            let (Some((mean, var, count)), Layer::BatchNorm { momentum, .. }) =
-                (moments, &self.layers[index])
-            else {
+        for (index, slot) in measured.iter_mut().enumerate() {
+            let Some((mean, var, count)) = slot.take() else {
+                continue;
+            };
+            let Layer::BatchNorm { momentum, .. } = self.layers[index] else {
                 continue;
             };
             let first = self.buffer_offsets[index];
-            let unbiased = *count as f64 / (*count as f64 - 1.0).max(1.0);
+            let unbiased = count as f64 / (count as f64 - 1.0).max(1.0);
             let update = |running: &mut Tensor<F>, batch: &[f64], scale: f64| {
                 for (r, b) in running.as_mut_slice().iter_mut().zip(batch) {
                     *r = F::from_f64((1.0 - momentum) * r.as_f64() + momentum * b * scale);
                 }
             };
-            update(&mut self.buffers[first].value, mean, 1.0);
-            update(&mut self.buffers[first + 1].value, var, unbiased);
+            update(&mut self.buffers[first].value, &mean, 1.0);
+            update(&mut self.buffers[first + 1].value, &var, unbiased);
             let tracked = &mut self.buffers[first + 2].value;
             *tracked = tracked.map(|n| n + F::one());
-        }
-        if let Ok(slots) = self.measured.get_mut() {
-            *slots = vec![None; self.layers.len()];
         }
     }
 }
