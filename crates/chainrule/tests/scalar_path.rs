@@ -29,11 +29,13 @@ fn train<F: Float>(
     x: Tensor<F>,
     target: Target<F>,
     config: &str,
+    clip_grad_norm: Option<f64>,
     scalar_path: bool,
 ) -> Vec<F> {
     let model = Sequential::<F>::from_json(model_json, 7).unwrap();
     let data = Dataset::new(x, target).unwrap();
-    let config = TrainConfig::from_json(config).unwrap();
+    let mut config = TrainConfig::from_json(config).unwrap();
+    config.clip_grad_norm = clip_grad_norm;
     let params = if scalar_path {
         let mut model = model;
         fit(&mut model, &data, None, &config, |_| {}).unwrap();
@@ -86,19 +88,28 @@ fn training_on_the_scalar_path_equals_the_tensor_path() {
                 r#"{"type": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": true}"#,
                 r#"{"type": "adam", "lr": 0.01}"#,
             ] {
-                for batch in [1, 3] {
+                // Clipping (a norm of 0.1 clips nearly every step) runs on each
+                // path's own form of the gradients.
+                for (batch, clip) in [(1, None), (3, None), (2, Some(0.1))] {
                     let config = format!(
                         r#"{{"loss": "{loss}", "optimizer": {optimizer}, "batch_size": {batch}, "epochs": 60}}"#
                     );
                     let run = |scalar| {
                         let (x, y) = xor::<f64>();
-                        train(&layers(activation), x, Target::Values(y), &config, scalar)
+                        train(
+                            &layers(activation),
+                            x,
+                            Target::Values(y),
+                            &config,
+                            clip,
+                            scalar,
+                        )
                     };
                     close(
                         &run(true),
                         &run(false),
                         1e-10,
-                        &format!("{activation} {loss} {optimizer} batch {batch}"),
+                        &format!("{activation} {loss} {optimizer} batch {batch} clip {clip:?}"),
                     );
                 }
             }
@@ -109,14 +120,21 @@ fn training_on_the_scalar_path_equals_the_tensor_path() {
     let config = r#"{"loss": "cross_entropy", "optimizer": {"type": "sgd", "lr": 0.1}, "batch_size": 2, "epochs": 100}"#;
     let run = |scalar| {
         let (x, _) = xor::<f64>();
-        train(model, x, Target::Classes(vec![0, 1, 2, 1]), config, scalar)
+        train(
+            model,
+            x,
+            Target::Classes(vec![0, 1, 2, 1]),
+            config,
+            None,
+            scalar,
+        )
     };
     close(&run(true), &run(false), 1e-10, "cross_entropy");
     let w3 = r#"{"layers": [{"type": "linear", "in": 2, "out": 2}, {"type": "relu"}, {"type": "linear", "in": 2, "out": 1}]}"#;
     let config = r#"{"loss": "mse", "optimizer": {"type": "sgd", "lr": 0.05}, "batch_size": 1, "epochs": 500}"#;
     let run = |scalar| {
         let (x, y) = xor::<f32>();
-        train(w3, x, Target::Values(y), config, scalar)
+        train(w3, x, Target::Values(y), config, None, scalar)
     };
     close(&run(true), &run(false), 1e-4, "W3 in f32");
 }
@@ -132,8 +150,22 @@ fn what_the_scalar_path_cannot_express_trains_on_the_tensor_path() {
         let config = format!(
             r#"{{"loss": "{loss}", "optimizer": {{"type": "sgd", "lr": 0.1}}, "batch_size": 2, "epochs": 5}}"#
         );
-        let on = train(model, x.clone(), Target::Values(y.clone()), &config, true);
-        let off = train(model, x.clone(), Target::Values(y.clone()), &config, false);
+        let on = train(
+            model,
+            x.clone(),
+            Target::Values(y.clone()),
+            &config,
+            None,
+            true,
+        );
+        let off = train(
+            model,
+            x.clone(),
+            Target::Values(y.clone()),
+            &config,
+            None,
+            false,
+        );
         assert_eq!(on, off, "{loss}");
     }
 }

@@ -186,6 +186,9 @@ impl Elementwise {
         match self {
             Neg => -x,
             Scale { c } => F::from_f64(c) * x,
+            // x² as one product, as PyTorch computes it (and a tenth of `powf`'s cost:
+            // the squared error of every regression step goes through here).
+            Pow { p: 2.0 } => x * x,
             Pow { p } => x.powf(F::from_f64(p)),
             Exp => x.exp(),
             Log => x.ln(),
@@ -258,6 +261,8 @@ impl Elementwise {
             // d/dx c·x = c
             Scale { c } => g * F::from_f64(c),
             // d/dx xᵖ = p·xᵖ⁻¹
+            // (x¹ = x exactly: the same number as `powf` gives, without the call)
+            Pow { p: 2.0 } => g * (F::from_f64(2.0) * x),
             Pow { p } => {
                 let p = F::from_f64(p);
                 g * (p * x.powf(p - one))

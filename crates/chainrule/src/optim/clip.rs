@@ -16,15 +16,42 @@ use crate::{Float, Tensor};
 /// # Ok::<(), chainrule::Error>(())
 /// ```
 pub fn clip_grad_norm<F: Float>(grads: &mut [Option<Tensor<F>>], max_norm: f64) -> f64 {
-    let norms: Vec<F> = grads
-        .iter()
-        .flatten()
-        .map(|g| g.to_vec().iter().fold(F::zero(), |s, &v| s + v * v).sqrt())
-        .collect();
-    let total = norms.iter().fold(F::zero(), |s, &n| s + n * n).sqrt();
-    let coefficient = (F::from_f64(max_norm) / (total + F::from_f64(1e-6))).min(F::one());
+    let norms: Vec<F> = grads.iter().flatten().map(|g| norm(&g.to_vec())).collect();
+    let (total, coefficient) = global_norm_and_coefficient(&norms, max_norm);
     for g in grads.iter_mut().flatten() {
         *g = g.scale(coefficient);
     }
     total.as_f64()
+}
+
+/// [`clip_grad_norm`] for gradients end to end in one slice, parameter after
+/// parameter (`lengths`): the same norms, in the same order, and the same products.
+pub(crate) fn clip_grad_norm_flat<F: Float>(
+    grads: &mut [F],
+    lengths: impl Iterator<Item = usize>,
+    max_norm: f64,
+) -> f64 {
+    let mut rest = &grads[..];
+    let norms: Vec<F> = lengths
+        .map(|n| {
+            let (g, next) = rest.split_at(n);
+            rest = next;
+            norm(g)
+        })
+        .collect();
+    let (total, coefficient) = global_norm_and_coefficient(&norms, max_norm);
+    grads.iter_mut().for_each(|g| *g *= coefficient);
+    total.as_f64()
+}
+
+/// One gradient's 2-norm.
+fn norm<F: Float>(g: &[F]) -> F {
+    g.iter().fold(F::zero(), |s, &v| s + v * v).sqrt()
+}
+
+/// The global norm over the gradients' norms, and the factor min(1, max_norm / (norm + 1e-6)).
+fn global_norm_and_coefficient<F: Float>(norms: &[F], max_norm: f64) -> (F, F) {
+    let total = norms.iter().fold(F::zero(), |s, &n| s + n * n).sqrt();
+    let coefficient = (F::from_f64(max_norm) / (total + F::from_f64(1e-6))).min(F::one());
+    (total, coefficient)
 }

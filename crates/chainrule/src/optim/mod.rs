@@ -30,6 +30,7 @@ mod state;
 
 pub use crate::config::{OptimizerConfig, Schedule};
 pub use clip::clip_grad_norm;
+pub(crate) use clip::clip_grad_norm_flat;
 
 use crate::nn::Param;
 use crate::{Error, Float, Result, Tensor};
@@ -151,17 +152,52 @@ impl<F: Float> Optimizer<F> {
                     &copy
                 }
             };
-            let p = param.value.as_mut_slice();
-            let mut slices = state.begin_step(wanted, p.len());
-            split::update_in_blocks(p, g, &mut slices, |slices, p, g| {
-                update(config, slices, p, g);
+            update_parameter(config, wanted, state, param, g);
+        }
+        Ok(())
+    }
+
+    /// [`Optimizer::step`] with every parameter's gradient given, end to end in the
+    /// parameters' order, in one slice: the scalar tape's gradients, written without a
+    /// tensor for each parameter.
+    pub(crate) fn step_flat(&mut self, params: &mut [Param<F>], grads: &[F]) -> Result<()> {
+        let total: usize = params.iter().map(|p| p.value.len()).sum();
+        if grads.len() != total {
+            return Err(Error::Shape {
+                op: "optimizer step",
+                message: format!("needs {total} gradient values, one per parameter value"),
+                got: vec![grads.len()],
             });
+        }
+        self.states.resize_with(params.len(), State::default);
+        let config = &self.config;
+        let wanted = buffers(config);
+        let mut rest = grads;
+        for (param, state) in params.iter_mut().zip(&mut self.states) {
+            let (g, next) = rest.split_at(param.value.len());
+            rest = next;
+            update_parameter(config, wanted, state, param, g);
         }
         Ok(())
     }
 }
 
-/// The buffers `config` keeps per parameter, each with the value it starts from.
+/// One parameter's update from its gradient `g` (of its length).
+#[inline]
+fn update_parameter<F: Float>(
+    config: &OptimizerConfig,
+    wanted: [Option<(state::StateBuffer, f64)>; 3],
+    state: &mut State<F>,
+    param: &mut Param<F>,
+    g: &[F],
+) {
+    let p = param.value.as_mut_slice();
+    let mut slices = state.begin_step(wanted, p.len());
+    split::update_in_blocks(p, g, &mut slices, |slices, p, g| {
+        update(config, slices, p, g);
+    });
+}
+
 fn buffers(config: &OptimizerConfig) -> [Option<(state::StateBuffer, f64)>; 3] {
     match *config {
         OptimizerConfig::Sgd { momentum, .. } => sgd::buffers(momentum),

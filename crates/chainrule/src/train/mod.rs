@@ -5,6 +5,7 @@
 //! `loss_and_grads` over all of x.
 
 mod fused;
+mod gradients;
 mod scalar_path;
 
 pub use crate::config::{EarlyStopping, MAX_EPOCHS, TrainConfig};
@@ -12,9 +13,10 @@ pub use crate::config::{EarlyStopping, MAX_EPOCHS, TrainConfig};
 use crate::data::{Batches, Dataset, Inputs, Target};
 use crate::loss::Loss;
 use crate::nn::{Mode, Module, Param, Sequential};
-use crate::optim::{Optimizer, clip_grad_norm};
+use crate::optim::Optimizer;
 use crate::parallel::Team;
 use crate::{Float, Result, Tape, Tensor};
+use gradients::Gradients;
 use std::borrow::Cow;
 #[cfg(not(target_arch = "wasm32"))]
 use std::time::Instant;
@@ -247,13 +249,13 @@ pub fn loss_and_grads<F: Float, M: Module<F>>(
     loss: Loss,
 ) -> Result<(F, Vec<Option<Tensor<F>>>)> {
     let pass = step_on_batch(model, x, target, loss, &mut Tape::new(), false)?;
-    Ok((pass.loss, pass.grads))
+    Ok((pass.loss, pass.grads.into_tensors(model.params())?))
 }
 
 /// What one batch's forward and backward pass produce.
 struct BatchPass<F: Float> {
     loss: F,
-    grads: Vec<Option<Tensor<F>>>,
+    grads: Gradients<F>,
     prediction: Tensor<F>,
     /// Where non-finite values first appear, when the loss or a gradient is not finite.
     anomaly: Option<String>,
@@ -308,7 +310,7 @@ fn record_and_differentiate<F: Float, M: Module<F>>(
         .then(|| locate_nonfinite(model, tape, &params, &grads, value.id(), loss_value));
     Ok(BatchPass {
         loss: loss_value,
-        grads,
+        grads: Gradients::PerParameter(grads),
         prediction: prediction.value(),
         anomaly,
     })
@@ -905,19 +907,20 @@ fn train_loop<F: Float, M: Module<F>, X: Inputs<F>, E: From<crate::Error>>(
                 .into());
             }
             if let Some(max_norm) = config.clip_grad_norm {
-                clip_grad_norm(&mut grads, max_norm);
+                grads.clip(model.params(), max_norm);
             }
-            optimizer.step(model.params_mut(), &grads)?;
+            grads.apply(optimizer, model.params_mut())?;
             model.update_buffers();
             tally.add(config.loss, value.as_f64(), &prediction, &batch.target);
-            match scalar.as_mut() {
-                Some(s) => s.recycle(grads, prediction),
+            match (scalar.as_mut(), grads) {
+                (Some(s), Gradients::Flat(grads)) => s.recycle(grads, prediction),
                 // Their storage serves the next step's operations (tensor::pool).
-                None => grads
+                (_, Gradients::PerParameter(grads)) => grads
                     .into_iter()
                     .flatten()
                     .chain([prediction])
                     .for_each(crate::tensor::pool::recycle),
+                (None, Gradients::Flat(_)) => {}
             }
             on_event(&Event::Step {
                 epoch,

@@ -7,7 +7,7 @@
 mod network;
 mod tape;
 
-use super::BatchPass;
+use super::{BatchPass, Gradients};
 use crate::data::Target;
 use crate::loss::Loss;
 use crate::nn::{Module, Sequential};
@@ -18,14 +18,14 @@ use tape::{ScalarTape, ScalarVar};
 /// tensor tape's matrix products are faster.
 pub(super) const SCALAR_PATH_MAX_WORK: usize = 1 << 14;
 
-/// A scalar tape and its buffers, kept from step to step: with the gradient and
-/// prediction tensors handed back after each step ([`ScalarPath::recycle`]), a step
+/// A scalar tape and its buffers, kept from step to step: with the gradients and the
+/// prediction tensor handed back after each step ([`ScalarPath::recycle`]), a step
 /// allocates nothing.
 pub(super) struct ScalarPath<F: Float> {
     tape: ScalarTape<F>,
     params: Vec<ScalarVar>,
     outputs: Vec<ScalarVar>,
-    spare_grads: Vec<Option<Tensor<F>>>,
+    spare_grads: Vec<F>,
     spare_prediction: Option<Tensor<F>>,
     /// The model's input features, when it fixes them: read once, as finding them
     /// builds the input shape.
@@ -46,8 +46,8 @@ impl<F: Float> ScalarPath<F> {
         })
     }
 
-    /// Takes back a step's gradient and prediction tensors, to be filled again.
-    pub(super) fn recycle(&mut self, grads: Vec<Option<Tensor<F>>>, prediction: Tensor<F>) {
+    /// Takes back a step's gradients and prediction tensor, to be filled again.
+    pub(super) fn recycle(&mut self, grads: Vec<F>, prediction: Tensor<F>) {
         self.spare_grads = grads;
         self.spare_prediction = Some(prediction);
     }
@@ -98,24 +98,12 @@ impl<F: Float> ScalarPath<F> {
         if !value.is_finite() {
             return None;
         }
-        // Into last step's tensors when they are handed back and fit (no allocation).
+        // Into last step's vector when it is handed back (no allocation).
         let mut grads = std::mem::take(spare_grads);
-        grads.resize(model.params().len(), None);
-        let mut next = 0;
-        for (p, slot) in model.params().iter().zip(grads.iter_mut()) {
-            let leaves = &params[next..next + p.value.len()];
-            next += p.value.len();
-            let fits = slot.as_ref().is_some_and(|g| g.shape() == p.value.shape());
-            if !fits {
-                *slot = Some(Tensor::zeros(p.value.shape()));
-            }
-            let g = slot.as_mut().expect("filled").as_mut_slice();
-            for (g, &v) in g.iter_mut().zip(leaves) {
-                *g = tape.grad(v);
-            }
-            if !g.iter().all(|v| v.is_finite()) {
-                return None;
-            }
+        grads.clear();
+        grads.extend(params.iter().map(|&v| tape.grad(v)));
+        if !grads.iter().all(|v| v.is_finite()) {
+            return None;
         }
         let mut prediction = match spare_prediction.take() {
             Some(t) if t.shape() == [rows, width] => t,
@@ -126,7 +114,7 @@ impl<F: Float> ScalarPath<F> {
         }
         Some(BatchPass {
             loss: value,
-            grads,
+            grads: Gradients::Flat(grads),
             prediction,
             anomaly: None,
         })
