@@ -150,22 +150,17 @@ fn what_the_scalar_path_cannot_express_trains_on_the_tensor_path() {
         let config = format!(
             r#"{{"loss": "{loss}", "optimizer": {{"type": "sgd", "lr": 0.1}}, "batch_size": 2, "epochs": 5}}"#
         );
-        let on = train(
-            model,
-            x.clone(),
-            Target::Values(y.clone()),
-            &config,
-            None,
-            true,
-        );
-        let off = train(
-            model,
-            x.clone(),
-            Target::Values(y.clone()),
-            &config,
-            None,
-            false,
-        );
+        let run = |scalar| {
+            train(
+                model,
+                x.clone(),
+                Target::Values(y.clone()),
+                &config,
+                None,
+                scalar,
+            )
+        };
+        let (on, off) = (run(true), run(false));
         assert_eq!(on, off, "{loss}");
     }
 }
