@@ -268,8 +268,7 @@ impl<F: Float> Rows<'_, F> {
     pub(crate) fn check_finite(&self, name: &str) -> chainrule::Result<()> {
         let finite = match self {
             Rows::Lent(v) => match v.as_slice() {
-                // No early exit: the OR-fold vectorizes.
-                Some(values) => !values.iter().fold(false, |bad, x| bad | !x.is_finite()),
+                Some(values) => chainrule::tensor::all_finite(values),
                 None => v.iter().all(|x| x.is_finite()),
             },
             Rows::Converted(_) => true,

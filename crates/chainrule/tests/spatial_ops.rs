@@ -2,13 +2,24 @@
 //! central finite differences of its forward, on seeded random inputs with odd
 //! shapes, strides, padding and dilation.
 
-use chainrule::autodiff::{Op, Saved};
+use chainrule::autodiff::{Gradients, Op, Saved};
 use chainrule::gradcheck::gradcheck;
 use chainrule::tensor::Window2d;
-use chainrule::{Tape, Tensor};
+use chainrule::{Tape, Tensor, Var};
 
 fn random(shape: &[usize], seed: u64) -> Tensor<f64> {
     Tensor::rand_uniform(shape, -1.0, 1.0, seed).unwrap()
+}
+
+/// The gradients of Σ r ⊙ y: backward hands `r` to the operation that made `y`.
+fn backward_of_weighted_sum(y: Var<'_, f64>, r: &Tensor<f64>) -> Gradients<f64> {
+    let tape = y.tape();
+    y.mul(tape.constant(r.clone()))
+        .unwrap()
+        .sum(&[], false)
+        .unwrap()
+        .backward()
+        .unwrap()
 }
 
 /// Σ r ⊙ op(inputs) for a fixed random r, so every output element's gradient is
@@ -161,13 +172,7 @@ fn what_a_forward_saves_gives_the_backward_it_would_compute_again() {
         let saved = tape.saved(y.id()).unwrap();
         assert!(!matches!(saved, Saved::Nothing), "{op:?} saves its state");
         let r = random(&y.shape(), 18);
-        let grads = y
-            .mul(tape.constant(r.clone()))
-            .unwrap()
-            .sum(&[], false)
-            .unwrap()
-            .backward()
-            .unwrap();
+        let grads = backward_of_weighted_sum(y, &r);
         let refs: Vec<&Tensor<f64>> = inputs.iter().collect();
         let plain = op.forward(&refs).unwrap();
         assert_eq!(plain, y.value(), "{op:?}: forward and forward_saving");
@@ -194,16 +199,7 @@ fn dropout_is_the_product_with_its_mask() {
     let composed = v.mul(tape.constant(mask)).unwrap();
     assert_eq!(one.value(), composed.value());
     let r = random(&[6, 50], 20);
-    let grad = |y: chainrule::Var<'_, f64>| {
-        let grads = y
-            .mul(tape.constant(r.clone()))
-            .unwrap()
-            .sum(&[], false)
-            .unwrap()
-            .backward()
-            .unwrap();
-        grads.wrt(v).unwrap().clone()
-    };
+    let grad = |y| backward_of_weighted_sum(y, &r).wrt(v).unwrap().clone();
     assert_eq!(grad(one), grad(composed));
     assert_eq!(tape.label(one.id()), Some("dropout(0.4)".into()));
 }

@@ -575,12 +575,7 @@ mod tests {
         ];
         let mut r = Shapes::new(14);
         while cases.len() < 40 {
-            let window = Window2d::new(
-                [r.pick(1, 4), r.pick(1, 4)],
-                [r.pick(1, 3), r.pick(1, 3)],
-                [r.pick(0, 2), r.pick(0, 2)],
-                [r.pick(1, 2), r.pick(1, 2)],
-            );
+            let window = r.window(4, 3, 2, 2);
             let (h, w) = (r.pick(1, 12), r.pick(1, 12));
             if window.output_size([h, w]).is_some() {
                 let dims = [r.pick(1, 3), r.pick(1, 4), h, w, r.pick(1, 5)];

@@ -436,16 +436,27 @@ impl<F: Float> Tensor<F> {
     /// ```
     pub fn all_finite(&self) -> bool {
         match self.data.as_slice() {
-            // No early exit: the OR-fold vectorizes, and training checks every gradient
-            // every step (anomaly detection), where almost all values are finite.
-            // Large tensors (a layer's gradient) are checked by the training team in
-            // parallel, one block per thread.
-            Some(values) => crate::parallel::all_blocks(values, |block| {
-                !block.iter().fold(false, |bad, v| bad | !v.is_finite())
-            }),
+            Some(values) => all_finite(values),
             None => self.data.iter().all(|v| v.is_finite()),
         }
     }
+}
+
+/// Whether every value is finite (neither NaN nor infinite): [`Tensor::all_finite`]
+/// for values in memory, such as an array a caller lends.
+///
+/// ```
+/// assert!(chainrule::tensor::all_finite(&[1.0f32, -2.0]));
+/// assert!(!chainrule::tensor::all_finite(&[1.0f64, f64::INFINITY]));
+/// ```
+pub fn all_finite<F: Float>(values: &[F]) -> bool {
+    // No early exit: the OR-fold vectorizes, and training checks every gradient every
+    // step (anomaly detection), where almost all values are finite. Large tensors (a
+    // layer's gradient) are checked by the training team in parallel, one block per
+    // thread.
+    crate::parallel::all_blocks(values, |block| {
+        !block.iter().fold(false, |bad, v| bad | !v.is_finite())
+    })
 }
 
 impl<F: Float> fmt::Debug for Tensor<F> {

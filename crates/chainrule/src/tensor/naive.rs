@@ -451,6 +451,23 @@ impl Shapes {
         z ^= z >> 31;
         low + (z % (high - low + 1) as u64) as usize
     }
+
+    /// A window with each side's kernel in 1..=`kernel`, stride in 1..=`stride`,
+    /// padding in 0..=`padding` and dilation in 1..=`dilation`.
+    pub(crate) fn window(
+        &mut self,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+    ) -> Window2d {
+        Window2d::new(
+            [self.pick(1, kernel), self.pick(1, kernel)],
+            [self.pick(1, stride), self.pick(1, stride)],
+            [self.pick(0, padding), self.pick(0, padding)],
+            [self.pick(1, dilation), self.pick(1, dilation)],
+        )
+    }
 }
 
 /// Asserts that `got` matches `expected` element by element within `tolerance`

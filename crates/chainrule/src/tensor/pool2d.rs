@@ -498,12 +498,7 @@ mod tests {
         ];
         let mut r = Shapes::new(2);
         while cases.len() < 40 {
-            let window = Window2d::new(
-                [r.pick(1, 4), r.pick(1, 4)],
-                [r.pick(1, 3), r.pick(1, 3)],
-                [r.pick(0, 2), r.pick(0, 2)],
-                [r.pick(1, 2), r.pick(1, 2)],
-            );
+            let window = r.window(4, 3, 2, 2);
             let shape = [r.pick(1, 3), r.pick(1, 3), r.pick(1, 11), r.pick(1, 11)];
             if window.output_size([shape[2], shape[3]]).is_some() {
                 cases.push((shape, window));
@@ -571,12 +566,7 @@ mod tests {
         let mut all = cases();
         let mut r = Shapes::new(7);
         while all.len() < 60 {
-            let window = Window2d::new(
-                [r.pick(1, 3), r.pick(1, 3)],
-                [r.pick(1, 3), r.pick(1, 3)],
-                [r.pick(0, 1), r.pick(0, 1)],
-                [r.pick(1, 2), r.pick(1, 2)],
-            );
+            let window = r.window(3, 3, 1, 2);
             let shape = [r.pick(1, 4), r.pick(1, 5), r.pick(5, 33), r.pick(5, 33)];
             if window.output_size([shape[2], shape[3]]).is_some() {
                 all.push((shape, window));

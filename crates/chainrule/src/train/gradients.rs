@@ -40,22 +40,4 @@ impl<F: Float> Gradients<F> {
             Gradients::Flat(grads) => optimizer.step_flat(params, grads),
         }
     }
-
-    /// One tensor per parameter, shaped as the parameter.
-    pub(super) fn into_tensors(self, params: &[Param<F>]) -> Result<Vec<Option<Tensor<F>>>> {
-        match self {
-            Gradients::PerParameter(grads) => Ok(grads),
-            Gradients::Flat(grads) => {
-                let mut rest = &grads[..];
-                params
-                    .iter()
-                    .map(|p| {
-                        let (g, next) = rest.split_at(p.value.len());
-                        rest = next;
-                        Tensor::from_vec(g.to_vec(), p.value.shape()).map(Some)
-                    })
-                    .collect()
-            }
-        }
-    }
 }

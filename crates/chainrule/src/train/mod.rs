@@ -249,16 +249,30 @@ pub fn loss_and_grads<F: Float, M: Module<F>>(
     loss: Loss,
 ) -> Result<(F, Vec<Option<Tensor<F>>>)> {
     let pass = step_on_batch(model, x, target, loss, &mut Tape::new(), false)?;
-    Ok((pass.loss, pass.grads.into_tensors(model.params())?))
+    Ok((pass.loss, pass.grads))
 }
 
-/// What one batch's forward and backward pass produce.
-struct BatchPass<F: Float> {
+/// What one batch's forward and backward pass produce, with the gradients in the
+/// form of the tape that computed them (`G`): a tensor per parameter, or the scalar
+/// tape's one vector.
+struct BatchPass<F: Float, G> {
     loss: F,
-    grads: Gradients<F>,
+    grads: G,
     prediction: Tensor<F>,
     /// Where non-finite values first appear, when the loss or a gradient is not finite.
     anomaly: Option<String>,
+}
+
+impl<F: Float, G> BatchPass<F, G> {
+    /// The same pass with its gradients wrapped by `wrap`.
+    fn wrap_grads<H>(self, wrap: impl FnOnce(G) -> H) -> BatchPass<F, H> {
+        BatchPass {
+            loss: self.loss,
+            grads: wrap(self.grads),
+            prediction: self.prediction,
+            anomaly: self.anomaly,
+        }
+    }
 }
 
 /// Loss, gradients and prediction for one batch; a non-finite loss or gradient comes
@@ -270,7 +284,7 @@ fn step_on_batch<F: Float, M: Module<F>>(
     loss: Loss,
     tape: &mut Tape<F>,
     fused: bool,
-) -> Result<BatchPass<F>> {
+) -> Result<BatchPass<F, Vec<Option<Tensor<F>>>>> {
     tape.clear();
     let mut pass = record_and_differentiate(model, x, target, loss, tape, fused)?;
     // Emptied (its node list keeps its capacity), the tape no longer shares the
@@ -295,7 +309,7 @@ fn record_and_differentiate<F: Float, M: Module<F>>(
     loss: Loss,
     tape: &Tape<F>,
     fused: bool,
-) -> Result<BatchPass<F>> {
+) -> Result<BatchPass<F, Vec<Option<Tensor<F>>>>> {
     let params = model.bind(tape);
     let x = tape.constant(x.clone());
     let prediction = match as_sequential(model).filter(|_| fused) {
@@ -310,7 +324,7 @@ fn record_and_differentiate<F: Float, M: Module<F>>(
         .then(|| locate_nonfinite(model, tape, &params, &grads, value.id(), loss_value));
     Ok(BatchPass {
         loss: loss_value,
-        grads: Gradients::PerParameter(grads),
+        grads,
         prediction: prediction.value(),
         anomaly,
     })
@@ -884,13 +898,14 @@ fn train_loop<F: Float, M: Module<F>, X: Inputs<F>, E: From<crate::Error>>(
             {
                 Some(pass) => {
                     scalar_proven = true;
-                    pass
+                    pass.wrap_grads(Gradients::Flat)
                 }
                 None => {
                     if !scalar_proven {
                         scalar = None;
                     }
                     step_on_batch(model, &batch.x, &batch.target, config.loss, &mut tape, true)?
+                        .wrap_grads(Gradients::PerParameter)
                 }
             };
             steps = steps.saturating_add(1);

@@ -7,7 +7,7 @@
 mod network;
 mod tape;
 
-use super::{BatchPass, Gradients};
+use super::BatchPass;
 use crate::data::Target;
 use crate::loss::Loss;
 use crate::nn::{Module, Sequential};
@@ -61,7 +61,7 @@ impl<F: Float> ScalarPath<F> {
         x: &Tensor<F>,
         target: &Target<F>,
         loss: Loss,
-    ) -> Option<BatchPass<F>> {
+    ) -> Option<BatchPass<F, Vec<F>>> {
         let ScalarPath {
             tape,
             params,
@@ -102,7 +102,7 @@ impl<F: Float> ScalarPath<F> {
         let mut grads = std::mem::take(spare_grads);
         grads.clear();
         grads.extend(params.iter().map(|&v| tape.grad(v)));
-        if !grads.iter().all(|v| v.is_finite()) {
+        if !crate::tensor::all_finite(&grads) {
             return None;
         }
         let mut prediction = match spare_prediction.take() {
@@ -114,7 +114,7 @@ impl<F: Float> ScalarPath<F> {
         }
         Some(BatchPass {
             loss: value,
-            grads: Gradients::Flat(grads),
+            grads,
             prediction,
             anomaly: None,
         })

@@ -110,34 +110,28 @@ impl<F: Float> ScalarTape<F> {
         self.grads.clear();
     }
 
-    fn push(&mut self, op: ScalarOp, a: ScalarVar, b: ScalarVar, requires_grad: bool) -> ScalarVar {
+    /// Records `op` on `a` (and `b` for two-input operations): its value, and the
+    /// local derivatives toward the inputs that lead to a parameter.
+    fn push(&mut self, op: ScalarOp, a: ScalarVar, b: ScalarVar) -> ScalarVar {
         let (va, vb) = (self.values[a.index()], self.values[b.index()]);
         let out = op.forward(va, vb);
-        let id = ScalarVar(self.nodes.len() as u32);
-        let zero = F::zero();
-        let node = if requires_grad {
-            let (da, db) = op.local(va, vb, out);
-            Node {
-                a: a.0,
-                b: b.0,
-                da,
-                db,
-                requires_grad,
-                to_a: self.nodes[a.index()].requires_grad,
-                to_b: op.binary() && self.nodes[b.index()].requires_grad,
-            }
-        } else {
-            Node {
-                a: a.0,
-                b: b.0,
-                da: zero,
-                db: zero,
-                requires_grad,
-                to_a: false,
-                to_b: false,
-            }
+        let to_a = self.nodes[a.index()].requires_grad;
+        let to_b = op.binary() && self.nodes[b.index()].requires_grad;
+        let requires_grad = to_a || to_b;
+        let (da, db) = match requires_grad {
+            true => op.local(va, vb, out),
+            false => (F::zero(), F::zero()),
         };
-        self.nodes.push(node);
+        let id = ScalarVar(self.nodes.len() as u32);
+        self.nodes.push(Node {
+            a: a.0,
+            b: b.0,
+            da,
+            db,
+            requires_grad,
+            to_a,
+            to_b,
+        });
         self.values.push(out);
         id
     }
@@ -171,15 +165,13 @@ impl<F: Float> ScalarTape<F> {
     /// Records a one-input operation on `a`.
     pub(crate) fn unary(&mut self, op: ScalarOp, a: ScalarVar) -> ScalarVar {
         debug_assert!(!op.binary());
-        let rg = self.nodes[a.index()].requires_grad;
-        self.push(op, a, a, rg)
+        self.push(op, a, a)
     }
 
     /// Records a two-input operation.
     pub(crate) fn binary(&mut self, op: ScalarOp, a: ScalarVar, b: ScalarVar) -> ScalarVar {
         debug_assert!(op.binary());
-        let rg = self.nodes[a.index()].requires_grad || self.nodes[b.index()].requires_grad;
-        self.push(op, a, b, rg)
+        self.push(op, a, b)
     }
 
     /// a + b.
