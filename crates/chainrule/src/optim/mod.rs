@@ -198,6 +198,7 @@ fn update_parameter<F: Float>(
     });
 }
 
+/// The buffers `config` keeps per parameter, each with the value it starts from.
 fn buffers(config: &OptimizerConfig) -> [Option<(state::StateBuffer, f64)>; 3] {
     match *config {
         OptimizerConfig::Sgd { momentum, .. } => sgd::buffers(momentum),

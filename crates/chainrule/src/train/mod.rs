@@ -927,15 +927,19 @@ fn train_loop<F: Float, M: Module<F>, X: Inputs<F>, E: From<crate::Error>>(
             grads.apply(optimizer, model.params_mut())?;
             model.update_buffers();
             tally.add(config.loss, value.as_f64(), &prediction, &batch.target);
-            match (scalar.as_mut(), grads) {
-                (Some(s), Gradients::Flat(grads)) => s.recycle(grads, prediction),
+            match grads {
+                // Flat gradients come from the scalar path, which keeps them.
+                Gradients::Flat(grads) => {
+                    if let Some(s) = scalar.as_mut() {
+                        s.recycle(grads, prediction);
+                    }
+                }
                 // Their storage serves the next step's operations (tensor::pool).
-                (_, Gradients::PerParameter(grads)) => grads
+                Gradients::PerParameter(grads) => grads
                     .into_iter()
                     .flatten()
                     .chain([prediction])
                     .for_each(crate::tensor::pool::recycle),
-                (None, Gradients::Flat(_)) => {}
             }
             on_event(&Event::Step {
                 epoch,
